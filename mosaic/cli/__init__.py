@@ -1,0 +1,75 @@
+"""The ``mosaic`` command.
+
+Each subcommand lives in its own module under ``mosaic.cli`` with ``add_parser(subparsers)``,
+which registers it and sets ``func`` to a ``run(args) -> int``. Errors about input end the
+command with one line on stderr and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from mosaic import __version__
+from mosaic.exceptions import InputError
+
+__all__ = ["main", "build_parser"]
+
+#: subcommand modules, in the order ``mosaic --help`` lists them
+COMMANDS = ("demo", "simulate", "info")
+
+log = logging.getLogger("mosaic")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mosaic",
+        description="Deconvolved, super-resolved JWST NIRCam mosaics and catalogues on dask.",
+    )
+    parser.add_argument("--version", action="version", version=f"mosaic {__version__}")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="how much to log (default INFO)",
+    )
+    parser.add_argument("--log-file", default=None, help="also write the log to this file")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"mosaic.cli.{name}").add_parser(sub)
+    return parser
+
+
+def _setup_logging(level: str, log_file: str | None) -> None:
+    handlers = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        handlers.append(logging.FileHandler(log_file))
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=getattr(logging, level), format=fmt, datefmt="%H:%M:%S", handlers=handlers, force=True)
+    # dask and distributed are chatty at INFO
+    for noisy in ("distributed", "bokeh", "tornado", "asyncio", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, getattr(logging, level)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``mosaic`` command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    _setup_logging(args.log_level, args.log_file)
+    try:
+        return int(args.func(args) or 0)
+    except (InputError, FileNotFoundError, FileExistsError, ValueError) as err:
+        print(f"mosaic {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"mosaic {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Graph builders for coaddition: drizzle (iteration 0), UPDC and baselines."""

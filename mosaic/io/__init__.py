@@ -1,0 +1,1 @@
+"""Data layer: exposures (``cal``), the output grid (``grid``), the zarr store (``store``), products."""

@@ -1,0 +1,424 @@
+"""JWST Stage-2 ``_cal.fits`` exposures: lazy reading into xarray, validation, and writing.
+
+An *exposure set* is an :class:`xarray.Dataset` with dims ``(exposure, y, x)``, dask-backed with
+one chunk per exposure, holding ``sci, err, dq, var_poisson, var_rnoise, var_flat`` and ``good``
+(finite SCI and none of the chosen DQ bits set). Per-exposure metadata are coordinates along
+``exposure``; the WCS objects are in ``ds.attrs["wcs"]`` (also as header text in the
+``wcs_header`` coordinate so that the set can be written to a store).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+import xarray as xr
+from astropy.io import fits
+from astropy.wcs import WCS, FITSFixedWarning
+
+from mosaic.exceptions import ExposureExcludedWarning, InputError
+
+__all__ = [
+    "DQ",
+    "DEFAULT_BAD_BITS",
+    "EXTENSIONS",
+    "bad_bits_from",
+    "read_exposures",
+    "read_wcs",
+    "exposure_header_info",
+    "good_fraction",
+    "write_cal",
+]
+
+log = logging.getLogger(__name__)
+
+#: JWST data-quality bit values (jwst.datamodels.dqflags)
+DQ = {
+    "GOOD": 0,
+    "DO_NOT_USE": 1 << 0,
+    "SATURATED": 1 << 1,
+    "JUMP_DET": 1 << 2,
+    "DROPOUT": 1 << 3,
+    "OUTLIER": 1 << 4,
+    "PERSISTENCE": 1 << 5,
+    "AD_FLOOR": 1 << 6,
+    "CHARGELOSS": 1 << 7,
+    "UNRELIABLE_ERROR": 1 << 8,
+    "NON_SCIENCE": 1 << 9,
+    "DEAD": 1 << 10,
+    "HOT": 1 << 11,
+    "WARM": 1 << 12,
+    "LOW_QE": 1 << 13,
+    "RC": 1 << 14,
+    "TELEGRAPH": 1 << 15,
+    "NONLINEAR": 1 << 16,
+    "BAD_REF_PIXEL": 1 << 17,
+    "NO_FLAT_FIELD": 1 << 18,
+    "NO_GAIN_VALUE": 1 << 19,
+    "NO_LIN_CORR": 1 << 20,
+    "NO_SAT_CHECK": 1 << 21,
+    "UNRELIABLE_BIAS": 1 << 22,
+    "UNRELIABLE_DARK": 1 << 23,
+    "UNRELIABLE_SLOPE": 1 << 24,
+    "UNRELIABLE_FLAT": 1 << 25,
+    "OPEN": 1 << 26,
+    "ADJ_OPEN": 1 << 27,
+    "UNRELIABLE_RESET": 1 << 28,
+    "MSA_FAILED_OPEN": 1 << 29,
+    "OTHER_BAD_PIXEL": 1 << 30,
+    "REFERENCE_PIXEL": 1 << 31,
+}
+
+#: the JWST resample step's default: every pixel is good except DO_NOT_USE and NON_SCIENCE
+DEFAULT_BAD_BITS = DQ["DO_NOT_USE"] | DQ["NON_SCIENCE"]
+
+#: image extensions of a cal file, in the order they are read
+EXTENSIONS = ("SCI", "ERR", "DQ", "VAR_POISSON", "VAR_RNOISE", "VAR_FLAT")
+_REQUIRED = ("SCI",)
+
+
+def bad_bits_from(spec) -> int:
+    """DQ bits meaning "bad" from an int or names like ``"DO_NOT_USE+SATURATED"``."""
+    if spec is None:
+        return DEFAULT_BAD_BITS
+    if isinstance(spec, (int, np.integer)):
+        return int(spec)
+    names = [spec] if isinstance(spec, str) else list(spec)
+    bits = 0
+    for part in (p.strip() for name in names for p in str(name).replace(",", "+").split("+")):
+        if not part:
+            continue
+        if part.isdigit():
+            bits |= int(part)
+        elif part.upper() in DQ:
+            bits |= DQ[part.upper()]
+        else:
+            msg = f"unknown DQ flag {part!r}; expected an integer or one of {sorted(DQ)}"
+            raise ValueError(msg)
+    return bits
+
+
+# -- reading -------------------------------------------------------------------------------
+
+
+def _open(path: Path):
+    if not path.exists():
+        msg = f"{path}: no such file; expected a JWST _cal.fits exposure"
+        raise InputError(msg)
+    try:
+        hdul = fits.open(path, memmap=True, lazy_load_hdus=False)
+    except Exception as err:  # astropy raises OSError, TypeError or ValueError by case
+        msg = f"{path}: not a readable FITS file ({err}); expected a JWST _cal.fits exposure"
+        raise InputError(msg) from None
+    return hdul
+
+
+def read_wcs(path, *, prefer_gwcs: bool = True):
+    """The celestial WCS of an exposure.
+
+    The FITS WCS (with SIP) of the SCI header is used. Where ``stdatamodels`` is installed and
+    the file carries an ASDF extension, its gwcs is returned instead (pipeline files carry the
+    exact WCS there; the SIP is a fitted approximation).
+    """
+    path = Path(path)
+    with _open(path) as hdul:
+        if "SCI" not in hdul:
+            msg = f"{path}: no SCI extension; expected a JWST _cal.fits with SCI, ERR, DQ, VAR_*"
+            raise InputError(msg)
+        has_asdf = "ASDF" in hdul
+        wcs = _fits_wcs(path, hdul["SCI"].header)
+    if prefer_gwcs and has_asdf:
+        gw = _try_gwcs(path)
+        if gw is not None:
+            return gw
+    return wcs
+
+
+def _fits_wcs(path: Path, header: fits.Header) -> WCS:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        try:
+            wcs = WCS(header)
+        except Exception as err:
+            msg = f"{path}: SCI header has an unreadable WCS ({err}); expected a celestial TAN(-SIP) WCS"
+            raise InputError(msg) from None
+    if not wcs.has_celestial or wcs.naxis != 2:
+        msg = f"{path}: SCI header has no celestial WCS; expected CTYPE1/2 = RA---TAN(-SIP)/DEC--TAN(-SIP)"
+        raise InputError(msg)
+    wcs.pixel_shape = (header.get("NAXIS1"), header.get("NAXIS2"))
+    return wcs
+
+
+def _try_gwcs(path: Path):
+    try:
+        from stdatamodels.jwst import datamodels  # noqa: PLC0415 (optional dependency)
+    except ImportError:
+        return None
+    try:
+        with datamodels.open(str(path)) as model:
+            return model.meta.wcs
+    except Exception as err:  # a broken ASDF tree: fall back to the FITS WCS, say so
+        log.warning("%s: could not read the ASDF gwcs (%s); using the FITS SIP WCS", path, err)
+        return None
+
+
+def exposure_header_info(path) -> dict:
+    """Metadata of one exposure from its headers (no pixel data read)."""
+    path = Path(path)
+    with _open(path) as hdul:
+        for ext in _REQUIRED:
+            if ext not in hdul:
+                msg = f"{path}: no {ext} extension; expected a JWST _cal.fits with SCI, ERR, DQ, VAR_*"
+                raise InputError(msg)
+        prim = hdul[0].header
+        sci = hdul["SCI"].header
+        if sci.get("NAXIS") != 2:
+            msg = f"{path}: SCI is {sci.get('NAXIS')}-dimensional; expected a 2-D image"
+            raise InputError(msg)
+        shape = (int(sci["NAXIS2"]), int(sci["NAXIS1"]))
+        present = []
+        for ext in EXTENSIONS:
+            if ext in hdul:
+                h = hdul[ext].header
+                ext_shape = (h.get("NAXIS2"), h.get("NAXIS1")) if h.get("NAXIS") == 2 else None
+                if ext_shape != shape:
+                    msg = f"{path}: {ext} has shape {ext_shape}; expected {shape} like SCI"
+                    raise InputError(msg)
+                present.append(ext)
+        wcs = _fits_wcs(path, sci)
+
+        def key(k, default=None):
+            return sci.get(k, prim.get(k, default))
+
+        exptime = key("EFFEXPTM", key("EXPTIME", key("XPOSURE", np.nan)))
+        return {
+            "path": str(path),
+            "shape": shape,
+            "extensions": present,
+            "band": str(key("FILTER", "UNKNOWN")).strip().upper(),
+            "pupil": str(key("PUPIL", "CLEAR")).strip().upper(),
+            "detector": str(key("DETECTOR", "UNKNOWN")).strip().upper(),
+            "exptime": float(exptime),
+            "photmjsr": float(key("PHOTMJSR", np.nan)),
+            "pixar_sr": float(key("PIXAR_SR", np.nan)),
+            "bunit": str(sci.get("BUNIT", "")),
+            "wcs": wcs,
+            "wcs_header": wcs.to_header(relax=True).tostring(sep="\n"),
+            "has_asdf": "ASDF" in hdul,
+        }
+
+
+def _read_ext(path: str, ext: str, dtype) -> np.ndarray:
+    # unsigned DQ is stored as int32 with BZERO; read it raw through the memmap and unscale
+    with fits.open(path, memmap=True, do_not_scale_image_data=True) as hdul:
+        hdu = hdul[ext]
+        return _unscaled(hdu, hdu.data, dtype)
+
+
+def _unscaled(hdu, raw, dtype) -> np.ndarray:
+    bzero, bscale = hdu.header.get("BZERO", 0), hdu.header.get("BSCALE", 1)
+    if bzero == 0 and bscale == 1:
+        return np.asarray(raw, dtype=dtype)
+    return (np.asarray(raw, dtype=np.float64 if bscale != 1 else np.int64) * bscale + bzero).astype(dtype)
+
+
+def good_fraction(path: str, bad_bits: int, rows: int = 256) -> float:
+    """Fraction of pixels with finite SCI and no bad DQ bit, read in row blocks."""
+    with fits.open(path, memmap=True, do_not_scale_image_data=True) as hdul:
+        sci_hdu = hdul["SCI"]
+        dq_hdu = hdul["DQ"] if "DQ" in hdul else None
+        ny = sci_hdu.header["NAXIS2"]
+        n_good = 0
+        for y in range(0, ny, rows):
+            g = np.isfinite(_unscaled(sci_hdu, sci_hdu.data[y : y + rows], np.float32))
+            if dq_hdu is not None:
+                dq = _unscaled(dq_hdu, dq_hdu.data[y : y + rows], np.uint32)
+                g &= (dq & np.uint32(bad_bits)) == 0
+            n_good += int(g.sum())
+        return n_good / (ny * sci_hdu.header["NAXIS1"])
+
+
+def read_exposures(
+    paths,
+    *,
+    bad_bits=None,
+    band: str | None = None,
+    single_band: bool = True,
+    check_data: bool = True,
+    prefer_gwcs: bool = True,
+) -> xr.Dataset:
+    """Read JWST ``_cal.fits`` exposures lazily into an exposure set.
+
+    Parameters
+    ----------
+    paths : list of path-like
+        The cal files.
+    bad_bits : int, str or list of str, optional
+        DQ bits that make a pixel bad (default: DO_NOT_USE + NON_SCIENCE, as the JWST
+        resample step does).
+    band : str, optional
+        Keep only this filter; exposures of other filters are an error.
+    single_band : bool
+        Whether exposures of more than one filter are an error.
+    check_data : bool
+        Read each exposure once (in row blocks) to exclude all-NaN or all-flagged ones
+        with a warning.
+    prefer_gwcs : bool
+        Use the ASDF gwcs where ``stdatamodels`` is installed and the file has one.
+
+    Returns
+    -------
+    xarray.Dataset
+        dims ``(exposure, y, x)``, one dask chunk per exposure.
+    """
+    paths = [Path(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
+    if not paths:
+        msg = "no exposures given; expected one or more _cal.fits files"
+        raise InputError(msg)
+    bits = bad_bits_from(bad_bits)
+    infos = [exposure_header_info(p) for p in paths]
+
+    bands = sorted({i["band"] for i in infos})
+    if band is not None:
+        wrong = [i["path"] for i in infos if i["band"] != band.upper()]
+        if wrong:
+            msg = f"{wrong[0]}: filter {_band_of(infos, wrong[0])!r}; expected {band.upper()!r} for this set"
+            raise InputError(msg)
+    elif single_band and len(bands) > 1:
+        first = {b: next(i["path"] for i in infos if i["band"] == b) for b in bands}
+        msg = f"exposures mix filters {bands} (e.g. {first}); expected one band per set"
+        raise InputError(msg)
+
+    shape = infos[0]["shape"]
+    for i in infos[1:]:
+        if i["shape"] != shape:
+            msg = f"{i['path']}: shape {i['shape']}; expected {shape} like {infos[0]['path']}"
+            raise InputError(msg)
+
+    if check_data:
+        kept = []
+        for i in infos:
+            if "DQ" not in i["extensions"]:
+                log.info("%s: no DQ extension; all finite pixels are taken as good", i["path"])
+            frac = good_fraction(i["path"], bits)
+            i["good_fraction"] = frac
+            if frac == 0.0:
+                warnings.warn(
+                    f"{i['path']}: every pixel is NaN or flagged; exposure excluded",
+                    ExposureExcludedWarning,
+                    stacklevel=2,
+                )
+                continue
+            kept.append(i)
+        if not kept:
+            msg = f"all {len(infos)} exposures are NaN or flagged everywhere; nothing to combine"
+            raise InputError(msg)
+        infos = kept
+
+    if prefer_gwcs:
+        for i in infos:
+            if i["has_asdf"]:
+                i["wcs"] = read_wcs(i["path"], prefer_gwcs=True)
+
+    data = {}
+    dtypes = {"DQ": np.uint32}
+    for ext in EXTENSIONS:
+        dtype = dtypes.get(ext, np.float32)
+        arrays = []
+        for i in infos:
+            if ext in i["extensions"]:
+                d = dask.delayed(_read_ext, pure=True)(i["path"], ext, dtype)
+                arrays.append(da.from_delayed(d, shape=shape, dtype=dtype))
+            elif ext == "DQ":
+                arrays.append(da.zeros(shape, dtype=dtype, chunks=shape))
+            else:
+                arrays.append(da.full(shape, np.nan, dtype=dtype, chunks=shape))
+        data[ext.lower()] = (("exposure", "y", "x"), da.stack(arrays))
+    sci, dq = data["sci"][1], data["dq"][1]
+    good = da.isfinite(sci) & ((dq & np.uint32(bits)) == 0)
+    data["good"] = (("exposure", "y", "x"), good)
+
+    coords = {
+        "exposure": np.arange(len(infos)),
+        "path": ("exposure", [i["path"] for i in infos]),
+        "band": ("exposure", [i["band"] for i in infos]),
+        "detector": ("exposure", [i["detector"] for i in infos]),
+        "exptime": ("exposure", np.array([i["exptime"] for i in infos])),
+        "photmjsr": ("exposure", np.array([i["photmjsr"] for i in infos])),
+        "pixar_sr": ("exposure", np.array([i["pixar_sr"] for i in infos])),
+        "wcs_header": ("exposure", [i["wcs_header"] for i in infos]),
+    }
+    ds = xr.Dataset(data, coords=coords)
+    ds.attrs["wcs"] = [i["wcs"] for i in infos]
+    ds.attrs["bad_bits"] = bits
+    ds.attrs["band"] = infos[0]["band"] if len({i["band"] for i in infos}) == 1 else "MIXED"
+    log.info("read %d exposures of %s (%d x %d)", len(infos), ds.attrs["band"], *shape)
+    return ds
+
+
+def _band_of(infos, path):
+    return next(i["band"] for i in infos if i["path"] == path)
+
+
+# -- writing -------------------------------------------------------------------------------
+
+
+def write_cal(
+    path,
+    *,
+    sci: np.ndarray,
+    err: np.ndarray,
+    dq: np.ndarray,
+    var_poisson: np.ndarray,
+    var_rnoise: np.ndarray,
+    var_flat: np.ndarray,
+    wcs: WCS,
+    meta: dict,
+    overwrite: bool = False,
+) -> Path:
+    """Write one exposure as a JWST Stage-2 ``_cal.fits`` file (written whole, then renamed).
+
+    ``meta`` holds primary-header keywords (FILTER, DETECTOR, EXPTIME, ...); PHOTMJSR,
+    PHOTUJA2, PIXAR_SR and PIXAR_A2 go in the SCI header as the pipeline puts them.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        msg = f"{path}: exists; pass overwrite=True to replace it"
+        raise FileExistsError(msg)
+    prim = fits.PrimaryHDU()
+    sci_keys = {"PHOTMJSR", "PHOTUJA2", "PIXAR_SR", "PIXAR_A2", "BUNIT"}
+    for k, v in meta.items():
+        if k not in sci_keys:
+            prim.header[k] = v
+    prim.header["FILENAME"] = path.name
+    hdus = [prim]
+    wcs_hdr = wcs.to_header(relax=True)
+    units = {"SCI": "MJy/sr", "ERR": "MJy/sr", "VAR_POISSON": "(MJy/sr)^2", "VAR_RNOISE": "(MJy/sr)^2", "VAR_FLAT": "(MJy/sr)^2"}
+    arrays = {
+        "SCI": sci,
+        "ERR": err,
+        "DQ": dq,
+        "VAR_POISSON": var_poisson,
+        "VAR_RNOISE": var_rnoise,
+        "VAR_FLAT": var_flat,
+    }
+    for name, arr in arrays.items():
+        dtype = np.uint32 if name == "DQ" else np.float32
+        hdu = fits.ImageHDU(np.asarray(arr, dtype=dtype), name=name)
+        if name in units:
+            hdu.header["BUNIT"] = units[name]
+        if name == "SCI":
+            hdu.header.update(wcs_hdr)
+            for k in sci_keys - {"BUNIT"}:
+                if k in meta:
+                    hdu.header[k] = meta[k]
+        hdus.append(hdu)
+    tmp = path.with_name(f".{path.name}.part")
+    fits.HDUList(hdus).writeto(tmp, overwrite=True)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,372 @@
+"""The output grid: a tangent-plane WCS, its tiling into cores and halos, and the overlap index.
+
+A :class:`MosaicGrid` is the frame every product lives on. Its tiles' *cores* partition the
+grid exactly (every output pixel belongs to one core); each tile's *outer* region is the core
+grown by ``halo`` pixels on every side and clipped at the grid's edges. Graph builders read
+a tile's outer region, compute, and keep its core.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS
+from astropy.wcs.utils import proj_plane_pixel_scales
+from scipy.spatial import ConvexHull
+
+__all__ = ["Tile", "MosaicGrid", "footprint", "tile_starts"]
+
+log = logging.getLogger(__name__)
+
+#: samples along each detector edge used to trace a distorted footprint
+_EDGE_SAMPLES = 33
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile of a :class:`MosaicGrid`.
+
+    Attributes
+    ----------
+    index : tuple of int
+        ``(row, column)`` of the tile in the tiling.
+    core : tuple of slice
+        ``(y, x)`` slices of the output grid that this tile owns.
+    outer : tuple of slice
+        The core grown by the halo, clipped at the grid edges.
+    """
+
+    index: tuple[int, int]
+    core: tuple[slice, slice]
+    outer: tuple[slice, slice]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Shape of the core."""
+        return (self.core[0].stop - self.core[0].start, self.core[1].stop - self.core[1].start)
+
+    @property
+    def outer_shape(self) -> tuple[int, int]:
+        """Shape of the outer (halo-grown) region."""
+        return (self.outer[0].stop - self.outer[0].start, self.outer[1].stop - self.outer[1].start)
+
+    @property
+    def core_in_outer(self) -> tuple[slice, slice]:
+        """Slices that cut the core out of an array covering ``outer``."""
+        y0 = self.core[0].start - self.outer[0].start
+        x0 = self.core[1].start - self.outer[1].start
+        return (slice(y0, y0 + self.shape[0]), slice(x0, x0 + self.shape[1]))
+
+
+def tile_starts(n: int, size: int) -> list[int]:
+    """Start indices of tiles of ``size`` along an axis of ``n`` pixels (the last may be short)."""
+    return list(range(0, n, size))
+
+
+def footprint(wcs: WCS, shape: tuple[int, int], *, n_edge: int = _EDGE_SAMPLES) -> np.ndarray:
+    """Sky positions (deg) traced along the edges of a detector of ``shape``.
+
+    Distortion bends the edges, so the footprint is sampled along them rather than taken
+    from the four corners alone. Returns an ``(n, 2)`` array of (RA, Dec).
+    """
+    ny, nx = shape
+    xs = np.linspace(-0.5, nx - 0.5, n_edge)
+    ys = np.linspace(-0.5, ny - 0.5, n_edge)
+    x = np.concatenate([xs, np.full(n_edge, nx - 0.5), xs[::-1], np.full(n_edge, -0.5)])
+    y = np.concatenate([np.full(n_edge, -0.5), ys, np.full(n_edge, ny - 0.5), ys[::-1]])
+    ra, dec = wcs.all_pix2world(x, y, 0)
+    return np.column_stack([ra, dec])
+
+
+def _tan_wcs(crval, pixel_scale_deg: float, rotation_deg: float, crpix, shape) -> WCS:
+    """A north-up (rotated by ``rotation_deg`` east of north) TAN WCS."""
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.cunit = ["deg", "deg"]
+    w.wcs.crval = list(crval)
+    w.wcs.crpix = list(crpix)
+    # intermediate x points east: a +y axis at position angle t (east of north) is (sin t, cos t)
+    t = -np.deg2rad(rotation_deg)
+    rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    w.wcs.cd = pixel_scale_deg * rot @ np.diag([-1.0, 1.0])
+    w.wcs.radesys = "ICRS"
+    w.pixel_shape = (shape[1], shape[0])
+    return w
+
+
+def _convex_polygons_intersect(a: np.ndarray, b: np.ndarray) -> bool:
+    """Separating-axis test for two convex polygons given as ``(n, 2)`` vertex arrays."""
+    for poly in (a, b):
+        edges = np.roll(poly, -1, axis=0) - poly
+        normals = np.column_stack([-edges[:, 1], edges[:, 0]])
+        pa = a @ normals.T
+        pb = b @ normals.T
+        if np.any((pa.max(axis=0) < pb.min(axis=0)) | (pb.max(axis=0) < pa.min(axis=0))):
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class MosaicGrid:
+    """A tangent-plane output grid with a tiling.
+
+    Parameters
+    ----------
+    wcs : `~astropy.wcs.WCS`
+        Celestial TAN WCS of the whole grid (no distortion).
+    shape : tuple of int
+        ``(ny, nx)`` of the grid.
+    tile : tuple of int
+        ``(ty, tx)`` core size of a tile; edge tiles may be smaller.
+    halo : int
+        Pixels added on every side of a core to make the tile's outer region.
+    psr : float or None
+        Pixel-scale ratio (output pixel / input pixel) the grid was made with, if any.
+    """
+
+    wcs: WCS
+    shape: tuple[int, int]
+    tile: tuple[int, int] = (1024, 1024)
+    halo: int = 0
+    psr: float | None = None
+
+    def __post_init__(self):
+        shape = tuple(int(s) for s in self.shape)
+        tile = (self.tile, self.tile) if np.isscalar(self.tile) else tuple(self.tile)
+        tile = tuple(int(t) for t in tile)
+        if len(shape) != 2 or min(shape) < 1:
+            msg = f"grid shape must be two positive integers; got {self.shape!r}"
+            raise ValueError(msg)
+        if len(tile) != 2 or min(tile) < 1:
+            msg = f"tile size must be a positive integer or a pair of them; got {self.tile!r}"
+            raise ValueError(msg)
+        if int(self.halo) != self.halo or self.halo < 0:
+            msg = f"halo must be a non-negative integer; got {self.halo!r}"
+            raise ValueError(msg)
+        object.__setattr__(self, "shape", shape)
+        object.__setattr__(self, "tile", tile)
+        object.__setattr__(self, "halo", int(self.halo))
+
+    # -- construction --------------------------------------------------------------------
+
+    @classmethod
+    def from_exposures(
+        cls,
+        wcs_list,
+        shapes,
+        *,
+        psr: float = 0.5,
+        rotation_deg: float = 0.0,
+        tile: int | tuple[int, int] = 1024,
+        halo: int = 0,
+        pixel_scale_arcsec: float | None = None,
+        crval: tuple[float, float] | None = None,
+    ) -> MosaicGrid:
+        """The grid that covers every exposure's footprint.
+
+        Parameters
+        ----------
+        wcs_list : list of `~astropy.wcs.WCS`
+            The exposures' WCSs (SIP distortion included).
+        shapes : list of tuple
+            The exposures' ``(ny, nx)``.
+        psr : float
+            Pixel-scale ratio: output pixel scale over the (median) input pixel scale.
+        rotation_deg : float
+            Position angle of the grid's +y axis, east of north (0: north up, east left).
+        pixel_scale_arcsec : float, optional
+            Use this output pixel scale instead of ``psr`` times the input scale.
+        crval : (ra, dec), optional
+            Tangent point; by default the centre of the footprints.
+        """
+        if len(wcs_list) == 0:
+            msg = "no exposures given; expected at least one WCS to build the output grid from"
+            raise ValueError(msg)
+        if len(wcs_list) != len(shapes):
+            msg = f"got {len(wcs_list)} WCSs but {len(shapes)} shapes; expected one shape per WCS"
+            raise ValueError(msg)
+        if pixel_scale_arcsec is None:
+            if not psr > 0:
+                msg = f"psr must be positive; got {psr!r}"
+                raise ValueError(msg)
+            in_scales = []
+            for w, shp in zip(wcs_list, shapes, strict=True):
+                in_scales.append(_local_pixel_scale_arcsec(w, shp))
+            pixel_scale_arcsec = psr * float(np.median(in_scales))
+        elif not pixel_scale_arcsec > 0:
+            msg = f"pixel_scale_arcsec must be positive; got {pixel_scale_arcsec!r}"
+            raise ValueError(msg)
+
+        sky = np.concatenate([footprint(w, s) for w, s in zip(wcs_list, shapes, strict=True)])
+        if crval is None:
+            vec = _radec_to_xyz(sky[:, 0], sky[:, 1]).mean(axis=0)
+            crval = _xyz_to_radec(vec)
+        scale_deg = pixel_scale_arcsec / 3600.0
+        probe = _tan_wcs(crval, scale_deg, rotation_deg, (1.0, 1.0), (1, 1))
+        px, py = probe.all_world2pix(sky[:, 0], sky[:, 1], 0)
+        x0, x1 = np.floor(px.min() + 0.5), np.ceil(px.max() + 0.5)
+        y0, y1 = np.floor(py.min() + 0.5), np.ceil(py.max() + 0.5)
+        nx, ny = int(x1 - x0), int(y1 - y0)
+        # pixel (i, j) of the new grid is probe pixel (i + x0, j + y0): shift CRPIX (1-based)
+        wcs = _tan_wcs(crval, scale_deg, rotation_deg, (1.0 - x0, 1.0 - y0), (ny, nx))
+        log.info("output grid %d x %d at %.5f arcsec/px (psr %s)", ny, nx, pixel_scale_arcsec, psr)
+        return cls(wcs=wcs, shape=(ny, nx), tile=tile, halo=halo, psr=psr)
+
+    @classmethod
+    def from_header(cls, header: fits.Header, *, tile=1024, halo: int = 0) -> MosaicGrid:
+        """The grid described by a FITS header with NAXIS1/2 and a celestial WCS."""
+        try:
+            shape = (int(header["NAXIS2"]), int(header["NAXIS1"]))
+        except KeyError as err:
+            msg = f"grid header lacks {err.args[0]}; expected NAXIS1 and NAXIS2"
+            raise ValueError(msg) from None
+        wcs = WCS(header).celestial
+        if not wcs.has_celestial:
+            msg = "grid header has no celestial WCS; expected CTYPE1/2 = RA---TAN/DEC--TAN"
+            raise ValueError(msg)
+        wcs.pixel_shape = (shape[1], shape[0])
+        psr = header.get("MOS_PSR")
+        return cls(wcs=wcs, shape=shape, tile=tile, halo=halo, psr=psr)
+
+    def to_header(self) -> fits.Header:
+        """FITS header of the grid (NAXIS, WCS, pixel-scale ratio)."""
+        hdr = fits.Header()
+        hdr["NAXIS"] = 2
+        hdr["NAXIS1"] = self.shape[1]
+        hdr["NAXIS2"] = self.shape[0]
+        hdr.update(self.wcs.to_header())
+        if self.psr is not None:
+            hdr["MOS_PSR"] = (float(self.psr), "pixel-scale ratio output/input")
+        return hdr
+
+    def with_tiling(self, tile, halo: int | None = None) -> MosaicGrid:
+        """The same grid with another tile size (and halo)."""
+        return replace(self, tile=tile, halo=self.halo if halo is None else halo)
+
+    # -- geometry ------------------------------------------------------------------------
+
+    @property
+    def pixel_scale_arcsec(self) -> float:
+        """Output pixel scale in arcsec."""
+        return float(np.mean(proj_plane_pixel_scales(self.wcs)) * 3600.0)
+
+    @property
+    def pixel_area_sr(self) -> float:
+        """Solid angle of one output pixel in steradians."""
+        return float(np.deg2rad(self.pixel_scale_arcsec / 3600.0) ** 2)
+
+    def slice_wcs(self, region: tuple[slice, slice]) -> WCS:
+        """The WCS of a ``(y, x)`` region of the grid, its pixel (0, 0) at the region's start."""
+        w = self.wcs.deepcopy()
+        w.wcs.crpix = [w.wcs.crpix[0] - region[1].start, w.wcs.crpix[1] - region[0].start]
+        w.pixel_shape = (region[1].stop - region[1].start, region[0].stop - region[0].start)
+        return w
+
+    # -- tiling --------------------------------------------------------------------------
+
+    @property
+    def n_tiles(self) -> tuple[int, int]:
+        """Number of tile rows and columns."""
+        return tuple(-(-n // t) for n, t in zip(self.shape, self.tile, strict=True))
+
+    @property
+    def chunks(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Dask chunks of an array on this grid, one chunk per tile core."""
+        return tuple(
+            tuple(min(t, n - s) for s in tile_starts(n, t))
+            for n, t in zip(self.shape, self.tile, strict=True)
+        )
+
+    def tile_at(self, index: tuple[int, int]) -> Tile:
+        """The tile at ``(row, column)``."""
+        ty, tx = self.tile
+        iy, ix = index
+        nty, ntx = self.n_tiles
+        if not (0 <= iy < nty and 0 <= ix < ntx):
+            msg = f"tile index {index!r} outside the {nty} x {ntx} tiling"
+            raise IndexError(msg)
+        y0, x0 = iy * ty, ix * tx
+        y1, x1 = min(y0 + ty, self.shape[0]), min(x0 + tx, self.shape[1])
+        h = self.halo
+        core = (slice(y0, y1), slice(x0, x1))
+        outer = (
+            slice(max(y0 - h, 0), min(y1 + h, self.shape[0])),
+            slice(max(x0 - h, 0), min(x1 + h, self.shape[1])),
+        )
+        return Tile(index=(iy, ix), core=core, outer=outer)
+
+    def tiles(self) -> list[Tile]:
+        """All tiles, row by row."""
+        nty, ntx = self.n_tiles
+        return [self.tile_at((iy, ix)) for iy in range(nty) for ix in range(ntx)]
+
+    # -- overlap index -------------------------------------------------------------------
+
+    def footprint_pixels(self, wcs: WCS, shape: tuple[int, int]) -> np.ndarray:
+        """An exposure's footprint traced in output pixel coordinates, ``(n, 2)`` of (x, y)."""
+        sky = footprint(wcs, shape)
+        x, y = self.wcs.all_world2pix(sky[:, 0], sky[:, 1], 0)
+        return np.column_stack([x, y])
+
+    def touches(self, wcs: WCS, shape: tuple[int, int], *, margin: float = 2.0) -> list[tuple[int, int]]:
+        """Indices of the tiles whose outer region an exposure's footprint touches.
+
+        The footprint's convex hull, grown by ``margin`` output pixels (for kernels that
+        spill past the pixel edges), is tested against each tile's outer rectangle.
+        """
+        pts = self.footprint_pixels(wcs, shape)
+        if not np.all(np.isfinite(pts)):
+            return []
+        hull = pts[ConvexHull(pts).vertices]
+        centre = hull.mean(axis=0)
+        d = hull - centre
+        hull = hull + margin * d / np.maximum(np.hypot(d[:, 0], d[:, 1]), 1e-9)[:, None]
+        hx0, hy0 = hull.min(axis=0)
+        hx1, hy1 = hull.max(axis=0)
+        out = []
+        for t in self.tiles():
+            ys, xs = t.outer
+            # pixel i spans [i - 0.5, i + 0.5]
+            bx0, bx1, by0, by1 = xs.start - 0.5, xs.stop - 0.5, ys.start - 0.5, ys.stop - 0.5
+            if bx1 < hx0 or bx0 > hx1 or by1 < hy0 or by0 > hy1:
+                continue
+            rect = np.array([[bx0, by0], [bx1, by0], [bx1, by1], [bx0, by1]])
+            if _convex_polygons_intersect(hull, rect):
+                out.append(t.index)
+        return out
+
+    def overlap_index(self, wcs_list, shapes) -> dict[tuple[int, int], list[int]]:
+        """Which exposures touch which tile: ``{tile index: [exposure numbers]}``.
+
+        Every tile appears, with an empty list where no exposure lands.
+        """
+        index = {t.index: [] for t in self.tiles()}
+        for k, (w, s) in enumerate(zip(wcs_list, shapes, strict=True)):
+            for ti in self.touches(w, s):
+                index[ti].append(k)
+        return index
+
+
+def _local_pixel_scale_arcsec(wcs: WCS, shape) -> float:
+    """Pixel scale at the detector centre, from the full (distorted) WCS."""
+    cy, cx = (shape[0] - 1) / 2.0, (shape[1] - 1) / 2.0
+    x = np.array([cx, cx + 1.0, cx])
+    y = np.array([cy, cy, cy + 1.0])
+    ra, dec = wcs.all_pix2world(x, y, 0)
+    xyz = _radec_to_xyz(ra, dec)
+    area = np.linalg.norm(np.cross(xyz[1] - xyz[0], xyz[2] - xyz[0]))
+    return float(np.rad2deg(np.sqrt(area)) * 3600.0)
+
+
+def _radec_to_xyz(ra, dec) -> np.ndarray:
+    ra, dec = np.deg2rad(ra), np.deg2rad(dec)
+    return np.column_stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)])
+
+
+def _xyz_to_radec(v) -> tuple[float, float]:
+    v = v / np.linalg.norm(v)
+    return float(np.rad2deg(np.arctan2(v[1], v[0])) % 360.0), float(np.rad2deg(np.arcsin(v[2])))
+

@@ -1,0 +1,1 @@
+"""Operators: pure array functions on one block (NumPy or CuPy in, same out)."""

@@ -1,0 +1,1 @@
+"""Display: stretches and PNG previews."""

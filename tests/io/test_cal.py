@@ -1,0 +1,154 @@
+"""Reading cal files lazily, and every bad input with its one clear error."""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+
+import dask
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from mosaic.exceptions import ExposureExcludedWarning, InputError
+from mosaic.io.cal import DQ, EXTENSIONS, bad_bits_from, read_exposures, read_wcs
+
+
+def test_read_matches_the_files(small_field):
+    paths = small_field.exposures
+    ds = read_exposures(paths)
+    assert ds.sizes == {"exposure": 4, "y": 128, "x": 128}
+    # lazy: one dask chunk per exposure, nothing read yet
+    assert ds["sci"].data.chunks[0] == (1, 1, 1, 1)
+    for k, p in enumerate(paths):
+        with fits.open(p) as hdul:
+            for ext in EXTENSIONS:
+                np.testing.assert_array_equal(ds[ext.lower()][k].values, hdul[ext].data)
+            good = np.isfinite(hdul["SCI"].data) & ((hdul["DQ"].data & (DQ["DO_NOT_USE"] | DQ["NON_SCIENCE"])) == 0)
+            np.testing.assert_array_equal(ds["good"][k].values, good)
+            hdr = hdul["SCI"].header
+            assert ds["photmjsr"][k] == hdr["PHOTMJSR"]
+            assert ds["exptime"][k] == hdul[0].header["EFFEXPTM"]
+    assert set(ds["band"].values) == {"F200W"}
+    assert ds.attrs["band"] == "F200W"
+
+
+def test_wcs_is_the_sip_wcs_of_the_file(small_field):
+    p = small_field.exposures[1]
+    w = read_wcs(p)
+    assert w.sip is not None
+    hdr = fits.getheader(p, "SCI")
+    xy = np.array([[0.0, 0.0], [127.0, 5.0], [64.3, 99.1]])
+    ref = np.array([[hdr["CRVAL1"], hdr["CRVAL2"]]])
+    sky = w.all_pix2world(xy, 0)
+    # independent check: SIP-free TAN of the same header differs (distortion is there) ...
+    from astropy.wcs import WCS  # noqa: PLC0415
+
+    w_full = WCS(hdr)
+    np.testing.assert_allclose(sky, w_full.all_pix2world(xy, 0), rtol=0, atol=1e-12)
+    assert np.all(np.abs(w.all_pix2world([[hdr["CRPIX1"] - 1, hdr["CRPIX2"] - 1]], 0) - ref) < 1e-10)
+
+
+def test_bad_bits_are_configurable(small_field):
+    ds_all = read_exposures(small_field.exposures, bad_bits=0)
+    # with no bad bits, only NaN (DO_NOT_USE pixels are NaN in cal files) is bad
+    np.testing.assert_array_equal(ds_all["good"].values, np.isfinite(ds_all["sci"].values))
+    assert bad_bits_from("DO_NOT_USE+JUMP_DET") == 5
+    assert bad_bits_from(["HOT", "8"]) == DQ["HOT"] | 8
+    with pytest.raises(ValueError, match="unknown DQ flag 'BOGUS'"):
+        bad_bits_from("BOGUS")
+
+
+def _copy(src, dst):
+    shutil.copy(src, dst)
+    return dst
+
+
+def _edit(path, fn):
+    with fits.open(path, mode="update") as hdul:
+        fn(hdul)
+
+
+def _snapshot(folder):
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+
+
+def _missing(p):
+    p.unlink()
+    return p
+
+
+def _not_fits(p):
+    p.write_text("not a fits file")
+    return p
+
+
+def _no_sci(p):
+    fits.PrimaryHDU().writeto(p, overwrite=True)
+    return p
+
+
+def _no_wcs(p):
+    _edit(p, lambda h: h.__setitem__("SCI", fits.ImageHDU(h["SCI"].data, name="SCI")))
+    return p
+
+
+def _err_shape(p):
+    _edit(p, lambda h: h.__setitem__("ERR", fits.ImageHDU(np.zeros((5, 5), np.float32), name="ERR")))
+    return p
+
+
+@pytest.mark.parametrize(
+    ("spoil", "match"),
+    [
+        (_missing, "no such file"),
+        (_not_fits, "not a readable FITS file"),
+        (_no_sci, "no SCI extension"),
+        (_no_wcs, "no celestial WCS"),
+        (_err_shape, r"ERR has shape \(5, 5\); expected \(128, 128\)"),
+    ],
+)
+def test_bad_files_name_the_file(small_field, tmp_path, spoil, match):
+    good = [_copy(p, tmp_path / p.name) for p in small_field.exposures[:2]]
+    bad = spoil(_copy(small_field.exposures[2], tmp_path / "jw_bad_cal.fits"))
+    before = _snapshot(tmp_path)
+    with pytest.raises(InputError, match=match) as info:
+        read_exposures([*good, bad])
+    assert str(bad) in str(info.value)
+    assert _snapshot(tmp_path) == before, "reading must write nothing"
+
+
+def test_all_nan_or_all_flagged_exposures_are_excluded_with_a_warning(small_field, tmp_path):
+    paths = [_copy(p, tmp_path / p.name) for p in small_field.exposures]
+    _edit(paths[1], lambda h: h["SCI"].data.__setitem__(..., np.nan))
+    _edit(paths[2], lambda h: h["DQ"].data.__setitem__(..., DQ["DO_NOT_USE"]))
+    with pytest.warns(ExposureExcludedWarning) as rec:
+        ds = read_exposures(paths)
+    msgs = " ".join(str(r.message) for r in rec)
+    assert str(paths[1]) in msgs and str(paths[2]) in msgs
+    assert list(ds["path"].values) == [str(paths[0]), str(paths[3])]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExposureExcludedWarning)
+        with pytest.raises(InputError, match="nothing to combine"):
+            read_exposures(paths[1:3])
+
+
+def test_mixed_bands_are_an_error(small_field, tmp_path):
+    paths = [_copy(p, tmp_path / p.name) for p in small_field.exposures[:2]]
+    _edit(paths[1], lambda h: h[0].header.__setitem__("FILTER", "F150W"))
+    with pytest.raises(InputError, match=r"mix filters \['F150W', 'F200W'\]"):
+        read_exposures(paths)
+    with pytest.raises(InputError, match=f"{paths[1]}: filter 'F150W'; expected 'F200W'"):
+        read_exposures(paths, band="F200W")
+    ds = read_exposures(paths, single_band=False)
+    assert ds.attrs["band"] == "MIXED"
+
+
+def test_reading_is_lazy(small_field, tmp_path):
+    paths = [_copy(p, tmp_path / p.name) for p in small_field.exposures]
+    ds = read_exposures(paths, check_data=False)
+    # the graph reads a file only when computed: remove one and see the failure at compute
+    paths[3].unlink()
+    np.testing.assert_array_equal(ds["sci"][0].values, fits.getdata(small_field.exposures[0], "SCI"))
+    with pytest.raises(FileNotFoundError):
+        dask.compute(ds["sci"][3].data, scheduler="sync")

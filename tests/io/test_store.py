@@ -1,0 +1,91 @@
+"""The zarr store: products written whole or not at all, a manifest for resuming."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+from mosaic.io.store import Store
+
+
+def _arrays(seed=0):
+    rng = np.random.default_rng(seed)
+    sci = rng.normal(size=(70, 90)).astype("f4")
+    return sci, {"sci": da.from_array(sci, chunks=(32, 40)), "wht": da.from_array(sci**2, chunks=(32, 40))}
+
+
+def test_write_read_round_trip_keeps_tile_chunks_and_wcs(tmp_path):
+    store = Store(tmp_path / "s.zarr")
+    sci, arrays = _arrays()
+    store.write_product("field1", "f200w", "drizzle", arrays, wcs_header="CTYPE1 = 'RA---TAN'", attrs={"iteration": 0})
+    assert store.is_complete("field1", "F200W", "drizzle")
+    ds = store.read_product("field1", "F200W", "drizzle")
+    np.testing.assert_array_equal(ds["sci"].values, sci)
+    np.testing.assert_array_equal(ds["wht"].values, sci**2)
+    assert ds.attrs["wcs_header"].startswith("CTYPE1") and ds.attrs["iteration"] == 0
+    z = zarr.open_array(str(store.product_path("field1", "F200W", "drizzle") / "sci"))
+    assert z.chunks == (32, 40)
+
+
+def test_a_failed_write_leaves_no_product_and_a_rerun_completes(tmp_path):
+    store = Store(tmp_path / "s.zarr")
+    sci, arrays = _arrays()
+
+    def boom(block, block_info=None):
+        if block_info[None]["chunk-location"] == (1, 1):
+            raise RuntimeError("killed mid-write")
+        return block
+
+    broken = {"sci": arrays["sci"].map_blocks(boom, dtype="f4")}
+    with pytest.raises(RuntimeError, match="killed mid-write"):
+        store.write_product("f", "F200W", "updc/iter_03", broken)
+    assert not store.is_complete("f", "F200W", "updc/iter_03")
+    assert not store.product_path("f", "F200W", "updc/iter_03").exists()
+    with pytest.raises(KeyError, match="not complete"):
+        store.read_product("f", "F200W", "updc/iter_03")
+    leftovers = store.clean_temporaries()
+    assert len(leftovers) == 1
+    store.write_product("f", "F200W", "updc/iter_03", arrays)
+    np.testing.assert_array_equal(store.read_product("f", "F200W", "updc/iter_03")["sci"].values, sci)
+    assert sorted(store.manifest("f", "F200W")) == ["updc/iter_03"]
+
+
+def test_complete_products_are_not_overwritten_by_accident(tmp_path):
+    store = Store(tmp_path / "s.zarr")
+    _, arrays = _arrays()
+    store.write_product("f", "F200W", "drizzle", arrays)
+    with pytest.raises(FileExistsError, match="is complete; pass overwrite=True"):
+        store.write_product("f", "F200W", "drizzle", arrays)
+    sci2, arrays2 = _arrays(seed=1)
+    store.write_product("f", "F200W", "drizzle", arrays2, overwrite=True)
+    np.testing.assert_array_equal(store.read_product("f", "F200W", "drizzle")["sci"].values, sci2)
+    store.forget("f", "F200W", "drizzle")
+    assert not store.is_complete("f", "F200W", "drizzle")
+
+
+def test_deferred_write_commits_only_after_compute(tmp_path):
+    store = Store(tmp_path / "s.zarr")
+    sci, arrays = _arrays()
+    write, pending = store.write_product("f", "F444W", "drizzle", xr.Dataset({k: (("y", "x"), v) for k, v in arrays.items()}), compute=False)
+    assert not store.is_complete("f", "F444W", "drizzle")
+    write.compute()
+    pending.commit(n_exposures=4)
+    assert store.manifest("f", "F444W")["drizzle"]["n_exposures"] == 4
+    np.testing.assert_array_equal(store.read_product("f", "F444W", "drizzle")["sci"].values, sci)
+
+
+@pytest.mark.parametrize("name", ["", ".hidden", "a/b"])
+def test_bad_names_are_refused(tmp_path, name):
+    store = Store(tmp_path / "s.zarr")
+    with pytest.raises(ValueError, match="name"):
+        store.group_path(name or "", "F200W") if name != "a/b" else store.group_path("f", name)
+
+
+def test_store_path_that_is_a_file(tmp_path):
+    p = tmp_path / "file.zarr"
+    p.write_text("x")
+    with pytest.raises(ValueError, match="not a directory"):
+        Store(p)
