@@ -30,6 +30,7 @@ def add_parser(sub) -> None:
     p.add_argument("--no-icl", action="store_true", help="leave out the intracluster light")
     p.add_argument("--noiseless", action="store_true", help="no noise, cosmic rays, hot pixels or striping")
     p.add_argument("--flagship", action="store_true", help="the paper's scale: 36 SW exposures of 2048² (3x3 pointings x 4 dithers)")
+    p.add_argument("--workers", type=int, default=1, help="processes rendering exposures in parallel (default 1)")
     p.add_argument("--overwrite", action="store_true", help="replace existing files in OUTDIR")
     p.set_defaults(func=run)
 
@@ -46,7 +47,7 @@ def run(args) -> int:
     }
     if not args.flagship:
         changes.update(n_exposures=args.exposures, n_pointings=tuple(args.pointings), size=args.size, psf_size=args.psf_size)
-    field = simulate_field(args.outdir, replace(base, **changes), overwrite=args.overwrite)
+    field = simulate_field(args.outdir, replace(base, **changes), overwrite=args.overwrite, n_workers=args.workers)
     log.info(
         "wrote %d exposures, truth (%d sources) and PSFs to %s; output grid %d x %d",
         len(field.exposures),

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -113,7 +115,7 @@ def flagship_config(**overrides) -> SimConfig:
         n_pointings=(3, 3),
         size=2048,
         psf_size=301,
-        pointing_step_px=1300.0,
+        pointing_step_px=825.0,
         max_dither_px=40.0,
         n_stars=60,
         n_pairs=12,
@@ -219,10 +221,24 @@ def render_exposure(wcs: WCS, sources: Table, fine: WCS, psf_fine: np.ndarray, c
     return out
 
 
-def simulate_field(outdir, config: SimConfig | None = None, *, overwrite: bool = False) -> SimulatedField:
+def _simulate_exposure(job, shared):
+    """Render, observe and write one exposure; returns its path and injected artifacts."""
+    k, wcs, rng, path = job
+    sources, fine, psf_fine, cfg, icl, pixel_area_fine, det, band, detector = shared
+    signal = render_exposure(wcs, sources, fine, psf_fine, cfg, icl, pixel_area_fine) + cfg.background
+    arrays, art = observe(signal, det, rng=rng, noiseless=cfg.noiseless)
+    art["exposure"] = k
+    meta = _exposure_meta(cfg, band, detector, det, wcs, k)
+    write_cal(path, wcs=wcs, meta=meta, overwrite=True, **arrays)
+    log.info("exposure %d written: %s", k + 1, path.name)
+    return path, art
+
+
+def simulate_field(outdir, config: SimConfig | None = None, *, overwrite: bool = False, n_workers: int = 1) -> SimulatedField:
     """Simulate a NIRCam field with ground truth and write it to ``outdir``.
 
-    Deterministic for ``config.seed``. See the module docstring for what is written.
+    Deterministic for ``config.seed`` (whatever ``n_workers``). See the module docstring for
+    what is written. ``n_workers`` > 1 renders exposures in that many processes.
     """
     cfg = config or SimConfig()
     band = cfg.band.upper()
@@ -273,16 +289,19 @@ def simulate_field(outdir, config: SimConfig | None = None, *, overwrite: bool =
 
     det = replace(cfg.detector, photmjsr=_PHOTMJSR[cfg.channel])
     detector = detector_of(band)
-    paths, artifacts = [], []
-    for k, (wcs, rng) in enumerate(zip(wcs_list, exp_seeds, strict=True)):
-        signal = render_exposure(wcs, sources, fine, psf_fine, cfg, icl, pixel_area_fine) + cfg.background
-        arrays, art = observe(signal, det, rng=rng, noiseless=cfg.noiseless)
-        art["exposure"] = k
-        artifacts.append(art)
-        name = f"jw99999001001_01101_{k + 1:05d}_{detector.lower()}_cal.fits"
-        meta = _exposure_meta(cfg, band, detector, det, wcs, k)
-        paths.append(write_cal(outdir / name, wcs=wcs, meta=meta, overwrite=True, **arrays))
-        log.info("exposure %d/%d written: %s", k + 1, len(wcs_list), name)
+    jobs = [
+        (k, wcs, rng, outdir / f"jw99999001001_01101_{k + 1:05d}_{detector.lower()}_cal.fits")
+        for k, (wcs, rng) in enumerate(zip(wcs_list, exp_seeds, strict=True))
+    ]
+    shared = (sources, fine, psf_fine, cfg, icl, pixel_area_fine, det, band, detector)
+    if n_workers > 1 and len(jobs) > 1:
+        # exposures are independent: one process each, memory per process set by cfg.block
+        with ProcessPoolExecutor(max_workers=n_workers, mp_context=get_context("spawn")) as pool:
+            done = list(pool.map(_simulate_exposure, jobs, [shared] * len(jobs)))
+    else:
+        done = [_simulate_exposure(job, shared) for job in jobs]
+    paths = [p for p, _ in done]
+    artifacts = [a for _, a in done]
 
     # truth on the output grid: mean of the fine truth over each output pixel, tile by tile
     truth_path = outdir / "truth.fits"

@@ -131,7 +131,7 @@ def test_written_products_follow_the_jwst_layout(small_field):
 def test_deterministic_for_a_seed(tmp_path):
     cfg = SimConfig(size=64, psf_size=21, n_exposures=2, seed=9, n_galaxies=5, n_stars=2, n_pairs=1, n_wavelengths=3)
     a = simulate_field(tmp_path / "a", cfg)
-    b = simulate_field(tmp_path / "b", cfg)
+    b = simulate_field(tmp_path / "b", cfg, n_workers=2)  # parallel exposures, same result
     c = simulate_field(tmp_path / "c", SimConfig(**{**cfg.__dict__, "seed": 10}))
     for pa, pb, pc in zip(a.exposures, b.exposures, c.exposures, strict=True):
         np.testing.assert_array_equal(fits.getdata(pa, "SCI"), fits.getdata(pb, "SCI"))
