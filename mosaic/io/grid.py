@@ -77,7 +77,8 @@ def footprint(wcs: WCS, shape: tuple[int, int], *, n_edge: int = _EDGE_SAMPLES) 
     ys = np.linspace(-0.5, ny - 0.5, n_edge)
     x = np.concatenate([xs, np.full(n_edge, nx - 0.5), xs[::-1], np.full(n_edge, -0.5)])
     y = np.concatenate([np.full(n_edge, -0.5), ys, np.full(n_edge, ny - 0.5), ys[::-1]])
-    ra, dec = wcs.all_pix2world(x, y, 0)
+    # APE 14 call: works for astropy (SIP) WCSs and for gwcs alike
+    ra, dec = wcs.pixel_to_world_values(x, y)
     return np.column_stack([ra, dec])
 
 
@@ -206,7 +207,7 @@ class MosaicGrid:
             crval = _xyz_to_radec(vec)
         scale_deg = pixel_scale_arcsec / 3600.0
         probe = _tan_wcs(crval, scale_deg, rotation_deg, (1.0, 1.0), (1, 1))
-        px, py = probe.all_world2pix(sky[:, 0], sky[:, 1], 0)
+        px, py = probe.world_to_pixel_values(sky[:, 0], sky[:, 1])
         x0, x1 = np.floor(px.min() + 0.5), np.ceil(px.max() + 0.5)
         y0, y1 = np.floor(py.min() + 0.5), np.ceil(py.max() + 0.5)
         nx, ny = int(x1 - x0), int(y1 - y0)
@@ -308,7 +309,7 @@ class MosaicGrid:
     def footprint_pixels(self, wcs: WCS, shape: tuple[int, int]) -> np.ndarray:
         """An exposure's footprint traced in output pixel coordinates, ``(n, 2)`` of (x, y)."""
         sky = footprint(wcs, shape)
-        x, y = self.wcs.all_world2pix(sky[:, 0], sky[:, 1], 0)
+        x, y = self.wcs.world_to_pixel_values(sky[:, 0], sky[:, 1])
         return np.column_stack([x, y])
 
     def touches(self, wcs: WCS, shape: tuple[int, int], *, margin: float = 2.0) -> list[tuple[int, int]]:
@@ -355,7 +356,7 @@ def _local_pixel_scale_arcsec(wcs: WCS, shape) -> float:
     cy, cx = (shape[0] - 1) / 2.0, (shape[1] - 1) / 2.0
     x = np.array([cx, cx + 1.0, cx])
     y = np.array([cy, cy, cy + 1.0])
-    ra, dec = wcs.all_pix2world(x, y, 0)
+    ra, dec = wcs.pixel_to_world_values(x, y)
     xyz = _radec_to_xyz(ra, dec)
     area = np.linalg.norm(np.cross(xyz[1] - xyz[0], xyz[2] - xyz[0]))
     return float(np.rad2deg(np.sqrt(area)) * 3600.0)

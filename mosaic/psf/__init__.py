@@ -1,8 +1,11 @@
 """PSF models and operators.
 
 :mod:`mosaic.psf.model` computes a JWST-like NIRCam PSF from Fraunhofer diffraction of a
-segmented pupil (matrix Fourier transform, band- and pixel-integrated).
+segmented pupil (matrix Fourier transform, band- and pixel-integrated); :mod:`mosaic.psf.files`
+reads, validates, resamples, groups and writes PSF files.
 """
+
+from mosaic.psf.files import psf_groups, read_psf, resample_psf, write_psf
 
 from mosaic.psf.model import (
     BANDS,
@@ -28,4 +31,8 @@ __all__ = [
     "jwst_psf",
     "spike_angles_deg",
     "fwhm_arcsec",
+    "read_psf",
+    "write_psf",
+    "resample_psf",
+    "psf_groups",
 ]

@@ -34,6 +34,7 @@ from scipy.signal import fftconvolve
 
 from mosaic.io.cal import write_cal
 from mosaic.io.grid import MosaicGrid
+from mosaic.psf.files import write_psf
 from mosaic.psf.model import BANDS, fwhm_arcsec, jwst_psf
 from mosaic.simulate.detector import DetectorModel, integrate_pixels, observe
 from mosaic.simulate.pointing import (
@@ -310,8 +311,8 @@ def simulate_field(outdir, config: SimConfig | None = None, *, overwrite: bool =
     _write_table(table, outdir / "truth.ecsv")
     art_all = _vstack(artifacts)
     _write_table(art_all, outdir / "artifacts.ecsv")
-    psf_path = _write_psf(outdir / f"psf_{band.lower()}.fits", psf_out, band, grid.pixel_scale_arcsec, "output grid")
-    psfd_path = _write_psf(outdir / f"psf_{band.lower()}_detector.fits", psf_det, band, cfg.detector_scale, "detector")
+    psf_path = write_psf(outdir / f"psf_{band.lower()}.fits", psf_out, pixel_scale_arcsec=grid.pixel_scale_arcsec, band=band)
+    psfd_path = write_psf(outdir / f"psf_{band.lower()}_detector.fits", psf_det, pixel_scale_arcsec=cfg.detector_scale, band=band)
     (outdir / "grid.hdr").write_text(grid.to_header().tostring(sep="\n"))
     return SimulatedField(outdir, paths, truth_path, table, psf_path, psfd_path, art_all, grid, cfg)
 
@@ -383,16 +384,3 @@ def _vstack(tables):
     from astropy.table import vstack  # noqa: PLC0415
 
     return vstack(tables) if tables else Table()
-
-
-def _write_psf(path: Path, psf: np.ndarray, band: str, scale: float, sampling: str) -> Path:
-    hdr = fits.Header()
-    hdr["FILTER"] = band
-    hdr["PIXELSCL"] = (scale, "arcsec / pixel")
-    hdr["SAMPLING"] = sampling
-    hdr["COMMENT"] = "pupil-diffraction JWST-like PSF, band-integrated, pixel-integrated, sum 1"
-    tmp = path.with_name(f".{path.name}.part")
-    fits.PrimaryHDU(psf.astype(np.float64), header=hdr).writeto(tmp, overwrite=True)
-    os.replace(tmp, path)
-    return path
-
