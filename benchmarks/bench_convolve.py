@@ -15,9 +15,9 @@ baseline just before the run. Nothing here gates anything on time.
 from __future__ import annotations
 
 import argparse
-import os
-import threading
+import sys
 import time
+from pathlib import Path
 
 import dask.array as da
 import numpy as np
@@ -30,45 +30,12 @@ from scipy.signal import fftconvolve
 from mosaic.coadd.convolve import METHODS, convolve_tiled
 from mosaic.psf.model import jwst_psf
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _memory import PeakMemory  # noqa: E402
+
 __all__ = ["main"]
 
 MiB = 2.0**20
-
-
-class TreeMemory:
-    """Peak RSS of a process and all its descendants, sampled in a background thread."""
-
-    def __init__(self, interval_s: float = 0.02):
-        self.interval_s = interval_s
-        self.root = psutil.Process(os.getpid())
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def rss(self) -> int:
-        total = 0
-        for p in [self.root, *self.root.children(recursive=True)]:
-            try:
-                total += p.memory_info().rss
-            except psutil.Error:  # a process that just ended
-                pass
-        return total
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.rss())
-            time.sleep(self.interval_s)
-
-    def __enter__(self):
-        self.baseline = self.rss()
-        self.peak = self.baseline
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.rss())
 
 
 def _sky_block(block_info=None, seed=0, n_sources=40):
@@ -124,7 +91,7 @@ def main(argv=None) -> None:
 
     def peer(threads):
         ref, best = None, np.inf
-        with TreeMemory() as mem, scipy.fft.set_workers(threads):
+        with PeakMemory() as mem, scipy.fft.set_workers(threads):
             for _ in range(args.repeat):
                 t0 = time.perf_counter()
                 ref = fftconvolve(image, psf, mode="same")  # float32 image * float64 PSF: float64 FFTs
@@ -146,10 +113,10 @@ def main(argv=None) -> None:
         xs = client.persist(x)
         wait(xs)
         for method in METHODS:
-            t = np.inf
-            with TreeMemory() as mem:
-                for i in range(args.repeat):
-                    if i:
+            t, ys = np.inf, None
+            with PeakMemory() as mem:
+                for _ in range(args.repeat):
+                    if ys is not None:
                         _forget(client, ys)  # else the same keys would be found in memory
                     t0 = time.perf_counter()
                     ys = client.persist(convolve_tiled(xs, psf, method=method))

@@ -24,6 +24,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 from mosaic.exceptions import ExposureExcludedWarning, InputError
 
 __all__ = [
+    "CalCutouts",
     "DQ",
     "DEFAULT_BAD_BITS",
     "EXTENSIONS",
@@ -363,6 +364,47 @@ def read_exposures(
 
 def _band_of(infos, path):
     return next(i["band"] for i in infos if i["path"] == path)
+
+
+class CalCutouts:
+    """Read regions of cal exposures straight from the files (memory-mapped), no dask.
+
+    A ``cutout_reader`` for :func:`mosaic.coadd.drizzle.drizzle_mosaic`: with it, every
+    (exposure, tile) task reads only its own cut-out, so a mosaic is made tile by tile in memory
+    set by the tile. The arrays are those of :func:`read_exposures`: a missing VAR_* extension
+    reads as NaN, a missing DQ as 0, and ``good`` is finite SCI with none of ``bad_bits`` set.
+
+    Parameters
+    ----------
+    paths : list of path-like
+        The exposures, in the order of the exposure set.
+    bad_bits : int
+        DQ bits that make a pixel bad.
+    """
+
+    def __init__(self, paths, bad_bits: int):
+        self.paths = [str(p) for p in paths]
+        self.bad_bits = int(bad_bits)
+
+    @staticmethod
+    def _region(hdul, ext, region, dtype, fill):
+        ys, xs = region
+        if ext not in hdul:
+            return np.full((ys.stop - ys.start, xs.stop - xs.start), fill, dtype=dtype)
+        hdu = hdul[ext]
+        return _unscaled(hdu, hdu.data[ys, xs], dtype)
+
+    def __call__(self, k: int, region) -> dict:
+        """Exposure ``k``'s ``(y, x)`` region: sci, good, var_poisson, var_rnoise, var_flat."""
+        with fits.open(self.paths[k], memmap=True, do_not_scale_image_data=True) as hdul:
+            out = {
+                "sci": self._region(hdul, "SCI", region, np.float32, np.nan),
+                "dq": self._region(hdul, "DQ", region, np.uint32, 0),
+            }
+            for ext in ("VAR_POISSON", "VAR_RNOISE", "VAR_FLAT"):
+                out[ext.lower()] = self._region(hdul, ext, region, np.float32, np.nan)
+        out["good"] = np.isfinite(out["sci"]) & ((out.pop("dq") & np.uint32(self.bad_bits)) == 0)
+        return out
 
 
 # -- writing -------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from astropy.io import fits
-from astropy.wcs import WCS
+from astropy.wcs import WCS, WCSHDO_P17
 from astropy.wcs.utils import proj_plane_pixel_scales
 from scipy.spatial import ConvexHull
 
@@ -238,7 +238,8 @@ class MosaicGrid:
         hdr["NAXIS"] = 2
         hdr["NAXIS1"] = self.shape[1]
         hdr["NAXIS2"] = self.shape[0]
-        hdr.update(self.wcs.to_header())
+        # 17 significant digits: the grid read back is the grid written, to the last bit
+        hdr.update(self.wcs.to_header(relax=WCSHDO_P17))
         if self.psr is not None:
             hdr["MOS_PSR"] = (float(self.psr), "pixel-scale ratio output/input")
         return hdr

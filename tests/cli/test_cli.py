@@ -64,3 +64,12 @@ def test_demo_writes_previews_of_what_it_simulated(tmp_path, capsys):
     # the brightest truth pixel is white in the preview (rows are flipped: north up)
     y, x = np.unravel_index(np.nanargmax(truth), truth.shape)
     assert img[truth.shape[0] - 1 - y, x, :3].min() > 0.95
+    # the drizzle mosaic is on the truth's grid, and its brightest star is the truth's
+    with fits.open(tmp_path / "demo" / "demo_drizzle_i2d.fits") as i2d:
+        sci = i2d["SCI"].data
+        assert sci.shape == truth.shape and i2d["SCI"].header["CTYPE1"] == "RA---TAN"
+    yd, xd = np.unravel_index(np.nanargmax(sci), sci.shape)
+    assert np.hypot(yd - y, xd - x) < 3
+    from mosaic.io.store import Store  # noqa: PLC0415
+
+    assert Store(tmp_path / "demo" / "demo.zarr").is_complete("demo", "F200W", "drizzle")

@@ -1,0 +1,132 @@
+"""``mosaic drizzle``: the drizzle mosaic of _cal.fits exposures, as an _i2d.fits file (and store).
+
+    mosaic drizzle FILES... --out OUT.fits [--psr 0.5] [--pixfrac 1.0] [--kernel square]
+                   [--weight ivm|exptime|uniform] [--rotation DEG] [--tile PIX]
+                   [--store STORE.zarr] [--field NAME] [--workers N] [--overwrite]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+
+from mosaic.exceptions import InputError
+from mosaic.io.cal import CalCutouts
+from mosaic.ops.drizzle import KERNELS, WEIGHTS
+
+__all__ = ["add_parser", "run"]
+
+log = logging.getLogger(__name__)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return v
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive integer")
+    return v
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register the ``drizzle`` subcommand on ``subparsers``; returns its parser."""
+    p = subparsers.add_parser(
+        "drizzle",
+        help="drizzle _cal.fits exposures into an _i2d.fits mosaic (UPDC iteration 0)",
+        description=(
+            "Drizzle JWST _cal.fits exposures of one band onto a tangent-plane grid, tile by "
+            "tile on dask, and write an _i2d.fits file (SCI, ERR, CON, WHT, VAR_*) and, with "
+            "--store, the same arrays in a zarr store."
+        ),
+    )
+    p.add_argument("files", nargs="+", metavar="FILES", help="_cal.fits exposures (one band)")
+    p.add_argument("--out", required=True, metavar="OUT.fits", help="output _i2d.fits file")
+    p.add_argument("--psr", type=_positive_float, default=0.5, help="pixel-scale ratio output/input (default 0.5)")
+    p.add_argument("--pixfrac", type=_positive_float, default=1.0, help="drizzle pixel fraction (default 1.0)")
+    p.add_argument("--kernel", choices=KERNELS, default="square", help="drizzle kernel (default square)")
+    p.add_argument("--weight", choices=WEIGHTS, default="ivm", help="input weights (default ivm = 1/VAR_RNOISE)")
+    p.add_argument("--rotation", type=float, default=0.0, metavar="DEG", help="grid position angle, deg east of north (default 0)")
+    p.add_argument("--tile", type=_positive_int, default=1024, metavar="PIX", help="tile size in output pixels (default 1024)")
+    p.add_argument("--store", metavar="STORE.zarr", help="also write the mosaic into this zarr store")
+    p.add_argument("--field", help="field name in the store (default: the output file's stem)")
+    p.add_argument(
+        "--workers", type=int, default=0, metavar="N",
+        help="run on a local dask cluster of N worker processes (default 0: threads in this process)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file or store product")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``mosaic drizzle``; returns the exit code. Bad input raises :class:`InputError`."""
+    from mosaic.coadd.drizzle import drizzle_mosaic  # noqa: PLC0415
+    from mosaic.io.cal import read_exposures  # noqa: PLC0415
+    from mosaic.io.grid import MosaicGrid  # noqa: PLC0415
+    from mosaic.io.products import write_drizzle_products  # noqa: PLC0415
+    from mosaic.io.store import Store  # noqa: PLC0415
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        msg = f"{out}: exists; pass --overwrite to replace it"
+        raise InputError(msg)
+    if not out.parent.exists():
+        msg = f"{out}: directory {out.parent} does not exist; create it or choose another --out"
+        raise InputError(msg)
+    if not args.pixfrac <= 1.0:
+        msg = f"--pixfrac {args.pixfrac!r} is out of range; expected a value in (0.001, 1]"
+        raise InputError(msg)
+    if args.workers < 0:
+        msg = f"--workers {args.workers!r} is negative; expected 0 (threads) or a number of processes"
+        raise InputError(msg)
+
+    exposures = read_exposures(args.files)
+    shape = (exposures.sizes["y"], exposures.sizes["x"])
+    grid = MosaicGrid.from_exposures(
+        exposures.attrs["wcs"], [shape] * exposures.sizes["exposure"],
+        psr=args.psr, rotation_deg=args.rotation, tile=args.tile,
+    )
+    # cut-outs read straight from the files: the mosaic is made tile by tile
+    reader = CalCutouts(exposures["path"].values, exposures.attrs["bad_bits"])
+    mosaic = drizzle_mosaic(
+        exposures, grid, pixfrac=args.pixfrac, kernel=args.kernel, weight=args.weight, cutout_reader=reader,
+    )
+    store = Store(args.store) if args.store else None
+    field = args.field or out.name.split(".")[0]
+    band = mosaic.attrs.get("band", "UNKNOWN")
+    if store is not None and store.is_complete(field, band, "drizzle") and not args.overwrite:
+        msg = f"{store.path}: product {field}/{band}/drizzle is complete; pass --overwrite to redo it"
+        raise InputError(msg)
+    log.info("drizzle: %d exposures -> %s (%d x %d, tiles of %d)", exposures.sizes["exposure"], out, *grid.shape, args.tile)
+
+    cluster = client = None
+    if args.workers > 0:
+        from distributed import Client, LocalCluster  # noqa: PLC0415
+
+        cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1)
+        client = Client(cluster)
+        log.info("dask dashboard: %s", client.dashboard_link)
+    try:
+        written = write_drizzle_products(
+            mosaic, grid, out=out, store=store, field=field, band=band, overwrite=args.overwrite,
+        )
+    finally:
+        if client is not None:
+            client.close()
+            cluster.close()
+    for kind, path in written.items():
+        log.info("drizzle: wrote %s %s", kind, path)
+    return 0

@@ -1,0 +1,612 @@
+"""The drizzle mosaic (UPDC iteration 0) and blot as tiled dask graphs.
+
+The graph is driven by the output tiles. For every (exposure, tile) pair where the exposure
+lands on the tile, one task takes just the cut-out of the exposure that reaches the tile
+(:func:`mosaic.ops.pixmap.cutout_for_region`), drizzles it onto the tile and returns additive
+partial sums (:class:`mosaic.ops.drizzle.DrizzleSum`); a tree reduction per tile adds them up
+and a last task per tile turns them into SCI, WHT, CON, ERR and VAR_*. A tile's inputs are only
+the exposures that touch it, and a task's memory is set by the tile and its cut-out.
+
+Where the cut-outs come from decides the schedule. Given a ``cutout_reader`` (cut-outs read
+straight from the files, as ``mosaic drizzle`` does), the tiles share no input, dask runs them
+one after another, and the peak memory of the whole run is set by the tile, not the mosaic.
+Taken from the exposure set's dask arrays instead (right for exposures changed in memory),
+each exposure block feeds every tile it lands on, dask computes exposure by exposure, and it
+holds a partial sum for each tile of the exposures in flight.
+
+The result equals one whole-output run of the ``drizzle`` package over the same exposures (to
+float32 round-off in the reduction), on any tiling and any scheduler. Two things make that so:
+every task works on its own copy of the WCSs, which reach distributed workers without losing
+digits (:class:`_PortableWCS`), and cut-outs are drizzled onto a canvas that holds their whole
+footprint (:func:`mosaic.ops.drizzle.drizzle_tile`).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import pickle
+import warnings
+
+import dask
+import dask.array as da
+import numpy as np
+import xarray as xr
+from astropy.wcs import WCS
+from dask.base import tokenize
+from dask.delayed import Delayed
+from drizzle.utils import estimate_pixel_scale_ratio
+
+from mosaic.exceptions import InputError, NoOverlapWarning
+from mosaic.io.grid import MosaicGrid
+from mosaic.ops.drizzle import (
+    DEFAULT_BLOT,
+    INTERPOLATION_HALO,
+    KERNELS,
+    WEIGHTS,
+    blot_exact,
+    blot_interp,
+    combine_partials,
+    drizzle_partial,
+    drizzle_tile,
+    finalize_partial,
+    kernel_radius,
+    weight_map,
+)
+from mosaic.ops.pixmap import LATTICE_STEP, calc_pixmap, cutout_for_region, lattice_pixmap
+
+__all__ = ["VARIANCES", "blot_to_exposure", "drizzle_mosaic", "exposure_cutouts", "exposure_wcs"]
+
+log = logging.getLogger(__name__)
+
+#: variance arrays propagated, in this order
+VARIANCES = ("var_poisson", "var_rnoise", "var_flat")
+
+CTX_PLANE_BITS = 32
+
+
+def _exposure_names(exposures: xr.Dataset) -> list[str]:
+    if "path" in exposures.coords:
+        return [str(p) for p in exposures["path"].values]
+    return [f"exposure {k}" for k in range(exposures.sizes["exposure"])]
+
+
+def _check_single_band(exposures: xr.Dataset) -> str | None:
+    if "band" not in exposures.coords:
+        return None
+    bands = [str(b) for b in exposures["band"].values]
+    names = _exposure_names(exposures)
+    if len(set(bands)) > 1:
+        first = {b: names[bands.index(b)] for b in sorted(set(bands))}
+        msg = f"exposures mix filters {sorted(set(bands))} (e.g. {first}); expected one band per mosaic"
+        raise InputError(msg)
+    return bands[0] if bands else None
+
+
+def exposure_wcs(exposures: xr.Dataset) -> list:
+    """The exposures' WCS objects, one per exposure of the set.
+
+    ``attrs["wcs"]`` is used when it has one WCS per exposure; a subset of a set
+    (``ds.isel(exposure=...)``) keeps the whole list in its attributes, so then the WCSs are
+    rebuilt from the ``wcs_header`` coordinate, which follows the selection.
+    """
+    n = exposures.sizes["exposure"]
+    wcs = exposures.attrs.get("wcs")
+    if wcs is not None and len(wcs) == n:
+        return list(wcs)
+    if "wcs_header" in exposures.coords:
+        from astropy.io import fits  # noqa: PLC0415
+        from astropy.wcs import FITSFixedWarning  # noqa: PLC0415
+
+        out = []
+        for text in exposures["wcs_header"].values:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FITSFixedWarning)
+                w = WCS(fits.Header.fromstring(str(text), sep="\n"))
+            w.pixel_shape = (exposures.sizes["x"], exposures.sizes["y"])
+            out.append(w)
+        return out
+    have = "no attrs['wcs']" if wcs is None else f"{len(wcs)} WCSs in attrs['wcs']"
+    msg = f"exposure set has {n} exposures but {have} and no wcs_header coordinate; expected one WCS per exposure (read it with mosaic.io.cal.read_exposures)"
+    raise InputError(msg)
+
+
+def exposure_cutouts(
+    wcs_list, shape, grid: MosaicGrid, *, margin: float, step: int = LATTICE_STEP
+) -> list[dict[tuple[int, int], tuple[slice, slice]]]:
+    """For every exposure, the cut-out of it that reaches each tile it lands on.
+
+    Parameters
+    ----------
+    wcs_list : list of WCS
+        The exposures' WCSs.
+    shape : tuple of int
+        ``(ny, nx)`` of the exposures.
+    grid : MosaicGrid
+        The output grid and its tiling.
+    margin : float
+        Output pixels around a tile's core that an input pixel's centre may be in and still
+        reach the core (:func:`mosaic.ops.drizzle.kernel_radius` plus a pixel).
+    step : int
+        Lattice spacing (exposure pixels) of the coarse pixel map.
+
+    Returns
+    -------
+    list of dict
+        Per exposure, ``{tile index: (y slice, x slice) of the exposure}``.
+    """
+    out = []
+    tiles = grid.tiles()
+    for w in wcs_list:
+        lattice = lattice_pixmap(w, grid.wcs, shape, step=step)
+        cuts = {}
+        for t in tiles:
+            region = cutout_for_region(lattice, t.core, margin=margin)
+            if region is not None:
+                cuts[t.index] = region
+        out.append(cuts)
+    return out
+
+
+class _PortableWCS:
+    """A WCS that reaches every task exactly and as the task's own copy.
+
+    astropy's WCS objects are not thread-safe: tasks sharing one object in a threaded worker
+    corrupt each other's transformations (seen here as wrong pixel maps in a few runs of
+    ten), so every task works on a copy (tens of microseconds). And astropy pickles a WCS
+    through a FITS header at 14 significant digits, which moves pixel maps by ~1e-8 pixel on
+    distributed workers; this wrapper pickles an astropy WCS through a 17-digit header instead
+    (lossless), other WCS kinds (gwcs) as they pickle themselves.
+    """
+
+    def __init__(self, wcs):
+        self.wcs = wcs
+
+    def get(self):
+        """A private copy of the WCS."""
+        if isinstance(self.wcs, WCS):
+            return self.wcs.deepcopy()
+        return copy.deepcopy(self.wcs)
+
+    def __reduce__(self):
+        w = self.wcs
+        lossless = isinstance(w, WCS) and not any(
+            getattr(w, name, None) is not None for name in ("cpdis1", "cpdis2", "det2im1", "det2im2")
+        )
+        if not lossless:
+            return (_PortableWCS, (w,))
+        from astropy.wcs import WCSHDO_P17, WCSHDO_all  # noqa: PLC0415
+        from astropy.wcs.wcs import WCSHDO_SIP  # noqa: PLC0415
+
+        text = w.to_header(relax=WCSHDO_all | WCSHDO_P17 | WCSHDO_SIP).tostring()
+        return (_portable_from_header, (text, w.pixel_shape))
+
+
+def _portable_from_header(text, pixel_shape):
+    from astropy.io import fits  # noqa: PLC0415
+    from astropy.wcs import FITSFixedWarning  # noqa: PLC0415
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        w = WCS(fits.Header.fromstring(text))
+    w.pixel_shape = pixel_shape
+    return _PortableWCS(w)
+
+
+def _cut(pieces, shape):
+    """One exposure's cut-out of every variable, assembled from the blocks that hold it.
+
+    ``pieces`` has, per variable, None or a list of ``(block, source slices, target slices)``.
+    """
+    out = []
+    for var in pieces:
+        if var is None:
+            out.append(None)
+            continue
+        if len(var) == 1:
+            block, src, _ = var[0]
+            out.append(np.asarray(block[src]))
+            continue
+        arr = np.empty(shape, dtype=np.asarray(var[0][0]).dtype)
+        for block, src, dst in var:
+            arr[dst] = block[src]
+        out.append(arr)
+    return tuple(out)
+
+
+def _read_cut(reader, k, region, var_names):
+    got = reader(k, region)
+    return (got["sci"], got["good"], got.get("var_rnoise"), *(got[v] for v in var_names))
+
+
+def _drizzle_leaf(
+    cutout, exptime, wcs_exposure, wcs_grid, *,
+    region, core, exposure, n_planes, weight, kernel, pixfrac, pixel_scale_ratio,
+):
+    """One (exposure, tile) task: drizzle the cut-out onto the tile core, return partial sums."""
+    sci, good, var_rnoise, *variances = cutout
+    pixmap = calc_pixmap(wcs_exposure.get(), wcs_grid.get(), region, offset=(core[1].start, core[0].start))
+    w = weight_map(good, var_rnoise, weight=weight, exptime=exptime)
+    shape = (core[0].stop - core[0].start, core[1].stop - core[1].start)
+    tile = drizzle_tile(
+        sci, pixmap, shape, weight_map=w, variances=variances, pixfrac=pixfrac,
+        kernel=kernel, pixel_scale_ratio=pixel_scale_ratio,
+    )
+    return drizzle_partial(tile, exposure, n_planes=n_planes)
+
+
+class _ExposureBlocks:
+    """The dask blocks of an ``(exposure, y, x)`` array, as Delayed objects, by region.
+
+    A cut-out depends only on the blocks it overlaps: with exposures chunked in regions, a
+    tile's tasks read only the parts of the exposures that land on it. The graph is left
+    unoptimised so that every cut-out shares each block's one read.
+    """
+
+    def __init__(self, a):
+        self.graph = a.__dask_graph__()
+        self.keys = np.empty(a.numblocks, dtype=object)
+        for index in np.ndindex(*a.numblocks):
+            self.keys[index] = (a.name, *index)
+        self.starts = [np.cumsum((0, *c)) for c in a.chunks]
+        self._blocks = {}
+
+    def block(self, index):
+        """The block as a Delayed whose graph holds only what the block needs.
+
+        Passing Delayed objects that carry the whole array's graph to many ``delayed``
+        calls makes dask cull that graph once per call (seconds for a survey field);
+        culled once per block here, building the graph stays linear and fast.
+        """
+        if index not in self._blocks:
+            key = self.keys[index]
+            self._blocks[index] = Delayed(key, dict(self.graph.cull({key})))
+        return self._blocks[index]
+
+    def pieces(self, k, region):
+        """``[(Delayed block, slices in the block, slices in the cut-out), ...]`` for exposure k."""
+        se, sy, sx = self.starts
+        b = int(np.searchsorted(se, k, side="right")) - 1
+        out = []
+        ys, xs = region
+        for by in range(int(np.searchsorted(sy, ys.start, side="right")) - 1, len(sy) - 1):
+            if sy[by] >= ys.stop:
+                break
+            y0, y1 = max(ys.start, sy[by]), min(ys.stop, sy[by + 1])
+            for bx in range(int(np.searchsorted(sx, xs.start, side="right")) - 1, len(sx) - 1):
+                if sx[bx] >= xs.stop:
+                    break
+                x0, x1 = max(xs.start, sx[bx]), min(xs.stop, sx[bx + 1])
+                src = (int(k - se[b]), slice(int(y0 - sy[by]), int(y1 - sy[by])), slice(int(x0 - sx[bx]), int(x1 - sx[bx])))
+                dst = (slice(int(y0 - ys.start), int(y1 - ys.start)), slice(int(x0 - xs.start), int(x1 - xs.start)))
+                out.append((self.block((b, by, bx)), src, dst))
+        return out
+
+
+def _block(a):
+    """A dask array as one Delayed block, its graph left unoptimised.
+
+    Optimising each cut-out's graph on its own would fuse (and so repeat) the read of the
+    whole exposure into every cut-out; unoptimised, all cut-outs share one read per exposure.
+    """
+    if a.npartitions > 1:
+        a = a.rechunk(-1)
+    return a.to_delayed(optimize_graph=False).ravel()[0]
+
+
+def _finalize(part):
+    res = finalize_partial(part)
+    out = {"sci": res["sci"], "wht": res["wht"], "con": res["con"], "err": res["err"]}
+    for name, v in zip(VARIANCES, res["var"], strict=False):
+        out[name] = v
+    return out
+
+
+def drizzle_mosaic(
+    exposures: xr.Dataset,
+    grid: MosaicGrid,
+    *,
+    pixfrac: float = 1.0,
+    kernel: str = "square",
+    weight: str = "ivm",
+    pixel_scale_ratio: float | None = None,
+    variance: bool = True,
+    split_every: int = 8,
+    lattice_step: int = LATTICE_STEP,
+    cutout_reader=None,
+) -> xr.Dataset:
+    """The drizzle mosaic of an exposure set on a grid, as a lazy tiled dataset.
+
+    Parameters
+    ----------
+    exposures : xarray.Dataset
+        Exposure set (:func:`mosaic.io.cal.read_exposures`): ``sci``, ``good`` (or ``dq``-free
+        data whose NaN pixels are bad), ``var_rnoise``, ``var_poisson``, ``var_flat``, the
+        ``exptime`` coordinate and ``attrs["wcs"]``. SCI is surface brightness (MJy/sr),
+        drizzled with ``iscale = 1`` as the JWST resample step does.
+    grid : MosaicGrid
+        Output grid; its tiles are the dask chunks of the result.
+    pixfrac : float
+        Linear fraction of an input pixel its flux is confined to (1.0 for UPDC).
+    kernel : str
+        One of ``square, turbo, point, gaussian, lanczos2, lanczos3``.
+    weight : str
+        ``"ivm"`` (1/VAR_RNOISE, the JWST default), ``"exptime"`` or ``"uniform"``; bad
+        pixels (NaN SCI, flagged DQ) always get zero weight.
+    pixel_scale_ratio : float, optional
+        Output over input pixel scale, for the size of the turbo, gaussian and lanczos
+        kernels; estimated per exposure from the WCSs by default (as the ``drizzle``
+        package's ``estimate_pixel_scale_ratio`` does).
+    variance : bool
+        Propagate VAR_POISSON, VAR_RNOISE and VAR_FLAT (squared weights) and make ERR.
+    split_every : int
+        Fan-in of the per-tile tree reduction.
+    lattice_step : int
+        Spacing (exposure pixels) of the coarse pixel map used to find cut-outs.
+    cutout_reader : callable, optional
+        ``reader(k, (ys, xs)) -> dict`` with ``sci``, ``good``, ``var_rnoise``,
+        ``var_poisson`` and ``var_flat`` arrays of exposure ``k``'s region, read straight
+        from storage (picklable: it travels to the workers). Then each (exposure, tile) task
+        reads its own cut-out, tiles share no input, and dask runs the graph tile by tile:
+        peak memory is set by the tile. Without it, cut-outs are taken from the exposure
+        set's dask arrays; their blocks are shared by all the tiles an exposure lands on, so
+        dask computes exposure by exposure and holds the partial sums of every tile an
+        exposure touches (memory grows with the mosaic). Use a reader for unmodified files
+        (:class:`mosaic.io.cal.CalCutouts` for _cal.fits); the arrays for exposures
+        changed in memory.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``sci, wht, err, var_poisson, var_rnoise, var_flat`` (float32, dims ``(y, x)``) and
+        ``con`` (int32, dims ``(plane, y, x)``; bit ``k % 32`` of plane ``k // 32`` says
+        exposure ``k`` contributed), dask chunks = grid tiles. ``attrs`` hold the grid WCS
+        header and the drizzle parameters.
+
+    Warns
+    -----
+    NoOverlapWarning
+        For each exposure that lands on no tile (it is skipped).
+    """
+    if kernel not in KERNELS:
+        msg = f"kernel {kernel!r} is not supported; expected one of {KERNELS}"
+        raise ValueError(msg)
+    if weight not in WEIGHTS:
+        msg = f"weight {weight!r} is not supported; expected one of {WEIGHTS}"
+        raise ValueError(msg)
+    if int(split_every) < 2:
+        msg = f"split_every must be an integer of at least 2; got {split_every!r}"
+        raise ValueError(msg)
+    for name in ("sci",) + (VARIANCES if variance else ()) + (("var_rnoise",) if weight == "ivm" else ()):
+        if name not in exposures:
+            msg = f"exposure set has no {name!r} variable; expected {('sci', *VARIANCES)} (or pass variance=False, weight='uniform')"
+            raise InputError(msg)
+    band = _check_single_band(exposures)
+    names = _exposure_names(exposures)
+    n_exp = exposures.sizes["exposure"]
+    wcs_list = exposure_wcs(exposures)
+    shape = (exposures.sizes["y"], exposures.sizes["x"])
+    exptimes = np.asarray(exposures["exptime"].values if "exptime" in exposures.coords else np.ones(n_exp), float)
+    if weight == "exptime":
+        bad = [names[k] for k in range(n_exp) if not (np.isfinite(exptimes[k]) and exptimes[k] > 0)]
+        if bad:
+            msg = f"{bad[0]}: exposure time {exptimes[names.index(bad[0])]!r} is not positive; weight 'exptime' needs EFFEXPTM/EXPTIME"
+            raise InputError(msg)
+
+    if pixel_scale_ratio is None:
+        psrs = [float(estimate_pixel_scale_ratio(w, grid.wcs)) for w in wcs_list]
+    else:
+        psrs = [float(pixel_scale_ratio)] * n_exp
+    reach = max(kernel_radius(kernel, pixfrac=pixfrac, pixel_scale_ratio=p) for p in psrs)
+    cutouts = exposure_cutouts(wcs_list, shape, grid, margin=reach + 1.0, step=lattice_step)
+    used = [k for k in range(n_exp) if cutouts[k]]
+    for k in range(n_exp):
+        if not cutouts[k]:
+            warnings.warn(f"{names[k]}: does not land on the output grid; exposure skipped", NoOverlapWarning, stacklevel=2)
+    if not used:
+        msg = f"none of the {n_exp} exposures ({names[0]}, ...) lands on the output grid; nothing to drizzle"
+        raise InputError(msg)
+
+    n_planes = max(1, math.ceil(n_exp / CTX_PLANE_BITS))
+    var_names = VARIANCES if variance else ()
+    token = tokenize(
+        [exposures[v].data.name for v in ("sci", *var_names) if v in exposures],
+        grid.to_header().tostring(), grid.tile, pixfrac, kernel, weight, psrs, variance, split_every,
+    )
+    good = exposures["good"].data if "good" in exposures else da.isfinite(exposures["sci"].data)
+    arrays = [exposures["sci"].data, good, exposures["var_rnoise"].data if "var_rnoise" in exposures else None]
+    arrays += [exposures[v].data for v in var_names]
+    blocks = [None if a is None else _ExposureBlocks(a) for a in arrays]
+    grid_wcs = dask.delayed(_PortableWCS(grid.wcs), name=f"drizzle-grid-wcs-{token}", pure=True)
+    exp_wcs = {k: dask.delayed(_PortableWCS(wcs_list[k]), name=f"drizzle-wcs-{token}-{k}", pure=True) for k in used}
+
+    by_tile: dict[tuple[int, int], list[int]] = {t.index: [] for t in grid.tiles()}
+    for k in used:
+        for ti in cutouts[k]:
+            by_tile[ti].append(k)
+
+    finals = {}
+    for t in grid.tiles():
+        ks = by_tile[t.index]
+        if not ks:
+            continue
+        parts = []
+        for k in ks:
+            ys, xs = cutouts[k][t.index]
+            if cutout_reader is not None:
+                cutout = dask.delayed(_read_cut, pure=True)(
+                    cutout_reader, k, (ys, xs), var_names, dask_key_name=(f"drizzle-cut-{token}", k, *t.index),
+                )
+            else:
+                pieces = [None if b is None else b.pieces(k, (ys, xs)) for b in blocks]
+                cutout = dask.delayed(_cut, pure=True)(
+                    pieces, (ys.stop - ys.start, xs.stop - xs.start),
+                    dask_key_name=(f"drizzle-cut-{token}", k, *t.index),
+                )
+            parts.append(
+                dask.delayed(_drizzle_leaf, pure=True)(
+                    cutout, float(exptimes[k]), exp_wcs[k], grid_wcs,
+                    region=(ys, xs), core=t.core, exposure=k, n_planes=n_planes, weight=weight,
+                    kernel=kernel, pixfrac=pixfrac, pixel_scale_ratio=psrs[k],
+                    dask_key_name=(f"drizzle-leaf-{token}", k, *t.index),
+                )
+            )
+        level = 0
+        while len(parts) > 1:
+            parts = [
+                dask.delayed(combine_partials, pure=True)(
+                    *parts[i : i + split_every],
+                    dask_key_name=(f"drizzle-combine-{token}", level, i, *t.index),
+                )
+                for i in range(0, len(parts), split_every)
+            ]
+            level += 1
+        finals[t.index] = dask.delayed(_finalize, pure=True)(parts[0], dask_key_name=(f"drizzle-tile-{token}", *t.index))
+
+    out_vars = {"sci": (np.float32, np.nan), "wht": (np.float32, 0.0), "err": (np.float32, np.nan)}
+    out_vars.update({v: (np.float32, np.nan) for v in var_names})
+    nty, ntx = grid.n_tiles
+    data_vars = {}
+    for name, (dtype, fill) in out_vars.items():
+        rows = []
+        for iy in range(nty):
+            row = []
+            for ix in range(ntx):
+                t = grid.tile_at((iy, ix))
+                if t.index in finals:
+                    row.append(da.from_delayed(finals[t.index][name], shape=t.shape, dtype=dtype))
+                else:
+                    row.append(da.full(t.shape, fill, dtype=dtype, chunks=t.shape))
+            rows.append(row)
+        data_vars[name] = (("y", "x"), da.block(rows))
+    rows = []
+    for iy in range(nty):
+        row = []
+        for ix in range(ntx):
+            t = grid.tile_at((iy, ix))
+            cshape = (n_planes, *t.shape)
+            if t.index in finals:
+                row.append(da.from_delayed(finals[t.index]["con"], shape=cshape, dtype=np.int32))
+            else:
+                row.append(da.zeros(cshape, dtype=np.int32, chunks=cshape))
+        rows.append(row)
+    data_vars["con"] = (("plane", "y", "x"), da.block([rows]))
+
+    attrs = {
+        "wcs_header": grid.to_header().tostring(sep="\n"),
+        "product": "drizzle",
+        "kernel": kernel,
+        "pixfrac": float(pixfrac),
+        "weight_type": weight,
+        "pixel_scale_ratio": float(grid.psr) if grid.psr is not None else float(np.median(psrs)),
+        "n_exposures": int(n_exp),
+        "exposures_used": [int(k) for k in used],
+        "exposure_paths": names,
+        "bunit": "MJy/sr",
+    }
+    if band is not None:
+        attrs["band"] = band
+    log.info(
+        "drizzle graph: %d exposures on %d x %d tiles, %d (exposure, tile) tasks",
+        len(used), nty, ntx, sum(len(v) for v in by_tile.values()),
+    )
+    return xr.Dataset(data_vars, attrs=attrs)
+
+
+# -- blot ------------------------------------------------------------------------------------
+
+
+def _blot_strip(image, wcs_exposure, wcs_grid, *, rows, shape, origin, method, interp, fillval):
+    # the exact blot's pixel corners come from the neighbouring rows' positions: map one row
+    # more on each side (where the detector has one) so that a strip's edge rows are not
+    # extrapolated, then keep the strip's own rows
+    y0, y1 = max(rows.start - 1, 0), min(rows.stop + 1, shape[0])
+    region = (slice(y0, y1), slice(0, shape[1]))
+    pixmap = calc_pixmap(wcs_exposure.get(), wcs_grid.get(), region, offset=origin)
+    if method == "exact":
+        out = blot_exact(image, pixmap, fillval=fillval).astype(np.float32)
+    else:
+        out = blot_interp(image, pixmap, interp=interp, fillval=fillval)
+    return out[rows.start - y0 : rows.stop - y0]
+
+
+def blot_to_exposure(
+    image,
+    grid: MosaicGrid,
+    wcs,
+    shape,
+    *,
+    method: str = DEFAULT_BLOT,
+    interp: str = "poly5",
+    fillval: float = np.nan,
+    rows_per_chunk: int = 256,
+    lattice_step: int = LATTICE_STEP,
+):
+    """Blot a mosaic-grid image onto one exposure's pixels, lazily (``D_k^h`` of DESIGN.md).
+
+    The exposure is cut into strips of rows; each strip's task reads only the region of the
+    mosaic the strip lands on (plus the blot's halo), so memory is set by the strip.
+
+    Parameters
+    ----------
+    image : dask.array.Array or numpy.ndarray
+        ``(ny, nx)`` image on ``grid``.
+    grid : MosaicGrid
+        The grid of ``image``.
+    wcs : WCS
+        The exposure's WCS.
+    shape : tuple of int
+        ``(ny, nx)`` of the exposure.
+    method : str
+        ``"exact"`` (area-weighted mean under each detector pixel, the transpose of drizzle
+        with pixfrac 1; the default) or ``"interp"`` (drizzle's interpolating blot).
+    interp : str
+        Interpolation of ``"interp"``.
+    fillval : float
+        Value of exposure pixels that land off the grid.
+    rows_per_chunk : int
+        Exposure rows per task (the result's chunks).
+
+    Returns
+    -------
+    dask.array.Array
+        float32 ``(ny, nx)`` array, chunks of ``rows_per_chunk`` rows.
+    """
+    if method not in ("exact", "interp"):
+        msg = f"blot method {method!r} is not supported; expected one of ('exact', 'interp')"
+        raise ValueError(msg)
+    image = da.asarray(image)
+    if image.shape != grid.shape:
+        msg = f"image has shape {image.shape}; expected the grid's {grid.shape}"
+        raise ValueError(msg)
+    halo = 2 if method == "exact" else INTERPOLATION_HALO.get(interp, 5) + 1
+    lattice = lattice_pixmap(wcs, grid.wcs, shape, step=lattice_step)
+    ny, nx = (int(s) for s in shape)
+    token = tokenize(grid.to_header().tostring(), pickle.dumps(_PortableWCS(wcs)), shape, method, interp, fillval, rows_per_chunk)
+    grid_wcs = dask.delayed(_PortableWCS(grid.wcs), name=f"blot-grid-wcs-{token}", pure=True)
+    exp_wcs = dask.delayed(_PortableWCS(wcs), name=f"blot-wcs-{token}", pure=True)
+    strips = []
+    for y0 in range(0, ny, int(rows_per_chunk)):
+        rows = slice(y0, min(y0 + int(rows_per_chunk), ny))
+        sub = lattice.xy[(lattice.ys >= rows.start - lattice_step) & (lattice.ys <= rows.stop - 1 + lattice_step)]
+        finite = np.isfinite(sub).all(axis=-1)
+        nrows = rows.stop - rows.start
+        if not finite.any():
+            strips.append(da.full((nrows, nx), fillval, dtype=np.float32, chunks=(nrows, nx)))
+            continue
+        # the strip's pixels reach at most one input pixel (in output pixels: 1/psr) past the lattice
+        reach = halo + 2.0 / (grid.psr or 0.5) + 2
+        x0 = max(int(math.floor(sub[finite][:, 0].min() - reach)), 0)
+        x1 = min(int(math.ceil(sub[finite][:, 0].max() + reach)) + 1, grid.shape[1])
+        y0g = max(int(math.floor(sub[finite][:, 1].min() - reach)), 0)
+        y1g = min(int(math.ceil(sub[finite][:, 1].max() + reach)) + 1, grid.shape[0])
+        if x0 >= x1 or y0g >= y1g:
+            strips.append(da.full((nrows, nx), fillval, dtype=np.float32, chunks=(nrows, nx)))
+            continue
+        part = dask.delayed(_blot_strip, pure=True)(
+            _block(image[y0g:y1g, x0:x1]), exp_wcs, grid_wcs, rows=rows, shape=(ny, nx), origin=(x0, y0g),
+            method=method, interp=interp, fillval=fillval,
+        )
+        strips.append(da.from_delayed(part, shape=(nrows, nx), dtype=np.float32))
+    return da.concatenate(strips, axis=0)

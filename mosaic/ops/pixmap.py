@@ -1,0 +1,221 @@
+"""Pixel maps: where each detector pixel lands on the output grid, as plain arrays.
+
+This module is the boundary between WCS objects and the drizzle operators: functions here take
+WCSs and return arrays; every operator in :mod:`mosaic.ops.drizzle` takes only those arrays (the
+habit of the ``drizzle`` package, whose ``calc_pixmap`` we follow call for call so that our maps
+equal its maps bit for bit).
+
+A *pixel map* of an exposure region is an array of shape ``(ny, nx, 2)``: ``pixmap[j, i]`` is the
+``(x, y)`` position, in output pixels, of the centre of exposure pixel ``(region y start + j,
+region x start + i)``. Positions are 0-based with pixel ``k`` spanning ``[k - 0.5, k + 0.5]``.
+
+To drizzle only the part of an exposure that lands on one output tile, a graph first maps a
+coarse *lattice* of exposure positions (:func:`lattice_pixmap`, cheap: one WCS evaluation per
+``step`` pixels) and asks :func:`cutout_for_region` for the exposure pixels that land on the
+tile grown by a margin. The exact per-pixel map of that cut-out (:func:`calc_pixmap`) is then
+computed inside the task that drizzles it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "Lattice",
+    "calc_pixmap",
+    "cutout_for_region",
+    "lattice_pixmap",
+    "pixel_corners",
+]
+
+log = logging.getLogger(__name__)
+
+#: default spacing (exposure pixels) of the lattice used to find cut-outs
+LATTICE_STEP = 32
+
+#: exposure pixels added around a cut-out beyond those that can reach the region: the pixels
+#: at a cut-out's edge are treated differently by drizzle's corner interpolation, so they must
+#: never be ones that reach the region (unless the edge is the detector's own edge)
+CUTOUT_PAD = 3
+
+
+def calc_pixmap(wcs_from, wcs_to, region=None, *, shape=None, offset=(0, 0)) -> np.ndarray:
+    """Pixel map of (a region of) an exposure onto an output frame.
+
+    Parameters
+    ----------
+    wcs_from : WCS
+        The exposure's WCS (distortion included); anything with ``pixel_to_world_values``.
+    wcs_to : WCS
+        The output frame's WCS; anything with ``world_to_pixel_values``.
+    region : tuple of slice, optional
+        ``(y, x)`` slices of the exposure to map; the whole exposure by default.
+    shape : tuple of int, optional
+        ``(ny, nx)`` of the exposure, needed when ``region`` is None and ``wcs_from`` has no
+        ``array_shape``.
+    offset : (x0, y0)
+        Output-pixel origin subtracted from the map (the start of a tile), so that the map is
+        in the tile's own pixel frame. Integers keep the subtraction exact.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(ny, nx, 2)`` float64 map of output ``(x, y)`` positions.
+    """
+    if region is None:
+        shape = shape if shape is not None else wcs_from.array_shape
+        if shape is None:
+            msg = "calc_pixmap needs the exposure shape: pass shape=(ny, nx) or a region"
+            raise ValueError(msg)
+        region = (slice(0, shape[0]), slice(0, shape[1]))
+    ys, xs = region
+    y, x = np.mgrid[ys.start : ys.stop, xs.start : xs.stop].astype(np.float64)
+    # the same two calls as drizzle.utils.calc_pixmap: the map equals its map bit for bit
+    ox, oy = wcs_to.world_to_pixel_values(*wcs_from.pixel_to_world_values(x, y))
+    pixmap = np.dstack([np.asarray(ox, dtype=np.float64), np.asarray(oy, dtype=np.float64)])
+    if offset[0] or offset[1]:
+        pixmap[..., 0] -= offset[0]
+        pixmap[..., 1] -= offset[1]
+    return pixmap
+
+
+@dataclass(frozen=True)
+class Lattice:
+    """A coarse pixel map: exposure positions ``ys x xs`` and where they land (``xy``).
+
+    Attributes
+    ----------
+    ys, xs : numpy.ndarray
+        Exposure pixel rows and columns of the lattice (they include the first and last).
+    xy : numpy.ndarray
+        ``(len(ys), len(xs), 2)`` output ``(x, y)`` positions.
+    shape : tuple of int
+        ``(ny, nx)`` of the exposure.
+    """
+
+    ys: np.ndarray
+    xs: np.ndarray
+    xy: np.ndarray
+    shape: tuple[int, int]
+
+    def cell_bounds(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Output-frame bounding boxes ``(x0, x1, y0, y1)`` of the lattice cells."""
+        corners = np.stack(
+            [self.xy[:-1, :-1], self.xy[:-1, 1:], self.xy[1:, :-1], self.xy[1:, 1:]], axis=0
+        )
+        with np.errstate(invalid="ignore"):
+            lo = np.min(corners, axis=0)
+            hi = np.max(corners, axis=0)
+        return lo[..., 0], hi[..., 0], lo[..., 1], hi[..., 1]
+
+
+def lattice_pixmap(wcs_from, wcs_to, shape, *, step: int = LATTICE_STEP) -> Lattice:
+    """Map a lattice of exposure pixels (every ``step`` pixels, edges included) to the output.
+
+    Parameters
+    ----------
+    wcs_from, wcs_to : WCS
+        Exposure and output WCSs.
+    shape : tuple of int
+        ``(ny, nx)`` of the exposure.
+    step : int
+        Lattice spacing in exposure pixels.
+    """
+    if int(step) < 1:
+        msg = f"lattice step must be a positive integer; got {step!r}"
+        raise ValueError(msg)
+    ny, nx = (int(s) for s in shape)
+    ys = np.unique(np.append(np.arange(0, ny, int(step)), ny - 1))
+    xs = np.unique(np.append(np.arange(0, nx, int(step)), nx - 1))
+    y, x = np.meshgrid(ys.astype(np.float64), xs.astype(np.float64), indexing="ij")
+    ox, oy = wcs_to.world_to_pixel_values(*wcs_from.pixel_to_world_values(x, y))
+    return Lattice(ys=ys, xs=xs, xy=np.dstack([ox, oy]), shape=(ny, nx))
+
+
+def cutout_for_region(
+    lattice: Lattice, region: tuple[slice, slice], *, margin: float, pad: int = CUTOUT_PAD
+) -> tuple[slice, slice] | None:
+    """The exposure pixels whose centres land on an output region grown by ``margin``.
+
+    Parameters
+    ----------
+    lattice : Lattice
+        Coarse map of the exposure (:func:`lattice_pixmap`).
+    region : tuple of slice
+        ``(y, x)`` slices of the output frame (a tile's core).
+    margin : float
+        Output pixels added on every side of the region: the reach of the drizzle kernel
+        (:func:`mosaic.ops.drizzle.kernel_radius`) plus a safety pixel.
+    pad : int
+        Exposure pixels added on every side of the cut-out (clipped at the detector edges).
+
+    Returns
+    -------
+    tuple of slice or None
+        ``(y, x)`` slices of the exposure, or None where no pixel lands on the region.
+
+    Notes
+    -----
+    A lattice cell is kept when the bounding box of its four mapped corners meets the grown
+    region; every pixel inside a cell maps inside that box up to the curvature of the map
+    over one cell (far below a pixel for ``step`` of tens of pixels), which ``margin`` covers.
+    """
+    ys, xs = region
+    rx0, rx1 = xs.start - 0.5 - margin, xs.stop - 0.5 + margin
+    ry0, ry1 = ys.start - 0.5 - margin, ys.stop - 0.5 + margin
+    x0, x1, y0, y1 = lattice.cell_bounds()
+    with np.errstate(invalid="ignore"):
+        hit = (x1 >= rx0) & (x0 <= rx1) & (y1 >= ry0) & (y0 <= ry1)
+    if not hit.any():
+        return None
+    rows = np.flatnonzero(hit.any(axis=1))
+    cols = np.flatnonzero(hit.any(axis=0))
+    ny, nx = lattice.shape
+    ey0 = max(int(lattice.ys[rows[0]]) - pad, 0)
+    ey1 = min(int(lattice.ys[rows[-1] + 1]) + 1 + pad, ny)
+    ex0 = max(int(lattice.xs[cols[0]]) - pad, 0)
+    ex1 = min(int(lattice.xs[cols[-1] + 1]) + 1 + pad, nx)
+    return (slice(ey0, ey1), slice(ex0, ex1))
+
+
+def pixel_corners(pixmap: np.ndarray, *, pixfrac: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Output positions of the corners of every input pixel, as drizzle's square kernel has them.
+
+    The corners of the pixel shrunk by ``pixfrac`` are bilinear interpolations of the pixel
+    map between the pixel's centre and its neighbours (linear extrapolation at the edges), in
+    drizzle's clockwise order ``(-h, +h), (+h, +h), (+h, -h), (-h, -h)`` with ``h = pixfrac/2``.
+
+    Parameters
+    ----------
+    pixmap : numpy.ndarray
+        ``(ny, nx, 2)`` pixel map.
+    pixfrac : float
+        Linear fraction of the pixel kept.
+
+    Returns
+    -------
+    xc, yc : numpy.ndarray
+        ``(4, ny, nx)`` corner x and y positions.
+    """
+    ny, nx = pixmap.shape[:2]
+    if ny < 2 or nx < 2:
+        msg = f"pixel map of shape {pixmap.shape} is too small; expected at least 2 x 2 pixels"
+        raise ValueError(msg)
+    h = 0.5 * float(pixfrac)
+    # pad by linear extrapolation so that every pixel has its 8 neighbours
+    p = np.asarray(pixmap, dtype=np.float64)
+    p = np.concatenate([2 * p[:1] - p[1:2], p, 2 * p[-1:] - p[-2:-1]], axis=0)
+    p = np.concatenate([2 * p[:, :1] - p[:, 1:2], p, 2 * p[:, -1:] - p[:, -2:-1]], axis=1)
+    c = p[1:-1, 1:-1]
+    xcs, ycs = [], []
+    for sx, sy in ((-1, 1), (1, 1), (1, -1), (-1, -1)):
+        nxb = p[1:-1, 1 + sx : p.shape[1] - 1 + sx]
+        nyb = p[1 + sy : p.shape[0] - 1 + sy, 1:-1]
+        nd = p[1 + sy : p.shape[0] - 1 + sy, 1 + sx : p.shape[1] - 1 + sx]
+        v = (1 - h) * (1 - h) * c + h * (1 - h) * (nxb + nyb) + h * h * nd
+        xcs.append(v[..., 0])
+        ycs.append(v[..., 1])
+    return np.stack(xcs), np.stack(ycs)

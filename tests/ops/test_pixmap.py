@@ -1,0 +1,128 @@
+"""Pixel maps from WCSs, cut-outs of an exposure for a tile, and drizzle's pixel corners."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.wcs import WCS
+from drizzle.utils import calc_pixmap as drizzle_calc_pixmap
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mosaic.io.grid import MosaicGrid
+from mosaic.ops.pixmap import calc_pixmap, cutout_for_region, lattice_pixmap, pixel_corners
+
+SHAPE = (150, 170)
+
+
+def sip_wcs(shape=SHAPE, corner=(1700, 150), roll_deg=0.0) -> WCS:
+    """A small cut of the real NRCB5 SIP WCS, from near a detector corner."""
+    text = resources.files("mosaic").joinpath("data/nrcb5_sip_wcs.hdr").read_text()
+    h = fits.Header.fromstring(text, sep="\n")
+    h["NAXIS1"], h["NAXIS2"] = shape[1], shape[0]
+    h["CRPIX1"] -= corner[0]
+    h["CRPIX2"] -= corner[1]
+    t = np.deg2rad(roll_deg)
+    rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    cd = rot @ np.array([[h["CD1_1"], h["CD1_2"]], [h["CD2_1"], h["CD2_2"]]])
+    h["CD1_1"], h["CD1_2"], h["CD2_1"], h["CD2_2"] = cd.ravel()
+    w = WCS(h)
+    w.pixel_shape = (shape[1], shape[0])
+    return w
+
+
+@pytest.fixture(scope="module")
+def setup():
+    w = sip_wcs(roll_deg=25.0)
+    grid = MosaicGrid.from_exposures([w], [SHAPE], psr=0.5, rotation_deg=10.0, tile=64)
+    return w, grid, drizzle_calc_pixmap(w, grid.wcs, SHAPE)
+
+
+def test_pixmap_equals_drizzle_package_bit_for_bit(setup):
+    w, grid, full = setup
+    np.testing.assert_array_equal(calc_pixmap(w, grid.wcs, shape=SHAPE), full)
+    region = (slice(17, 90), slice(33, 161))
+    part = calc_pixmap(w, grid.wcs, region, offset=(64, 128))
+    # integer offsets are exact: the shifted map is the package's map, shifted
+    np.testing.assert_array_equal(part[..., 0] + 64, full[region][..., 0])
+    np.testing.assert_array_equal(part[..., 1] + 128, full[region][..., 1])
+
+
+def test_pixmap_needs_a_shape(setup):
+    w, grid, _ = setup
+    bare = w.deepcopy()
+    bare.pixel_shape = None
+    with pytest.raises(ValueError, match="needs the exposure shape"):
+        calc_pixmap(bare, grid.wcs)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    y0=st.integers(-30, 300), x0=st.integers(-30, 300), h=st.integers(1, 200), w_=st.integers(1, 200),
+    margin=st.floats(0.0, 4.0), step=st.sampled_from([7, 16, 32, 64]),
+)
+def test_cutout_holds_every_pixel_that_lands_on_the_region(setup, y0, x0, h, w_, margin, step):
+    w, grid, full = setup
+    lattice = lattice_pixmap(w, grid.wcs, SHAPE, step=step)
+    region = (slice(y0, y0 + h), slice(x0, x0 + w_))
+    cut = cutout_for_region(lattice, region, margin=margin, pad=0)
+    x, y = full[..., 0], full[..., 1]
+    lands = (
+        (x >= x0 - 0.5 - margin) & (x <= x0 + w_ - 0.5 + margin)
+        & (y >= y0 - 0.5 - margin) & (y <= y0 + h - 0.5 + margin)
+    )
+    if cut is None:
+        assert not lands.any()
+        return
+    inside = np.zeros(SHAPE, dtype=bool)
+    inside[cut] = True
+    assert not (lands & ~inside).any()
+    # and it is not wastefully large: at most two lattice cells beyond what lands (a rotated
+    # cell's bounding box reaches past the cell)
+    if lands.any():
+        rows, cols = np.flatnonzero(lands.any(axis=1)), np.flatnonzero(lands.any(axis=0))
+        assert cut[0].start >= rows[0] - 2 * step - 1 and cut[0].stop <= rows[-1] + 2 * step + 2
+        assert cut[1].start >= cols[0] - 2 * step - 1 and cut[1].stop <= cols[-1] + 2 * step + 2
+
+
+def test_cutout_pads_but_stays_on_the_detector(setup):
+    w, grid, full = setup
+    lattice = lattice_pixmap(w, grid.wcs, SHAPE, step=16)
+    x, y = full[75, 85]
+    tile = grid.tile_at((int(y) // 64, int(x) // 64))
+    tight = cutout_for_region(lattice, tile.core, margin=1.0, pad=0)
+    padded = cutout_for_region(lattice, tile.core, margin=1.0, pad=3)
+    for a, b, n in zip(tight, padded, SHAPE, strict=True):
+        assert b.start == max(a.start - 3, 0) and b.stop == min(a.stop + 3, n)
+    assert cutout_for_region(lattice, (slice(5000, 5100), slice(0, 10)), margin=2.0) is None
+    with pytest.raises(ValueError, match="lattice step must be a positive integer"):
+        lattice_pixmap(w, grid.wcs, SHAPE, step=0)
+
+
+def test_pixel_corners_of_an_affine_map_are_exact():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(2, 2)) + 2 * np.eye(2)
+    b = np.array([3.3, -1.7])
+    y, x = np.indices((6, 7), dtype=float)
+    pm = np.dstack([a[0, 0] * x + a[0, 1] * y + b[0], a[1, 0] * x + a[1, 1] * y + b[1]])
+    for pixfrac in (1.0, 0.6):
+        h = pixfrac / 2
+        xc, yc = pixel_corners(pm, pixfrac=pixfrac)
+        # drizzle's clockwise order in input pixels: (-h,+h), (+h,+h), (+h,-h), (-h,-h)
+        for k, (dx, dy) in enumerate(((-h, h), (h, h), (h, -h), (-h, -h))):
+            np.testing.assert_allclose(xc[k], a[0, 0] * (x + dx) + a[0, 1] * (y + dy) + b[0], rtol=0, atol=1e-12)
+            np.testing.assert_allclose(yc[k], a[1, 0] * (x + dx) + a[1, 1] * (y + dy) + b[1], rtol=0, atol=1e-12)
+
+
+def test_pixel_corners_interpolate_the_neighbours(setup):
+    _, _, full = setup
+    xc, _ = pixel_corners(full)
+    # interior corner (-1/2, -1/2) of pixel (j, i) is the mean of the four surrounding centres
+    j, i = 40, 77
+    want = full[j - 1 : j + 1, i - 1 : i + 1, 0].mean()
+    assert xc[3, j, i] == pytest.approx(want, abs=1e-12)
+    with pytest.raises(ValueError, match="too small"):
+        pixel_corners(full[:1])
