@@ -29,3 +29,16 @@ def noiseless_field(tmp_path_factory):
     out = tmp_path_factory.mktemp("noiseless_field")
     cfg = SimConfig(size=128, psf_size=51, n_exposures=2, seed=5, n_galaxies=6, n_stars=4, n_pairs=1, noiseless=True, background=0.0, icl=False)
     return simulate_field(out, cfg)
+
+
+@pytest.fixture
+def cupy():
+    """CuPy with a CUDA device, or the test is skipped (CI has no GPU)."""
+    cp = pytest.importorskip("cupy")
+    try:
+        n = cp.cuda.runtime.getDeviceCount()
+    except cp.cuda.runtime.CUDARuntimeError:
+        n = 0
+    if n < 1:
+        pytest.skip("no CUDA device")
+    return cp

@@ -6,6 +6,11 @@ striping), the truth image and table, and the PSFs. Modules: ``pointing`` (geome
 (sources and rendering), ``detector`` (pixel integration and noise), ``field`` (the whole).
 """
 
-from mosaic.simulate.field import SimConfig, SimulatedField, flagship_config, simulate_field
+from mosaic.simulate.field import (
+    SimConfig,
+    SimulatedField,
+    flagship_config,
+    simulate_field,
+)
 
 __all__ = ["SimConfig", "SimulatedField", "flagship_config", "simulate_field"]

@@ -22,6 +22,7 @@ __all__ = [
     "nircam_wcs",
     "dither_offsets",
     "reference_header",
+    "detector_cutout_wcs",
 ]
 
 #: nominal NIRCam pixel scales (arcsec / px)
@@ -116,6 +117,25 @@ def nircam_wcs(
     hdr["LATPOLE"] = float(dec)
     w = WCS(hdr)
     w.pixel_shape = (int(size), int(size))
+    return w
+
+
+def detector_cutout_wcs(shape: tuple[int, int], *, corner: tuple[float, float] = (150, 1800), roll_deg: float = 0.0) -> WCS:
+    """The real NRCB5 SIP WCS of a small ``(ny, nx)`` cut-out starting at detector pixel ``corner``.
+
+    A cut-out away from the detector centre keeps the strong distortion of that region, which
+    makes small test exposures honest about SIP. ``roll_deg`` rotates it on the sky.
+    """
+    h = reference_header()
+    h["NAXIS1"], h["NAXIS2"] = shape[1], shape[0]
+    h["CRPIX1"] -= corner[0]
+    h["CRPIX2"] -= corner[1]
+    t = np.deg2rad(roll_deg)
+    rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    cd = rot @ np.array([[h["CD1_1"], h["CD1_2"]], [h["CD2_1"], h["CD2_2"]]])
+    h["CD1_1"], h["CD1_2"], h["CD2_1"], h["CD2_2"] = cd.ravel()
+    w = WCS(h)
+    w.pixel_shape = (shape[1], shape[0])
     return w
 
 

@@ -193,21 +193,9 @@ def test_unknown_chunks_raise():
         convolve_tiled(x, np.ones((3, 3)))
 
 
-def _cupy_or_skip():
-    cupy = pytest.importorskip("cupy")
-    try:
-        n = cupy.cuda.runtime.getDeviceCount()
-    except cupy.cuda.runtime.CUDARuntimeError:
-        n = 0
-    if n < 1:
-        pytest.skip("no CUDA device")
-    return cupy
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("method", METHODS)
-def test_cupy_blocks(method):
-    cupy = _cupy_or_skip()
+def test_cupy_blocks(method, cupy):
     rng = np.random.default_rng(41)
     image = rng.normal(size=(200, 170)).astype(np.float32)
     psf = _psf(rng, (61, 61))

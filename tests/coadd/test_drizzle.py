@@ -15,10 +15,14 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mosaic.cli.drizzle import add_parser
-from mosaic.io.cal import CalCutouts
-from mosaic.coadd.drizzle import blot_to_exposure, drizzle_mosaic, exposure_cutouts, exposure_wcs
+from mosaic.coadd.drizzle import (
+    blot_to_exposure,
+    drizzle_mosaic,
+    exposure_cutouts,
+    exposure_wcs,
+)
 from mosaic.exceptions import InputError, NoOverlapWarning
-from mosaic.io.cal import read_exposures
+from mosaic.io.cal import CalCutouts, read_exposures
 from mosaic.io.grid import MosaicGrid
 from mosaic.io.store import Store
 from mosaic.ops.drizzle import KERNELS, blot_exact, blot_interp, kernel_radius

@@ -15,7 +15,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy.signal import fftconvolve
 
-from mosaic.ops.convolve import MODES, PreparedPSF, fft_convolve, good_fft_shape, psf_halo, result_dtype
+from mosaic.ops.convolve import (
+    MODES,
+    PreparedPSF,
+    fft_convolve,
+    good_fft_shape,
+    psf_halo,
+    result_dtype,
+)
 
 ULP32 = 2.0**-23
 
@@ -188,22 +195,10 @@ def test_result_dtype():
         result_dtype(np.complex64)
 
 
-def _cupy_or_skip():
-    cupy = pytest.importorskip("cupy")
-    try:
-        n = cupy.cuda.runtime.getDeviceCount()
-    except cupy.cuda.runtime.CUDARuntimeError:
-        n = 0
-    if n < 1:
-        pytest.skip("no CUDA device")
-    return cupy
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("adjoint", [False, True])
 @pytest.mark.parametrize("mode", MODES)
-def test_cupy_matches_scipy(adjoint, mode):
-    cupy = _cupy_or_skip()
+def test_cupy_matches_scipy(adjoint, mode, cupy):
     rng = np.random.default_rng(8)
     image = rng.normal(size=(120, 97)).astype(np.float32)
     psf = _psf(rng, (31, 31))

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import warnings
-from importlib import resources
 
 import numpy as np
 import pytest
-from astropy.io import fits
 from astropy.wcs import WCS
 from drizzle.resample import Drizzle, blot_image
 from drizzle.utils import calc_pixmap
@@ -30,25 +28,14 @@ from mosaic.ops.drizzle import (
     kernel_radius,
     weight_map,
 )
+from mosaic.simulate.pointing import detector_cutout_wcs
 
 SHAPE = (90, 100)
 PSR = 0.5
 
 
 def sip_wcs(shape=SHAPE, corner=(150, 1800), roll_deg=0.0) -> WCS:
-    """A small cut of the real NRCB5 SIP WCS, from near a detector corner."""
-    text = resources.files("mosaic").joinpath("data/nrcb5_sip_wcs.hdr").read_text()
-    h = fits.Header.fromstring(text, sep="\n")
-    h["NAXIS1"], h["NAXIS2"] = shape[1], shape[0]
-    h["CRPIX1"] -= corner[0]
-    h["CRPIX2"] -= corner[1]
-    t = np.deg2rad(roll_deg)
-    rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
-    cd = rot @ np.array([[h["CD1_1"], h["CD1_2"]], [h["CD2_1"], h["CD2_2"]]])
-    h["CD1_1"], h["CD1_2"], h["CD2_1"], h["CD2_2"] = cd.ravel()
-    w = WCS(h)
-    w.pixel_shape = (shape[1], shape[0])
-    return w
+    return detector_cutout_wcs(shape, corner=corner, roll_deg=roll_deg)
 
 
 @pytest.fixture(scope="module")

@@ -2,36 +2,27 @@
 
 from __future__ import annotations
 
-from importlib import resources
-
 import numpy as np
 import pytest
-from astropy.io import fits
 from astropy.wcs import WCS
 from drizzle.utils import calc_pixmap as drizzle_calc_pixmap
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mosaic.io.grid import MosaicGrid
-from mosaic.ops.pixmap import calc_pixmap, cutout_for_region, lattice_pixmap, pixel_corners
+from mosaic.ops.pixmap import (
+    calc_pixmap,
+    cutout_for_region,
+    lattice_pixmap,
+    pixel_corners,
+)
+from mosaic.simulate.pointing import detector_cutout_wcs
 
 SHAPE = (150, 170)
 
 
 def sip_wcs(shape=SHAPE, corner=(1700, 150), roll_deg=0.0) -> WCS:
-    """A small cut of the real NRCB5 SIP WCS, from near a detector corner."""
-    text = resources.files("mosaic").joinpath("data/nrcb5_sip_wcs.hdr").read_text()
-    h = fits.Header.fromstring(text, sep="\n")
-    h["NAXIS1"], h["NAXIS2"] = shape[1], shape[0]
-    h["CRPIX1"] -= corner[0]
-    h["CRPIX2"] -= corner[1]
-    t = np.deg2rad(roll_deg)
-    rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
-    cd = rot @ np.array([[h["CD1_1"], h["CD1_2"]], [h["CD2_1"], h["CD2_2"]]])
-    h["CD1_1"], h["CD1_2"], h["CD2_1"], h["CD2_2"] = cd.ravel()
-    w = WCS(h)
-    w.pixel_shape = (shape[1], shape[0])
-    return w
+    return detector_cutout_wcs(shape, corner=corner, roll_deg=roll_deg)
 
 
 @pytest.fixture(scope="module")
