@@ -18,7 +18,7 @@ from mosaic.exceptions import InputError
 __all__ = ["main", "build_parser"]
 
 #: subcommand modules, in the order ``mosaic --help`` lists them
-COMMANDS = ("demo", "simulate", "info", "drizzle")
+COMMANDS = ("demo", "simulate", "info", "drizzle", "updc")
 
 log = logging.getLogger("mosaic")
 

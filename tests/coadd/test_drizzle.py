@@ -104,7 +104,7 @@ def test_distributed_scheduler(exposures, grid, reference, processes):
     reader = CalCutouts(exposures["path"].values, exposures.attrs["bad_bits"])
     mosaic = drizzle_mosaic(exposures, grid.with_tiling((150, 128)), cutout_reader=reader)
     with (
-        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=processes, dashboard_address=None) as cluster,
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=processes, dashboard_address=":0") as cluster,
         distributed.Client(cluster),
     ):
         result = mosaic.compute()

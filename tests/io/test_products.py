@@ -145,7 +145,7 @@ def test_writing_on_a_distributed_cluster(tmp_path, grid):
     distributed = pytest.importorskip("distributed")
     ds, want = _mosaic(grid)
     with (
-        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster,
         distributed.Client(cluster),
     ):
         path = write_i2d(tmp_path / "d_i2d.fits", ds, grid)

@@ -1,0 +1,208 @@
+"""``mosaic updc``: deconvolved, super-resolved mosaics of _cal.fits exposures (UPDC or a baseline).
+
+    mosaic updc FILES... (--psf PSF.fits | --psf-dir DIR) --out OUTDIR [--iterations 10]
+                [--psr 0.5] [--save 0,5,10] [--method updc|landweber|rl] [--blot exact|interp]
+                [--weight ivm|exptime|uniform] [--background median|none|VALUE]
+                [--store STORE.zarr] [--field NAME] [--name STEM] [--tile PIX]
+                [--rotation DEG] [--workers N] [--overwrite]
+
+Iterations are checkpointed in the store (default ``OUTDIR/mosaic.zarr``): a run that was
+stopped continues after its last complete iteration when the same command is given again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from mosaic.exceptions import InputError
+from mosaic.ops.drizzle import BLOT_METHODS, WEIGHTS
+
+__all__ = ["add_parser", "parse_save", "psf_paths", "run"]
+
+log = logging.getLogger(__name__)
+
+_METHODS = ("updc", "landweber", "rl")
+
+
+def parse_save(text: str) -> tuple[int, ...]:
+    """``"0,5,10"`` -> ``(0, 5, 10)``; raises :class:`InputError` for anything else."""
+    try:
+        values = tuple(int(t) for t in str(text).split(",") if t.strip() != "")
+    except ValueError:
+        values = ()
+    if not values:
+        msg = f"--save {text!r} is not a list of iteration numbers; expected e.g. 0,5,10"
+        raise InputError(msg)
+    return values
+
+
+def psf_paths(exposure_paths, band: str, *, psf=None, psf_dir=None) -> list[Path]:
+    """The PSF file of every exposure: ``--psf`` for all, or per exposure from ``--psf-dir``.
+
+    In ``--psf-dir``, exposure ``<stem>_cal.fits`` takes ``<stem>_psf.fits`` if present, else
+    the band's ``psf_<band>.fits`` (as ``mosaic simulate`` writes it).
+
+    Raises
+    ------
+    InputError
+        When neither or both options are given, or a PSF file is missing.
+    """
+    if (psf is None) == (psf_dir is None):
+        msg = "give exactly one of --psf PSF.fits (one PSF for all exposures) or --psf-dir DIR (one per exposure)"
+        raise InputError(msg)
+    if psf is not None:
+        path = Path(psf)
+        if not path.is_file():
+            msg = f"{path}: no such PSF file; expected a FITS image of the PSF with PIXELSCL"
+            raise InputError(msg)
+        return [path] * len(exposure_paths)
+    folder = Path(psf_dir)
+    if not folder.is_dir():
+        msg = f"--psf-dir {folder}: not a directory; expected a folder of PSF files"
+        raise InputError(msg)
+    out = []
+    for p in exposure_paths:
+        stem = Path(p).name.removesuffix(".fits").removesuffix("_cal")
+        tried = [folder / f"{stem}_psf.fits", folder / f"psf_{band.lower()}.fits"]
+        found = next((t for t in tried if t.is_file()), None)
+        if found is None:
+            msg = f"{p}: no PSF in {folder}; expected one of {[t.name for t in tried]}"
+            raise InputError(msg)
+        out.append(found)
+    return out
+
+
+def _background(text: str):
+    if text.lower() == "median":
+        return "median"
+    if text.lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not 'median', 'none' or a number (MJy/sr)") from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive integer")
+    return v
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return v
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register the ``updc`` subcommand on ``subparsers``; returns its parser."""
+    p = subparsers.add_parser(
+        "updc",
+        help="deconvolved, super-resolved mosaic (UPDC) of _cal.fits exposures",
+        description=(
+            "Coadd JWST _cal.fits exposures of one band by UPDC (multi-frame Richardson-Lucy with "
+            "drizzle and blot, seed 000 eq. 1-2) from the drizzle mosaic, tile by tile on dask; "
+            "every iteration is checkpointed in a zarr store and chosen ones are written as "
+            "_i2d.fits files (SCI with the sky removed, ERR, CON, WHT, VAR_*)."
+        ),
+    )
+    p.add_argument("files", nargs="+", metavar="FILES", help="_cal.fits exposures (one band), with their sky")
+    p.add_argument("--psf", metavar="PSF.fits", help="one PSF file for all exposures (PIXELSCL in the header)")
+    p.add_argument("--psf-dir", metavar="DIR", help="PSF folder: <stem>_psf.fits per exposure, or psf_<band>.fits")
+    p.add_argument("--out", required=True, metavar="OUTDIR", help="folder of the _i2d.fits files (created)")
+    p.add_argument("--iterations", type=_non_negative_int, default=10, help="iterations after the drizzle mosaic (default 10)")
+    p.add_argument("--psr", type=_positive_float, default=0.5, help="pixel-scale ratio output/input (default 0.5)")
+    p.add_argument(
+        "--save", default=None, metavar="LIST",
+        help="iterations written as files, e.g. 0,5,10 (default: 0,5,10 up to --iterations, and the last)",
+    )
+    p.add_argument("--method", choices=_METHODS, default="updc", help="updc (default), landweber, or rl (single-image RL)")
+    p.add_argument("--blot", choices=BLOT_METHODS, default="exact", help="exact-area blot (default) or interpolating blot")
+    p.add_argument("--weight", choices=WEIGHTS, default="ivm", help="input weights (default ivm = 1/VAR_RNOISE)")
+    p.add_argument(
+        "--background", type=_background, default="median", metavar="median|none|VALUE",
+        help="sky removed from the products (default median)",
+    )
+    p.add_argument("--store", metavar="STORE.zarr", help="checkpoint store (default OUTDIR/mosaic.zarr)")
+    p.add_argument("--field", default="field", help="field name in the store (default 'field')")
+    p.add_argument("--name", default=None, help="file name stem (default: the method)")
+    p.add_argument("--tile", type=_positive_int, default=1024, metavar="PIX", help="tile size in output pixels (default 1024)")
+    p.add_argument("--rotation", type=float, default=0.0, metavar="DEG", help="grid position angle east of north (default 0)")
+    p.add_argument("--workers", type=int, default=0, metavar="N", help="local dask cluster of N processes (default 0: threads)")
+    p.add_argument("--overwrite", action="store_true", help="start again: forget this method's iterations, replace files")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``mosaic updc``; returns the exit code. Bad input raises :class:`InputError`."""
+    from mosaic.cli.drizzle import CalCutouts  # noqa: PLC0415
+    from mosaic.coadd.updc import check_save, updc  # noqa: PLC0415
+    from mosaic.io.cal import read_exposures  # noqa: PLC0415
+    from mosaic.io.grid import MosaicGrid  # noqa: PLC0415
+    from mosaic.io.store import Store  # noqa: PLC0415
+
+    save = parse_save(args.save) if args.save is not None else None
+    save = check_save(save, args.iterations)
+    if args.workers < 0:
+        msg = f"--workers {args.workers!r} is negative; expected 0 (threads) or a number of processes"
+        raise InputError(msg)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        msg = f"--out {out}: exists and is not a directory; expected a folder for the _i2d.fits files"
+        raise InputError(msg)
+    exposures = read_exposures(args.files)
+    band = str(exposures.attrs.get("band", "UNKNOWN"))
+    psfs = psf_paths([str(p) for p in exposures["path"].values], band, psf=args.psf, psf_dir=args.psf_dir)
+    shape = (exposures.sizes["y"], exposures.sizes["x"])
+    grid = MosaicGrid.from_exposures(
+        exposures.attrs["wcs"], [shape] * exposures.sizes["exposure"], psr=args.psr, rotation_deg=args.rotation, tile=args.tile,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    store = Store(args.store or out / "mosaic.zarr")
+    reader = CalCutouts(exposures["path"].values, exposures.attrs["bad_bits"])
+    log.info(
+        "%s: %d %s exposures -> %s (%d x %d at psr %g, tiles of %d), %d iterations, store %s",
+        args.method, exposures.sizes["exposure"], band, out, *grid.shape, args.psr, args.tile, args.iterations, store.path,
+    )
+    cluster = client = None
+    if args.workers > 0:
+        from distributed import Client, LocalCluster  # noqa: PLC0415
+
+        cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1)
+        client = Client(cluster)
+        log.info("dask dashboard: %s", client.dashboard_link)
+    try:
+        result = updc(
+            exposures, grid, psfs, n_iterations=args.iterations, method=args.method, blot=args.blot,
+            weight=args.weight, background=args.background, store=store, field=args.field, save=save,
+            outdir=out, name=args.name, overwrite=args.overwrite, cutout_reader=reader, client=client,
+        )
+    finally:
+        if client is not None:
+            client.close()
+            cluster.close()
+    for n, path in sorted(result.files.items()):
+        log.info("%s: iteration %d -> %s", args.method, n, path)
+    return 0

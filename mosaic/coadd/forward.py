@@ -1,0 +1,794 @@
+"""UPDC's forward model and back-projection as tiled graphs: mocks of the exposures, drizzled corrections.
+
+One iteration of UPDC (and of the multi-frame Landweber baseline) needs, for each exposure ``k``
+in PSF group ``G`` (exposures that share one PSF),
+
+- the mock ``m_k = D_k^h(B_G f)``: the mosaic ``f`` convolved with the PSF and blotted onto the
+  exposure's pixels, and
+- the back-projection ``N = sum_G B_G^*(sum_{k in G} D_k(x_k))`` of a per-pixel correction
+  ``x_k`` formed from the data ``g_k`` and the mock: ``w g / m`` (``"ratio"``, Richardson-Lucy)
+  or ``w (g - m)`` (``"difference"``, Landweber), ``w`` the input weights.
+
+``D_k`` is the linear drizzle with pixfrac 1 (as :func:`mosaic.ops.drizzle.drizzle_linear`),
+``D_k^h`` its exact transpose (as :func:`~mosaic.ops.drizzle.blot_exact`, the default) or
+drizzle's interpolating blot; both exact operators come from one sparse :class:`OverlapMatrix`
+per task, cached across iterations. Exposures that share a PSF share its convolutions:
+``sum_k B^*(x_k) = B^*(sum_k x_k)``.
+
+*Graph.* Driven by the output tiles. For every (exposure, tile) pair where the exposure lands
+on the tile, one task reads the tile's *window* of ``B_G f`` (the core grown by :func:`blot_halo`
+pixels, gathered from the convolved tiles) and the cut-out of the exposure whose pixels can
+reach the core; it mocks those pixels, forms ``x`` and drizzles it onto the core. A pixel near a
+tile border is mocked by every tile it reaches (a few rows of repeated work), so no partial
+mocks are summed across tiles and a task's memory is one window, one cut-out and their pixel
+map -- never a whole exposure or the mosaic. The data residual ``sum_k sum_i w (g - m)^2``
+counts each pixel once, in the tile that holds its centre. The same tasks co-add variances with
+squared drizzle weights for :mod:`mosaic.coadd.errors`. The graph is written low-level (a key
+per window, cut-out, pair and partial sum), so building it is linear in the number of pairs.
+Convolutions, sums and updates run on the mosaic's array module (CuPy chunks on GPU workers);
+the overlaps are CPU code (SciPy sparse), so pair tasks move their window to the host and back.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import math
+import operator
+import sys
+from dataclasses import dataclass, field
+
+import dask
+import dask.array as da
+import numpy as np
+import scipy.sparse
+import xarray as xr
+import zict
+from dask.base import tokenize
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph
+from drizzle.utils import estimate_pixel_scale_ratio
+
+from mosaic.coadd.convolve import convolve_tiled
+from mosaic.coadd.drizzle import _PortableWCS, exposure_cutouts, exposure_wcs
+from mosaic.coadd.errors import VARIANCES, ratio_variances
+from mosaic.exceptions import InputError
+from mosaic.io.grid import MosaicGrid
+from mosaic.ops.drizzle import (
+    BLOT_METHODS,
+    INTERPOLATION_HALO,
+    INTERPOLATIONS,
+    WEIGHTS,
+    blot_interp,
+    kernel_radius,
+    weight_map,
+)
+from mosaic.ops.pixmap import calc_pixmap
+
+__all__ = [
+    "CORRECTIONS",
+    "VARIANCES",
+    "BackProjection",
+    "OverlapMatrix",
+    "ForwardPlan",
+    "Pair",
+    "backproject",
+    "blot_halo",
+    "data_residual",
+    "normalisation",
+    "pair_correction",
+    "pair_mock",
+    "pair_weight",
+    "plan_forward",
+    "region_pieces",
+]
+
+log = logging.getLogger(__name__)
+
+#: per-pixel corrections a back-projection can drizzle
+CORRECTIONS = ("ratio", "difference")
+
+_SPLIT_EVERY = 8
+
+
+# -- geometry -----------------------------------------------------------------------------------
+
+
+def blot_halo(reach: float, *, blot: str = "exact", interp: str = "poly5") -> int:
+    """Output pixels a tile's window adds around its core so that every pixel reaching the core is mocked whole.
+
+    A detector pixel reaches the core when its mapped centre is within ``reach`` (the drizzle
+    kernel's radius, :func:`mosaic.ops.drizzle.kernel_radius`) of it, plus a pixel of slack;
+    its exact-area mock needs every output pixel under it (another ``reach``), its
+    interpolated mock the interpolation kernel around its centre.
+    """
+    if blot == "exact":
+        return int(math.ceil(2 * reach)) + 4
+    return int(math.ceil(reach)) + INTERPOLATION_HALO[interp] + 3
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One exposure on one tile: the exposure's ``cut`` (``(y, x)`` slices of the pixels that can
+    reach the tile's ``core``) and the ``window`` of the grid its task reads (the core grown by
+    the blot halo), in grid pixels."""
+
+    exposure: int
+    tile: tuple[int, int]
+    cut: tuple[slice, slice]
+    window: tuple[slice, slice]
+    core: tuple[slice, slice]
+
+    @property
+    def core_in_window(self) -> tuple[slice, slice]:
+        """Slices that cut the core out of an array covering ``window``."""
+        (wy, wx), (cy, cx) = self.window, self.core
+        return (slice(cy.start - wy.start, cy.stop - wy.start), slice(cx.start - wx.start, cx.stop - wx.start))
+
+
+@dataclass
+class ForwardPlan:
+    """Everything static about the forward model of one run: pairs, PSF groups, options.
+
+    Build it with :func:`plan_forward`.
+    """
+
+    grid: MosaicGrid
+    shape: tuple[int, int]
+    groups: list
+    pairs: dict[tuple[int, int], list[Pair]]
+    reach: list[float]
+    exptimes: list[float]
+    blot: str
+    interp: str
+    weight: str
+    names: list[str]
+    wcs: list = field(repr=False)
+    grid_wcs: object = field(repr=False, default=None)
+
+    @property
+    def used(self) -> list[int]:
+        """Exposures that land on the grid."""
+        return sorted({p.exposure for ps in self.pairs.values() for p in ps})
+
+    @property
+    def n_pairs(self) -> int:
+        return sum(len(v) for v in self.pairs.values())
+
+    def token(self) -> str:
+        """A digest of what the results depend on (not the tiling)."""
+        return tokenize(
+            self.grid.to_header().tostring(), self.shape, [g.digest for g in self.groups],
+            [g.exposures for g in self.groups], self.blot, self.interp, self.weight, self.exptimes, self.names,
+        )
+
+
+def plan_forward(
+    exposures: xr.Dataset,
+    grid: MosaicGrid,
+    groups: list,
+    *,
+    blot: str = "exact",
+    interp: str = "poly5",
+    weight: str = "ivm",
+    lattice_step: int = 8,
+) -> ForwardPlan:
+    """The (exposure, tile) pairs of a run and the regions each task reads.
+
+    Parameters
+    ----------
+    exposures : xarray.Dataset
+        Exposure set (:func:`mosaic.io.cal.read_exposures`).
+    grid : MosaicGrid
+        Output grid; its tiles drive the graph.
+    groups : list of mosaic.coadd.updc.PSFGroup
+        PSF groups covering every exposure (:func:`mosaic.coadd.updc.prepare_psfs`): each
+        has ``psf`` (a PreparedPSF), ``squared`` (its square), ``exposures`` and ``digest``.
+    blot : {"exact", "interp"}
+        ``D^h``: exact-area blot (the transpose of the drizzle, default) or drizzle's
+        interpolating blot.
+    interp : str
+        Interpolation of the interpolating blot.
+    weight : {"ivm", "exptime", "uniform"}
+        Input weights ``w``.
+    lattice_step : int
+        Spacing (exposure pixels) of the coarse pixel map that finds each tile's cut-outs; a
+        fine one keeps cut-outs tight (every cut-out pixel's map is computed each iteration).
+
+    Raises
+    ------
+    InputError
+        For an unknown option, or when no exposure lands on the grid.
+    """
+    if blot not in BLOT_METHODS:
+        msg = f"blot {blot!r} is not supported; expected one of {BLOT_METHODS}"
+        raise InputError(msg)
+    if interp not in INTERPOLATIONS:
+        msg = f"interp {interp!r} is not supported; expected one of {INTERPOLATIONS}"
+        raise InputError(msg)
+    if weight not in WEIGHTS:
+        msg = f"weight {weight!r} is not supported; expected one of {WEIGHTS}"
+        raise InputError(msg)
+    n = exposures.sizes["exposure"]
+    covered = sorted(k for g in groups for k in g.exposures)
+    if covered != list(range(n)):
+        msg = f"PSF groups cover exposures {covered}; expected each of the {n} exposures exactly once"
+        raise InputError(msg)
+    names = [str(p) for p in exposures["path"].values] if "path" in exposures.coords else [f"exposure {k}" for k in range(n)]
+    wcs_list = exposure_wcs(exposures)
+    shape = (exposures.sizes["y"], exposures.sizes["x"])
+    psrs = [float(estimate_pixel_scale_ratio(w, grid.wcs)) for w in wcs_list]
+    reach = [kernel_radius("square", pixfrac=1.0, pixel_scale_ratio=p) for p in psrs]
+    r_max = max(reach)
+    halo = blot_halo(r_max, blot=blot, interp=interp)
+    cutouts = exposure_cutouts(wcs_list, shape, grid, margin=r_max + 1.0, step=lattice_step)
+    pairs: dict[tuple[int, int], list[Pair]] = {}
+    for t in grid.tiles():
+        (cy, cx) = t.core
+        window = (
+            slice(max(cy.start - halo, 0), min(cy.stop + halo, grid.shape[0])),
+            slice(max(cx.start - halo, 0), min(cx.stop + halo, grid.shape[1])),
+        )
+        for k in range(n):
+            if t.index in cutouts[k]:
+                pairs.setdefault(t.index, []).append(Pair(k, t.index, cutouts[k][t.index], window, t.core))
+    if not pairs:
+        msg = f"none of the {n} exposures ({names[0]}, ...) lands on the output grid; nothing to deconvolve"
+        raise InputError(msg)
+    exptimes = [float(v) for v in exposures["exptime"].values] if "exptime" in exposures.coords else [1.0] * n
+    plan = ForwardPlan(
+        grid=grid, shape=shape, groups=list(groups), pairs=pairs, reach=reach, exptimes=exptimes,
+        blot=blot, interp=interp, weight=weight, names=names,
+        wcs=[_PortableWCS(w) for w in wcs_list], grid_wcs=_PortableWCS(grid.wcs),
+    )
+    log.info(
+        "forward model: %d exposures in %d PSF groups on %d x %d tiles, %d (exposure, tile) pairs, blot %s, window halo %d px",
+        len(plan.used), len(groups), *grid.n_tiles, plan.n_pairs, blot, halo,
+    )
+    return plan
+
+
+# -- regions over blocks ---------------------------------------------------------------------------
+
+
+def region_pieces(chunks, region):
+    """``[((i, j), slices in block (i, j), slices in the region), ...]``: a 2-D region over blocks of ``chunks``."""
+    out = []
+    starts = [np.cumsum((0, *c)) for c in chunks]
+    per_axis = []
+    for s, r in zip(starts, region, strict=True):
+        axis = []
+        for b in range(len(s) - 1):
+            lo, hi = max(int(s[b]), r.start), min(int(s[b + 1]), r.stop)
+            if hi > lo:
+                axis.append((b, slice(lo - int(s[b]), hi - int(s[b])), slice(lo - r.start, hi - r.start)))
+        per_axis.append(axis)
+    for by, sy, dy in per_axis[0]:
+        for bx, sx, dx in per_axis[1]:
+            out.append(((by, bx), (sy, sx), (dy, dx)))
+    return out
+
+
+def _gather(shape, dtype, places, *blocks):
+    """A region assembled from pieces of blocks (zero where no block is given)."""
+    xp = _array_module(blocks[0]) if blocks else np
+    out = xp.zeros(shape, dtype=dtype)
+    for (src, dst), block in zip(places, blocks, strict=True):
+        out[dst] = block[src]
+    return out
+
+
+# -- operators on one pair ----------------------------------------------------------------------
+
+
+def _array_module(x):
+    cupy = sys.modules.get("cupy")
+    if cupy is not None and isinstance(x, cupy.ndarray):
+        return cupy
+    return np
+
+
+def _to_numpy(x):
+    return x.get() if hasattr(x, "get") and _array_module(x) is not np else np.asarray(x)
+
+
+class OverlapMatrix:
+    """The overlaps ``a_ij / J_i`` of a cut-out's pixels (rows) with a window's pixels (columns).
+
+    One sparse matrix serves the exact blot (``D^T``: ``A @ image``), the linear drizzle (``D``:
+    ``A.T @ x``) and the drizzle with squared weights (``D²``: ``(A∘A).T @ y``), so a pair task
+    computes the overlaps once. The overlaps are drizzle's own (square kernel, pixfrac 1), as
+    in :func:`mosaic.ops.drizzle.drizzle_linear` and :func:`~mosaic.ops.drizzle.blot_exact`.
+
+    Parameters
+    ----------
+    pixmap : array
+        ``(ny, nx, 2)`` positions of the cut-out's pixels in the window frame.
+    shape : tuple of int
+        Shape of the window.
+    """
+
+    def __init__(self, pixmap, shape):
+        # TODO(ops.drizzle): use a public overlap-matrix API when ops.drizzle offers one
+        from mosaic.ops.drizzle import _overlaps  # noqa: PLC0415
+
+        self.in_shape = tuple(pixmap.shape[:2])
+        self.shape = tuple(int(s) for s in shape)
+        it = _overlaps(np.asarray(pixmap, dtype=np.float64), self.shape, pixfrac=1.0)
+        jaco = next(it)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inv = np.where(jaco != 0, 1.0 / jaco, 0.0)
+        index = np.arange(jaco.size).reshape(jaco.shape)
+        rows, cols, vals = [], [], []
+        for jj, ii, area, inside in it:
+            sel = inside & (area != 0)
+            rows.append(index[sel])
+            cols.append(jj[sel] * self.shape[1] + ii[sel])
+            vals.append((area * inv)[sel])
+        rows, cols, vals = (np.concatenate(a) if a else np.zeros(0) for a in (rows, cols, vals))
+        size = (jaco.size, int(np.prod(self.shape)))
+        self.matrix = scipy.sparse.csr_matrix((vals, (rows.astype(np.int64), cols.astype(np.int64))), shape=size)
+        self._squared = None
+
+    @property
+    def nbytes(self) -> int:
+        m = self.matrix
+        return 2 * int(m.data.nbytes + m.indices.nbytes + m.indptr.nbytes)  # with its square
+
+    @classmethod
+    def cached(cls, pixmap, shape) -> OverlapMatrix:
+        """The matrix of a pixel map and window shape, from this process's cache when it is there.
+
+        Overlaps do not change between iterations; the cache (least recently used out first)
+        holds up to ``mosaic.updc.overlap-cache-bytes`` (dask config, default 512 MiB) per
+        process, keyed by a hash of the pixel map itself (a hit is always the same matrix).
+        A mosaic whose pairs need more than that recomputes them every iteration.
+        """
+        pixmap = np.ascontiguousarray(pixmap, dtype=np.float64)
+        key = hashlib.blake2b(pixmap.tobytes() + repr((pixmap.shape, tuple(shape))).encode(), digest_size=20).hexdigest()
+        cache = _cache()
+        found = cache.get(key)
+        if found is None:
+            found = cls(pixmap, shape)
+            cache[key] = found
+        return found
+
+    def blot(self, image) -> np.ndarray:
+        """``D^T image``: the area-weighted mean of ``image`` under each pixel (off-window parts count 0)."""
+        return (self.matrix @ np.asarray(image, dtype=np.float64).ravel()).reshape(self.in_shape)
+
+    def drizzle(self, x) -> np.ndarray:
+        """``D x``: ``sum_i a_ij x_i / J_i`` on the window."""
+        return (self.matrix.T @ np.asarray(x, dtype=np.float64).ravel()).reshape(self.shape)
+
+    def drizzle_squared(self, y) -> np.ndarray:
+        """``D² y``: ``sum_i (a_ij / J_i)^2 y_i`` on the window (variances of ``D x``)."""
+        if self._squared is None:
+            self._squared = self.matrix.multiply(self.matrix).tocsr()
+        return (self._squared.T @ np.asarray(y, dtype=np.float64).ravel()).reshape(self.shape)
+
+
+_CACHE: list = []
+
+
+def _cache():
+    """This process's overlap cache (made on first use, with the configured size)."""
+    if not _CACHE:
+        limit = float(dask.config.get("mosaic.updc.overlap-cache-bytes", 512 * 2**20))
+        _CACHE.append(zict.LRU(limit, {}, weight=lambda key, value: value.nbytes))
+    return _CACHE[0]
+
+
+def pair_mock(window, pixmap, *, blot: str = "exact", interp: str = "poly5", overlaps=None) -> np.ndarray:
+    """The mock ``D^h(window)`` of the pixels of a pixel map (float64).
+
+    ``window`` is a region of ``B f``; ``pixmap`` gives the pixels' positions in its frame.
+    The exact blot is the transpose of the linear drizzle (area-weighted mean of the output
+    pixels under each pixel, parts off the window counting as zero; ``overlaps``, an
+    :class:`OverlapMatrix`, saves computing them again); the interpolating blot reads 0 off
+    the window.
+    """
+    window = _to_numpy(window)
+    if blot == "exact":
+        return (overlaps or OverlapMatrix.cached(pixmap, window.shape)).blot(window)
+    return blot_interp(window, pixmap, interp=interp, fillval=0.0).astype(np.float64)
+
+
+def _reaching(pixmap, core, reach: float) -> np.ndarray:
+    """Pixels whose mapped centre is within ``reach`` (+1 px) of the core (window frame)."""
+    x, y = pixmap[..., 0], pixmap[..., 1]
+    cy, cx = core
+    with np.errstate(invalid="ignore"):
+        return (
+            np.isfinite(x) & np.isfinite(y)
+            & (x >= cx.start - reach - 1) & (x <= cx.stop + reach)
+            & (y >= cy.start - reach - 1) & (y <= cy.stop + reach)
+        )
+
+
+def _owned(pixmap, core) -> np.ndarray:
+    """Pixels whose centre lies on the core: each pixel is owned by exactly one tile."""
+    with np.errstate(invalid="ignore"):
+        ix = np.floor(pixmap[..., 0] + 0.5)
+        iy = np.floor(pixmap[..., 1] + 0.5)
+        return (ix >= core[1].start) & (ix < core[1].stop) & (iy >= core[0].start) & (iy < core[0].stop)
+
+
+def _weights(cut, pixmap, core, reach, *, weight, exptime):
+    w = weight_map(cut["good"], cut.get("var_rnoise"), weight=weight, exptime=exptime).astype(np.float64)
+    w[~_reaching(pixmap, core, reach)] = 0.0
+    return w
+
+
+def pair_weight(cut: dict, pixmap, *, shape, core, reach: float, weight: str = "ivm", exptime: float = 1.0) -> np.ndarray:
+    """``D(w)`` on the core: the drizzled input weights of one pair (float64).
+
+    Parameters
+    ----------
+    cut : dict
+        The cut-out's ``good`` and ``var_rnoise`` arrays.
+    pixmap : array
+        ``(ny, nx, 2)`` positions of the cut-out's pixels in the window frame.
+    shape : tuple of int
+        Shape of the window.
+    core : tuple of slice
+        The core in the window frame.
+    reach : float
+        Drizzle kernel radius (output pixels).
+    """
+    w = _weights(cut, pixmap, core, reach, weight=weight, exptime=exptime)
+    return OverlapMatrix.cached(pixmap, shape).drizzle(w)[core]
+
+
+def pair_correction(
+    window,
+    cut: dict,
+    pixmap,
+    *,
+    core,
+    reach: float,
+    correction: str = "ratio",
+    blot: str = "exact",
+    interp: str = "poly5",
+    weight: str = "ivm",
+    exptime: float = 1.0,
+    mock_floor: float = 0.0,
+    variances: bool = False,
+) -> dict:
+    """One pair's share of a back-projection: mock, correction, drizzle onto the core.
+
+    Parameters
+    ----------
+    window : array
+        The window of ``B f`` (float64).
+    cut : dict
+        The cut-out: ``sci`` (``g``), ``good``, ``var_rnoise`` (and the other ``var_*`` when
+        ``variances``).
+    pixmap : array
+        ``(ny, nx, 2)`` positions of the cut-out's pixels in the window frame.
+    core : tuple of slice
+        The core in the window frame.
+    reach : float
+        Drizzle kernel radius (output pixels): pixels farther from the core are left out.
+    correction : {"ratio", "difference"}
+        ``x = w g / m`` (set to ``w`` where ``m <= mock_floor``: such pixels neither raise nor
+        lower the estimate) or ``x = w (g - m)``.
+    variances : bool
+        Also co-add ``D²(w² v / m²)`` for each exposure variance ``v``: the variances of the
+        drizzled ratios with squared drizzle weights (see :mod:`mosaic.coadd.errors`).
+
+    Returns
+    -------
+    dict
+        ``num``: ``D(x)`` on the core (float64); ``resid``: ``sum w (g - m)^2`` over the pixels
+        the core owns; ``npix``: how many such pixels have ``w > 0``; ``var``: tuple of
+        ``D²(w² v / m²)`` on the core, one per :data:`VARIANCES` (empty unless ``variances``).
+    """
+    xp = _array_module(window)
+    window = _to_numpy(window).astype(np.float64, copy=False)
+    w = _weights(cut, pixmap, core, reach, weight=weight, exptime=exptime)
+    overlaps = OverlapMatrix.cached(pixmap, window.shape)
+    m = pair_mock(window, pixmap, blot=blot, interp=interp, overlaps=overlaps)
+    use = w > 0
+    g = np.where(use, np.asarray(cut["sci"], dtype=np.float64), 0.0)
+    m = np.where(use, m, 0.0)
+    if correction == "ratio":
+        ok = use & (m > mock_floor)
+        ratio = np.divide(g, m, out=np.ones_like(g), where=ok)
+        x = w * ratio
+    elif correction == "difference":
+        x = w * (g - m)
+    else:
+        msg = f"correction {correction!r} is not supported; expected one of {CORRECTIONS}"
+        raise ValueError(msg)
+    num = overlaps.drizzle(x)[core]
+    own = use & _owned(pixmap, core)
+    d = g - m
+    out = {"num": xp.asarray(num), "resid": float(np.sum(w[own] * d[own] ** 2)), "npix": int(own.sum()), "var": ()}
+    if variances:
+        per_pixel = ratio_variances(cut, w, m, ratio=correction == "ratio", mock_floor=mock_floor)
+        out["var"] = tuple(xp.asarray(overlaps.drizzle_squared(v)[core]) for v in per_pixel)
+    return out
+
+
+def _pair_residual(window, cut, pixmap, *, core, reach, blot, interp, weight, exptime) -> dict:
+    w = _weights(cut, pixmap, core, reach, weight=weight, exptime=exptime)
+    m = pair_mock(window, pixmap, blot=blot, interp=interp)
+    own = (w > 0) & _owned(pixmap, core)
+    d = np.asarray(cut["sci"], dtype=np.float64)[own] - m[own]
+    return {"resid": float(np.sum(w[own] * d * d)), "npix": int(own.sum())}
+
+
+# -- tasks ------------------------------------------------------------------------------------------
+
+
+def _pixmap(wcs_exposure, wcs_grid, region, origin):
+    return calc_pixmap(wcs_exposure.get(), wcs_grid.get(), region, offset=origin)
+
+
+def _crop(pixmap, cut, core, reach):
+    """The cut-out cropped to the pixels that reach the core, plus one pixel.
+
+    The extra pixel keeps every kept pixel's neighbours, from which its corners are
+    interpolated, so the kept pixels' overlaps are those of the whole cut-out.
+    """
+    keep = _reaching(pixmap, core, reach)
+    rows, cols = np.flatnonzero(keep.any(axis=1)), np.flatnonzero(keep.any(axis=0))
+    if rows.size == 0:
+        return pixmap[:2, :2], {k: np.asarray(v)[:2, :2] for k, v in cut.items()}, False
+    ny, nx = keep.shape
+    sl = (slice(max(rows[0] - 1, 0), min(rows[-1] + 2, ny)), slice(max(cols[0] - 1, 0), min(cols[-1] + 2, nx)))
+    if sl[0].stop - sl[0].start < 2 or sl[1].stop - sl[1].start < 2:
+        return pixmap, cut, True
+    return pixmap[sl], {k: np.asarray(v)[sl] for k, v in cut.items()}, True
+
+
+def _pair_task(window, cut, wcs_exposure, wcs_grid, *, kind, region, origin, **kwargs):
+    """One pair's task: pixel map in the window frame, cropped to what matters, then the operator of ``kind``."""
+    pixmap = _pixmap(wcs_exposure, wcs_grid, region, origin)
+    # every kind crops alike, so that they share the cached overlaps
+    pixmap, cut, any_left = _crop(pixmap, cut, kwargs["core"], kwargs["reach"])
+    if not any_left:
+        cut = {**cut, "good": np.zeros(np.shape(cut["good"]), dtype=bool)}
+    if kind == "correction":
+        return pair_correction(window, cut, pixmap, **kwargs)
+    if kind == "weight":
+        return {"num": pair_weight(cut, pixmap, **kwargs)}
+    return _pair_residual(window, cut, pixmap, **kwargs)
+
+
+def _add_parts(*parts):
+    """Sum pair results: arrays elementwise (float64), scalars, and variance tuples."""
+    out = dict(parts[0])
+    for p in parts[1:]:
+        for key, v in p.items():
+            if key == "var":
+                out[key] = tuple(a + b for a, b in zip(out[key], v, strict=True)) if out[key] else v
+            else:
+                out[key] = out[key] + v
+    return out
+
+
+def _tree(dsk, name, parts, split_every=_SPLIT_EVERY):
+    """Add up task keys ``parts`` by a tree of ``_add_parts``; returns the root key."""
+    level = 0
+    while len(parts) > 1:
+        nxt = []
+        for i in range(0, len(parts), split_every):
+            key = (f"{name}-sum", level, i)
+            dsk[key] = (_add_parts, *parts[i : i + split_every])
+            nxt.append(key)
+        parts = nxt
+        level += 1
+    return parts[0]
+
+
+@dataclass
+class BackProjection:
+    """The lazy results of one back-projection.
+
+    Attributes
+    ----------
+    num : dask.array.Array
+        ``N = sum_G B_G^*(sum_{k in G} D_k(x_k))`` on the grid (float64, tile chunks).
+    resid : dask.array.Array
+        ``[sum_k sum_i w (g - m)^2, number of pixels]`` of the mosaic that was mocked.
+    var : tuple of dask.array.Array
+        ``sum_G B_G^{*2}(sum_k D_k²(w² v / m²))`` per :data:`VARIANCES` (empty unless asked).
+    """
+
+    num: da.Array
+    resid: da.Array
+    var: tuple = ()
+
+
+def _pair_graph(kind, image_by_group, plan: ForwardPlan, source, options: dict, token: str):
+    """Tasks of every pair: windows of each group's image, cut-outs, pair operators, tile sums.
+
+    Returns ``(name, anchor, tile_roots, pair_keys)``: ``anchor`` a Delayed holding the graph's
+    one layer, ``tile_roots[(g, tile)]`` the key of group ``g``'s summed pair results on a tile.
+    """
+    name = f"updc-{kind}-{token}"
+    dsk: dict = {}
+    deps = list(source.dependencies())
+    wcs_keys = {}
+    grid_key = (f"{name}-grid-wcs",)
+    dsk[grid_key] = plan.grid_wcs
+    for k in plan.used:
+        wcs_keys[k] = (f"{name}-wcs", k)
+        dsk[wcs_keys[k]] = plan.wcs[k]
+    roots, pair_keys = {}, []
+    for t in plan.grid.tiles():
+        for gi, group in enumerate(plan.groups):
+            pairs = [p for p in plan.pairs.get(t.index, []) if p.exposure in group.exposures]
+            if not pairs:
+                continue
+            window_key = None
+            image = image_by_group[gi] if image_by_group is not None else None
+            if image is not None:
+                win = pairs[0].window
+                wshape = (win[0].stop - win[0].start, win[1].stop - win[1].start)
+                pieces = region_pieces(image.chunks, win)
+                window_key = (f"{name}-window", gi, *t.index)
+                places = [(src, dst) for _, src, dst in pieces]
+                dsk[window_key] = (_gather, wshape, image.dtype, places, *((image.name, *ij) for ij, _, _ in pieces))
+            keys = []
+            for p in pairs:
+                k = p.exposure
+                cut_key = (f"{name}-cut", k, *t.index)
+                dsk[cut_key] = source.task(k, p.cut)
+                win, core = p.window, p.core_in_window
+                kwargs = {
+                    "region": p.cut, "origin": (win[1].start, win[0].start), "core": core,
+                    "reach": plan.reach[k], "weight": plan.weight, "exptime": plan.exptimes[k],
+                }
+                if kind == "weight":
+                    kwargs["shape"] = (win[0].stop - win[0].start, win[1].stop - win[1].start)
+                else:
+                    kwargs.update(blot=plan.blot, interp=plan.interp)
+                if kind == "correction":
+                    kwargs.update(options)
+                key = (f"{name}-pair", k, *t.index)
+                # options travel in a partial: dask does not look into it for keys
+                dsk[key] = (functools.partial(_pair_task, kind=kind, **kwargs), window_key, cut_key, wcs_keys[k], grid_key)
+                keys.append(key)
+                pair_keys.append(key)
+            roots[(gi, t.index)] = _tree(dsk, f"{name}-{gi}-{t.index[0]}-{t.index[1]}", keys)
+    if image_by_group is not None:
+        deps += [im for im in image_by_group if im is not None]
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=deps)
+    # one layer holds every pair task; arrays and scalars made from it depend on this anchor
+    anchor = Delayed(grid_key, graph, layer=name)
+    return name, anchor, roots, pair_keys
+
+
+def _tile_array(name, anchor, roots, plan, gi, field_name, index, meta):
+    """The group's summed ``field_name`` (item ``index`` of a tuple field) as a tile-chunked array."""
+    out = f"{name}-{field_name}{'' if index is None else index}-{gi}"
+    layer = {}
+    for t in plan.grid.tiles():
+        key = (out, *t.index)
+        root = roots.get((gi, t.index))
+        if root is None:
+            layer[key] = (functools.partial(_zeros_like, meta), t.shape)
+        elif index is None:
+            layer[key] = (operator.getitem, root, field_name)
+        else:
+            layer[key] = (operator.getitem, (operator.getitem, root, field_name), index)
+    graph = HighLevelGraph.from_collections(out, layer, dependencies=[anchor])
+    return da.Array(graph, out, chunks=plan.grid.chunks, dtype=np.float64, meta=meta)
+
+
+def _zeros_like(meta, shape):
+    return _array_module(meta).zeros(shape, dtype=np.float64)
+
+
+def _meta(f):
+    return f._meta.astype(np.float64) if hasattr(f, "_meta") else np.empty((0, 0), np.float64)
+
+
+def _as_grid_array(f, grid: MosaicGrid) -> da.Array:
+    f = da.asarray(f)
+    if f.shape != grid.shape:
+        msg = f"image has shape {f.shape}; expected the grid's {grid.shape}"
+        raise ValueError(msg)
+    if f.chunks != grid.chunks:
+        f = f.rechunk(grid.chunks)
+    return f.astype(np.float64)
+
+
+def backproject(
+    f,
+    plan: ForwardPlan,
+    source,
+    *,
+    correction: str = "ratio",
+    mock_floor: float = 0.0,
+    variances: bool = False,
+) -> BackProjection:
+    """The back-projection ``N = sum_G B_G^*(sum_k D_k(x_k))`` of corrections formed against mocks of ``f``.
+
+    Parameters
+    ----------
+    f : dask.array.Array
+        Mosaic on ``plan.grid`` (NaN-free; zero outside the data), any chunks (rechunked to
+        the tiles).
+    plan : ForwardPlan
+        Pairs and options (:func:`plan_forward`).
+    source : mosaic.coadd.updc.ExposureSource
+        Where the cut-outs come from: ``task(k, region)`` makes a task (tuple) that returns
+        exposure ``k``'s cut-out dict, ``dependencies()`` the collections those tasks read,
+        ``token`` names its data.
+    correction : {"ratio", "difference"}
+        See :func:`pair_correction`.
+    mock_floor : float
+        Mocks at or below it give the neutral ratio 1.
+    variances : bool
+        Also co-add ratio variances (``source`` must deliver the ``var_*`` arrays).
+
+    Returns
+    -------
+    BackProjection
+    """
+    if correction not in CORRECTIONS:
+        msg = f"correction {correction!r} is not supported; expected one of {CORRECTIONS}"
+        raise ValueError(msg)
+    f = _as_grid_array(f, plan.grid)
+    meta = _meta(f)
+    convolved = [convolve_tiled(f, g.psf) for g in plan.groups]
+    options = {"correction": correction, "mock_floor": float(mock_floor), "variances": bool(variances)}
+    token = tokenize(f.name, plan.token(), source.token, options)
+    name, anchor, roots, pair_keys = _pair_graph("correction", convolved, plan, source, options, token)
+    num = None
+    var = [None] * len(VARIANCES) if variances else []
+    for gi, group in enumerate(plan.groups):
+        u = _tile_array(name, anchor, roots, plan, gi, "num", None, meta)
+        term = convolve_tiled(u, group.psf, adjoint=True)
+        num = term if num is None else num + term
+        for vi in range(len(var)):
+            uv = _tile_array(name, anchor, roots, plan, gi, "var", vi, meta)
+            tv = convolve_tiled(uv, group.squared, adjoint=True)
+            var[vi] = tv if var[vi] is None else var[vi] + tv
+    resid = _scalar_sum(name, anchor, pair_keys)
+    return BackProjection(num=num, resid=resid, var=tuple(var))
+
+
+def _scalar_sum(name, anchor, pair_keys) -> da.Array:
+    """``[sum of "resid", sum of "npix"]`` over the pair tasks, as a float64 array of 2."""
+    key = f"{name}-residual"
+    layer = {(key, 0): (_residual_pair, *pair_keys)}
+    graph = HighLevelGraph.from_collections(key, layer, dependencies=[anchor])
+    return da.Array(graph, key, chunks=((2,),), dtype=np.float64)
+
+
+def _residual_pair(*parts):
+    return np.array([sum(p["resid"] for p in parts), sum(p["npix"] for p in parts)], dtype=np.float64)
+
+
+def normalisation(plan: ForwardPlan, source, *, like=None) -> da.Array:
+    """The coverage normalisation ``sum_G B_G^*(sum_{k in G} D_k(w_k))`` on the grid (float64).
+
+    It is Richardson-Lucy's ``A^T W 1``: the per-pixel ``1/L_E`` of eq. 1 where exposures
+    cover the mosaic unevenly. ``like`` (an array) sets the array module of the chunks.
+    """
+    meta = _meta(da.asarray(like)) if like is not None else np.empty((0, 0), np.float64)
+    token = tokenize(plan.token(), source.token, "weight")
+    name, anchor, roots, _ = _pair_graph("weight", None, plan, source, {}, token)
+    den = None
+    for gi, group in enumerate(plan.groups):
+        u = _tile_array(name, anchor, roots, plan, gi, "num", None, meta)
+        if like is not None and _array_module(meta) is not np:
+            u = u.map_blocks(_array_module(meta).asarray, meta=meta)
+        term = convolve_tiled(u, group.psf, adjoint=True)
+        den = term if den is None else den + term
+    return den
+
+
+def data_residual(f, plan: ForwardPlan, source) -> da.Array:
+    """``[sum_k sum_i w (g_k - m_k)^2, number of pixels]`` for the mosaic ``f`` (lazy, float64)."""
+    f = _as_grid_array(f, plan.grid)
+    convolved = [convolve_tiled(f, g.psf) for g in plan.groups]
+    token = tokenize(f.name, plan.token(), source.token, "residual")
+    name, anchor, _, pair_keys = _pair_graph("residual", convolved, plan, source, {}, token)
+    return _scalar_sum(name, anchor, pair_keys)

@@ -1,0 +1,694 @@
+"""UPDC: upsampling and PSF-deconvolution coaddition (seed 000, eq. 1 and 2), resumable, tile by tile.
+
+Starting from the drizzle mosaic ``f_0`` (pixfrac 1, square kernel, on the grid given -- psr 0.5
+in the paper), each iteration is the multi-frame Richardson-Lucy step
+
+    f_{n+1} = P+( f_n * sum_G B_G^*(sum_k D_k(w_k g_k / m_k)) / sum_G B_G^*(sum_k D_k(w_k)) ),
+    m_k = D_k^h(B_k f_n),
+
+with the per-pixel coverage normalisation in the denominator (the ``1/L_E`` of eq. 1 where
+exposures cover the mosaic unevenly; bad and uncovered pixels have ``w = 0`` and contribute
+nothing), ratios guarded where the mock is at or below a floor (they count as 1), and the
+non-strict positivity projection of eq. 2: a pixel whose update would be negative keeps its
+previous value. The graphs are in :mod:`mosaic.coadd.forward`; baselines in the same framework
+(multi-frame Landweber, single-image Richardson-Lucy) in :mod:`mosaic.coadd.baselines`;
+VAR_* and ERR in :mod:`mosaic.coadd.errors`.
+
+*Sky.* A multiplicative update needs data that are positive where the model is: iterate on
+exposures that carry their sky (the simulator's pedestal, or real data before background
+subtraction). The sky is removed from the products afterwards: ``background="median"`` (the
+default) takes the sigma-clipped median of the drizzle mosaic (a strided sample of it, so no
+task holds the mosaic) -- the sky of a field that is mostly sky; a number gives a known
+pedestal; None keeps it. The store keeps the iterate itself (sky included), so a resumed run
+is bit for bit the run that was stopped; the background is subtracted in :meth:`UPDCResult.product`
+and in the ``_i2d.fits`` files.
+
+*Store.* Every iteration is written whole (``<method>/iter_NN``: sci, err, wht, var_*; con and
+the drizzle attributes in ``iter_00``) with the coverage normalisation (``<method>/norm``).
+The manifest records the data residual ``sum_k sum_i w (g - m)^2`` of each iterate. A re-run
+continues after the last complete iteration; one whose settings differ is refused.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+from dask.base import tokenize
+
+from mosaic.coadd import baselines
+from mosaic.coadd.drizzle import drizzle_mosaic
+from mosaic.coadd.errors import VARIANCES, additive_update, multiplicative_update, total_error, weight_map_from_variance
+from mosaic.coadd.forward import backproject, data_residual, normalisation, plan_forward, region_pieces
+from mosaic.exceptions import InputError
+from mosaic.io.grid import MosaicGrid
+from mosaic.ops.convolve import PreparedPSF
+
+__all__ = ["METHODS", "ExposureSource", "PSFGroup", "UPDCResult", "check_save", "prepare_psfs", "updc"]
+
+log = logging.getLogger(__name__)
+
+#: iteration schemes: UPDC (multi-frame Richardson-Lucy), multi-frame Landweber, single-image RL
+METHODS = ("updc", "landweber", "rl")
+#: iterations written as _i2d.fits files by default (those up to n_iterations, and the last)
+DEFAULT_SAVE = (0, 5, 10)
+#: mocks below this fraction of the 99th percentile of |f_0| give the neutral ratio 1
+MOCK_FLOOR = 1e-6
+#: normalisation below this fraction of its maximum: the pixel is not updated
+NORM_FLOOR = 1e-6
+_SAMPLE_PIXELS = 1_000_000
+
+
+# -- PSFs ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PSFGroup:
+    """Exposures that share one PSF (on the output grid, normalised to sum 1).
+
+    Attributes
+    ----------
+    psf : PreparedPSF
+        The PSF ``B``.
+    exposures : tuple of int
+        The exposures it belongs to.
+    digest : str
+        SHA-256 of its values (graph keys, resume checks).
+    """
+
+    psf: PreparedPSF
+    exposures: tuple[int, ...]
+    digest: str
+
+    @functools.cached_property
+    def squared(self) -> PreparedPSF:
+        """The PSF squared pixel by pixel: the kernel that carries variances through ``B``."""
+        return PreparedPSF(self.psf.psf**2)
+
+
+def _checked_psf(psf, where: str) -> np.ndarray:
+    psf = np.asarray(psf)
+    if psf.ndim != 2 or psf.shape[0] != psf.shape[1] or psf.shape[0] % 2 == 0:
+        msg = f"{where}: PSF has shape {psf.shape!r}; expected a 2-D square image of odd size"
+        raise InputError(msg)
+    if not (np.issubdtype(psf.dtype, np.floating) or np.issubdtype(psf.dtype, np.integer)):
+        msg = f"{where}: PSF has dtype {psf.dtype!r}; expected real numbers"
+        raise InputError(msg)
+    psf = psf.astype(np.float64)
+    if not np.all(np.isfinite(psf)):
+        msg = f"{where}: PSF has NaN or infinite pixels; expected finite values"
+        raise InputError(msg)
+    total = float(psf.sum())
+    if not total > 0:
+        msg = f"{where}: PSF sums to {total!r}; expected a positive sum to normalise to 1"
+        raise InputError(msg)
+    return psf / total
+
+
+def _is_path(p) -> bool:
+    return isinstance(p, str | bytes) or hasattr(p, "__fspath__")
+
+
+def prepare_psfs(psfs, n_exposures: int, *, pixel_scale_arcsec: float | None = None) -> list[PSFGroup]:
+    """PSF groups from one PSF for every exposure, or one per exposure.
+
+    Parameters
+    ----------
+    psfs : array, path, or sequence of arrays or paths
+        A 2-D PSF on the output grid (or a PSF file, read and resampled onto the grid by
+        :func:`mosaic.psf.files.read_psf`), or a sequence with one per exposure. Each is
+        normalised to sum 1; exposures whose PSFs are identical share a group (and its
+        convolutions).
+    n_exposures : int
+        Number of exposures.
+    pixel_scale_arcsec : float, optional
+        Output pixel scale, to resample PSF files onto.
+
+    Returns
+    -------
+    list of PSFGroup
+        In order of first appearance.
+
+    Raises
+    ------
+    InputError
+        For a PSF that is not 2-D, square and odd, has non-finite values or a sum <= 0, or a
+        number of PSFs other than 1 or ``n_exposures``.
+    """
+    from mosaic.psf.files import read_psf  # noqa: PLC0415
+
+    def load(p, where):
+        if _is_path(p):
+            arr, _ = read_psf(p, pixel_scale_arcsec=pixel_scale_arcsec)
+            return _checked_psf(arr, str(p))
+        return _checked_psf(p, where)
+
+    if _is_path(psfs) or isinstance(psfs, np.ndarray):
+        arrays = [load(psfs, "psf")] * n_exposures
+    else:
+        psfs = list(psfs)
+        if len(psfs) != n_exposures:
+            msg = f"got {len(psfs)} PSFs for {n_exposures} exposures; expected one PSF or one per exposure"
+            raise InputError(msg)
+        arrays = [load(p, f"PSF of exposure {k}") for k, p in enumerate(psfs)]
+    groups: dict[str, list[int]] = {}
+    first: dict[str, np.ndarray] = {}
+    for k, a in enumerate(arrays):
+        h = hashlib.sha256(repr(a.shape).encode() + np.ascontiguousarray(a).tobytes()).hexdigest()
+        groups.setdefault(h, []).append(k)
+        first.setdefault(h, a)
+    return [PSFGroup(PreparedPSF(first[h]), tuple(ks), h) for h, ks in groups.items()]
+
+
+# -- exposure cut-outs ------------------------------------------------------------------------------
+
+
+def _cut_from_blocks(names, shapes, places_per_var, *blocks):
+    out = {}
+    i = 0
+    for name, shape, places in zip(names, shapes, places_per_var, strict=True):
+        n = len(places)
+        arr = np.empty(shape, dtype=np.asarray(blocks[i][places[0][0]]).dtype)
+        for (src, dst), block in zip(places, blocks[i : i + n], strict=True):
+            arr[dst] = np.asarray(block[src])
+        out[name] = arr
+        i += n
+    return out
+
+
+def _read_cut(reader, k, region, names):
+    got = reader(k, region)
+    return {n: np.asarray(got[n]) for n in names if n in got}
+
+
+class ExposureSource:
+    """Where pair tasks get exposure cut-outs: the exposure set's dask arrays, or a reader.
+
+    Parameters
+    ----------
+    exposures : xarray.Dataset
+        The exposure set.
+    reader : callable, optional
+        ``reader(k, (ys, xs)) -> dict`` of ``sci``, ``good``, ``var_*`` arrays read straight
+        from storage (e.g. :class:`mosaic.cli.drizzle.CalCutouts`); then every pair task reads
+        only its own cut-out and tiles share no input, so memory is set by the tile.
+    variances : bool
+        Also deliver ``var_poisson``, ``var_rnoise`` and ``var_flat``.
+    """
+
+    def __init__(self, exposures: xr.Dataset, *, reader=None, variances: bool = False):
+        self.reader = reader
+        self.names = ["sci", "good", "var_rnoise", *(v for v in VARIANCES if v != "var_rnoise" and variances)]
+        arrays = {}
+        for v in self.names:
+            if v == "good" and "good" not in exposures:
+                arrays[v] = da.isfinite(exposures["sci"].data)
+            elif v in exposures:
+                arrays[v] = exposures[v].data
+            else:
+                arrays[v] = da.full(exposures["sci"].shape, np.nan, dtype=np.float32, chunks=exposures["sci"].data.chunks)
+        self.arrays = arrays
+        self.token = tokenize(reader, *(a.name for a in arrays.values())) if reader is None else tokenize(reader, self.names)
+
+    def dependencies(self) -> list:
+        """Dask collections the cut-out tasks depend on."""
+        return [] if self.reader is not None else list(self.arrays.values())
+
+    def task(self, k: int, region: tuple[slice, slice]):
+        """A task (tuple) that makes exposure ``k``'s cut-out dict."""
+        if self.reader is not None:
+            return (_read_cut, self.reader, k, region, self.names)
+        shape = (region[0].stop - region[0].start, region[1].stop - region[1].start)
+        places_per_var, keys, shapes = [], [], []
+        for name in self.names:
+            a = self.arrays[name]
+            se = np.cumsum((0, *a.chunks[0]))
+            b = int(np.searchsorted(se, k, side="right")) - 1
+            kk = int(k - se[b])
+            pieces = region_pieces(a.chunks[1:], region)
+            places_per_var.append([((kk, *src), dst) for _, src, dst in pieces])
+            keys.extend((a.name, b, *ij) for ij, _, _ in pieces)
+            shapes.append(shape)
+        return (_cut_from_blocks, self.names, shapes, places_per_var, *keys)
+
+
+# -- options ---------------------------------------------------------------------------------------
+
+
+def check_save(save, n_iterations: int) -> tuple[int, ...]:
+    """The iterations to write as files: ``save`` validated against ``n_iterations``.
+
+    ``None`` means :data:`DEFAULT_SAVE` up to ``n_iterations``, and ``n_iterations`` itself.
+
+    Raises
+    ------
+    InputError
+        For an entry that is not an integer in ``[0, n_iterations]``.
+    """
+    if save is None:
+        return tuple(sorted({s for s in DEFAULT_SAVE if s <= n_iterations} | {n_iterations}))
+    out = set()
+    for s in save:
+        if isinstance(s, bool) or not isinstance(s, int | np.integer) or not 0 <= s <= n_iterations:
+            msg = f"save list {tuple(save)!r} has {s!r}; expected iteration numbers in 0..{n_iterations}"
+            raise InputError(msg)
+        out.add(int(s))
+    return tuple(sorted(out))
+
+
+# -- checkpoints ------------------------------------------------------------------------------------
+
+
+class _Checkpoints:
+    """Iteration products in a :class:`~mosaic.io.store.Store`, or in memory without one."""
+
+    def __init__(self, store, field_name: str, band: str, grid: MosaicGrid, client=None):
+        self.store, self.field, self.band, self.grid, self.client = store, field_name, band, grid, client
+        self._memory: dict[str, tuple[xr.Dataset, dict]] = {}
+
+    def complete(self, name: str) -> bool:
+        if self.store is None:
+            return name in self._memory
+        return self.store.is_complete(self.field, self.band, name)
+
+    def info(self, name: str) -> dict:
+        if self.store is None:
+            return dict(self._memory[name][1])
+        entry = dict(self.store.manifest(self.field, self.band).get(name, {}))
+        entry.pop("completed", None)
+        return entry
+
+    def set_info(self, name: str, **info) -> None:
+        """Add to a product's manifest entry (its completion time is kept)."""
+        if self.store is None:
+            self._memory[name] = (self._memory[name][0], {**self.info(name), **info})
+        else:
+            entry = dict(self.store.manifest(self.field, self.band).get(name, {}))
+            # mark_complete stamps the time; an explicit "completed" keeps the original one
+            self.store.mark_complete(self.field, self.band, name, **{**entry, **info})
+
+    def read(self, name: str) -> xr.Dataset:
+        if self.store is None:
+            return self._memory[name][0]
+        return self.store.read_product(self.field, self.band, name)
+
+    def forget(self, prefix: str) -> None:
+        if self.store is None:
+            for k in [k for k in self._memory if k.startswith(f"{prefix}/")]:
+                del self._memory[k]
+            return
+        for k in [k for k in self.store.manifest(self.field, self.band) if k.startswith(f"{prefix}/")]:
+            self.store.forget(self.field, self.band, k)
+
+    def write(self, name: str, ds: xr.Dataset, extras=(), *, description: str, info=None) -> list:
+        """Compute ``ds`` and the arrays ``extras`` together, keep ``ds`` whole; ``info(extras) -> dict`` for the manifest."""
+        from mosaic.progress import compute  # noqa: PLC0415
+
+        ds = ds.copy()
+        for v in ds.data_vars:
+            if isinstance(ds[v].data, da.Array) and ds[v].ndim == 2 and ds[v].data.chunks != self.grid.chunks:
+                ds[v] = ds[v].chunk(dict(zip(ds[v].dims, self.grid.chunks, strict=True)))
+        if self.store is None:
+            names = list(ds.data_vars)
+            got = compute(*(ds[v].data for v in names), *extras, description=description, client=self.client)
+            arrays, extra = got[: len(names)], list(got[len(names) :])
+            kept = xr.Dataset(
+                {v: (ds[v].dims, da.from_array(_host(a), chunks=ds[v].data.chunks)) for v, a in zip(names, arrays, strict=True)},
+                attrs=ds.attrs,
+            )
+            self._memory[name] = (kept, info(extra) if info else {})
+            return extra
+        write, pending = self.store.write_product(
+            self.field, self.band, name, ds, wcs_header=self.grid.to_header().tostring(sep="\n"),
+            attrs=_jsonable(ds.attrs), overwrite=True, compute=False,
+        )
+        # the Delayed write last: dask (2026.8) returns Delayed results after array results
+        # whatever the order given; arrays and the write share their tasks (no recomputation)
+        got = compute(*extras, write, description=description, client=self.client)
+        extra = list(got[:-1])
+        pending.commit(**(info(extra) if info else {}))
+        return extra
+
+
+def _host(a):
+    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
+
+
+def _jsonable(attrs: dict) -> dict:
+    out = {}
+    for k, v in attrs.items():
+        if isinstance(v, np.generic):
+            v = v.item()
+        if isinstance(v, str | int | float | bool | list | tuple) or v is None:
+            out[k] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+# -- the iteration -----------------------------------------------------------------------------------
+
+
+@dataclass
+class UPDCResult:
+    """The iterations of a run.
+
+    Attributes
+    ----------
+    method : str
+        ``"updc"``, ``"landweber"`` or ``"rl"``.
+    iterations : list of xarray.Dataset
+        Iteration ``n`` (lazy when read from a store): ``sci`` the iterate itself (sky
+        included), ``err``, ``wht``, ``var_*``; ``con`` in iteration 0.
+    residuals : list of float
+        Data residual of each iterate (``sum_k sum_i w (g - m)^2``; for ``"rl"`` the
+        mosaic's ``sum (d - B f)^2``).
+    background : float
+        Sky subtracted by :meth:`product` and in the files.
+    files : dict
+        ``{iteration: path}`` of the ``_i2d.fits`` files written.
+    grid : MosaicGrid
+        The output grid.
+    """
+
+    method: str
+    iterations: list
+    residuals: list
+    background: float
+    grid: MosaicGrid
+    files: dict = field(default_factory=dict)
+
+    def product(self, n: int = -1) -> xr.Dataset:
+        """Iteration ``n`` as an i2d product: sky subtracted, ``con`` of iteration 0."""
+        return _product(self.iterations[n], self.iterations[0], self.background)
+
+
+def _product(ds: xr.Dataset, it0: xr.Dataset, background: float) -> xr.Dataset:
+    out = ds.copy()
+    out["sci"] = (ds["sci"] - np.float32(background)).astype(np.float32)
+    if "con" not in out and "con" in it0:
+        out["con"] = it0["con"]
+    out.attrs = {**it0.attrs, **ds.attrs}
+    return out
+
+
+def _filled(a) -> da.Array:
+    a = da.asarray(a).astype(np.float64)
+    return da.where(da.isfinite(a), a, 0.0)
+
+
+def _step(prev: xr.Dataset, it0: xr.Dataset, den, *, correct, multiplicative: bool, tau: float, den_floor: float, errors: bool):
+    """One update: ``(dataset of f_{n+1}, delayed residual of f_n)``."""
+    covered = da.isfinite(it0["sci"].data)
+    f = _filled(prev["sci"].data)
+    bp = correct(f)
+    ok = den > den_floor
+    if multiplicative:
+        q = da.where(ok, bp.num / da.where(ok, den, 1.0), 1.0)
+        f_new = f * q
+    else:
+        f_new = baselines.landweber_update(f, bp.num, den, tau=tau, ok=ok)
+    # eq. 2: a pixel whose update would be negative keeps its value
+    keep = (f_new < 0) | ~ok
+    f_next = da.where(keep, f, f_new)
+    out = {"sci": da.where(covered, f_next, np.nan).astype(np.float32)}
+    if errors:
+        new = []
+        for name, var_n in zip(VARIANCES, bp.var, strict=True):
+            v = _filled(prev[name].data)
+            if multiplicative:
+                new.append(multiplicative_update(v, f, q, var_n, den, keep))
+            else:
+                new.append(additive_update(v, tau, var_n, den, keep))
+        for name, v in zip(VARIANCES, new, strict=True):
+            out[name] = da.where(covered, v, np.nan).astype(np.float32)
+        out["err"] = total_error(new, covered).astype(np.float32)
+        rn0 = _filled(it0["var_rnoise"].data)
+        out["wht"] = weight_map_from_variance(_filled(it0["wht"].data), rn0, new[1], covered).astype(np.float32)
+    else:
+        out["wht"] = it0["wht"].data
+    return xr.Dataset({k: (("y", "x"), v) for k, v in out.items()}, attrs=dict(it0.attrs)), bp.resid
+
+
+def updc(
+    exposures: xr.Dataset,
+    grid: MosaicGrid,
+    psfs,
+    *,
+    n_iterations: int = 10,
+    method: str = "updc",
+    blot: str = "exact",
+    interp: str = "poly5",
+    weight: str = "ivm",
+    tau: float = 1.0,
+    errors: bool = True,
+    background="median",
+    store=None,
+    field: str = "field",
+    save=None,
+    outdir=None,
+    name: str | None = None,
+    overwrite: bool = False,
+    cutout_reader=None,
+    client=None,
+    callback=None,
+    final_residual: bool = True,
+) -> UPDCResult:
+    """Run UPDC (or a baseline) for ``n_iterations``, checkpointing every iteration.
+
+    Parameters
+    ----------
+    exposures : xarray.Dataset
+        Exposure set with its sky (:func:`mosaic.io.cal.read_exposures`), one band.
+    grid : MosaicGrid
+        Output grid (psr 0.5 for the paper's mosaics); its tiles are the tasks' tiles.
+    psfs : array, path or sequence
+        PSF on the output grid for all exposures, or one per exposure (:func:`prepare_psfs`).
+    n_iterations : int
+        Iterations after the drizzle mosaic (iteration 0).
+    method : {"updc", "landweber", "rl"}
+        UPDC; multi-frame Landweber (step ``tau``); single-image Richardson-Lucy of the
+        drizzle mosaic with the first group's PSF (:mod:`mosaic.coadd.baselines`).
+    blot : {"exact", "interp"}
+        ``D^h``: exact-area blot (transpose of the drizzle; default) or drizzle's interpolating
+        blot (``interp`` kind, what the paper used).
+    weight : {"ivm", "exptime", "uniform"}
+        Input weights ``w`` of the data (drizzle and back-projection).
+    tau : float
+        Landweber step (``0 < tau < 2``).
+    errors : bool
+        Propagate VAR_* and ERR (:mod:`mosaic.coadd.errors`).
+    background : "median", float or None
+        Sky removed from the products (see the module notes).
+    store : mosaic.io.store.Store, optional
+        Where iterations are checkpointed (``<field>/<band>/<method>/iter_NN``); in memory
+        without one (no resume).
+    field : str
+        Field name in the store.
+    save : sequence of int, optional
+        Iterations written as ``<name>_iterNN_i2d.fits`` in ``outdir`` (default: 0, 5, 10 up
+        to ``n_iterations``, and the last).
+    outdir : path-like, optional
+        Folder of the files; no files without it.
+    name : str, optional
+        File name stem (default: the method).
+    overwrite : bool
+        Start again: forget this method's iterations in the store, replace files.
+    cutout_reader : callable, optional
+        Read exposure cut-outs straight from the files (:class:`mosaic.cli.drizzle.CalCutouts`).
+    client : distributed.Client, optional
+        Cluster to compute on (default: the current client, else the local scheduler).
+    callback : callable, optional
+        ``callback(n, dataset)`` after each iteration ``n`` this run computes (iterations read
+        back from the store are skipped); an exception raised in it stops the run, and a
+        re-run continues after ``n``.
+    final_residual : bool
+        Also mock the last iterate for its data residual (one forward pass; the residual of
+        every earlier iterate comes with the next iteration).
+
+    Returns
+    -------
+    UPDCResult
+    """
+    n_iterations = _check_int("n_iterations", n_iterations, 0)
+    if method not in METHODS:
+        msg = f"method {method!r} is not supported; expected one of {METHODS}"
+        raise InputError(msg)
+    if method == "landweber" and not 0 < tau < 2:
+        msg = f"tau {tau!r} is out of range; expected 0 < tau < 2 for a convergent Landweber step"
+        raise InputError(msg)
+    if not (background is None or background == "median" or _is_finite_number(background)):
+        msg = f"background {background!r} is not supported; expected 'median', a number (MJy/sr) or None"
+        raise InputError(msg)
+    save = check_save(save, n_iterations)
+    n_exp = exposures.sizes["exposure"]
+    groups = prepare_psfs(psfs, n_exp, pixel_scale_arcsec=grid.pixel_scale_arcsec)
+    plan = plan_forward(exposures, grid, groups, blot=blot, interp=interp, weight=weight)
+    band = str(exposures.attrs.get("band", "UNKNOWN"))
+    ck = _Checkpoints(store, field, band, grid, client)
+    token = tokenize(plan.token(), method, float(tau), bool(errors), str(background))
+    if overwrite:
+        ck.forget(method)
+    name = name or method
+    outdir = Path(outdir) if outdir is not None else None
+    if outdir is not None:
+        outdir.mkdir(parents=True, exist_ok=True)
+
+    it0, info0, fresh = _iteration_zero(ck, exposures, grid, method, weight, token, background, errors, cutout_reader)
+    bkg, mock_floor = float(info0["background"]), float(info0["mock_floor"])
+    den, den_floor = _normalisation(ck, plan, exposures, it0, method, groups, cutout_reader)
+    source = ExposureSource(exposures, reader=cutout_reader, variances=errors)
+    if method == "rl":
+        d, mask = _filled(it0["sci"].data), da.isfinite(it0["sci"].data)
+        v0 = [_filled(it0[v].data) for v in VARIANCES] if errors else []
+        psf = groups[0].psf
+
+        def correct(f):
+            return baselines.single_image_backproject(f, d, mask, psf, variances=v0, mock_floor=mock_floor)
+
+        def residual(f):
+            return baselines.single_image_residual(f, d, mask, psf)
+    else:
+        corr = "ratio" if method == "updc" else "difference"
+
+        def correct(f):
+            return backproject(f, plan, source, correction=corr, mock_floor=mock_floor, variances=errors)
+
+        def residual(f):
+            return data_residual(f, plan, source)
+
+    iterations = [it0]
+    files = {}
+    prefix = f"{method}/iter_"
+    _save(files, 0, save, outdir, name, it0, it0, bkg, grid, method, overwrite, fresh=fresh)
+    if callback is not None and fresh:
+        callback(0, it0)
+    for n in range(1, n_iterations + 1):
+        key = f"{prefix}{n:02d}"
+        if ck.complete(key):
+            iterations.append(ck.read(key))
+            _save(files, n, save, outdir, name, iterations[-1], it0, bkg, grid, method, overwrite, fresh=False)
+            continue
+        t0 = time.perf_counter()
+        ds, resid = _step(
+            iterations[-1], it0, den, correct=correct, multiplicative=method != "landweber",
+            tau=float(tau), den_floor=den_floor, errors=errors,
+        )
+        ds.attrs.update({"product": method, "iteration": n})
+        (r,) = ck.write(key, ds, [resid], description=f"{method} iteration {n}/{n_iterations}")
+        ck.set_info(f"{prefix}{n - 1:02d}", residual=float(r[0]), n_pixels=int(r[1]))
+        log.info(
+            "%s iteration %d/%d done in %.1f s; data residual of iteration %d: %.6g over %d pixels (%.4g per pixel)",
+            method, n, n_iterations, time.perf_counter() - t0, n - 1, r[0], r[1], r[0] / max(r[1], 1),
+        )
+        iterations.append(ck.read(key))
+        _save(files, n, save, outdir, name, iterations[-1], it0, bkg, grid, method, overwrite, fresh=True)
+        if callback is not None:
+            callback(n, iterations[-1])
+    last = f"{prefix}{n_iterations:02d}"
+    if final_residual and "residual" not in ck.info(last):
+        (r,) = _compute([residual(_filled(iterations[-1]["sci"].data))], f"{method} residual of iteration {n_iterations}", client)
+        ck.set_info(last, residual=float(r[0]), n_pixels=int(r[1]))
+        log.info("%s data residual of iteration %d: %.6g over %d pixels", method, n_iterations, r[0], r[1])
+    residuals = [ck.info(f"{prefix}{n:02d}").get("residual") for n in range(n_iterations + 1)]
+    return UPDCResult(method=method, iterations=iterations, residuals=residuals, background=bkg, grid=grid, files=files)
+
+
+def _is_finite_number(value) -> bool:
+    return isinstance(value, int | float | np.number) and not isinstance(value, bool) and bool(np.isfinite(value))
+
+
+def _check_int(label, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        msg = f"{label} {value!r} is not allowed; expected an integer >= {minimum}"
+        raise InputError(msg)
+    return int(value)
+
+
+def _compute(items, description, client):
+    from mosaic.progress import compute  # noqa: PLC0415
+
+    return compute(*items, description=description, client=client)
+
+
+def _iteration_zero(ck, exposures, grid, method, weight, token, background, errors, reader):
+    """The drizzle mosaic (pixfrac 1), its sky and the mock floor: computed once, then read."""
+    key = f"{method}/iter_00"
+    if ck.complete(key):
+        info = ck.info(key)
+        if info.get("token") != token:
+            where = ck.store.path if ck.store is not None else "memory"
+            msg = (
+                f"{where}: {ck.field}/{ck.band}/{key} was made with other settings (exposures, PSFs, grid or options); "
+                "pass overwrite=True (--overwrite) to start again"
+            )
+            raise InputError(msg)
+        return ck.read(key), info, False
+    mosaic = drizzle_mosaic(exposures, grid, pixfrac=1.0, kernel="square", weight=weight, variance=errors, cutout_reader=reader)
+    if not errors:
+        mosaic = mosaic.drop_vars([v for v in ("err",) if v in mosaic])
+    mosaic.attrs.update({"product": method, "iteration": 0})
+    sci = mosaic["sci"].data
+    step = max(1, int(np.ceil(np.sqrt(sci.size / _SAMPLE_PIXELS))))
+    sample = sci[::step, ::step]
+
+    def info(extra):
+        return _sky_info(extra[0], background, token)
+
+    ck.write(key, mosaic, [sample], description=f"{method} iteration 0 (drizzle)", info=info)
+    return ck.read(key), ck.info(key), True
+
+
+def _sky_info(sample, background, token) -> dict:
+    from astropy.stats import sigma_clipped_stats  # noqa: PLC0415
+
+    s = np.asarray(sample, dtype=np.float64)
+    s = s[np.isfinite(s)]
+    if s.size == 0:
+        msg = "the drizzle mosaic has no finite pixel; expected exposures with good pixels on the grid"
+        raise InputError(msg)
+    if background == "median":
+        _, median, _ = sigma_clipped_stats(s, sigma=3.0, maxiters=10)
+        bkg = float(median)
+    else:
+        bkg = 0.0 if background is None else float(background)
+    scale = float(np.percentile(np.abs(s), 99.0))
+    log.info("iteration 0: sky %.6g MJy/sr (%s), mock floor %.3g", bkg, background, MOCK_FLOOR * scale)
+    return {"token": token, "background": bkg, "mock_floor": MOCK_FLOOR * scale}
+
+
+def _normalisation(ck, plan, exposures, it0, method, groups, reader):
+    """``sum_G B_G^*(sum_k D_k(w_k))`` (or ``B^*(mask)`` for ``"rl"``), written once, and its floor."""
+    key = f"{method}/norm"
+    if not ck.complete(key):
+        if method == "rl":
+            den = baselines.single_image_normalisation(da.isfinite(it0["sci"].data), groups[0].psf)
+        else:
+            den = normalisation(plan, ExposureSource(exposures, reader=reader))
+        ds = xr.Dataset({"norm": (("y", "x"), den)})
+
+        def info(extra):
+            return {"max": float(extra[0])}
+
+        ck.write(key, ds, [den.max()], description=f"{method} normalisation", info=info)
+    den = ck.read(key)["norm"].data.astype(np.float64)
+    return den, NORM_FLOOR * float(ck.info(key)["max"])
+
+
+def _save(files, n, save, outdir, name, ds, it0, bkg, grid, method, overwrite, *, fresh: bool):
+    """Write iteration ``n`` as an _i2d.fits file if asked (skip a resumed one already on disk)."""
+    if outdir is None or n not in save:
+        return
+    from mosaic.io.products import write_i2d  # noqa: PLC0415
+
+    path = outdir / f"{name}_iter{n:02d}_i2d.fits"
+    files[n] = path
+    if path.exists() and not (fresh or overwrite):
+        return
+    header = {"UPDCMETH": method, "UPDCITER": n, "BKGLEVEL": bkg, "BKGSUB": bkg != 0.0}
+    write_i2d(path, _product(ds, it0, bkg), grid, primary_header=header, overwrite=True)

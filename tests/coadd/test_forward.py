@@ -1,0 +1,231 @@
+"""UPDC's tiled forward/back-projection graphs against a whole-image NumPy reference.
+
+The reference applies the operators to whole exposures and the whole grid: the ``drizzle``
+package's own pixel maps, ``scipy.signal.fftconvolve`` for ``B`` and ``B^*``, the linear drizzle
+and exact blot on the whole grid, and the ``drizzle`` package's squared-weight co-add for the
+variances. Tiled graphs must equal it to 1e-5 (float64 graphs, float32 inputs) on awkward tilings.
+"""
+
+from __future__ import annotations
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+from dask.callbacks import Callback
+from drizzle.resample import Drizzle
+from drizzle.utils import calc_pixmap
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from scipy.signal import fftconvolve
+
+from mosaic.coadd.forward import backproject, data_residual, normalisation, plan_forward
+from mosaic.coadd.updc import ExposureSource, prepare_psfs
+from mosaic.io.cal import read_exposures
+from mosaic.ops.drizzle import blot_exact, blot_interp, drizzle_linear, weight_map
+from mosaic.psf.files import read_psf
+from mosaic.simulate import SimConfig, simulate_field
+
+RTOL = 1e-5
+VARS = ("var_poisson", "var_rnoise", "var_flat")
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    """Three noisy 96² exposures with sky (no cosmic rays or hot pixels), PSF of 31² on the grid."""
+    from mosaic.simulate.detector import DetectorModel
+
+    det = DetectorModel(cosmic_ray_rate=0.0, hot_fraction=0.0, one_over_f=0.0)
+    cfg = SimConfig(size=96, psf_size=31, n_exposures=3, seed=7, n_galaxies=6, n_stars=3, n_pairs=1, icl=False, detector=det)
+    return simulate_field(tmp_path_factory.mktemp("forward"), cfg)
+
+
+@pytest.fixture(scope="module")
+def exposures(sim):
+    return read_exposures(sim.exposures)
+
+
+@pytest.fixture(scope="module")
+def psf(sim):
+    return read_psf(sim.psf)[0]
+
+
+@pytest.fixture(scope="module")
+def image(sim, exposures):
+    """A positive mosaic to mock: the truth blurred a little, on the sky."""
+    from astropy.io import fits
+
+    truth = fits.getdata(sim.truth_image).astype(np.float64)
+    return fftconvolve(truth, np.ones((3, 3)) / 9, mode="same") + 0.15
+
+
+def reference(f, exposures, grid, psfs, *, blot="exact", correction="ratio", weight="ivm", mock_floor=0.0):
+    """Whole-image ``N``, ``den``, ``var`` and residual of one back-projection (NumPy, float64)."""
+    shape = (exposures.sizes["y"], exposures.sizes["x"])
+    num = np.zeros(grid.shape)
+    den = np.zeros(grid.shape)
+    var = [np.zeros(grid.shape) for _ in VARS]
+    resid, npix = 0.0, 0
+    for k in range(exposures.sizes["exposure"]):
+        e = exposures.isel(exposure=k).compute()
+        pixmap = calc_pixmap(exposures.attrs["wcs"][k], grid.wcs, shape)
+        p = psfs[k] / psfs[k].sum()
+        c = fftconvolve(f, p, mode="same")
+        m = blot_exact(c, pixmap, normalize=False) if blot == "exact" else blot_interp(c, pixmap, fillval=0.0).astype(float)
+        w = weight_map(e["good"].values, e["var_rnoise"].values, weight=weight, exptime=float(e["exptime"])).astype(float)
+        use = w > 0
+        g = np.where(use, e["sci"].values, 0.0)
+        m = np.where(use, m, 0.0)
+        ok = use & (m > mock_floor)
+        x = w * np.where(ok, g / np.where(ok, m, 1), 1.0) if correction == "ratio" else w * (g - m)
+        flipped = p[::-1, ::-1]
+        num += fftconvolve(drizzle_linear(x, pixmap, grid.shape), flipped, mode="same")
+        den += fftconvolve(drizzle_linear(w, pixmap, grid.shape), flipped, mode="same")
+        ix, iy = np.floor(pixmap[..., 0] + 0.5), np.floor(pixmap[..., 1] + 0.5)
+        own = use & (ix >= 0) & (ix < grid.shape[1]) & (iy >= 0) & (iy < grid.shape[0])
+        resid += float(np.sum(w[own] * (g[own] - m[own]) ** 2))
+        npix += int(own.sum())
+        # squared drizzle weights from the drizzle package itself: var * wht^2 = sum (a w / J)^2 v
+        scale = np.where(ok, 1.0 / np.where(ok, m, 1) ** 2, 0.0) if correction == "ratio" else use.astype(float)
+        data2 = [np.where(ok if correction == "ratio" else use, np.nan_to_num(e[v].values) * scale, 0).astype(np.float32) for v in VARS]
+        d = Drizzle(kernel="square", out_shape=grid.shape, fillval=0.0)
+        wt = np.where(ok if correction == "ratio" else use, w, 0).astype(np.float32)
+        d.add_image(np.zeros(shape, np.float32), exptime=1.0, pixmap=pixmap, data2=data2, weight_map=wt, pixfrac=1.0, in_units="cps")
+        for acc, v2 in zip(var, d.out_img2, strict=True):
+            acc += fftconvolve(np.nan_to_num(v2 * d.out_wht.astype(float) ** 2), flipped**2, mode="same")
+    return {"num": num, "den": den, "var": var, "resid": resid, "npix": npix}
+
+
+@pytest.fixture(scope="module")
+def whole(sim, exposures, psf, image):
+    """The reference back-projection of ``image`` (it does not depend on the tiling)."""
+    return reference(image, exposures, sim.grid, [psf] * 3, mock_floor=1e-6)
+
+
+def assert_close(got, ref, what):
+    """``got == ref`` to RTOL of the reference's largest value (FFT round-off is global)."""
+    got = np.asarray(got, dtype=np.float64)
+    np.testing.assert_allclose(got, ref, rtol=RTOL, atol=RTOL * np.abs(ref).max(), err_msg=what)
+
+
+@settings(max_examples=1, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ty=st.integers(40, 300), tx=st.integers(40, 300))
+@example(ty=1000, tx=1000)  # one tile
+@example(ty=97, tx=61)  # awkward sizes, short edge tiles, a PSF (31²) wider than a core
+def test_backproject_equals_whole_image(sim, exposures, psf, image, whole, ty, tx):
+    grid = sim.grid.with_tiling((ty, tx))
+    groups = prepare_psfs(psf, exposures.sizes["exposure"])
+    plan = plan_forward(exposures, grid, groups)
+    source = ExposureSource(exposures, variances=True)
+    bp = backproject(image, plan, source, variances=True, mock_floor=1e-6)
+    den = normalisation(plan, ExposureSource(exposures))
+    num, den, *var, resid = dask.compute(bp.num, den, *bp.var, bp.resid, scheduler="threads")
+    ref = whole
+    assert_close(num, ref["num"], "N")
+    assert_close(den, ref["den"], "den")
+    for v, rv, name in zip(var, ref["var"], VARS, strict=True):
+        assert_close(v, rv, name)
+    np.testing.assert_allclose(resid[0], ref["resid"], rtol=RTOL)
+    assert resid[1] == ref["npix"] > 0.9 * 3 * 88**2
+
+
+@pytest.mark.parametrize("correction", ["ratio", "difference"])
+def test_interpolating_blot_and_corrections(sim, exposures, psf, image, correction):
+    grid = sim.grid.with_tiling((83, 120))
+    plan = plan_forward(exposures, grid, prepare_psfs(psf, 3), blot="interp", weight="uniform")
+    bp = backproject(image, plan, ExposureSource(exposures), correction=correction)
+    num, resid = dask.compute(bp.num, bp.resid)
+    ref = reference(image, exposures, grid, [psf] * 3, blot="interp", correction=correction, weight="uniform")
+    assert_close(num, ref["num"], "N")
+    np.testing.assert_allclose(resid[0], ref["resid"], rtol=RTOL)
+
+
+def test_psf_groups_share_convolutions(sim, exposures, psf, image):
+    # exposures 0 and 2 share a PSF, exposure 1 has a broader one
+    other = fftconvolve(psf, np.ones((3, 3)) / 9, mode="same")
+    psfs = [psf, other, psf.copy()]
+    groups = prepare_psfs(psfs, 3)
+    assert [g.exposures for g in groups] == [(0, 2), (1,)]
+    grid = sim.grid.with_tiling((128, 150))
+    plan = plan_forward(exposures, grid, groups)
+    bp = backproject(image, plan, ExposureSource(exposures))
+    # one forward and one adjoint convolution per group, not per exposure
+    layers = [n for n in bp.num.__dask_graph__().layers if n.startswith("convolve-halo")]
+    assert len(layers) == 2 * len(groups)
+    ref = reference(image, exposures, grid, psfs)
+    assert_close(bp.num.compute(), ref["num"], "N")
+
+
+def test_mock_of_the_truth_fits_noiseless_data(tmp_path):
+    # the forward model's units and geometry: the truth, mocked, reproduces noiseless exposures
+    cfg = SimConfig(size=96, psf_size=31, n_exposures=2, seed=2, n_galaxies=4, n_stars=3, n_pairs=1, noiseless=True, icl=False)
+    field = simulate_field(tmp_path, cfg)
+    from astropy.io import fits
+
+    exposures = read_exposures(field.exposures)
+    truth = fits.getdata(field.truth_image).astype(np.float64) + cfg.background
+    plan = plan_forward(exposures, field.grid, prepare_psfs(read_psf(field.psf)[0], 2), weight="uniform")
+    source = ExposureSource(exposures)
+    (fit, n), (flat, _) = dask.compute(data_residual(truth, plan, source), data_residual(np.full(truth.shape, cfg.background), plan, source))
+    # residual of the truth below 1 % of that of a sky-only model (the signal's own power)
+    assert n > 0.9 * 2 * 88**2
+    assert fit < 0.01 * flat
+
+
+class _LargestResult(Callback):
+    def __init__(self, skip):
+        super().__init__()
+        self.largest = 0
+        self.skip = skip
+
+    def _posttask(self, key, result, dsk, state, worker_id):
+        name = key[0] if isinstance(key, tuple) else str(key)
+        # the input array, and the final gathering of the result that compute() returns
+        if name == self.skip or name.startswith("finalize"):
+            return
+        items = result.values() if isinstance(result, dict) else [result]
+        n = sum(getattr(a, "nbytes", 0) for a in items if isinstance(a, np.ndarray))
+        self.largest = max(self.largest, n)
+
+
+def test_tasks_hold_tiles_not_the_mosaic(sim, exposures, psf, image):
+    grid = sim.grid.with_tiling((48, 48))
+    plan = plan_forward(exposures, grid, prepare_psfs(psf, 3))
+    f = da.from_array(image, chunks=grid.chunks, name="mosaic-input")
+    bp = backproject(f, plan, ExposureSource(exposures))
+    with _LargestResult(skip="mosaic-input") as cb:
+        dask.compute(bp.num, scheduler="sync")
+    mosaic_bytes = np.prod(grid.shape) * 8
+    # windows (tile + blot halo)^2 in float64, or cut-outs (sci, good, var_rnoise) of an exposure
+    assert cb.largest <= max((48 + 2 * 9) ** 2 * 8, 96 * 96 * 9)
+    assert cb.largest < 0.25 * mosaic_bytes
+
+
+@pytest.mark.parametrize("method", ["updc", "landweber"])
+def test_one_iteration_equals_whole_image(sim, exposures, psf, method):
+    from mosaic.coadd.updc import updc
+
+    result = updc(exposures, sim.grid.with_tiling((70, 130)), psf, n_iterations=1, method=method, background=None)
+    it0, it1 = (ds.compute() for ds in result.iterations)
+    covered = np.isfinite(it0["sci"].values)
+    f0 = np.where(covered, it0["sci"].values, 0.0).astype(np.float64)
+    ref = reference(f0, exposures, sim.grid, [psf] * 3, correction="ratio" if method == "updc" else "difference")
+    ok = ref["den"] > 1e-6 * ref["den"].max()
+    den = np.where(ok, ref["den"], 1.0)
+    f1 = f0 * ref["num"] / den if method == "updc" else f0 + ref["num"] / den
+    keep = (f1 < 0) | ~ok
+    f1 = np.where(keep, f0, f1)
+    scale = np.abs(f0).max()
+    np.testing.assert_allclose(it1["sci"].values[covered], f1[covered], rtol=RTOL, atol=RTOL * scale)
+    assert np.isnan(it1["sci"].values[~covered]).all()
+    # app. A: each variance carried with squared kernels through the update
+    for name, var_n in zip(VARS, ref["var"], strict=True):
+        v0 = np.nan_to_num(it0[name].values.astype(np.float64))
+        if method == "updc":
+            q = np.where(ok, ref["num"] / den, 1.0)
+            v1 = q * q * v0 + f0 * f0 * var_n / den**2
+        else:
+            v1 = v0 + var_n / den**2
+        v1 = np.where(keep, v0, v1)
+        np.testing.assert_allclose(it1[name].values[covered], v1[covered], rtol=1e-4, atol=1e-4 * v1.max())
+    np.testing.assert_allclose(result.residuals[0], ref["resid"], rtol=RTOL)

@@ -1,0 +1,305 @@
+"""The UPDC driver: tiling invariance, checkpoints and resume, products, errors of iteration 0, bad input, CLI."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from mosaic.coadd.updc import UPDCResult, check_save, prepare_psfs, updc
+from mosaic.exceptions import InputError
+from mosaic.io.cal import read_exposures
+from mosaic.io.grid import MosaicGrid
+from mosaic.io.store import Store
+from mosaic.psf.files import read_psf
+
+RTOL = 1e-5
+VARS = ("var_poisson", "var_rnoise", "var_flat")
+PRODUCT_VARS = ("sci", "err", "wht", *VARS)
+
+
+@pytest.fixture(scope="module")
+def exposures(small_field):
+    """Four noisy 128² exposures with sky, cosmic rays, hot pixels and flagged pixels."""
+    return read_exposures(small_field.exposures)
+
+
+@pytest.fixture(scope="module")
+def psf(small_field):
+    return read_psf(small_field.psf)[0]
+
+
+@pytest.fixture(scope="module")
+def untiled(small_field, exposures, psf):
+    """One iteration on one tile: the reference of the tiled runs."""
+    return updc(exposures, small_field.grid.with_tiling(2000), psf, n_iterations=1)
+
+
+def assert_same(a, b, *, rtol=RTOL, names=PRODUCT_VARS):
+    for name in names:
+        x, y = a[name].values.astype(np.float64), b[name].values.astype(np.float64)
+        np.testing.assert_array_equal(np.isnan(x), np.isnan(y), err_msg=name)
+        ok = np.isfinite(y)
+        np.testing.assert_allclose(x[ok], y[ok], rtol=rtol, atol=rtol * np.abs(y[ok]).max(), err_msg=name)
+
+
+@pytest.mark.parametrize("tile", [(97, 61), (53, 300), (128, 40)], ids=str)
+def test_tiled_iteration_equals_untiled(small_field, exposures, psf, untiled, tile):
+    tiled = updc(exposures, small_field.grid.with_tiling(tile), psf, n_iterations=1)
+    assert tiled.iterations[1]["sci"].data.chunks == small_field.grid.with_tiling(tile).chunks
+    assert_same(tiled.iterations[1].compute(), untiled.iterations[1].compute())
+    np.testing.assert_allclose(tiled.residuals, untiled.residuals, rtol=RTOL)
+
+
+def test_distributed_workers_read_their_own_cutouts(small_field, exposures, psf, untiled):
+    distributed = pytest.importorskip("distributed")
+    from mosaic.cli.drizzle import CalCutouts
+
+    reader = CalCutouts(exposures["path"].values, exposures.attrs["bad_bits"])
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        result = updc(exposures, small_field.grid.with_tiling((150, 128)), psf, n_iterations=1, cutout_reader=reader, client=client)
+        tiled = result.iterations[1].compute()
+    assert_same(tiled, untiled.iterations[1].compute())
+    np.testing.assert_allclose(result.residuals, untiled.residuals, rtol=RTOL)
+
+
+def test_interpolating_blot_tiled_equals_untiled(small_field, exposures, psf):
+    runs = [updc(exposures, small_field.grid.with_tiling(t), psf, n_iterations=1, blot="interp", errors=False) for t in (2000, (83, 120))]
+    assert_same(runs[1].iterations[1].compute(), runs[0].iterations[1].compute(), names=("sci", "wht"))
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_after(k):
+    def callback(n, ds):
+        if n == k:
+            raise _Stop
+
+    return callback
+
+
+def test_resume_after_a_stop_equals_an_uninterrupted_run(tmp_path, small_field, exposures, psf):
+    grid = small_field.grid.with_tiling((120, 180))
+    whole = updc(exposures, grid, psf, n_iterations=3, store=Store(tmp_path / "a.zarr"), outdir=tmp_path / "a", save=(1, 3))
+    store = Store(tmp_path / "b.zarr")
+    with pytest.raises(_Stop):
+        updc(exposures, grid, psf, n_iterations=3, store=store, outdir=tmp_path / "b", save=(1, 3), callback=_stop_after(2))
+    done = store.manifest("field", "F200W")
+    assert {"updc/iter_00", "updc/iter_01", "updc/iter_02", "updc/norm"} <= set(done)
+    assert "updc/iter_03" not in done
+    seen = []
+    resumed = updc(exposures, grid, psf, n_iterations=3, store=store, outdir=tmp_path / "b", save=(1, 3), callback=lambda n, ds: seen.append(n))
+    assert seen == [3]  # iterations 0-2 were read back, not recomputed
+    assert store.manifest("field", "F200W")["updc/iter_02"]["completed"] == done["updc/iter_02"]["completed"]
+    for n in range(4):
+        assert_same(resumed.iterations[n].compute(), whole.iterations[n].compute(), rtol=1e-6)
+    np.testing.assert_allclose(resumed.residuals, whole.residuals, rtol=1e-6)
+    assert sorted(resumed.files) == [1, 3]
+    for n in (1, 3):
+        a, b = fits.getdata(whole.files[n], "SCI"), fits.getdata(resumed.files[n], "SCI")
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6 * np.nanmax(np.abs(a)))
+    # a longer run continues from the store
+    longer = updc(exposures, grid, psf, n_iterations=4, store=store, callback=lambda n, ds: seen.append(n))
+    assert seen == [3, 4]
+    assert len(longer.residuals) == 5
+
+
+def test_other_settings_are_refused_then_overwritten(tmp_path, small_field, exposures, psf):
+    store = Store(tmp_path / "s.zarr")
+    grid = small_field.grid.with_tiling(2000)
+    updc(exposures, grid, psf, n_iterations=0, store=store, errors=False)
+    with pytest.raises(InputError, match="other settings.*overwrite=True"):
+        updc(exposures, grid, psf, n_iterations=0, store=store, errors=False, weight="uniform")
+    again = updc(exposures, grid, psf, n_iterations=0, store=store, errors=False, weight="uniform", overwrite=True)
+    assert again.iterations[0].attrs["weight_type"] == "uniform"
+
+
+def test_i2d_files_hold_the_sky_subtracted_iterations(tmp_path, small_field, exposures, psf):
+    result = updc(exposures, small_field.grid.with_tiling(2000), psf, n_iterations=2, save=(0, 2), outdir=tmp_path, name="f200w")
+    assert isinstance(result, UPDCResult)
+    assert sorted(p.name for p in tmp_path.glob("*_i2d.fits")) == ["f200w_iter00_i2d.fits", "f200w_iter02_i2d.fits"]
+    # the sky: a sigma-clipped median of the drizzle mosaic, i.e. of the pedestal plus the ICL
+    from astropy.stats import sigma_clipped_stats
+
+    truth = fits.getdata(small_field.truth_image) + small_field.config.background
+    covered = np.isfinite(result.iterations[0]["sci"].values)
+    expected = sigma_clipped_stats(truth[covered], sigma=3.0)[1]
+    assert result.background == pytest.approx(expected, abs=2e-3)
+    with fits.open(tmp_path / "f200w_iter02_i2d.fits") as hdul:
+        assert [h.name for h in hdul[1:]] == ["SCI", "ERR", "CON", "WHT", "VAR_POISSON", "VAR_RNOISE", "VAR_FLAT"]
+        assert hdul[0].header["UPDCITER"] == 2
+        assert hdul[0].header["BKGLEVEL"] == pytest.approx(result.background)
+        it2 = result.iterations[2].compute()
+        np.testing.assert_allclose(hdul["SCI"].data, it2["sci"].values - np.float32(result.background), rtol=1e-6, atol=1e-7)
+        np.testing.assert_array_equal(hdul["CON"].data, result.iterations[0]["con"].values)
+        err = np.sqrt(sum(it2[v].values.astype(float) for v in VARS))
+        np.testing.assert_allclose(hdul["ERR"].data, err, rtol=1e-5)
+
+
+def test_errors_of_iteration_zero_are_the_drizzle_errors(small_field, exposures, untiled, drizzle_reference):
+    ref = drizzle_reference(exposures, small_field.grid)
+    it0 = untiled.iterations[0].compute()
+    covered = np.isfinite(ref.out_img)
+    np.testing.assert_allclose(it0["sci"].values[covered], ref.out_img[covered], rtol=RTOL, atol=RTOL * np.nanmax(ref.out_img))
+    err = np.sqrt(np.sum([np.nan_to_num(v.astype(float)) for v in ref.out_img2], axis=0))
+    np.testing.assert_allclose(it0["err"].values[covered], err[covered], rtol=RTOL)
+    np.testing.assert_allclose(it0["wht"].values, ref.out_wht, rtol=RTOL)
+
+
+def test_weights_follow_the_read_noise_variance(untiled):
+    # app. B: WHT_n = WHT_0 * VAR_RNOISE_0 / VAR_RNOISE_n
+    it0, it1 = (ds.compute() for ds in untiled.iterations)
+    ok = np.isfinite(it1["var_rnoise"].values) & (it1["var_rnoise"].values > 0)
+    expected = it0["wht"].values * it0["var_rnoise"].values / np.where(ok, it1["var_rnoise"].values, 1)
+    np.testing.assert_allclose(it1["wht"].values[ok], expected[ok], rtol=1e-5)
+
+
+def test_check_save():
+    assert check_save(None, 3) == (0, 3)
+    assert check_save(None, 12) == (0, 5, 10, 12)
+    assert check_save([5, 0, 5], 5) == (0, 5)
+    for bad in ([11], [-1], ["x"], [1.5]):
+        with pytest.raises(InputError, match=r"save list .* expected iteration numbers in 0\.\.10"):
+            check_save(bad, 10)
+
+
+@pytest.mark.parametrize(
+    ("psf", "match"),
+    [
+        (np.ones((4, 4)), "odd size"),
+        (np.ones((5, 3)), "square"),
+        (np.full((5, 5), np.nan), "NaN or infinite"),
+        (np.zeros((5, 5)), "sums to 0.0"),
+        ([np.ones((5, 5))] * 3, "got 3 PSFs for 4 exposures"),
+    ],
+)
+def test_bad_psfs(psf, match):
+    with pytest.raises(InputError, match=match):
+        prepare_psfs(psf, 4)
+
+
+def test_bad_psf_file(tmp_path):
+    path = tmp_path / "psf.fits"
+    fits.PrimaryHDU(np.ones((6, 6))).writeto(path)
+    with pytest.raises(InputError, match="psf.fits.*even size 6"):
+        prepare_psfs(path, 2)
+
+
+def test_bad_options_and_no_overlap(small_field, exposures, psf):
+    grid = small_field.grid
+    with pytest.raises(InputError, match=r"method 'lucy' is not supported; expected one of \('updc', 'landweber', 'rl'\)"):
+        updc(exposures, grid, psf, method="lucy")
+    with pytest.raises(InputError, match="blot 'nearest' is not supported"):
+        updc(exposures, grid, psf, blot="nearest")
+    with pytest.raises(InputError, match="n_iterations -1"):
+        updc(exposures, grid, psf, n_iterations=-1)
+    with pytest.raises(InputError, match="background 'mode' is not supported; expected 'median', a number"):
+        updc(exposures, grid, psf, background="mode")
+    with pytest.raises(InputError, match="tau 2.5"):
+        updc(exposures, grid, psf, method="landweber", tau=2.5)
+    far = grid.wcs.deepcopy()
+    far.wcs.crval = [far.wcs.crval[0] + 1.0, far.wcs.crval[1]]
+    with pytest.raises(InputError, match="none of the 4 exposures .* lands on the output grid"):
+        updc(exposures, MosaicGrid(far, grid.shape, tile=grid.tile, psr=0.5), psf)
+
+
+def test_psf_groups_from_files(small_field):
+    groups = prepare_psfs([small_field.psf] * 3 + [small_field.psf_detector], 4, pixel_scale_arcsec=small_field.grid.pixel_scale_arcsec)
+    assert [g.exposures for g in groups] == [(0, 1, 2), (3,)]
+    for g in groups:
+        np.testing.assert_allclose(g.psf.psf.sum(), 1.0, rtol=1e-12)
+
+
+# -- CLI ---------------------------------------------------------------------------------------
+
+
+def _cli(argv):
+    from mosaic.cli import updc as cli
+
+    parser = argparse.ArgumentParser(prog="mosaic")
+    cli.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["updc", *argv])
+    return args.func(args)
+
+
+def test_cli_writes_files_and_resumes(tmp_path, small_field):
+    files = [str(p) for p in small_field.exposures]
+    argv = [*files, "--psf-dir", str(small_field.outdir), "--out", str(tmp_path / "out"), "--iterations", "2", "--save", "1,2", "--tile", "150"]
+    assert _cli(argv) == 0
+    written = sorted(p.name for p in (tmp_path / "out").glob("*_i2d.fits"))
+    assert written == ["updc_iter01_i2d.fits", "updc_iter02_i2d.fits"]
+    store = Store(tmp_path / "out" / "mosaic.zarr")
+    assert store.is_complete("field", "F200W", "updc/iter_02")
+    first = store.manifest("field", "F200W")["updc/iter_02"]["completed"]
+    assert _cli([*argv[:-4], "--iterations", "3", "--save", "3", "--tile", "150"]) == 0
+    assert store.manifest("field", "F200W")["updc/iter_02"]["completed"] == first
+    assert (tmp_path / "out" / "updc_iter03_i2d.fits").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        (["--save", "0,x"], r"--save '0,x' is not a list of iteration numbers; expected e\.g\. 0,5,10"),
+        (["--save", "0,12"], r"save list \(0, 12\) has 12; expected iteration numbers in 0\.\.10"),
+        (["--psf", "missing.fits"], "missing.fits: no such PSF file"),
+        ([], "give exactly one of --psf"),
+    ],
+)
+def test_cli_bad_input(tmp_path, small_field, extra, match):
+    argv = [str(p) for p in small_field.exposures] + ["--out", str(tmp_path), *extra]
+    if "--save" in extra:
+        argv += ["--psf", str(small_field.psf)]
+    with pytest.raises(InputError, match=match):
+        _cli(argv)
+
+
+def test_cli_psf_dir_needs_a_psf_per_exposure(tmp_path, small_field):
+    with pytest.raises(InputError, match=r"no PSF in .*expected one of \['.*_psf\.fits', 'psf_f200w\.fits'\]"):
+        _cli([str(small_field.exposures[0]), "--psf-dir", str(tmp_path), "--out", str(tmp_path / "o")])
+
+
+# -- GPU -----------------------------------------------------------------------------------------
+
+
+def _gpu_available() -> bool:
+    if importlib.util.find_spec("cupy") is None:
+        return False
+    import cupy
+
+    try:
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except cupy.cuda.runtime.CUDARuntimeError:
+        return False
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _gpu_available(), reason="needs CuPy and a CUDA GPU")
+def test_one_iteration_on_cupy_equals_numpy(small_field, exposures, psf):
+    import cupy
+    import dask.array as da
+
+    from mosaic.coadd.forward import backproject, normalisation, plan_forward
+    from mosaic.coadd.updc import ExposureSource
+
+    grid = small_field.grid.with_tiling((120, 150))
+    plan = plan_forward(exposures, grid, prepare_psfs(psf, 4))
+    source = ExposureSource(exposures, variances=True)
+    f = da.from_array(np.full(grid.shape, 0.15), chunks=grid.chunks)
+    on_gpu = f.map_blocks(cupy.asarray)
+    results = []
+    for image in (f, on_gpu):
+        bp = backproject(image, plan, source, variances=True)
+        den = normalisation(plan, ExposureSource(exposures), like=image)
+        q = bp.num / den
+        assert isinstance(q._meta, type(image._meta))
+        results.append([np.asarray(cupy.asnumpy(a)) if isinstance(a, cupy.ndarray) else a for a in da.compute(q, *bp.var, bp.resid)])
+    for a, b in zip(results[1], results[0], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)

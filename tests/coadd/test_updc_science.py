@@ -1,0 +1,162 @@
+"""UPDC on simulated fields with known truth: convergence, resolution, close pairs, flux, and errors.
+
+The field is noiseless and carries its sky pedestal (0.15 MJy/sr), as multiplicative updates
+need; 4 dithered, distorted F200W exposures of 128², PSF 51² on a psr-0.5 grid.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from photutils.aperture import ApertureStats, CircularAnnulus, CircularAperture, aperture_photometry
+from scipy.ndimage import binary_erosion, map_coordinates, zoom
+
+from mosaic.coadd.updc import updc
+from mosaic.io.cal import read_exposures
+from mosaic.psf.files import read_psf
+from mosaic.psf.model import fwhm_arcsec
+from mosaic.simulate import SimConfig, simulate_field
+
+N_ITER = 10
+
+
+@pytest.fixture(scope="module")
+def field(tmp_path_factory):
+    cfg = SimConfig(size=128, psf_size=51, n_exposures=4, seed=3, n_galaxies=8, n_stars=5, n_pairs=1, noiseless=True, icl=False)
+    return simulate_field(tmp_path_factory.mktemp("science"), cfg)
+
+
+@pytest.fixture(scope="module")
+def run(field):
+    exposures = read_exposures(field.exposures)
+    return updc(exposures, field.grid.with_tiling(200), read_psf(field.psf)[0], n_iterations=N_ITER, errors=False)
+
+
+@pytest.fixture(scope="module")
+def images(run):
+    """Sky-subtracted iterations 0, 5 and 10."""
+    return {n: np.nan_to_num(run.product(n)["sci"].values.astype(np.float64)) for n in (0, 5, N_ITER)}
+
+
+def half_max_fwhm(image, x, y, *, r=8, up=8):
+    """FWHM from the area above half the peak (bilinear, ``up``-fold upsampled stamp)."""
+    x0, y0 = int(round(x)), int(round(y))
+    stamp = zoom(image[y0 - r : y0 + r + 1, x0 - r : x0 + r + 1], up, order=1)
+    area = np.count_nonzero(stamp > stamp.max() / 2) / up**2
+    return 2.0 * np.sqrt(area / np.pi)
+
+
+def pair_dip(image, pair):
+    """Depth of the valley between the two stars along their axis, relative to the lower peak (0: none)."""
+    (x1, y1), (x2, y2) = [(float(p["x"]), float(p["y"])) for p in pair]
+    t = np.linspace(-0.5, 1.5, 401)
+    profile = map_coordinates(image, [y1 + t * (y2 - y1), x1 + t * (x2 - x1)], order=1)
+    peak1 = profile[(t >= -0.25) & (t <= 0.25)].max()
+    peak2 = profile[(t >= 0.75) & (t <= 1.25)].max()
+    valley = profile[(t >= 0.25) & (t <= 0.75)].min()
+    return max(0.0, 1.0 - valley / min(peak1, peak2))
+
+
+def isolated_stars(field):
+    t = field.truth_table
+    return t[(t["kind"] == "star") & t["isolated"]]
+
+
+def test_sky_is_the_pedestal(field, run):
+    assert run.background == pytest.approx(field.config.background, rel=1e-3)
+
+
+def test_data_residual_falls_monotonically(run):
+    r = np.asarray(run.residuals, dtype=float)
+    assert r.shape == (N_ITER + 1,)
+    assert np.all(np.diff(r) < 0)
+    assert r[-1] < 0.2 * r[0]
+
+
+def test_stars_get_sharper(field, images):
+    stars = isolated_stars(field)
+    fwhm = {n: np.median([half_max_fwhm(images[n], s["x"], s["y"]) for s in stars]) for n in images}
+    psf_fwhm = half_max_fwhm(read_psf(field.psf)[0], 25, 25)
+    # the drizzle mosaic adds the detector pixel and the drizzle kernel to the PSF
+    assert fwhm[0] > psf_fwhm
+    assert fwhm[N_ITER] <= 0.6 * fwhm[0]
+    assert fwhm[N_ITER] < fwhm[5] < fwhm[0]
+
+
+def test_close_pair_starts_to_separate(field, images):
+    pair = field.truth_table[field.truth_table["pair_id"] == 0]
+    separation = np.hypot(pair["x"][1] - pair["x"][0], pair["y"][1] - pair["y"][0])
+    assert separation == pytest.approx(0.7 * fwhm_arcsec("F200W") / field.grid.pixel_scale_arcsec, rel=1e-6)
+    dips = [pair_dip(images[n], pair) for n in (0, 5, N_ITER)]
+    assert dips[0] == 0.0
+    assert 0.0 < dips[1] < dips[2]
+
+
+@pytest.mark.xfail(strict=True, reason="eq. 1 separates a 0.7-FWHM pair slowly: dip 0.3% at 5, 2% at 10, 9% at 30, 19% at 80 iterations")
+def test_close_pair_is_resolved_at_iteration_10(field, images):
+    pair = field.truth_table[field.truth_table["pair_id"] == 0]
+    assert pair_dip(images[N_ITER], pair) >= 0.2
+
+
+@pytest.mark.parametrize("n", [0, 5, N_ITER])
+def test_aperture_fluxes_of_isolated_stars(field, run, images, n):
+    stars = isolated_stars(field)
+    pos = list(zip(stars["x"], stars["y"], strict=True))
+    radius = 0.5 / field.grid.pixel_scale_arcsec  # 1 arcsec across
+    aperture = CircularAperture(pos, r=radius)
+    sky = ApertureStats(images[n], CircularAnnulus(pos, r_in=radius + 2, r_out=radius + 10)).median
+    flux = (aperture_photometry(images[n], aperture)["aperture_sum"] - sky * aperture.area) * field.grid.pixel_area_sr * 1e12
+    np.testing.assert_allclose(np.asarray(flux), np.asarray(stars["flux"]), rtol=0.02)
+
+
+@pytest.mark.parametrize("n", [0, 5, N_ITER])
+def test_total_flux_is_kept(field, run, images, n):
+    # where all four exposures overlap, away from the coverage edge (where any deconvolution
+    # of a bounded field piles up the sky that lies beyond it)
+    con = run.iterations[0]["con"].values[0]
+    inside = binary_erosion(con == 0b1111, iterations=3)
+    truth = fits.getdata(field.truth_image).astype(np.float64)
+    np.testing.assert_allclose(images[n][inside].sum(), truth[inside].sum(), rtol=0.01)
+
+
+# -- errors against noise realisations -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def realisations(tmp_path_factory):
+    """The same noiseless field observed 5 times with read and Poisson noise; UPDC of each."""
+    cfg = SimConfig(size=96, psf_size=31, n_exposures=4, seed=5, n_galaxies=5, n_stars=3, n_pairs=1, noiseless=True, icl=False)
+    field = simulate_field(tmp_path_factory.mktemp("noise"), cfg)
+    exposures = read_exposures(field.exposures).load()
+    psf = read_psf(field.psf)[0]
+    signal = exposures["sci"].values
+    # MJy/sr per electron
+    conv = exposures["photmjsr"].values[:, None, None] / (cfg.detector.gain * exposures["exptime"].values[:, None, None])
+    var_poisson = np.clip(signal, 0, None) * conv
+    var_rnoise = exposures["var_rnoise"].values
+    rng = np.random.default_rng(1)
+    runs = []
+    for _ in range(5):
+        e = exposures.copy()
+        e["sci"] = (e["sci"].dims, (signal + rng.normal(size=signal.shape) * np.sqrt(var_poisson + var_rnoise)).astype(np.float32))
+        e["var_poisson"] = (e["sci"].dims, var_poisson.astype(np.float32))
+        e["var_flat"] = (e["sci"].dims, np.zeros_like(var_poisson, dtype=np.float32))
+        result = updc(e.chunk({"exposure": 1}), field.grid, psf, n_iterations=1, background=cfg.background)
+        runs.append([ds.compute() for ds in result.iterations])
+    from scipy.signal import fftconvolve
+
+    blurred = fftconvolve(fits.getdata(field.truth_image), psf, mode="same")
+    sky = binary_erosion(runs[0][0]["con"].values[0] == 0b1111, iterations=10) & ~(blurred > 2e-4)
+    return runs, sky
+
+
+@pytest.mark.parametrize(("n", "rtol"), [(0, 0.05), (1, 0.35)])
+def test_propagated_variance_matches_the_scatter_of_realisations(realisations, n, rtol):
+    runs, sky = realisations
+    assert sky.sum() > 5000
+    empirical = np.stack([r[n]["sci"].values for r in runs]).var(axis=0, ddof=1)[sky].mean()
+    predicted = np.mean([r[n]["err"].values[sky] ** 2 for r in runs])
+    # iteration 0: the drizzle ERR; iteration 1: first-order propagation (app. A), which misses
+    # the noise amplification carried by pixel covariances (ratio 1.23 here, 2.1 at iteration 5)
+    assert empirical / predicted == pytest.approx(1.0, rel=rtol)
