@@ -11,7 +11,7 @@ import argparse
 import logging
 from pathlib import Path
 
-
+from mosaic.cli._common import local_client, positive_float, positive_int
 from mosaic.exceptions import InputError
 from mosaic.io.cal import CalCutouts
 from mosaic.ops.drizzle import KERNELS, WEIGHTS
@@ -19,26 +19,6 @@ from mosaic.ops.drizzle import KERNELS, WEIGHTS
 __all__ = ["add_parser", "run"]
 
 log = logging.getLogger(__name__)
-
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
-    return v
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive integer")
-    return v
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -54,12 +34,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("files", nargs="+", metavar="FILES", help="_cal.fits exposures (one band)")
     p.add_argument("--out", required=True, metavar="OUT.fits", help="output _i2d.fits file")
-    p.add_argument("--psr", type=_positive_float, default=0.5, help="pixel-scale ratio output/input (default 0.5)")
-    p.add_argument("--pixfrac", type=_positive_float, default=1.0, help="drizzle pixel fraction (default 1.0)")
+    p.add_argument("--psr", type=positive_float, default=0.5, help="pixel-scale ratio output/input (default 0.5)")
+    p.add_argument("--pixfrac", type=positive_float, default=1.0, help="drizzle pixel fraction (default 1.0)")
     p.add_argument("--kernel", choices=KERNELS, default="square", help="drizzle kernel (default square)")
     p.add_argument("--weight", choices=WEIGHTS, default="ivm", help="input weights (default ivm = 1/VAR_RNOISE)")
     p.add_argument("--rotation", type=float, default=0.0, metavar="DEG", help="grid position angle, deg east of north (default 0)")
-    p.add_argument("--tile", type=_positive_int, default=1024, metavar="PIX", help="tile size in output pixels (default 1024)")
+    p.add_argument("--tile", type=positive_int, default=1024, metavar="PIX", help="tile size in output pixels (default 1024)")
     p.add_argument("--store", metavar="STORE.zarr", help="also write the mosaic into this zarr store")
     p.add_argument("--field", help="field name in the store (default: the output file's stem)")
     p.add_argument(
@@ -112,21 +92,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(msg)
     log.info("drizzle: %d exposures -> %s (%d x %d, tiles of %d)", exposures.sizes["exposure"], out, *grid.shape, args.tile)
 
-    cluster = client = None
-    if args.workers > 0:
-        from distributed import Client, LocalCluster  # noqa: PLC0415
-
-        cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1)
-        client = Client(cluster)
-        log.info("dask dashboard: %s", client.dashboard_link)
-    try:
+    with local_client(args.workers):  # the computation finds the current client itself
         written = write_drizzle_products(
             mosaic, grid, out=out, store=store, field=field, band=band, overwrite=args.overwrite,
         )
-    finally:
-        if client is not None:
-            client.close()
-            cluster.close()
     for kind, path in written.items():
         log.info("drizzle: wrote %s %s", kind, path)
     return 0

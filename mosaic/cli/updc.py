@@ -16,6 +16,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from mosaic.cli._common import local_client, non_negative_int, positive_float, positive_int
 from mosaic.exceptions import InputError
 from mosaic.ops.drizzle import BLOT_METHODS, WEIGHTS
 
@@ -85,36 +86,6 @@ def _background(text: str):
         raise argparse.ArgumentTypeError(f"{text!r} is not 'median', 'none' or a number (MJy/sr)") from None
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive integer")
-    return v
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
-    return v
-
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
-    return v
-
-
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register the ``updc`` subcommand on ``subparsers``; returns its parser."""
     p = subparsers.add_parser(
@@ -131,8 +102,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--psf", metavar="PSF.fits", help="one PSF file for all exposures (PIXELSCL in the header)")
     p.add_argument("--psf-dir", metavar="DIR", help="PSF folder: <stem>_psf.fits per exposure, or psf_<band>.fits")
     p.add_argument("--out", required=True, metavar="OUTDIR", help="folder of the _i2d.fits files (created)")
-    p.add_argument("--iterations", type=_non_negative_int, default=10, help="iterations after the drizzle mosaic (default 10)")
-    p.add_argument("--psr", type=_positive_float, default=0.5, help="pixel-scale ratio output/input (default 0.5)")
+    p.add_argument("--iterations", type=non_negative_int, default=10, help="iterations after the drizzle mosaic (default 10)")
+    p.add_argument("--psr", type=positive_float, default=0.5, help="pixel-scale ratio output/input (default 0.5)")
     p.add_argument(
         "--save", default=None, metavar="LIST",
         help="iterations written as files, e.g. 0,5,10 (default: 0,5,10 up to --iterations, and the last)",
@@ -147,7 +118,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--store", metavar="STORE.zarr", help="checkpoint store (default OUTDIR/mosaic.zarr)")
     p.add_argument("--field", default="field", help="field name in the store (default 'field')")
     p.add_argument("--name", default=None, help="file name stem (default: the method)")
-    p.add_argument("--tile", type=_positive_int, default=1024, metavar="PIX", help="tile size in output pixels (default 1024)")
+    p.add_argument("--tile", type=positive_int, default=1024, metavar="PIX", help="tile size in output pixels (default 1024)")
     p.add_argument("--rotation", type=float, default=0.0, metavar="DEG", help="grid position angle east of north (default 0)")
     p.add_argument("--workers", type=int, default=0, metavar="N", help="local dask cluster of N processes (default 0: threads)")
     p.add_argument("--overwrite", action="store_true", help="start again: forget this method's iterations, replace files")
@@ -186,23 +157,12 @@ def run(args: argparse.Namespace) -> int:
         "%s: %d %s exposures -> %s (%d x %d at psr %g, tiles of %d), %d iterations, store %s",
         args.method, exposures.sizes["exposure"], band, out, *grid.shape, args.psr, args.tile, args.iterations, store.path,
     )
-    cluster = client = None
-    if args.workers > 0:
-        from distributed import Client, LocalCluster  # noqa: PLC0415
-
-        cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1)
-        client = Client(cluster)
-        log.info("dask dashboard: %s", client.dashboard_link)
-    try:
+    with local_client(args.workers) as client:
         result = updc(
             exposures, grid, psfs, n_iterations=args.iterations, method=args.method, blot=args.blot,
             weight=args.weight, background=args.background, store=store, field=args.field, save=save,
             outdir=out, name=args.name, overwrite=args.overwrite, cutout_reader=reader, client=client,
         )
-    finally:
-        if client is not None:
-            client.close()
-            cluster.close()
     for n, path in sorted(result.files.items()):
         log.info("%s: iteration %d -> %s", args.method, n, path)
     return 0
