@@ -1,7 +1,8 @@
 """The ``mosaic`` command.
 
 Each subcommand lives in its own module under ``mosaic.cli`` with ``add_parser(subparsers)``,
-which registers it and sets ``func`` to a ``run(args) -> int``. Errors about input end the
+which registers it and sets ``func`` to a ``run(args) -> int``; every such module (not starting
+with ``_``) is found, so a new command is one new file. Errors about input end the
 command with one line on stderr and a non-zero exit code.
 """
 
@@ -10,15 +11,25 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import pkgutil
 import sys
 
 from mosaic import __version__
 from mosaic.exceptions import InputError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "commands"]
 
-#: subcommand modules, in the order ``mosaic --help`` lists them
-COMMANDS = ("demo", "simulate", "info", "drizzle", "updc")
+#: subcommands listed first by ``mosaic --help``, in this order; the rest follow alphabetically
+FIRST = ("demo", "run", "batch", "simulate", "info", "drizzle", "updc")
+
+
+def commands() -> list[str]:
+    """The subcommand modules of ``mosaic.cli``."""
+    import mosaic.cli as pkg  # noqa: PLC0415
+
+    found = {m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_")}
+    return [n for n in FIRST if n in found] + sorted(found.difference(FIRST))
+
 
 log = logging.getLogger("mosaic")
 
@@ -37,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-file", default=None, help="also write the log to this file")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
+    for name in commands():
         importlib.import_module(f"mosaic.cli.{name}").add_parser(sub)
     return parser
 

@@ -40,6 +40,7 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from mosaic.ops.convolve import PreparedPSF, array_module, fft_convolve, psf_halo, result_dtype
+from mosaic.registry import algorithm
 
 __all__ = ["METHODS", "convolve_tiled"]
 
@@ -135,6 +136,7 @@ def _convolve_window(prepared: PreparedPSF, shape, places, parts, adjoint: bool,
     return fft_convolve(window, prepared, adjoint=adjoint, mode="valid", fft_shape=fft_shape)
 
 
+@algorithm("convolution")
 def convolve_tiled(image, psf, *, adjoint: bool = False, method: str = "halo"):
     """Convolve a tiled image with a PSF: ``B x`` (or ``B* x``), block by block.
 

@@ -55,6 +55,7 @@ from mosaic.ops.drizzle import (
     weight_map,
 )
 from mosaic.ops.pixmap import LATTICE_STEP, calc_pixmap, cutout_for_region, lattice_pixmap
+from mosaic.registry import algorithm
 
 __all__ = ["VARIANCES", "blot_to_exposure", "drizzle_mosaic", "exposure_cutouts", "exposure_wcs"]
 
@@ -303,6 +304,7 @@ def _finalize(part):
     return out
 
 
+@algorithm("coaddition")
 def drizzle_mosaic(
     exposures: xr.Dataset,
     grid: MosaicGrid,
@@ -531,6 +533,7 @@ def _blot_strip(image, wcs_exposure, wcs_grid, *, rows, shape, origin, method, i
     return out[rows.start - y0 : rows.stop - y0]
 
 
+@algorithm("coaddition")
 def blot_to_exposure(
     image,
     grid: MosaicGrid,

@@ -50,6 +50,7 @@ from mosaic.coadd.forward import backproject, data_residual, normalisation, plan
 from mosaic.exceptions import InputError
 from mosaic.io.grid import MosaicGrid
 from mosaic.ops.convolve import PreparedPSF
+from mosaic.registry import algorithm
 
 __all__ = ["METHODS", "ExposureSource", "PSFGroup", "UPDCResult", "check_save", "prepare_psfs", "updc"]
 
@@ -435,6 +436,7 @@ def _step(prev: xr.Dataset, it0: xr.Dataset, den, *, correct, multiplicative: bo
     return xr.Dataset({k: (("y", "x"), v) for k, v in out.items()}, attrs=dict(it0.attrs)), bp.resid
 
 
+@algorithm("coaddition")
 def updc(
     exposures: xr.Dataset,
     grid: MosaicGrid,

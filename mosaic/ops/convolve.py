@@ -33,6 +33,8 @@ from collections import OrderedDict
 import numpy as np
 import scipy.fft
 
+from mosaic.registry import algorithm
+
 try:  # CuPy is optional: without it every array is a NumPy array
     import cupy
 except ImportError:  # pragma: no cover - depends on the environment
@@ -250,6 +252,7 @@ def result_dtype(dtype) -> np.dtype:
     raise ValueError(msg)
 
 
+@algorithm("convolution")
 def fft_convolve(image, psf, *, adjoint: bool = False, mode: str = "same", fft_shape=None):
     """Linear convolution of an image with an odd, centred PSF, by real FFTs.
 

@@ -45,6 +45,7 @@ import numpy as np
 from drizzle.resample import Drizzle, blot_image
 
 from mosaic.ops.pixmap import pixel_corners
+from mosaic.registry import algorithm
 
 __all__ = [
     "BLOT_METHODS",
@@ -218,6 +219,7 @@ def _empty_tile(shape, n_var: int) -> DrizzleTile:
     )
 
 
+@algorithm("resampling")
 def drizzle_tile(
     data,
     pixmap,
@@ -684,6 +686,7 @@ def blot_interp(image, pixmap, *, interp: str = "poly5", fillval: float = np.nan
     return out
 
 
+@algorithm("resampling")
 def blot(image, pixmap, *, method: str = DEFAULT_BLOT, interp: str = "poly5", fillval: float = np.nan) -> np.ndarray:
     """Blot an output-frame image onto exposure pixels, by ``method`` (``"exact"`` or ``"interp"``)."""
     if method == "exact":

@@ -6,7 +6,6 @@ reads, validates, resamples, groups and writes PSF files.
 """
 
 from mosaic.psf.files import psf_groups, read_psf, resample_psf, write_psf
-
 from mosaic.psf.model import (
     BANDS,
     PRIMARY_DIAMETER_M,

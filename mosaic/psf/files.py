@@ -34,6 +34,7 @@ import scipy.fft
 from astropy.io import fits
 
 from mosaic.exceptions import InputError
+from mosaic.registry import algorithm
 
 __all__ = ["read_psf", "write_psf", "psf_groups", "resample_psf"]
 
@@ -150,6 +151,7 @@ def _resample_matrix(n_in: int, scale_in: float, n_out: int, scale_out: float) -
     return matrix.real / n_in
 
 
+@algorithm("psf")
 def resample_psf(psf, *, scale_in: float, scale_out: float) -> np.ndarray:
     """A PSF given at ``scale_in`` arcsec/px, resampled to ``scale_out`` and normalised.
 

@@ -47,6 +47,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from mosaic.exceptions import InputError
+from mosaic.registry import algorithm
 
 __all__ = [
     "BANDS",
@@ -480,6 +481,7 @@ def psf_monochromatic(
     return _mft_psf(P, y, x, dx, lam, scale, size, oversample, shift)
 
 
+@algorithm("psf")
 def jwst_psf(
     band: str,
     *,

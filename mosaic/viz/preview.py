@@ -16,11 +16,14 @@ from astropy.visualization import (
     ZScaleInterval,
 )
 
+from mosaic.registry import algorithm
+
 __all__ = ["STRETCHES", "write_png"]
 
 STRETCHES = {"asinh": AsinhStretch, "linear": LinearStretch, "log": LogStretch, "sqrt": SqrtStretch}
 
 
+@algorithm("display")
 def write_png(path, image, *, stretch: str = "asinh", interval: str = "percentile", percent: float = 99.5, cmap: str = "gray") -> Path:
     """Write a 2-D image as a PNG (north up: row 0 at the bottom), NaNs shown black.
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from mosaic.cli import COMMANDS, main
+from mosaic.cli import commands, main
 
 
-@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("command", commands())
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as info:
         main([command, "--help"])
