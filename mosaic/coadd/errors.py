@@ -14,17 +14,29 @@ with its squared kernel (the variance of ``sum_j a_j x_j`` over independent ``x_
 - drizzle ``D`` and weights: ``D²(w^2 var(r))`` with squared drizzle weights ``(a_ij / J_i)^2``
   (the JWST resample step's propagation);
 - adjoint PSF ``B^*``: convolution with ``psf^2``;
-- the multiplicative update ``f' = f q`` with ``q = N / den``: ``V' = q^2 V + f^2 var(N) / den^2``;
-  the additive (Landweber) ``f' = f + tau N / den``: ``V' = V + tau^2 var(N) / den^2``;
+- the update itself: its new term comes from the same data noise as the iterate it corrects,
+  so the two add *coherently* (in standard deviation, not in variance). For the
+  multiplicative update ``f' = f q`` with ``q = N / den``:
+  ``sqrt(V') = q sqrt(V) + |f| sqrt(var(N)) / den``; for the additive (Landweber)
+  ``f' = f + tau N / den``: ``sqrt(V') = sqrt(V) + tau sqrt(var(N)) / den``;
 - where the positivity projection (eq. 2) keeps ``f``, ``V`` is kept too.
 
+Why coherent: linearised about the data, the noise of ``f_n`` is a sum of terms all driven by
+the one noise realisation of the exposures, with the same sign near convergence. Adding their
+variances (treating them as independent) under-estimates the scatter of the iterates more and
+more with ``n``: on a Poisson-only field with 30 realisations, by 1.2x at iteration 1 and 2.7x
+at iteration 5 (median over source pixels). Adding standard deviations is the triangle-inequality
+bound, exact for fully correlated terms; it matches the measured scatter to 2-4 % on sources at
+iterations 1-5 and over-estimates it on flat sky (by 1.05x at 1, 1.26x at 5), where the
+iteration's own feedback damps part of the noise it added before.
+
 Approximations, stated: pixels are treated as independent (the covariances that drizzle and
-the PSF put between neighbouring mosaic pixels are dropped), and so are ``f_n`` and the
-correction ``q_n`` (both come from the same data, and the feedback of the iteration damps the
-noise that this adds). The paper convolves variances with the PSF itself rather than its
+the PSF put between neighbouring mosaic pixels are dropped) and the feedback that damps the
+noise is not modelled. The paper convolves variances with the PSF itself rather than its
 square; with unit-sum PSFs that is the expected *signal* of a Poisson variance image (its
 Fig. 18), not the variance of a convolved noisy image, so we use ``psf^2``. ERR is
-``sqrt(VAR_POISSON + VAR_RNOISE + VAR_FLAT)``; ERR of iteration 0 is the drizzle ERR.
+``sqrt(VAR_POISSON + VAR_RNOISE + VAR_FLAT)`` (the components are independent of one another);
+ERR of iteration 0 is the drizzle ERR.
 
 WHT (app. B): the inverse-variance weight of each output, scaled so that iteration 0 is the
 drizzle WHT: ``WHT_n = WHT_0 * VAR_RNOISE_0 / VAR_RNOISE_n``.
@@ -83,18 +95,20 @@ def ratio_variances(cut: dict, w, m, *, ratio: bool = True, mock_floor: float = 
 
 
 def multiplicative_update(v, f, q, var_n, den, keep):
-    """``V' = q² V + f² var(N) / den²`` (``V`` where ``keep``): the variance after ``f' = f q``.
+    """``V' = (|q| sqrt(V) + |f| sqrt(var(N)) / den)²`` (``V`` where ``keep``): the variance after ``f' = f q``.
 
     NumPy, CuPy and dask arrays alike (through NumPy's array-function protocol).
     """
     safe = np.where(den > 0, den, 1.0)
-    return np.where(keep, v, q * q * v + f * f * var_n / (safe * safe))
+    sigma = np.abs(q) * np.sqrt(np.maximum(v, 0.0)) + np.abs(f) * np.sqrt(np.maximum(var_n, 0.0)) / safe
+    return np.where(keep, v, sigma * sigma)
 
 
 def additive_update(v, tau: float, var_n, den, keep):
-    """``V' = V + tau² var(N) / den²`` (``V`` where ``keep``): the variance after ``f' = f + tau N / den``."""
+    """``V' = (sqrt(V) + tau sqrt(var(N)) / den)²`` (``V`` where ``keep``): the variance after ``f' = f + tau N / den``."""
     safe = np.where(den > 0, den, 1.0)
-    return np.where(keep, v, v + tau * tau * var_n / (safe * safe))
+    sigma = np.sqrt(np.maximum(v, 0.0)) + abs(tau) * np.sqrt(np.maximum(var_n, 0.0)) / safe
+    return np.where(keep, v, sigma * sigma)
 
 
 def total_error(variances, covered):

@@ -375,6 +375,9 @@ class UPDCResult:
         ``{iteration: path}`` of the ``_i2d.fits`` files written.
     grid : MosaicGrid
         The output grid.
+    fill : float
+        Start value of the pixels the data reach through the PSF but do not cover (the
+        iterate's margin): the sky, or the mock floor if the sky is not positive.
     """
 
     method: str
@@ -383,6 +386,7 @@ class UPDCResult:
     background: float
     grid: MosaicGrid
     files: dict = field(default_factory=dict)
+    fill: float = 0.0
 
     def product(self, n: int = -1) -> xr.Dataset:
         """Iteration ``n`` as an i2d product: sky subtracted, ``con`` of iteration 0."""
@@ -390,8 +394,13 @@ class UPDCResult:
 
 
 def _product(ds: xr.Dataset, it0: xr.Dataset, background: float) -> xr.Dataset:
+    """Sky subtracted; pixels without data (the iterate's margin beyond the coverage) NaN."""
     out = ds.copy()
-    out["sci"] = (ds["sci"] - np.float32(background)).astype(np.float32)
+    covered = np.isfinite(it0["sci"])
+    for v in out.data_vars:
+        if v != "sci" and v != "wht" and out[v].dtype.kind == "f" and out[v].dims == ("y", "x"):
+            out[v] = out[v].where(covered)
+    out["sci"] = (ds["sci"] - np.float32(background)).where(covered).astype(np.float32)
     if "con" not in out and "con" in it0:
         out["con"] = it0["con"]
     out.attrs = {**it0.attrs, **ds.attrs}
@@ -403,12 +412,21 @@ def _filled(a) -> da.Array:
     return da.where(da.isfinite(a), a, 0.0)
 
 
-def _step(prev: xr.Dataset, it0: xr.Dataset, den, *, correct, multiplicative: bool, tau: float, den_floor: float, errors: bool):
-    """One update: ``(dataset of f_{n+1}, delayed residual of f_n)``."""
+def _step(prev: xr.Dataset, it0: xr.Dataset, den, *, correct, multiplicative: bool, tau: float, den_floor: float, errors: bool, fill: float):
+    """One update: ``(dataset of f_{n+1}, delayed residual of f_n)``.
+
+    The iterate lives on the *support*: the pixels with data (finite in iteration 0) and those
+    the data reach through the PSF (``den`` above its floor) -- a margin around the coverage
+    where light from sources beyond the exposures' edges can go instead of piling up on the
+    edge. Support pixels without data start at ``fill`` (the sky), since a multiplicative
+    update cannot grow a pixel from 0.
+    """
     covered = da.isfinite(it0["sci"].data)
-    f = _filled(prev["sci"].data)
-    bp = correct(f)
     ok = den > den_floor
+    support = covered | ok
+    sci = prev["sci"].data.astype(np.float64)
+    f = da.where(da.isfinite(sci), sci, da.where(support, fill, 0.0))
+    bp = correct(f)
     if multiplicative:
         q = da.where(ok, bp.num / da.where(ok, den, 1.0), 1.0)
         f_new = f * q
@@ -417,7 +435,7 @@ def _step(prev: xr.Dataset, it0: xr.Dataset, den, *, correct, multiplicative: bo
     # eq. 2: a pixel whose update would be negative keeps its value
     keep = (f_new < 0) | ~ok
     f_next = da.where(keep, f, f_new)
-    out = {"sci": da.where(covered, f_next, np.nan).astype(np.float32)}
+    out = {"sci": da.where(support, f_next, np.nan).astype(np.float32)}
     if errors:
         new = []
         for name, var_n in zip(VARIANCES, bp.var, strict=True):
@@ -427,8 +445,8 @@ def _step(prev: xr.Dataset, it0: xr.Dataset, den, *, correct, multiplicative: bo
             else:
                 new.append(additive_update(v, tau, var_n, den, keep))
         for name, v in zip(VARIANCES, new, strict=True):
-            out[name] = da.where(covered, v, np.nan).astype(np.float32)
-        out["err"] = total_error(new, covered).astype(np.float32)
+            out[name] = da.where(support, v, np.nan).astype(np.float32)
+        out["err"] = total_error(new, support).astype(np.float32)
         rn0 = _filled(it0["var_rnoise"].data)
         out["wht"] = weight_map_from_variance(_filled(it0["wht"].data), rn0, new[1], covered).astype(np.float32)
     else:
@@ -544,6 +562,7 @@ def updc(
     it0, info0, fresh = _iteration_zero(ck, exposures, grid, method, weight, token, background, errors, cutout_reader)
     bkg, mock_floor = float(info0["background"]), float(info0["mock_floor"])
     den, den_floor = _normalisation(ck, plan, exposures, it0, method, groups, cutout_reader)
+    fill = max(bkg, mock_floor)
     source = ExposureSource(exposures, reader=cutout_reader, variances=errors)
     if method == "rl":
         d, mask = _filled(it0["sci"].data), da.isfinite(it0["sci"].data)
@@ -579,7 +598,7 @@ def updc(
         t0 = time.perf_counter()
         ds, resid = _step(
             iterations[-1], it0, den, correct=correct, multiplicative=method != "landweber",
-            tau=float(tau), den_floor=den_floor, errors=errors,
+            tau=float(tau), den_floor=den_floor, errors=errors, fill=fill,
         )
         ds.attrs.update({"product": method, "iteration": n})
         (r,) = ck.write(key, ds, [resid], description=f"{method} iteration {n}/{n_iterations}")
@@ -598,7 +617,7 @@ def updc(
         ck.set_info(last, residual=float(r[0]), n_pixels=int(r[1]))
         log.info("%s data residual of iteration %d: %.6g over %d pixels", method, n_iterations, r[0], r[1])
     residuals = [ck.info(f"{prefix}{n:02d}").get("residual") for n in range(n_iterations + 1)]
-    return UPDCResult(method=method, iterations=iterations, residuals=residuals, background=bkg, grid=grid, files=files)
+    return UPDCResult(method=method, iterations=iterations, residuals=residuals, background=bkg, grid=grid, files=files, fill=fill)
 
 
 def _is_finite_number(value) -> bool:

@@ -244,6 +244,25 @@ class MosaicGrid:
             hdr["MOS_PSR"] = (float(self.psr), "pixel-scale ratio output/input")
         return hdr
 
+    def padded(self, margin: int) -> MosaicGrid:
+        """The same grid grown by ``margin`` pixels on every side (pixel ``(y, x)`` becomes ``(y + margin, x + margin)``).
+
+        A deconvolution needs room outside the data's footprint for the light that the PSF
+        spreads into the exposures from sources beyond their edges; without it that light piles
+        up on the mosaic's edge. A margin of the PSF radius gives it room.
+        """
+        margin = int(margin)
+        if margin < 0:
+            msg = f"margin must be 0 or more pixels; got {margin!r}"
+            raise ValueError(msg)
+        if margin == 0:
+            return self
+        wcs = self.wcs.deepcopy()
+        wcs.wcs.crpix = wcs.wcs.crpix + margin
+        shape = (self.shape[0] + 2 * margin, self.shape[1] + 2 * margin)
+        wcs.pixel_shape = (shape[1], shape[0])
+        return replace(self, wcs=wcs, shape=shape)
+
     def with_tiling(self, tile, halo: int | None = None) -> MosaicGrid:
         """The same grid with another tile size (and halo)."""
         return replace(self, tile=tile, halo=self.halo if halo is None else halo)

@@ -43,20 +43,22 @@ def test_single_image_rl_step_equals_whole_image(field, exposures, psf):
     covered = np.isfinite(it0["sci"].values)
     d = np.where(covered, it0["sci"].values, 0.0).astype(np.float64)
     mask = covered.astype(np.float64)
-    c = fftconvolve(d, psf, mode="same")
-    ratio = np.where(covered, d / np.where(covered, c, 1.0), 0.0)
     den = fftconvolve(mask, psf[::-1, ::-1], mode="same")
     ok = den > 1e-6 * den.max()
-    f1 = np.where(ok, d * fftconvolve(ratio, psf[::-1, ::-1], mode="same") / np.where(ok, den, 1.0), d)
-    f1 = np.where(f1 < 0, d, f1)
-    np.testing.assert_allclose(it1["sci"].values[covered], f1[covered], rtol=1e-5, atol=1e-5 * np.abs(d).max())
-    # variance: B*^2(M V / (B f)^2) / den^2 carried with q^2 V
-    q = np.where(ok, f1 / np.where(d != 0, d, 1.0), 1.0)
+    # the margin the data reach through the PSF starts at the fill value
+    f0 = np.where(covered, d, np.where(ok, result.fill, 0.0))
+    c = fftconvolve(f0, psf, mode="same")
+    ratio = np.where(covered, d / np.where(covered, c, 1.0), 0.0)
+    f1 = np.where(ok, f0 * fftconvolve(ratio, psf[::-1, ::-1], mode="same") / np.where(ok, den, 1.0), f0)
+    f1 = np.where(f1 < 0, f0, f1)
+    np.testing.assert_allclose(it1["sci"].values[ok], f1[ok], rtol=1e-5, atol=1e-5 * np.abs(d).max())
+    # variance: B*^2(M V / (B f)^2) / den^2, adding coherently to q^2 V
+    q = np.where(ok, f1 / np.where(f0 != 0, f0, 1.0), 1.0)
     for name in ("var_poisson", "var_rnoise"):
         v0 = np.nan_to_num(it0[name].values.astype(np.float64))
         scaled = np.divide(v0, c**2, out=np.zeros_like(v0), where=covered)
         var_n = fftconvolve(scaled, psf[::-1, ::-1] ** 2, mode="same")
-        v1 = q * q * v0 + d * d * var_n / np.where(ok, den, 1.0) ** 2
+        v1 = (q * np.sqrt(v0) + f0 * np.sqrt(np.maximum(var_n, 0)) / np.where(ok, den, 1.0)) ** 2
         np.testing.assert_allclose(it1[name].values[covered], v1[covered], rtol=1e-4, atol=1e-4 * v1[covered].max())
     np.testing.assert_allclose(result.residuals[0], np.sum((d - c)[covered] ** 2), rtol=1e-6)
 

@@ -93,7 +93,31 @@ def test_close_pair_starts_to_separate(field, images):
     assert 0.0 < dips[1] < dips[2]
 
 
-@pytest.mark.xfail(strict=True, reason="eq. 1 separates a 0.7-FWHM pair slowly: dip 0.3% at 5, 2% at 10, 9% at 30, 19% at 80 iterations")
+def ideal_richardson_lucy(field, n_iterations):
+    """Single-image Richardson-Lucy with the exact PSF on the truth blurred by it: no pixels, no
+    noise, no drizzle -- as well as any multiplicative update can do in ``n_iterations``."""
+    from scipy.signal import fftconvolve
+
+    psf = read_psf(field.psf)[0].astype(np.float64)
+    blurred = np.clip(fftconvolve(fits.getdata(field.truth_image).astype(np.float64), psf, mode="same"), 1e-12, None)
+    f = blurred.copy()
+    for _ in range(n_iterations):
+        f = f * fftconvolve(blurred / np.clip(fftconvolve(f, psf, mode="same"), 1e-12, None), psf[::-1, ::-1], mode="same")
+    return f
+
+
+def test_close_pair_separates_at_least_as_fast_as_ideal_richardson_lucy(field, images):
+    pair = field.truth_table[field.truth_table["pair_id"] == 0]
+    reference = pair_dip(ideal_richardson_lucy(field, N_ITER), pair)
+    # measured: UPDC 2.4 %, ideal RL 1.1 % at iteration 10
+    assert pair_dip(images[N_ITER], pair) >= reference > 0.0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a 0.7-FWHM pair is below the Sparrow limit: neither plain nor accelerated Richardson-Lucy reaches a 20 % dip in 10 "
+    "iterations (UPDC 2.4 %; ideal single-image RL 1.1 %, Biggs-Andrews-accelerated RL 7 %; UPDC reaches 19 % at 80)",
+)
 def test_close_pair_is_resolved_at_iteration_10(field, images):
     pair = field.truth_table[field.truth_table["pair_id"] == 0]
     assert pair_dip(images[N_ITER], pair) >= 0.2
@@ -112,12 +136,18 @@ def test_aperture_fluxes_of_isolated_stars(field, run, images, n):
 
 @pytest.mark.parametrize("n", [0, 5, N_ITER])
 def test_total_flux_is_kept(field, run, images, n):
-    # where all four exposures overlap, away from the coverage edge (where any deconvolution
-    # of a bounded field piles up the sky that lies beyond it)
-    con = run.iterations[0]["con"].values[0]
-    inside = binary_erosion(con == 0b1111, iterations=3)
+    # over everything the exposures cover: the iterate's margin beyond the coverage takes the
+    # light of sources beyond the edges (measured: 1.00015 at iteration 10; 1.018 without it)
+    covered = run.iterations[0]["con"].values[0] > 0
     truth = fits.getdata(field.truth_image).astype(np.float64)
-    np.testing.assert_allclose(images[n][inside].sum(), truth[inside].sum(), rtol=0.01)
+    np.testing.assert_allclose(images[n][covered].sum(), truth[covered].sum(), rtol=0.002)
+
+
+def test_products_are_blank_beyond_the_coverage(run):
+    covered = run.iterations[0]["con"].values[0] > 0
+    product = run.product(N_ITER)
+    assert np.isfinite(run.iterations[N_ITER]["sci"].values[~covered]).any()  # the margin is iterated
+    assert np.isnan(product["sci"].values[~covered]).all() and np.isfinite(product["sci"].values[covered]).all()
 
 
 # -- errors against noise realisations -------------------------------------------------------------
@@ -125,7 +155,8 @@ def test_total_flux_is_kept(field, run, images, n):
 
 @pytest.fixture(scope="module")
 def realisations(tmp_path_factory):
-    """The same noiseless field observed 5 times with read and Poisson noise; UPDC of each."""
+    """A Poisson-only field observed 30 times (the same noiseless exposures, new photon noise each
+    time), each run through 5 UPDC iterations with equal weights; every iterate's SCI and ERR."""
     cfg = SimConfig(size=96, psf_size=31, n_exposures=4, seed=5, n_galaxies=5, n_stars=3, n_pairs=1, noiseless=True, icl=False)
     field = simulate_field(tmp_path_factory.mktemp("noise"), cfg)
     exposures = read_exposures(field.exposures).load()
@@ -134,29 +165,47 @@ def realisations(tmp_path_factory):
     # MJy/sr per electron
     conv = exposures["photmjsr"].values[:, None, None] / (cfg.detector.gain * exposures["exptime"].values[:, None, None])
     var_poisson = np.clip(signal, 0, None) * conv
-    var_rnoise = exposures["var_rnoise"].values
     rng = np.random.default_rng(1)
-    runs = []
-    for _ in range(5):
+    sci, err = [], []
+    for _ in range(N_REALISATIONS):
         e = exposures.copy()
-        e["sci"] = (e["sci"].dims, (signal + rng.normal(size=signal.shape) * np.sqrt(var_poisson + var_rnoise)).astype(np.float32))
+        e["sci"] = (e["sci"].dims, (signal + rng.normal(size=signal.shape) * np.sqrt(var_poisson)).astype(np.float32))
         e["var_poisson"] = (e["sci"].dims, var_poisson.astype(np.float32))
+        e["var_rnoise"] = (e["sci"].dims, np.zeros_like(var_poisson, dtype=np.float32))
         e["var_flat"] = (e["sci"].dims, np.zeros_like(var_poisson, dtype=np.float32))
-        result = updc(e.chunk({"exposure": 1}), field.grid, psf, n_iterations=1, background=cfg.background)
-        runs.append([ds.compute() for ds in result.iterations])
+        result = updc(e.chunk({"exposure": 1}), field.grid, psf, n_iterations=5, background=cfg.background, weight="uniform", final_residual=False)
+        iterations = [ds.compute() for ds in result.iterations]
+        sci.append([ds["sci"].values for ds in iterations])
+        err.append([ds["err"].values for ds in iterations])
     from scipy.signal import fftconvolve
 
     blurred = fftconvolve(fits.getdata(field.truth_image), psf, mode="same")
-    sky = binary_erosion(runs[0][0]["con"].values[0] == 0b1111, iterations=10) & ~(blurred > 2e-4)
-    return runs, sky
+    inside = binary_erosion(iterations[0]["con"].values[0] == 0b1111, iterations=10)
+    return np.asarray(sci, dtype=np.float64), np.asarray(err, dtype=np.float64), inside & (blurred > 2e-3), inside & (blurred < 2e-4)
 
 
-@pytest.mark.parametrize(("n", "rtol"), [(0, 0.05), (1, 0.35)])
-def test_propagated_variance_matches_the_scatter_of_realisations(realisations, n, rtol):
-    runs, sky = realisations
-    assert sky.sum() > 5000
-    empirical = np.stack([r[n]["sci"].values for r in runs]).var(axis=0, ddof=1)[sky].mean()
-    predicted = np.mean([r[n]["err"].values[sky] ** 2 for r in runs])
-    # iteration 0: the drizzle ERR; iteration 1: first-order propagation (app. A), which misses
-    # the noise amplification carried by pixel covariances (ratio 1.23 here, 2.1 at iteration 5)
-    assert empirical / predicted == pytest.approx(1.0, rel=rtol)
+N_REALISATIONS = 30
+
+
+def scatter_over_propagated(realisations, n, where):
+    """Median over pixels of (variance of SCI across realisations) / (mean propagated ERR²)."""
+    sci, err, source, sky = realisations
+    pixels = {"source": source, "sky": sky}[where]
+    assert pixels.sum() > 1000
+    empirical = sci[:, n].var(axis=0, ddof=1)[pixels]
+    predicted = (err[:, n] ** 2).mean(axis=0)[pixels]
+    return float(np.median(empirical / predicted))
+
+
+@pytest.mark.parametrize("n", [0, 1, 3, 5])
+def test_propagated_errors_match_the_scatter_of_realisations_on_sources(realisations, n):
+    # the issue's criterion is iteration 5 within 20 %; measured 0.98-1.04 at 0-5
+    assert scatter_over_propagated(realisations, n, "source") == pytest.approx(1.0, rel=0.2 if n else 0.05)
+
+
+@pytest.mark.parametrize("n", [0, 1, 3, 5])
+def test_propagated_errors_on_sky_are_not_under_estimated(realisations, n):
+    # adding the iterations' noise coherently is an upper bound where the feedback damps it
+    # (measured 0.98 at 0, 0.96 at 1, 0.79 at 5)
+    ratio = scatter_over_propagated(realisations, n, "sky")
+    assert 0.7 < ratio < 1.05

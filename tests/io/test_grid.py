@@ -124,3 +124,16 @@ def test_no_exposures_and_bad_psr():
     w, s = _exposures(n=1)
     with pytest.raises(ValueError, match="psr must be positive; got -1"):
         MosaicGrid.from_exposures(w, s, psr=-1)
+
+
+
+def test_padded_grid_keeps_the_sky_of_every_pixel():
+    wcs, shapes = _exposures(n=2, size=40)
+    grid = MosaicGrid.from_exposures(wcs, shapes, psr=0.5)
+    big = grid.padded(7)
+    assert big.shape == (grid.shape[0] + 14, grid.shape[1] + 14)
+    y, x = np.mgrid[0 : grid.shape[0] : 9, 0 : grid.shape[1] : 11].astype(float)
+    np.testing.assert_allclose(grid.wcs.pixel_to_world_values(x, y), big.wcs.pixel_to_world_values(x + 7, y + 7), rtol=0, atol=1e-12)
+    assert grid.padded(0) is grid
+    with pytest.raises(ValueError, match="margin"):
+        grid.padded(-1)
