@@ -1,0 +1,136 @@
+"""Benchmark: UPDC at the paper's scale -- seconds per iteration and peak memory against the area.
+
+Run (the field is simulated once, ~1-2 h on 2 cores)::
+
+    mosaic simulate flagship/ --flagship --workers 2
+    python benchmarks/bench_updc_flagship.py flagship/ [--psf 301] [--iterations 2] [--areas 0.25 0.5 1]
+                                              [--tile 1024] [--workers 2] [--memory-limit 4GB]
+
+For each fraction of the 9587 x 9559 flagship grid (a region from its lower-left corner, with the
+exposures that touch it) UPDC runs ``--iterations`` iterations from the drizzle mosaic on a
+``LocalCluster``, reading the exposures' cut-outs straight from the ``_cal.fits`` files and
+writing every iteration to a zarr store, as ``mosaic updc`` does. Printed per area: the seconds
+of iteration 0 (drizzle and normalisation) and the mean seconds of iterations 1.., the time per
+iteration relative to the smallest area against the area ratio (the peer: linear growth), and the
+peak memory of all processes (RSS summed over this process and the workers, sampled every 50
+ms). ``--psf 1501`` makes the paper's 1501² PSF (``mosaic.psf.model.jwst_psf``, cached in the
+field's folder). Nothing here gates anything on time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from distributed import Client, LocalCluster
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _memory import PeakMemory  # noqa: E402
+
+__all__ = ["main"]
+
+GiB = 2.0**30
+
+
+def _psf(folder: Path, size: int, grid):
+    from mosaic.psf.files import read_psf, write_psf
+    from mosaic.psf.model import jwst_psf
+
+    own = folder / "psf_f200w.fits"
+    if own.exists():
+        psf = read_psf(own)[0]
+        if psf.shape[0] == size:
+            return psf
+    path = folder / f"psf_F200W_grid_{size}.fits"
+    if not path.exists():
+        t0 = time.perf_counter()
+        psf = jwst_psf("F200W", pixel_scale_arcsec=grid.pixel_scale_arcsec, size=size, n_pupil=512 if size > 801 else 256)
+        write_psf(path, psf, pixel_scale_arcsec=grid.pixel_scale_arcsec, band="F200W")
+        print(f"made a {size}² PSF in {time.perf_counter() - t0:.0f} s")
+    return read_psf(path)[0]
+
+
+def _region(grid, fraction: float, tile: int):
+    from mosaic.io.grid import MosaicGrid
+
+    side = np.sqrt(fraction)
+    ny, nx = (max(1, int(round(n * side))) for n in grid.shape)
+    return MosaicGrid(wcs=grid.slice_wcs((slice(0, ny), slice(0, nx))), shape=(ny, nx), tile=tile, psr=grid.psr)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("field", help="folder written by `mosaic simulate --flagship`")
+    p.add_argument("--psf", type=int, default=301, help="PSF side on the output grid (default 301; paper 1501)")
+    p.add_argument("--iterations", type=int, default=2, help="UPDC iterations after iteration 0 (default 2)")
+    p.add_argument("--areas", type=float, nargs="+", default=[0.25, 0.5, 1.0], help="fractions of the grid's area (default 0.25 0.5 1)")
+    p.add_argument("--tile", type=int, default=1024, help="tile side (default 1024)")
+    p.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (default 2)")
+    p.add_argument("--memory-limit", default="6GB", help="per worker (default 6GB)")
+    p.add_argument("--scratch", default=None, help="folder for the stores (default a temporary one, removed)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    from mosaic.coadd.updc import updc
+    from mosaic.io.cal import CalCutouts, read_exposures
+    from mosaic.io.grid import MosaicGrid
+    from mosaic.io.store import Store
+
+    folder = Path(args.field)
+    files = sorted(folder.glob("*_cal.fits"))
+    from astropy.io import fits
+
+    grid = MosaicGrid.from_header(fits.Header.fromfile(folder / "grid.hdr", sep="\n", endcard=False, padding=False))
+    psf = _psf(folder, args.psf, grid)
+    scratch = Path(args.scratch) if args.scratch else Path(tempfile.mkdtemp(prefix="bench_flagship_"))
+    rows = []
+    try:
+        with (
+            LocalCluster(n_workers=args.workers, threads_per_worker=1, memory_limit=args.memory_limit, dashboard_address=":0") as cluster,
+            Client(cluster) as client,
+        ):
+            everything = read_exposures(files)
+            shapes = [(everything.sizes["y"], everything.sizes["x"])] * len(files)
+            for fraction in sorted(args.areas):
+                sub = _region(grid, fraction, args.tile)
+                used = [k for k, w in enumerate(everything.attrs["wcs"]) if sub.touches(w, shapes[k])]
+                exposures = read_exposures([files[k] for k in used])
+                reader = CalCutouts(exposures["path"].values, exposures.attrs["bad_bits"])
+                stamps = [time.perf_counter()]
+                with PeakMemory() as pm:
+                    updc(
+                        exposures, sub, psf, n_iterations=args.iterations, store=Store(scratch / f"area_{fraction:g}.zarr"),
+                        cutout_reader=reader, client=client, final_residual=False, save=(),
+                        callback=lambda n, ds: stamps.append(time.perf_counter()),
+                    )
+                steps = np.diff(stamps)
+                rows.append(
+                    {"fraction": fraction, "shape": sub.shape, "n_exp": len(used), "it0": steps[0],
+                     "per_it": float(np.mean(steps[1:])), "peak": pm.peak / GiB}
+                )
+                r = rows[-1]
+                print(f"area {fraction:g}: {r['shape'][0]}x{r['shape'][1]}, {r['n_exp']} exposures: iteration 0 {r['it0']:.0f} s, "
+                      f"{r['per_it']:.0f} s per iteration, peak {r['peak']:.2f} GiB", flush=True)
+                shutil.rmtree(scratch / f"area_{fraction:g}.zarr", ignore_errors=True)
+    finally:
+        if not args.scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+    base = rows[0]
+    print(f"\nPSF {args.psf}², tiles {args.tile}², LocalCluster {args.workers} workers x 1 thread, {args.memory_limit} each")
+    print("| area | grid | exposures | iteration 0 s | s per iteration | time ratio | area ratio | peak GiB (all processes) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        area = (r["shape"][0] * r["shape"][1]) / (base["shape"][0] * base["shape"][1])
+        print(f"| {r['fraction']:g} | {r['shape'][0]}x{r['shape'][1]} | {r['n_exp']} | {r['it0']:.0f} | {r['per_it']:.0f} | "
+              f"{r['per_it'] / base['per_it']:.2f} | {area:.2f} | {r['peak']:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
