@@ -23,6 +23,10 @@ def add_parser(sub) -> None:
     p.add_argument("--pointings", type=int, nargs=2, default=(1, 1), metavar=("NY", "NX"), help="grid of pointings (default 1 1)")
     p.add_argument("--size", type=int, default=256, help="detector side in pixels (default 256; real: 2048)")
     p.add_argument("--band", default="F200W", help="NIRCam filter (default F200W)")
+    p.add_argument(
+        "--layout-band", default=None,
+        help="band whose FWHM sets the source layout (default: --band); give every band of a field the same one and the same --seed",
+    )
     p.add_argument("--psf-size", type=int, default=101, help="odd PSF size on the output grid (default 101; paper: 1501)")
     p.add_argument("--psr", type=float, default=0.5, help="output/input pixel-scale ratio (default 0.5)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -39,6 +43,7 @@ def run(args) -> int:
     base = flagship_config() if args.flagship else SimConfig()
     changes = {
         "band": args.band.upper(),
+        "layout_band": args.layout_band.upper() if args.layout_band else None,
         "psr": args.psr,
         "seed": args.seed,
         "background": args.background,

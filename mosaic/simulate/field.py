@@ -45,7 +45,7 @@ from mosaic.simulate.pointing import (
     dither_offsets,
     nircam_wcs,
 )
-from mosaic.simulate.sky import icl_model, make_sources, render
+from mosaic.simulate.sky import apply_colours, icl_model, make_sources, render
 
 __all__ = ["SimConfig", "SimulatedField", "simulate_field", "flagship_config", "fine_grid_wcs"]
 
@@ -60,6 +60,9 @@ class SimConfig:
     """What to simulate. Defaults make a small, quick short-wave field."""
 
     band: str = "F200W"
+    # the band whose FWHM sets the source layout (pair separations, isolation): give several
+    # bands of one field the same one, and the same seed, to observe the same sky in each
+    layout_band: str | None = None
     n_exposures: int = 4  # dithers per pointing
     n_pointings: tuple[int, int] = (1, 1)
     size: int = 256  # detector side (2048 for real detectors)
@@ -86,9 +89,11 @@ class SimConfig:
     detector: DetectorModel = field(default_factory=DetectorModel)
 
     def __post_init__(self):
-        if self.band.upper() not in BANDS:
-            msg = f"band {self.band!r} unknown; expected one of {sorted(BANDS)}"
-            raise ValueError(msg)
+        for name in ("band", "layout_band"):
+            value = getattr(self, name)
+            if (value is not None or name == "band") and str(value).upper() not in BANDS:
+                msg = f"{name} {value!r} unknown; expected one of {sorted(BANDS)}"
+                raise ValueError(msg)
         if self.psf_size % 2 == 0 or self.psf_size < 3:
             msg = f"psf_size must be odd and >= 3; got {self.psf_size!r}"
             raise ValueError(msg)
@@ -277,12 +282,14 @@ def simulate_field(outdir, config: SimConfig | None = None, *, overwrite: bool =
         union,
         rng=src_rng,
         fine_scale_arcsec=fine_scale,
-        fwhm_arcsec=fwhm_arcsec(band),
+        fwhm_arcsec=fwhm_arcsec((cfg.layout_band or band).upper()),
         n_galaxies=n_gal,
         n_stars=cfg.n_stars,
         n_pairs=cfg.n_pairs,
         star_poly=best,
     )
+    # colours from their own stream, so that every band of a seed has the same layout
+    sources = apply_colours(sources, band, rng=np.random.default_rng([cfg.seed, 2718]))
     icl = None
     if cfg.icl:
         fy, fx = grid.shape[0] * cfg.upsample, grid.shape[1] * cfg.upsample

@@ -20,6 +20,7 @@ from scipy.special import gamma, gammainc, gammaincinv
 
 __all__ = [
     "R_TRUNC",
+    "apply_colours",
     "make_sources",
     "render",
     "sersic_norm",
@@ -47,6 +48,34 @@ def sersic_norm(n, r_eff, ellip) -> np.ndarray:
     b = gammaincinv(2.0 * n, 0.5)
     total = 2.0 * np.pi * n * np.asarray(r_eff) ** 2 * (1.0 - np.asarray(ellip)) * np.exp(b) * b ** (-2.0 * n) * gamma(2.0 * n)
     return total * gammainc(2.0 * n, b * R_TRUNC ** (1.0 / n))
+
+
+#: wavelength (µm) at which the source table's fluxes are given: F200W's centre
+REFERENCE_WAVELENGTH_UM = 0.5 * (1.755 + 2.226)
+
+
+def apply_colours(sources: Table, band: str, *, rng: np.random.Generator) -> Table:
+    """Fluxes in ``band`` from power-law spectra ``f_nu ~ lambda^beta`` through the reference wavelength.
+
+    Stars (and both members of a pair alike) are blue, ``beta`` in [-2, -0.5] (Rayleigh-Jeans
+    is -2); galaxies redder, ``beta`` in [-0.5, 1.5]. In F200W fluxes are unchanged. Adds a
+    ``beta`` column; ``flux`` and ``mag`` become the band's.
+    """
+    from mosaic.psf.model import BANDS  # noqa: PLC0415
+
+    lo, hi = BANDS[band.upper()]
+    stretch = 0.5 * (lo + hi) / REFERENCE_WAVELENGTH_UM
+    kind = np.asarray(sources["kind"])
+    beta = np.where(kind == "galaxy", rng.uniform(-0.5, 1.5, len(sources)), rng.uniform(-2.0, -0.5, len(sources)))
+    pair_id = np.asarray(sources["pair_id"])
+    for p in np.unique(pair_id[pair_id >= 0]):
+        beta[pair_id == p] = beta[np.flatnonzero(pair_id == p)[0]]
+    out = sources.copy()
+    factor = stretch**beta
+    out["flux"] = out["flux"] * factor
+    out["mag"] = out["mag"] - 2.5 * np.log10(factor)
+    out["beta"] = beta
+    return out
 
 
 def make_sources(

@@ -210,3 +210,19 @@ def test_existing_exposures_are_not_overwritten(small_field):
     with pytest.raises(FileExistsError, match="already holds _cal.fits files"):
         simulate_field(small_field.outdir, small_field.config)
     assert {p: p.stat().st_mtime_ns for p in small_field.outdir.iterdir()} == before
+
+
+def test_bands_of_one_seed_observe_the_same_sky_in_colour(tmp_path):
+    from mosaic.psf.model import BANDS
+    from mosaic.simulate.sky import REFERENCE_WAVELENGTH_UM
+
+    common = {"size": 64, "psf_size": 21, "n_exposures": 1, "n_galaxies": 6, "n_stars": 2, "n_pairs": 0, "seed": 3, "layout_band": "F200W"}
+    blue = simulate_field(tmp_path / "f150w", SimConfig(band="F150W", **common)).truth_table
+    ref = simulate_field(tmp_path / "f200w", SimConfig(band="F200W", **common)).truth_table
+    np.testing.assert_array_equal(blue["x"], ref["x"])
+    np.testing.assert_array_equal(blue["beta"], ref["beta"])
+    stretch = np.mean(BANDS["F150W"]) / REFERENCE_WAVELENGTH_UM
+    np.testing.assert_allclose(blue["flux"] / ref["flux"], stretch ** ref["beta"], rtol=1e-12)
+    # stars are bluer than galaxies: brighter at the shorter wavelength
+    assert np.all(blue["flux"][ref["kind"] == "star"] > ref["flux"][ref["kind"] == "star"])
+    assert np.all(ref["beta"][ref["kind"] == "galaxy"] >= -0.5)
