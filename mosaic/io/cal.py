@@ -9,6 +9,7 @@ one chunk per exposure, holding ``sci, err, dq, var_poisson, var_rnoise, var_fla
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import warnings
@@ -222,10 +223,7 @@ def _read_ext(path: str, ext: str, dtype) -> np.ndarray:
 
 
 def _unscaled(hdu, raw, dtype) -> np.ndarray:
-    bzero, bscale = hdu.header.get("BZERO", 0), hdu.header.get("BSCALE", 1)
-    if bzero == 0 and bscale == 1:
-        return np.asarray(raw, dtype=dtype)
-    return (np.asarray(raw, dtype=np.float64 if bscale != 1 else np.int64) * bscale + bzero).astype(dtype)
+    return _scaled(raw, hdu.header.get("BZERO", 0), hdu.header.get("BSCALE", 1), dtype)
 
 
 def good_fraction(path: str, bad_bits: int, rows: int = 256) -> float:
@@ -386,25 +384,60 @@ class CalCutouts:
         self.paths = [str(p) for p in paths]
         self.bad_bits = int(bad_bits)
 
-    @staticmethod
-    def _region(hdul, ext, region, dtype, fill):
-        ys, xs = region
-        if ext not in hdul:
-            return np.full((ys.stop - ys.start, xs.stop - xs.start), fill, dtype=dtype)
-        hdu = hdul[ext]
-        return _unscaled(hdu, hdu.data[ys, xs], dtype)
-
     def __call__(self, k: int, region) -> dict:
         """Exposure ``k``'s ``(y, x)`` region: sci, good, var_poisson, var_rnoise, var_flat."""
-        with fits.open(self.paths[k], memmap=True, do_not_scale_image_data=True) as hdul:
-            out = {
-                "sci": self._region(hdul, "SCI", region, np.float32, np.nan),
-                "dq": self._region(hdul, "DQ", region, np.uint32, 0),
-            }
-            for ext in ("VAR_POISSON", "VAR_RNOISE", "VAR_FLAT"):
-                out[ext.lower()] = self._region(hdul, ext, region, np.float32, np.nan)
+        ys, xs = region
+        shape = (ys.stop - ys.start, xs.stop - xs.start)
+        maps = _mapped_extensions(self.paths[k])
+        out = {}
+        for ext, dtype, fill in _CUTOUT_EXTENSIONS:
+            mapped = maps.get(ext)
+            if mapped is None:
+                out[ext.lower()] = np.full(shape, fill, dtype=dtype)
+            else:
+                data, bzero, bscale = mapped
+                out[ext.lower()] = _scaled(data[ys, xs], bzero, bscale, dtype)
         out["good"] = np.isfinite(out["sci"]) & ((out.pop("dq") & np.uint32(self.bad_bits)) == 0)
         return out
+
+
+#: what a cut-out holds: extension, dtype, value where the file lacks the extension
+_CUTOUT_EXTENSIONS = (
+    ("SCI", np.float32, np.nan),
+    ("DQ", np.uint32, 0),
+    ("VAR_POISSON", np.float32, np.nan),
+    ("VAR_RNOISE", np.float32, np.nan),
+    ("VAR_FLAT", np.float32, np.nan),
+)
+
+
+def _scaled(raw, bzero, bscale, dtype) -> np.ndarray:
+    if bzero == 0 and bscale == 1:
+        return np.asarray(raw, dtype=dtype)
+    return (np.asarray(raw, dtype=np.float64 if bscale != 1 else np.int64) * bscale + bzero).astype(dtype)
+
+
+def _mapped_extensions(path: str) -> dict:
+    """``{ext: (memory-mapped raw data, BZERO, BSCALE)}`` of a file, cached per process.
+
+    Parsing a cal file's headers costs about a millisecond; a UPDC iteration reads thousands
+    of cut-outs, so each worker process keeps the maps of the files it has read. The key holds
+    the file's size and modification time: a file rewritten in place is mapped again.
+    """
+    st = os.stat(path)
+    return _mapped_extensions_cached(path, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=128)
+def _mapped_extensions_cached(path: str, size: int, mtime_ns: int) -> dict:
+    maps = {}
+    with fits.open(path, memmap=True, do_not_scale_image_data=True) as hdul:
+        for ext, _, _ in _CUTOUT_EXTENSIONS:
+            if ext in hdul:
+                hdu = hdul[ext]
+                # the memory map outlives the closed HDU list (astropy keeps the mapping open)
+                maps[ext] = (hdu.data, hdu.header.get("BZERO", 0), hdu.header.get("BSCALE", 1))
+    return maps
 
 
 # -- writing -------------------------------------------------------------------------------
