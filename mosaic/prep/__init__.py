@@ -1,0 +1,94 @@
+"""Preprocessing of exposures before coaddition (seed 000 sec. 2.1): outliers and 1/f striping.
+
+``clean_exposures`` (:mod:`mosaic.prep.outliers`) flags cosmic rays and hot pixels against the
+other exposures and writes ``_crf.fits`` files; ``destripe_exposures``
+(:mod:`mosaic.prep.destripe`) removes 1/f striping and writes ``_1fc.fits`` files. Both write
+JWST Stage-2 files in the cal layout, so the drizzle and UPDC steps read them as cal files.
+
+This module holds what both drivers share: output names, the checks on the output directory,
+and the writing of one cleaned exposure.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from astropy.io import fits
+
+from mosaic.exceptions import InputError
+from mosaic.io.cal import read_wcs, write_cal
+
+__all__ = ["SUFFIXES", "cleaned_path", "output_paths", "write_cleaned"]
+
+log = logging.getLogger(__name__)
+
+#: JWST product suffixes that an output name replaces
+SUFFIXES = ("_cal", "_crf", "_1fc")
+
+# primary-header cards that write_cal makes itself or that cannot be copied one by one
+_STRUCTURAL = {"SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "COMMENT", "HISTORY", "", "FILENAME"}
+_SCI_KEYS = ("PHOTMJSR", "PHOTUJA2", "PIXAR_SR", "PIXAR_A2")
+
+
+def cleaned_path(path, outdir, suffix: str) -> Path:
+    """``outdir / name`` with the JWST suffix (``_cal``, ``_crf``, ``_1fc``) replaced by ``suffix``.
+
+    ``jw..._nrcb5_cal.fits`` becomes ``jw..._nrcb5_crf.fits``; a name without one of those
+    suffixes gets ``suffix`` before ``.fits``.
+    """
+    path = Path(path)
+    stem = path.name[: -len(".fits")] if path.name.endswith(".fits") else path.stem
+    for s in SUFFIXES:
+        if stem.endswith(s):
+            stem = stem[: -len(s)]
+            break
+    return Path(outdir) / f"{stem}{suffix}.fits"
+
+
+def output_paths(paths, outdir, suffix: str, *, overwrite: bool) -> list[Path]:
+    """The output files of ``paths``, checked before any work: outdir made, no clash, no overwrite."""
+    outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        msg = f"{outdir}: exists and is not a directory; expected an output directory"
+        raise InputError(msg)
+    outs = [cleaned_path(p, outdir, suffix) for p in paths]
+    seen: dict[Path, Path] = {}
+    for p, o in zip(paths, outs, strict=True):
+        if o in seen:
+            msg = f"{p} and {seen[o]} would both be written to {o}; expected input files with different names"
+            raise InputError(msg)
+        seen[o] = Path(p)
+        if Path(p).resolve() == o.resolve():
+            msg = f"{p}: the output {o} is the input itself; choose another output directory"
+            raise InputError(msg)
+        if o.exists() and not overwrite:
+            msg = f"{o}: exists; pass overwrite=True (--overwrite) to replace it"
+            raise InputError(msg)
+    outdir.mkdir(parents=True, exist_ok=True)
+    return outs
+
+
+def _meta(path: Path, status_key: str) -> dict:
+    """Primary-header keywords (and the SCI photometric ones) of a cal file, for write_cal."""
+    with fits.open(path, memmap=True) as hdul:
+        prim = hdul[0].header
+        meta = {k: prim[k] for k in prim if k not in _STRUCTURAL and not k.startswith("NAXIS")}
+        sci = hdul["SCI"].header
+        meta.update({k: sci[k] for k in _SCI_KEYS if k in sci})
+    meta[status_key] = "COMPLETE"
+    return meta
+
+
+def write_cleaned(source, target, arrays: dict, *, status_key: str) -> Path:
+    """Write cleaned cal arrays of ``source`` to ``target`` (JWST cal layout, whole, then renamed).
+
+    The primary header, the photometric keywords and the FITS (SIP) WCS of ``source`` are
+    kept; ``status_key = 'COMPLETE'`` records the step as the JWST pipeline's ``S_*`` keywords
+    do. An ASDF extension (the exact gwcs of pipeline files) is not carried over.
+    """
+    source, target = Path(source), Path(target)
+    wcs = read_wcs(source, prefer_gwcs=False)
+    write_cal(target, wcs=wcs, meta=_meta(source, status_key), overwrite=True, **arrays)
+    log.info("wrote %s", target)
+    return target

@@ -1,0 +1,78 @@
+"""Local clusters through cluster_client: results, worker settings, the dashboard over HTTP."""
+
+from __future__ import annotations
+
+import os
+import time
+import urllib.request
+
+import dask
+import dask.array as da
+import distributed  # noqa: F401  (its config defaults must be loaded before dask.config.set below)
+import numpy as np
+import pytest
+from dask.utils import parse_bytes
+
+from mosaic.cluster import MALLOC_TRIM_THRESHOLD, cluster_client
+
+
+def test_local_cluster_settings_and_result(tmp_path):
+    """Workers get the limits asked for, spill under local_directory and MALLOC_TRIM_THRESHOLD_
+    even where the site's dask config has dropped it; a reduction equals numpy's."""
+    spec = {"kind": "local", "n_workers": 2, "threads_per_worker": 1, "memory_limit": "1GB", "local_directory": str(tmp_path), "dashboard_address": ":0"}
+    rng = np.random.default_rng(7)
+    data = rng.normal(size=(301, 257))
+
+    # defined here so that cloudpickle ships it by value: worker processes cannot import the tests
+    def worker_settings(dask_worker):
+        return {
+            "memory_limit": dask_worker.memory_manager.memory_limit,
+            "local_directory": dask_worker.local_directory,
+            "nthreads": dask_worker.state.nthreads,
+            "malloc_trim": os.environ.get("MALLOC_TRIM_THRESHOLD_"),
+        }
+
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": {}}), cluster_client(spec) as client:
+        settings = client.run(worker_settings)
+        x = da.from_array(data, chunks=(64, 50))
+        got = client.compute((x**2).sum(axis=0) - x.mean()).result()
+    assert len(settings) == 2
+    for s in settings.values():
+        assert s["memory_limit"] == parse_bytes("1GB")
+        assert s["nthreads"] == 1
+        assert s["local_directory"].startswith(str(tmp_path))
+        assert s["malloc_trim"] == str(MALLOC_TRIM_THRESHOLD)
+    np.testing.assert_allclose(got, (data**2).sum(axis=0) - data.mean(), rtol=1e-12)
+
+
+def test_dask_config_spec_is_used_when_none_given():
+    with dask.config.set({"mosaic.cluster": {"n_workers": 1, "threads_per_worker": 2, "processes": False, "dashboard_address": ":0"}}):
+        with cluster_client() as client:
+            info = client.scheduler_info()
+    (worker,) = info["workers"].values()
+    assert worker["nthreads"] == 2
+
+
+def _slow_square(x, delay):
+    time.sleep(delay)
+    return x * x
+
+
+def test_dashboard_answers_while_computing():
+    pytest.importorskip("bokeh", reason="the dask dashboard needs bokeh>=3.1 (pip install 'dask[diagnostics]')")
+    spec = {"kind": "local", "n_workers": 1, "threads_per_worker": 2, "processes": False, "dashboard_address": ":0"}
+    with cluster_client(spec) as client:
+        link = client.dashboard_link
+        assert link.endswith("/status") and ":8787" not in link
+        futures = client.map(_slow_square, range(4), delay=0.5)
+        with urllib.request.urlopen(link, timeout=20) as response:
+            status, body = response.status, response.read().decode()
+        running = [f.status for f in futures]
+        with urllib.request.urlopen(link.replace("/status", "/info/main/workers.html"), timeout=20) as response:
+            workers_page = response.read().decode()
+        results = client.gather(futures)
+    assert status == 200
+    assert "pending" in running, "the page was fetched after the computation ended"
+    assert "bokeh" in body.lower()
+    assert "Worker" in workers_page
+    assert results == [0, 1, 4, 9]
