@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 from contextlib import contextmanager
+from pathlib import Path
 
-__all__ = ["positive_float", "positive_int", "non_negative_int", "local_client"]
+__all__ = ["positive_float", "positive_int", "non_negative_int", "local_client", "add_preprocessing_arguments", "preprocess"]
 
 log = logging.getLogger(__name__)
 
@@ -50,3 +51,36 @@ def local_client(n_workers: int):
     with LocalCluster(n_workers=n_workers, threads_per_worker=1) as cluster, Client(cluster) as client:
         log.info("dask dashboard: %s", client.dashboard_link)
         yield client
+
+
+def add_preprocessing_arguments(p: argparse.ArgumentParser) -> None:
+    """``--destripe``, ``--outliers`` and ``--prep-dir``, for commands that read exposures."""
+    g = p.add_argument_group("preprocessing (seed 000 sec. 2.1), run first, in this order")
+    g.add_argument("--destripe", action="store_true", help="remove 1/f striping per amplifier (writes _1fc.fits)")
+    g.add_argument("--outliers", action="store_true", help="flag cosmic rays and hot pixels across exposures and replace them (writes _crf.fits)")
+    g.add_argument("--prep-dir", metavar="DIR", default=None, help="folder of the preprocessed exposures (default: next to the output, prep/)")
+
+
+def preprocess(files, args, default_dir: Path, *, client=None) -> list[str]:
+    """The exposures to coadd: ``files``, destriped and cleaned of outliers as ``args`` asks.
+
+    Outputs already in the folder (from an interrupted run) are redone only with ``--overwrite``;
+    without it an existing output is an error naming it.
+    """
+    if not (args.destripe or args.outliers):
+        return [str(f) for f in files]
+    folder = Path(args.prep_dir) if args.prep_dir else Path(default_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [str(f) for f in files]
+    overwrite = bool(getattr(args, "overwrite", False))
+    if args.destripe:
+        from mosaic.prep.destripe import destripe_exposures  # noqa: PLC0415
+
+        log.info("preprocessing: 1/f striping of %d exposures -> %s", len(paths), folder)
+        paths = [str(p) for p in destripe_exposures(paths, folder, overwrite=overwrite, client=client)]
+    if args.outliers:
+        from mosaic.prep.outliers import clean_exposures  # noqa: PLC0415
+
+        log.info("preprocessing: outliers across %d exposures -> %s", len(paths), folder)
+        paths = [str(p) for p in clean_exposures(paths, folder, overwrite=overwrite, client=client)]
+    return paths

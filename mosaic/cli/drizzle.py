@@ -11,7 +11,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from mosaic.cli._common import local_client, positive_float, positive_int
+from mosaic.cli._common import add_preprocessing_arguments, local_client, positive_float, positive_int, preprocess
 from mosaic.exceptions import InputError
 from mosaic.io.cal import CalCutouts
 from mosaic.ops.drizzle import KERNELS, WEIGHTS
@@ -47,6 +47,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="run on a local dask cluster of N worker processes (default 0: threads in this process)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file or store product")
+    add_preprocessing_arguments(p)
     p.set_defaults(func=run)
     return p
 
@@ -73,26 +74,28 @@ def run(args: argparse.Namespace) -> int:
         msg = f"--workers {args.workers!r} is negative; expected 0 (threads) or a number of processes"
         raise InputError(msg)
 
-    exposures = read_exposures(args.files)
-    shape = (exposures.sizes["y"], exposures.sizes["x"])
-    grid = MosaicGrid.from_exposures(
-        exposures.attrs["wcs"], [shape] * exposures.sizes["exposure"],
-        psr=args.psr, rotation_deg=args.rotation, tile=args.tile,
-    )
-    # cut-outs read straight from the files: the mosaic is made tile by tile
-    reader = CalCutouts(exposures["path"].values, exposures.attrs["bad_bits"])
-    mosaic = drizzle_mosaic(
-        exposures, grid, pixfrac=args.pixfrac, kernel=args.kernel, weight=args.weight, cutout_reader=reader,
-    )
+    exposures = read_exposures(args.files)  # bad input found before any work
     store = Store(args.store) if args.store else None
     field = args.field or out.name.split(".")[0]
-    band = mosaic.attrs.get("band", "UNKNOWN")
+    band = str(exposures.attrs.get("band", "UNKNOWN"))
     if store is not None and store.is_complete(field, band, "drizzle") and not args.overwrite:
         msg = f"{store.path}: product {field}/{band}/drizzle is complete; pass --overwrite to redo it"
         raise InputError(msg)
-    log.info("drizzle: %d exposures -> %s (%d x %d, tiles of %d)", exposures.sizes["exposure"], out, *grid.shape, args.tile)
 
-    with local_client(args.workers):  # the computation finds the current client itself
+    with local_client(args.workers) as client:  # the computation finds the current client itself
+        files = preprocess([str(p) for p in exposures["path"].values], args, out.parent / "prep", client=client)
+        exposures = read_exposures(files) if files != [str(p) for p in exposures["path"].values] else exposures
+        shape = (exposures.sizes["y"], exposures.sizes["x"])
+        grid = MosaicGrid.from_exposures(
+            exposures.attrs["wcs"], [shape] * exposures.sizes["exposure"],
+            psr=args.psr, rotation_deg=args.rotation, tile=args.tile,
+        )
+        # cut-outs read straight from the files: the mosaic is made tile by tile
+        reader = CalCutouts(exposures["path"].values, exposures.attrs["bad_bits"])
+        mosaic = drizzle_mosaic(
+            exposures, grid, pixfrac=args.pixfrac, kernel=args.kernel, weight=args.weight, cutout_reader=reader,
+        )
+        log.info("drizzle: %d exposures -> %s (%d x %d, tiles of %d)", exposures.sizes["exposure"], out, *grid.shape, args.tile)
         written = write_drizzle_products(
             mosaic, grid, out=out, store=store, field=field, band=band, overwrite=args.overwrite,
         )

@@ -16,7 +16,14 @@ import argparse
 import logging
 from pathlib import Path
 
-from mosaic.cli._common import local_client, non_negative_int, positive_float, positive_int
+from mosaic.cli._common import (
+    add_preprocessing_arguments,
+    local_client,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    preprocess,
+)
 from mosaic.exceptions import InputError
 from mosaic.ops.drizzle import BLOT_METHODS, WEIGHTS
 
@@ -65,7 +72,9 @@ def psf_paths(exposure_paths, band: str, *, psf=None, psf_dir=None) -> list[Path
         raise InputError(msg)
     out = []
     for p in exposure_paths:
-        stem = Path(p).name.removesuffix(".fits").removesuffix("_cal")
+        stem = Path(p).name.removesuffix(".fits")
+        while stem.endswith(("_cal", "_crf", "_1fc")):  # preprocessed exposures keep their PSFs
+            stem = stem[:-4]
         tried = [folder / f"{stem}_psf.fits", folder / f"psf_{band.lower()}.fits"]
         found = next((t for t in tried if t.is_file()), None)
         if found is None:
@@ -122,6 +131,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--rotation", type=float, default=0.0, metavar="DEG", help="grid position angle east of north (default 0)")
     p.add_argument("--workers", type=int, default=0, metavar="N", help="local dask cluster of N processes (default 0: threads)")
     p.add_argument("--overwrite", action="store_true", help="start again: forget this method's iterations, replace files")
+    add_preprocessing_arguments(p)
     p.set_defaults(func=run)
     return p
 
@@ -143,21 +153,25 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         msg = f"--out {out}: exists and is not a directory; expected a folder for the _i2d.fits files"
         raise InputError(msg)
+    # bad input found before any work: the exposures and their PSFs
     exposures = read_exposures(args.files)
     band = str(exposures.attrs.get("band", "UNKNOWN"))
-    psfs = psf_paths([str(p) for p in exposures["path"].values], band, psf=args.psf, psf_dir=args.psf_dir)
-    shape = (exposures.sizes["y"], exposures.sizes["x"])
-    grid = MosaicGrid.from_exposures(
-        exposures.attrs["wcs"], [shape] * exposures.sizes["exposure"], psr=args.psr, rotation_deg=args.rotation, tile=args.tile,
-    )
+    psf_paths([str(p) for p in exposures["path"].values], band, psf=args.psf, psf_dir=args.psf_dir)
     out.mkdir(parents=True, exist_ok=True)
-    store = Store(args.store or out / "mosaic.zarr")
-    reader = CalCutouts(exposures["path"].values, exposures.attrs["bad_bits"])
-    log.info(
-        "%s: %d %s exposures -> %s (%d x %d at psr %g, tiles of %d), %d iterations, store %s",
-        args.method, exposures.sizes["exposure"], band, out, *grid.shape, args.psr, args.tile, args.iterations, store.path,
-    )
     with local_client(args.workers) as client:
+        files = preprocess([str(p) for p in exposures["path"].values], args, out / "prep", client=client)
+        exposures = read_exposures(files) if files != [str(p) for p in exposures["path"].values] else exposures
+        psfs = psf_paths([str(p) for p in exposures["path"].values], band, psf=args.psf, psf_dir=args.psf_dir)
+        shape = (exposures.sizes["y"], exposures.sizes["x"])
+        grid = MosaicGrid.from_exposures(
+            exposures.attrs["wcs"], [shape] * exposures.sizes["exposure"], psr=args.psr, rotation_deg=args.rotation, tile=args.tile,
+        )
+        store = Store(args.store or out / "mosaic.zarr")
+        reader = CalCutouts(exposures["path"].values, exposures.attrs["bad_bits"])
+        log.info(
+            "%s: %d %s exposures -> %s (%d x %d at psr %g, tiles of %d), %d iterations, store %s",
+            args.method, exposures.sizes["exposure"], band, out, *grid.shape, args.psr, args.tile, args.iterations, store.path,
+        )
         result = updc(
             exposures, grid, psfs, n_iterations=args.iterations, method=args.method, blot=args.blot,
             weight=args.weight, background=args.background, store=store, field=args.field, save=save,

@@ -73,3 +73,19 @@ def test_demo_writes_previews_of_what_it_simulated(tmp_path, capsys):
     from mosaic.io.store import Store  # noqa: PLC0415
 
     assert Store(tmp_path / "demo" / "demo.zarr").is_complete("demo", "F200W", "drizzle")
+
+
+def test_drizzle_and_updc_can_clean_outliers_first(tmp_path, small_field):
+    files = [str(p) for p in small_field.exposures]
+    prep = tmp_path / "prep"
+    assert main(["drizzle", *files, "--out", str(tmp_path / "clean_i2d.fits"), "--tile", "96", "--outliers", "--prep-dir", str(prep)]) == 0
+    cleaned = sorted(prep.glob("*_crf.fits"))
+    assert len(cleaned) == len(files)
+    assert all(fits.getheader(p)["S_OUTLIR"] == "COMPLETE" for p in cleaned)
+    # the mosaic is that of the cleaned exposures
+    assert main(["drizzle", *map(str, cleaned), "--out", str(tmp_path / "ref_i2d.fits"), "--tile", "96"]) == 0
+    np.testing.assert_array_equal(fits.getdata(tmp_path / "clean_i2d.fits", "SCI"), fits.getdata(tmp_path / "ref_i2d.fits", "SCI"))
+    # UPDC finds the PSFs of the cleaned exposures (psf_<band>.fits in the simulation's folder)
+    assert main(["updc", *files, "--psf-dir", str(small_field.outdir), "--out", str(tmp_path / "updc"), "--iterations", "1",
+                 "--outliers", "--prep-dir", str(prep), "--overwrite"]) == 0
+    assert (tmp_path / "updc" / "updc_iter01_i2d.fits").exists()
