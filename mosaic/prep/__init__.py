@@ -24,7 +24,7 @@ __all__ = ["SUFFIXES", "cleaned_path", "output_paths", "write_cleaned"]
 log = logging.getLogger(__name__)
 
 #: JWST product suffixes that an output name replaces
-SUFFIXES = ("_cal", "_crf", "_1fc")
+SUFFIXES = ("_cal", "_crf", "_1fc", "_bkg")
 
 # primary-header cards that write_cal makes itself or that cannot be copied one by one
 _STRUCTURAL = {"SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "COMMENT", "HISTORY", "", "FILENAME"}
