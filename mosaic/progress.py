@@ -14,7 +14,7 @@ import time
 
 import dask
 from dask.callbacks import Callback
-from tqdm.auto import tqdm
+from tqdm.std import tqdm  # text bars on stderr; notebooks without ipywidgets would warn with tqdm.auto
 
 __all__ = ["compute", "show_bar"]
 

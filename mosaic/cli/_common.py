@@ -54,15 +54,15 @@ def local_client(n_workers: int):
 
 
 def add_preprocessing_arguments(p: argparse.ArgumentParser) -> None:
-    """``--destripe``, ``--outliers``, ``--background`` and ``--prep-dir``, for commands that read exposures."""
+    """``--destripe``, ``--outliers``, ``--flatten-background`` and ``--prep-dir``, for commands that read exposures."""
     g = p.add_argument_group("preprocessing (seed 000 sec. 2.1), run first, in this order")
     g.add_argument("--destripe", action="store_true", help="remove 1/f striping per amplifier (writes _1fc.fits)")
     g.add_argument("--outliers", action="store_true", help="flag cosmic rays and hot pixels across exposures and replace them (writes _crf.fits)")
     g.add_argument(
-        "--background", action="store_true",
+        "--flatten-background", action="store_true",
         help="flatten each exposure's background (ICL, gradients) to its sky level (writes _bkg.fits)",
     )
-    g.add_argument("--background-box", type=positive_int, default=64, metavar="PIX", help="mesh size of --background (default 64)")
+    g.add_argument("--flatten-box", type=positive_int, default=64, metavar="PIX", help="mesh size of --flatten-background (default 64)")
     g.add_argument("--prep-dir", metavar="DIR", default=None, help="folder of the preprocessed exposures (default: next to the output, prep/)")
 
 
@@ -72,7 +72,7 @@ def preprocess(files, args, default_dir: Path, *, client=None) -> list[str]:
     Outputs already in the folder (from an interrupted run) are redone only with ``--overwrite``;
     without it an existing output is an error naming it.
     """
-    if not (args.destripe or args.outliers or args.background):
+    if not (args.destripe or args.outliers or args.flatten_background):
         return [str(f) for f in files]
     folder = Path(args.prep_dir) if args.prep_dir else Path(default_dir)
     folder.mkdir(parents=True, exist_ok=True)
@@ -88,9 +88,9 @@ def preprocess(files, args, default_dir: Path, *, client=None) -> list[str]:
 
         log.info("preprocessing: outliers across %d exposures -> %s", len(paths), folder)
         paths = [str(p) for p in clean_exposures(paths, folder, overwrite=overwrite, client=client)]
-    if args.background:
+    if args.flatten_background:
         from mosaic.prep.background import flatten_background  # noqa: PLC0415
 
         log.info("preprocessing: background structure of %d exposures -> %s", len(paths), folder)
-        paths = [str(p) for p in flatten_background(paths, folder, box_size=args.background_box, overwrite=overwrite, client=client)]
+        paths = [str(p) for p in flatten_background(paths, folder, box_size=args.flatten_box, overwrite=overwrite, client=client)]
     return paths

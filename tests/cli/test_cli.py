@@ -87,7 +87,7 @@ def test_drizzle_and_updc_can_clean_outliers_first(tmp_path, small_field):
     np.testing.assert_array_equal(fits.getdata(tmp_path / "clean_i2d.fits", "SCI"), fits.getdata(tmp_path / "ref_i2d.fits", "SCI"))
     # UPDC finds the PSFs of the cleaned exposures (psf_<band>.fits in the simulation's folder)
     assert main(["updc", *files, "--psf-dir", str(small_field.outdir), "--out", str(tmp_path / "updc"), "--iterations", "1",
-                 "--outliers", "--background", "--background-box", "16", "--prep-dir", str(prep), "--overwrite"]) == 0
+                 "--outliers", "--flatten-background", "--flatten-box", "16", "--prep-dir", str(prep), "--overwrite"]) == 0
     assert (tmp_path / "updc" / "updc_iter01_i2d.fits").exists()
     flattened = sorted(prep.glob("*_bkg.fits"))
     assert len(flattened) == len(files) and all(fits.getheader(p)["S_BKDSUB"] == "COMPLETE" for p in flattened)
