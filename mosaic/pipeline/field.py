@@ -296,7 +296,9 @@ def _recorded_rows(run: BandRun, steps) -> tuple[list[StepRow], bool]:
             rows.append(StepRow(step.name, "off"))
             continue
         rec = manifest.get(f"pipeline/{step.name}", {})
-        rows.append(StepRow(step.name, "resumed", 0.0, rec.get("detail", ""), dict(rec.get("products", {}))))
+        # the detail recorded when the step was computed, said to be from then
+        detail = f"from the store (made then: {rec['detail']})" if rec.get("detail") else "from the store"
+        rows.append(StepRow(step.name, "resumed", 0.0, detail, dict(rec.get("products", {}))))
         whole = whole and rec.get("state") == "complete" and _exists(rec.get("products", {}), rec.get("data"))
     return rows, whole
 
