@@ -393,12 +393,16 @@ class CatalogConfig:
     iterations : tuple of int or None
         Saved UPDC iterations to catalogue (from their ``_i2d.fits`` files); default: all
         those saved. With UPDC off, the drizzle mosaic is catalogued.
+    background_box : int or None
+        Subtract a local background of meshes this size before detection (the ICL and other
+        light the global sky leaves); None: none.
     """
 
     enabled: bool = _option(False, parse=_bool)
     threshold: float = _option(3.0, parse=_float(minimum=0.0, open_min=True))
     npixels: int = _option(5, parse=_int(minimum=1))
     iterations: tuple[int, ...] | None = _option(None, parse=_optional(_int_list))
+    background_box: int | None = _option(None, parse=_optional(_int(minimum=4)))
 
 
 def _rgb(v, w, b):

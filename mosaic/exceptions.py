@@ -1,21 +1,32 @@
 """Errors and warnings of mosaic.
 
 Errors about input (a file, a key, a value) are :class:`InputError`, a ``ValueError`` whose
-message names the file or key and says what was expected. Scientific outcomes that are not
-errors (an exposure excluded, no overlap, no detection) are warnings of their own classes so
-that users can filter them.
+message names the file or key and says what was expected; a missing input file is a
+:class:`MissingFileError`, which is also a ``FileNotFoundError``. Scientific outcomes that are
+not errors (an exposure excluded, no overlap, no detection) are warnings of their own classes,
+all subclasses of :class:`MosaicWarning`, so that users can filter them.
 """
 
 __all__ = [
     "InputError",
+    "MissingFileError",
     "MosaicWarning",
+    "DeblendModeWarning",
     "ExposureExcludedWarning",
+    "FewExposuresWarning",
+    "NoDetectionsWarning",
+    "NonFiniteDataWarning",
     "NoOverlapWarning",
+    "NoWCSWarning",
 ]
 
 
 class InputError(ValueError):
     """Bad input: a missing or malformed file, key or value."""
+
+
+class MissingFileError(InputError, FileNotFoundError):
+    """An input file (or folder) that does not exist."""
 
 
 class MosaicWarning(UserWarning):
@@ -28,3 +39,23 @@ class ExposureExcludedWarning(MosaicWarning):
 
 class NoOverlapWarning(MosaicWarning):
     """An exposure does not touch the output grid and was skipped."""
+
+
+class FewExposuresWarning(MosaicWarning):
+    """Outlier detection on two exposures: each pixel is compared with the lower of the two."""
+
+
+class NonFiniteDataWarning(MosaicWarning):
+    """The image has NaN or inf pixels that no mask covered; they were left out."""
+
+
+class NoDetectionsWarning(MosaicWarning):
+    """No source was found (the catalogue is empty, with all its columns)."""
+
+
+class DeblendModeWarning(MosaicWarning):
+    """Deblending fell back to linear thresholds for some parents (as photutils warns)."""
+
+
+class NoWCSWarning(MosaicWarning):
+    """The image has no celestial WCS: the catalogue's RA/Dec are NaN."""

@@ -53,15 +53,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: third-party loggers that are chatty at INFO: shown from WARNING up (or the level asked, if higher)
+_NOISY_LOGGERS = ("distributed", "bokeh", "tornado", "asyncio", "matplotlib", "PIL")
+
+
+class _QuietLibraries(logging.Filter):
+    """Drop records of ``_NOISY_LOGGERS`` below their threshold, whatever their logger's level.
+
+    A level set on the logger is not enough: distributed sets its loggers' levels (INFO) when
+    it is imported, which happens after the command line is read (when a cluster starts).
+    """
+
+    def __init__(self, threshold: int):
+        super().__init__()
+        self.threshold = threshold
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= self.threshold:
+            return True
+        return not any(record.name == n or record.name.startswith(n + ".") for n in _NOISY_LOGGERS)
+
+
 def _setup_logging(level: str, log_file: str | None) -> None:
     handlers = [logging.StreamHandler(sys.stderr)]
     if log_file:
         handlers.append(logging.FileHandler(log_file))
+    threshold = max(logging.WARNING, getattr(logging, level))
+    for handler in handlers:
+        handler.addFilter(_QuietLibraries(threshold))
     fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=getattr(logging, level), format=fmt, datefmt="%H:%M:%S", handlers=handlers, force=True)
-    # dask and distributed are chatty at INFO
-    for noisy in ("distributed", "bokeh", "tornado", "asyncio", "matplotlib", "PIL"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, getattr(logging, level)))
+    for noisy in _NOISY_LOGGERS:
+        logger = logging.getLogger(noisy)
+        logger.setLevel(threshold)
+        if noisy == "distributed" and not logger.propagate:
+            # imported before logging was set up, distributed printed through a handler of its own
+            for own in list(logger.handlers):
+                logger.removeHandler(own)
+            logger.propagate = True
 
 
 def main(argv: list[str] | None = None) -> int:

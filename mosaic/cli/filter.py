@@ -54,8 +54,9 @@ def run(args: argparse.Namespace) -> int:
     """Run ``mosaic filter``; returns the exit code."""
     from astropy.convolution import Gaussian2DKernel  # noqa: PLC0415
 
-    from mosaic.cli.background import check_output, read_image, write_images  # noqa: PLC0415
+    from mosaic.cli.background import check_output  # noqa: PLC0415
     from mosaic.image.filters import convolve, gaussian_filter, median_filter  # noqa: PLC0415
+    from mosaic.io.images import read_fits_image, write_fits_image  # noqa: PLC0415
 
     out = check_output(args.out, args.overwrite)
     if args.kind in ("gaussian", "convolve") and args.sigma is None:
@@ -67,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 0:
         msg = f"--workers {args.workers!r} is negative; expected 0 (threads) or a number of processes"
         raise InputError(msg)
-    image, header, primary = read_image(args.image, ext=args.ext, tile=args.tile)
+    source = read_fits_image(args.image, ext=args.ext, tile=args.tile)
+    image = source.data
     if args.kind == "gaussian":
         result, what = gaussian_filter(image, sigma=args.sigma, mode=args.mode), f"gaussian sigma {args.sigma} mode {args.mode}"
     elif args.kind == "median":
@@ -76,5 +78,5 @@ def run(args: argparse.Namespace) -> int:
         result = convolve(image, Gaussian2DKernel(args.sigma), nan_treatment="interpolate")
         what = f"astropy convolve, Gaussian2DKernel({args.sigma}), NaN interpolated"
     with local_client(args.workers):
-        write_images(out, {"SCI": result}, header=header, primary=primary, history=[f"mosaic filter: {what}"], overwrite=args.overwrite)
+        write_fits_image(out, {"SCI": result}, header=source.header, primary=source.primary, history=[f"mosaic filter: {what}"], overwrite=args.overwrite)
     return 0

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -59,36 +58,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def read_image(path, *, ext=None):
-    """``(sci, err or None, bad mask, header)`` of a FITS image, bad = NaN or a flagged DQ bit."""
-    from astropy.io import fits  # noqa: PLC0415
+    """``(sci, err or None, bad mask, header)`` of a FITS image in memory, bad = NaN or a flagged DQ bit.
+
+    The header is the primary header updated with the image extension's.
+    """
+    import dask  # noqa: PLC0415
 
     from mosaic.io.cal import DQ  # noqa: PLC0415
+    from mosaic.io.images import read_fits_image  # noqa: PLC0415
 
-    path = Path(path)
-    if not path.is_file():
-        msg = f"{path}: no such image; expected a FITS file"
-        raise InputError(msg)
-    try:
-        with fits.open(path, memmap=False) as hdul:
-            names = [h.name for h in hdul]
-            key = ext if ext is not None else ("SCI" if "SCI" in names else next(
-                (i for i, h in enumerate(hdul) if h.header.get("NAXIS", 0) == 2), None))
-            if key is None or (isinstance(key, str) and key not in names):
-                msg = f"{path}: no image extension {key!r}; expected one of {names}"
-                raise InputError(msg)
-            sci = np.asarray(hdul[key].data, dtype=np.float64)
-            header = hdul[0].header.copy()
-            header.update({k: v for k, v in hdul[key].header.items() if k not in ("", "COMMENT", "HISTORY")})
-            err = np.asarray(hdul["ERR"].data, dtype=np.float64) if "ERR" in names else None
-            dq = np.asarray(hdul["DQ"].data) if "DQ" in names else None
-    except InputError:
-        raise
-    except (OSError, ValueError, TypeError) as err_:
-        msg = f"{path}: cannot be read as FITS ({err_}); expected a FITS image"
-        raise InputError(msg) from None
-    if sci.ndim != 2:
-        msg = f"{path}: image has shape {sci.shape!r}; expected a 2-D image"
-        raise InputError(msg)
+    image = read_fits_image(path, ext=ext, dtype=np.float64)
+    err, dq = image.extension("ERR", dtype=np.float64), image.extension("DQ")
+    sci, err, dq = dask.compute(image.data, err, dq)
+    header = image.primary.copy()
+    header.update({k: v for k, v in image.header.items() if k not in ("", "COMMENT", "HISTORY")})
     bad = ~np.isfinite(sci)
     if dq is not None:
         bits = 0
@@ -101,13 +84,12 @@ def read_image(path, *, ext=None):
 def _pixel_scale(header, path, given) -> float:
     if given is not None:
         return float(given)
-    from astropy.wcs import WCS, FITSFixedWarning  # noqa: PLC0415
     from astropy.wcs.utils import proj_plane_pixel_scales  # noqa: PLC0415
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FITSFixedWarning)
-        wcs = WCS(header).celestial
-    if not wcs.has_celestial:
+    from mosaic.io.images import celestial_wcs  # noqa: PLC0415
+
+    wcs = celestial_wcs(header, path=path)
+    if wcs is None:
         msg = f"{path}: no celestial WCS to give the pixel scale; pass --pixel-scale ARCSEC"
         raise InputError(msg)
     return float(np.mean(proj_plane_pixel_scales(wcs)) * 3600.0)

@@ -54,13 +54,13 @@ def _jsonable(v):
 
 def run(args: argparse.Namespace) -> int:
     """Run ``mosaic stats``; returns the exit code."""
-    from mosaic.cli.background import read_image  # noqa: PLC0415
     from mosaic.image.stats import image_statistics  # noqa: PLC0415
+    from mosaic.io.images import read_fits_image  # noqa: PLC0415
 
     if args.workers < 0:
         msg = f"--workers {args.workers!r} is negative; expected 0 (threads) or a number of processes"
         raise InputError(msg)
-    image, _, _ = read_image(args.image, ext=args.ext, tile=args.tile)
+    image = read_fits_image(args.image, ext=args.ext, tile=args.tile).data
     with local_client(args.workers):
         stats = image_statistics(image, sigma=args.sigma, maxiters=args.maxiters)
     stats = {"file": str(args.image), **stats}

@@ -49,39 +49,24 @@ def parse_save(text: str) -> tuple[int, ...]:
 def psf_paths(exposure_paths, band: str, *, psf=None, psf_dir=None) -> list[Path]:
     """The PSF file of every exposure: ``--psf`` for all, or per exposure from ``--psf-dir``.
 
-    In ``--psf-dir``, exposure ``<stem>_cal.fits`` takes ``<stem>_psf.fits`` if present, else
-    the band's ``psf_<band>.fits`` (as ``mosaic simulate`` writes it).
+    See :func:`mosaic.psf.files.psf_files_for`.
 
     Raises
     ------
     InputError
         When neither or both options are given, or a PSF file is missing.
     """
+    from mosaic.psf.files import psf_files_for  # noqa: PLC0415
+
     if (psf is None) == (psf_dir is None):
         msg = "give exactly one of --psf PSF.fits (one PSF for all exposures) or --psf-dir DIR (one per exposure)"
         raise InputError(msg)
-    if psf is not None:
-        path = Path(psf)
-        if not path.is_file():
-            msg = f"{path}: no such PSF file; expected a FITS image of the PSF with PIXELSCL"
-            raise InputError(msg)
-        return [path] * len(exposure_paths)
-    folder = Path(psf_dir)
-    if not folder.is_dir():
-        msg = f"--psf-dir {folder}: not a directory; expected a folder of PSF files"
-        raise InputError(msg)
-    out = []
-    for p in exposure_paths:
-        stem = Path(p).name.removesuffix(".fits")
-        while stem.endswith(("_cal", "_crf", "_1fc")):  # preprocessed exposures keep their PSFs
-            stem = stem[:-4]
-        tried = [folder / f"{stem}_psf.fits", folder / f"psf_{band.lower()}.fits"]
-        found = next((t for t in tried if t.is_file()), None)
-        if found is None:
-            msg = f"{p}: no PSF in {folder}; expected one of {[t.name for t in tried]}"
-            raise InputError(msg)
-        out.append(found)
-    return out
+    try:
+        return psf_files_for(exposure_paths, band, psf=psf, psf_dir=psf_dir)
+    except InputError as err:
+        if psf_dir is not None and not Path(psf_dir).is_dir():
+            raise InputError(f"--psf-dir {err}") from None
+        raise
 
 
 def _background(text: str):

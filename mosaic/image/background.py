@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import dask.array as da
 import numpy as np
 
-from mosaic.exceptions import MosaicWarning
+from mosaic.exceptions import NonFiniteDataWarning
 from mosaic.ops.background import (
     N_MESH_PLANES,
     fill_mesh,
@@ -52,10 +52,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-class NonFiniteDataWarning(MosaicWarning):
-    """The image has NaN or inf pixels that no mask covered; they were left out."""
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,13 @@
 """Catalogue products and the images they are measured on.
 
 - :func:`read_image`: an ``_i2d.fits`` mosaic (SCI, ERR, WHT extensions) or a plain FITS image as
-  lazy dask arrays read block by block from the file (picklable, so any worker can read), its
+  a :class:`MosaicImage` (lazy arrays read by sections with :mod:`mosaic.io.images`), its
   celestial WCS (None where there is none) and the factor from MJy/sr sums to µJy.
 - :func:`write_catalog`: ECSV or Parquet (units and RA/Dec kept), written under a temporary
   name and renamed when whole; :func:`write_regions` a DS9 region file (Kron ellipses or
   circles, fk5 where RA/Dec are known, else image pixels).
 - :func:`write_segmentation_fits` the segmentation map as FITS, tile by tile (no process holds
-  the whole map); :func:`write_segmentation_store` the same into the zarr store
+  the whole map; :func:`mosaic.io.images.write_fits_image`); :func:`write_segmentation_store` the same into the zarr store
   (``<field>/<band>/catalogs/segmentation``).
 """
 
@@ -22,11 +22,11 @@ from pathlib import Path
 import astropy.units as u
 import dask.array as da
 import numpy as np
-from astropy.io import fits
 from astropy.table import QTable, Table
-from astropy.wcs import WCS, FITSFixedWarning
+from astropy.wcs import WCS
 
 from mosaic.exceptions import InputError
+from mosaic.io.images import read_fits_image, write_fits_image
 
 __all__ = [
     "CATALOG_FORMATS",
@@ -43,18 +43,6 @@ log = logging.getLogger(__name__)
 
 #: file suffixes and the astropy formats written for them
 CATALOG_FORMATS = {".ecsv": "ascii.ecsv", ".parquet": "parquet", ".reg": "ds9"}
-
-
-class _FitsBlocks:
-    """Array-like view of one FITS image extension, read slice by slice (memory-mapped)."""
-
-    def __init__(self, path, ext, shape, dtype):
-        self.path, self.ext = str(path), ext
-        self.shape, self.dtype, self.ndim = tuple(shape), np.dtype(dtype), len(shape)
-
-    def __getitem__(self, key):
-        with fits.open(self.path, memmap=True) as hdul:
-            return np.array(hdul[self.ext].data[key], dtype=self.dtype)
 
 
 @dataclass
@@ -78,21 +66,8 @@ class MosaicImage:
         return 1.0, u.Unit(self.bunit) if self.bunit else u.dimensionless_unscaled
 
 
-def _celestial(header, path) -> WCS | None:
-    import warnings  # noqa: PLC0415
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FITSFixedWarning)
-        try:
-            w = WCS(header).celestial
-        except Exception as err:  # a malformed WCS is reported as missing, with why
-            log.warning("%s: WCS unreadable (%s)", path, err)
-            return None
-    return w if w.has_celestial else None
-
-
 def read_image(path, *, tile=1024) -> MosaicImage:
-    """Read an ``_i2d.fits`` mosaic or a plain FITS image lazily.
+    """Read an ``_i2d.fits`` mosaic or a plain FITS image lazily (float64, by sections).
 
     Parameters
     ----------
@@ -102,49 +77,17 @@ def read_image(path, *, tile=1024) -> MosaicImage:
     tile : int
         Chunk size of the dask arrays.
     """
-    path = Path(path)
-    if not path.exists():
-        msg = f"{path}: no such file; expected an _i2d.fits mosaic or a FITS image"
-        raise FileNotFoundError(msg)
-    try:
-        hdul = fits.open(path, memmap=True)
-    except OSError as err:
-        msg = f"{path}: not a readable FITS file ({err}); expected an _i2d.fits mosaic or a FITS image"
-        raise InputError(msg) from None
-    with hdul:
-        names = [h.name for h in hdul]
-        if "SCI" in names:
-            sci_ext = "SCI"
-        else:
-            found = [i for i, h in enumerate(hdul) if h.is_image and h.data is not None and h.data.ndim == 2]
-            if not found:
-                msg = f"{path}: no SCI extension and no 2-D image HDU; expected an _i2d.fits mosaic or a 2-D FITS image"
-                raise InputError(msg)
-            sci_ext = found[0]
-        hdr = hdul[sci_ext].header
-        shape = hdul[sci_ext].data.shape
-        if len(shape) != 2:
-            msg = f"{path}[{sci_ext}]: image has shape {shape}; expected a 2-D image"
-            raise InputError(msg)
-        prim = hdul[0].header
-        arrays = {}
-        for key, ext in (("sci", sci_ext), ("err", "ERR"), ("wht", "WHT")):
-            if ext != sci_ext and ext not in names:
-                arrays[key] = None
-                continue
-            if hdul[ext].data.shape != shape:
-                msg = f"{path}[{ext}]: shape {hdul[ext].data.shape} differs from SCI {shape}; expected one shape"
-                raise InputError(msg)
-            arrays[key] = da.from_array(_FitsBlocks(path, ext, shape, np.float64), chunks=tile, meta=np.zeros((0, 0)))
-        wcs = _celestial(hdr, path)
-        band = str(prim.get("FILTER", hdr.get("FILTER", "UNKNOWN")))
-        bunit = str(hdr.get("BUNIT", ""))
+    image = read_fits_image(path, tile=tile, dtype=np.float64)
+    err, wht = (image.extension(name, dtype=np.float64) for name in ("ERR", "WHT"))
+    wcs = image.wcs
     area = None
     if wcs is not None:
         from astropy.wcs.utils import proj_plane_pixel_area  # noqa: PLC0415
 
         area = float(proj_plane_pixel_area(wcs) * (np.pi / 180.0) ** 2)
-    return MosaicImage(path, arrays["sci"], arrays["err"], arrays["wht"], wcs, band, bunit, area)
+    band = str(image.primary.get("FILTER", image.header.get("FILTER", "UNKNOWN")))
+    bunit = str(image.header.get("BUNIT", ""))
+    return MosaicImage(image.path, image.data, err, wht, wcs, band, bunit, area)
 
 
 def _temporary(path: Path) -> Path:
@@ -239,29 +182,10 @@ def write_regions(table: Table, path, *, overwrite: bool = False, kron_scale: fl
 
 def write_segmentation_fits(segmentation: da.Array, path, *, wcs: WCS | None = None, overwrite: bool = False) -> Path:
     """The segmentation map as a FITS image (int32, extension ``SEGM``), written tile by tile."""
-    from mosaic.io.products import PendingFile, _FitsImageTarget, _image_header, _padded  # noqa: PLC0415
-    from mosaic.progress import compute  # noqa: PLC0415
-
     path = Path(path)
     _check_out(path, overwrite)
     seg = da.asarray(segmentation).astype(np.int32)
-    wcs_header = wcs.to_header() if wcs is not None else fits.Header()
-    hdr = _image_header("SEGM", seg.shape, np.int32, wcs_header)
-    prim = fits.Header([("SIMPLE", True), ("BITPIX", 8), ("NAXIS", 0), ("EXTEND", True), ("ORIGIN", "mosaic")])
-    tmp = _temporary(path)
-    with open(tmp, "wb") as fh:
-        fh.write(prim.tostring().encode("ascii"))
-        fh.write(hdr.tostring().encode("ascii"))
-        offset = fh.tell()
-        fh.seek(offset + _padded(seg.size * 4))
-        fh.truncate()
-    pending = PendingFile(da.store(seg, _FitsImageTarget(tmp, offset, seg.shape, np.int32), lock=False, compute=False), tmp, path)
-    try:
-        compute(pending.writes, description=f"writing {path.name}")
-    except BaseException:
-        pending.abort()
-        raise
-    return pending.commit()
+    return write_fits_image(path, {"SEGM": seg}, wcs=wcs, overwrite=overwrite)
 
 
 def write_segmentation_store(store, field: str, band: str, segmentation: da.Array, *, wcs: WCS | None = None, overwrite: bool = False, name: str = "catalogs/segmentation"):

@@ -12,8 +12,6 @@ every tile is in.
 from __future__ import annotations
 
 import logging
-import os
-import uuid
 from pathlib import Path
 
 import dask.array as da
@@ -22,6 +20,7 @@ import xarray as xr
 from astropy.io import fits
 
 from mosaic.io.grid import MosaicGrid
+from mosaic.io.images import PendingFile, extension_header, lay_out_fits
 
 __all__ = ["I2D_EXTENSIONS", "PendingFile", "write_drizzle_products", "write_i2d"]
 
@@ -45,8 +44,6 @@ _UNITS = {
     "VAR_RNOISE": "(MJy/sr)^2",
     "VAR_FLAT": "(MJy/sr)^2",
 }
-_BITPIX = {np.dtype(np.float32): -32, np.dtype(np.float64): -64, np.dtype(np.int32): 32, np.dtype(np.int16): 16}
-_BLOCK = 2880
 
 # primary-header keywords taken from the dataset's attributes
 _PRIMARY_KEYS = {
@@ -59,88 +56,14 @@ _PRIMARY_KEYS = {
 }
 
 
-class _FitsImageTarget:
-    """Write blocks of one FITS image extension in place (``os.pwrite`` of byte ranges).
-
-    Picklable (a path and an offset), so any worker that sees the file system can write.
-    """
-
-    def __init__(self, path, offset: int, shape, dtype):
-        self.path = str(path)
-        self.offset = int(offset)
-        self.shape = tuple(int(s) for s in shape)
-        self.dtype = np.dtype(dtype).newbyteorder(">")
-        self.ndim = len(self.shape)
-
-    def __setitem__(self, key, value):
-        key = key if isinstance(key, tuple) else (key,)
-        sl = [k.indices(n) for k, n in zip(key, self.shape, strict=True)]
-        block = np.ascontiguousarray(np.asarray(value), dtype=self.dtype)
-        ny, nx = self.shape[-2:]
-        (y0, y1, _), (x0, x1, _) = sl[-2:]
-        item = self.dtype.itemsize
-        planes = block.reshape(-1, y1 - y0, x1 - x0)
-        plane_starts = list(np.ndindex(*block.shape[:-2])) or [()]
-        fd = os.open(self.path, os.O_WRONLY)
-        try:
-            for plane, idx in zip(planes, plane_starts, strict=True):
-                p = int(np.ravel_multi_index(tuple(s[0] + i for s, i in zip(sl[:-2], idx, strict=True)), self.shape[:-2])) if idx else 0
-                base = self.offset + p * ny * nx * item
-                if x0 == 0 and x1 == nx:
-                    # whole rows are contiguous in the file: one write
-                    os.pwrite(fd, plane.tobytes(), base + y0 * nx * item)
-                    continue
-                for r, row in enumerate(plane):
-                    os.pwrite(fd, row.tobytes(), base + ((y0 + r) * nx + x0) * item)
-        finally:
-            os.close(fd)
-
-
-class PendingFile:
-    """A laid-out product file waiting for its tiles; :meth:`commit` renames it into place.
-
-    Attributes
-    ----------
-    writes : dask Delayed
-        The tile writes; compute them (with other work) before committing.
-    """
-
-    def __init__(self, writes, tmp: Path, final: Path):
-        self.writes = writes
-        self.tmp = tmp
-        self.final = final
-
-    def commit(self) -> Path:
-        """Rename the complete file to its final name."""
-        os.replace(self.tmp, self.final)
-        log.info("wrote %s", self.final)
-        return self.final
-
-    def abort(self) -> None:
-        """Remove the temporary file."""
-        self.tmp.unlink(missing_ok=True)
-
-
-def _padded(n: int) -> int:
-    return -(-n // _BLOCK) * _BLOCK
-
-
 def _image_header(name: str, shape, dtype, wcs_header: fits.Header) -> fits.Header:
-    h = fits.Header()
-    h["XTENSION"] = ("IMAGE", "image extension")
-    h["BITPIX"] = _BITPIX[np.dtype(dtype)]
-    h["NAXIS"] = len(shape)
-    for i, n in enumerate(reversed(shape), start=1):
-        h[f"NAXIS{i}"] = int(n)
-    h["PCOUNT"] = 0
-    h["GCOUNT"] = 1
-    h["EXTNAME"] = name
+    cards = fits.Header()
     if name in _UNITS:
-        h["BUNIT"] = _UNITS[name]
+        cards["BUNIT"] = _UNITS[name]
     for card in wcs_header.cards:
-        if card.keyword.startswith("NAXIS") or card.keyword in ("", "COMMENT", "HISTORY"):
-            continue
-        h[card.keyword] = (card.value, card.comment)
+        if card.keyword not in ("COMMENT", "HISTORY"):
+            cards.append(card)
+    h = extension_header(name, shape, dtype, cards)
     if name == "CON":
         h["COMMENT"] = "bit k of plane p set: exposure 32p+k contributed to the pixel"
     return h
@@ -215,7 +138,7 @@ def write_i2d(
             raise ValueError(msg)
 
     wcs_header = grid.to_header()
-    hdrs, arrays = [], []
+    extensions = []
     for name, var in I2D_EXTENSIONS.items():
         if var not in mosaic:
             continue
@@ -223,35 +146,9 @@ def write_i2d(
         if not isinstance(a, da.Array):
             a = da.from_array(np.asarray(a), chunks=(*a.shape[:-2], *grid.tile))
         dtype = np.int32 if var == "con" else np.float32
-        arrays.append((name, a.astype(dtype)))
-        hdrs.append(_image_header(name, a.shape, dtype, wcs_header))
-
-    tmp = path.with_name(f".{path.name}.part-{uuid.uuid4().hex[:8]}")
-    prim = _primary_header(dict(mosaic.attrs), primary_header)
-    targets = []
-    with open(tmp, "wb") as fh:
-        fh.write(prim.tostring().encode("ascii"))
-        for h, (name, a) in zip(hdrs, arrays, strict=True):
-            fh.write(h.tostring().encode("ascii"))
-            offset = fh.tell()
-            nbytes = int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize
-            # reserve the padded data area (sparse): tiles are written into it later
-            fh.seek(offset + _padded(nbytes))
-            targets.append(_FitsImageTarget(tmp, offset, a.shape, a.dtype))
-        fh.truncate()
-    sources = [a for _, a in arrays]
-    writes = da.store(sources, targets, lock=False, compute=False)
-    pending = PendingFile(writes, tmp, path)
-    if not compute:
-        return pending
-    from mosaic.progress import compute as progress_compute  # noqa: PLC0415
-
-    try:
-        progress_compute(writes, description=f"writing {path.name}")
-    except BaseException:
-        pending.abort()
-        raise
-    return pending.commit()
+        extensions.append((_image_header(name, a.shape, dtype, wcs_header), a.astype(dtype)))
+    pending = lay_out_fits(path, _primary_header(dict(mosaic.attrs), primary_header), extensions)
+    return pending.compute() if compute else pending
 
 
 def write_drizzle_products(

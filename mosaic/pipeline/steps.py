@@ -38,7 +38,6 @@ __all__ = [
     "STEPS",
     "Step",
     "UPDCStep",
-    "catalog_i2d",
     "digest",
     "file_token",
 ]
@@ -215,25 +214,18 @@ class BandRun:
 
 
 def psf_for_exposures(paths, band: str, psf: Path, *, where: str) -> list[Path]:
-    """The PSF file of every exposure: ``psf`` itself, or from the folder ``psf``.
+    """The PSF file of every exposure: ``psf`` itself, or from the folder ``psf``
+    (:func:`mosaic.psf.files.psf_files_for`); a missing one is a :class:`ConfigError` at ``where``."""
+    from mosaic.exceptions import InputError  # noqa: PLC0415
+    from mosaic.psf.files import psf_files_for  # noqa: PLC0415
 
-    In a folder, exposure ``<stem>_cal.fits`` takes ``<stem>_psf.fits`` if present, else the
-    band's ``psf_<band>.fits`` (as ``mosaic simulate`` writes).
-    """
     psf = Path(psf)
-    if psf.is_file():
-        return [psf] * len(paths)
-    if not psf.is_dir():
+    if not psf.exists():
         raise ConfigError(f"{where}: {psf} does not exist; expected a PSF file or a folder of PSF files")
-    out = []
-    for p in paths:
-        stem = Path(p).name.removesuffix(".fits").removesuffix("_cal")
-        tried = [psf / f"{stem}_psf.fits", psf / f"psf_{band.lower()}.fits"]
-        found = next((t for t in tried if t.is_file()), None)
-        if found is None:
-            raise ConfigError(f"{where}: no PSF for {Path(p).name} in {psf}; expected one of {[t.name for t in tried]}")
-        out.append(found)
-    return out
+    try:
+        return psf_files_for(paths, band, **({"psf_dir": psf} if psf.is_dir() else {"psf": psf}))
+    except InputError as err:
+        raise ConfigError(f"{where}: {err}") from None
 
 
 def _available(module: str, function: str):
@@ -453,35 +445,6 @@ def _iteration_images(run: BandRun, iterations):
     return {f"{method}_iter{n:02d}": result.product(n)["sci"] for n in iterations if n < len(result.iterations)}
 
 
-def catalog_i2d(path, out, *, threshold: float, npixels: int, tile: int = 1024) -> Path:
-    """A segmentation catalogue of an ``_i2d.fits`` mosaic (as ``mosaic detect`` makes it).
-
-    Pixels that are NaN or have zero weight are masked; the threshold is ``threshold`` times
-    ERR; photometry by :func:`mosaic.catalog.photometry.source_catalog`, tile by tile.
-    """
-    import dask.array as da  # noqa: PLC0415
-    import numpy as np  # noqa: PLC0415
-
-    from mosaic.catalog.detect import detect_segmentation  # noqa: PLC0415
-    from mosaic.catalog.photometry import source_catalog  # noqa: PLC0415
-    from mosaic.exceptions import InputError  # noqa: PLC0415
-    from mosaic.io.catalogs import read_image, write_catalog  # noqa: PLC0415
-
-    image = read_image(path, tile=tile)
-    if image.err is None:
-        raise InputError(f"{path}: no ERR extension to set the detection threshold; expected updc.errors: true")
-    good = da.isfinite(image.sci)
-    if image.wht is not None:
-        good &= image.wht > 0
-    filled = da.where(good, image.sci, 0.0)
-    rms = da.where(good & (image.err > 0), image.err, np.inf)
-    seg = detect_segmentation(filled, threshold * rms, n_pixels=npixels, mask=~good, tile=(tile, tile))
-    scale, unit = image.flux_scale
-    table = source_catalog(filled, seg, error=image.err, mask=~good, wcs=image.wcs, flux_scale=scale, flux_unit=unit)
-    table.meta.update(image=str(path), method="segmentation", threshold_sigma=threshold, band=image.band)
-    return write_catalog(table, out, overwrite=True)
-
-
 class CatalogStep(Step):
     """Segmentation catalogues (``catalogs/<stem>_<label>_cat.ecsv``) of the saved iterations'
     ``_i2d.fits`` files (sky-subtracted, with ERR and WHT), or of the drizzle mosaic when UPDC is off."""
@@ -503,13 +466,18 @@ class CatalogStep(Step):
         return {"catalogs": run.config.catalogs, "images": sorted(self._targets(run)), "upstream": upstream}
 
     def run(self, run: BandRun, *, resume: bool, overwrite: bool) -> Outcome:
+        from mosaic.pipeline.detect import detect_image  # noqa: PLC0415
+
         c = run.config.catalogs
         folder = run.outdir / "catalogs"
         folder.mkdir(parents=True, exist_ok=True)
         products = {}
         for label, image in self._targets(run).items():
             out = folder / f"{run.stem}_{label}_cat.ecsv"
-            products[label] = str(catalog_i2d(image, out, threshold=c.threshold, npixels=c.npixels, tile=run.config.grid.tile))
+            # the mosaic as it is (no smoothing, no deblending), thresholds from its ERR
+            detect_image(image, out, threshold=c.threshold, n_pixels=c.npixels, fwhm=0.0, radii=(), tile=run.config.grid.tile,
+                         require_error=True, overwrite=True, background_box=c.background_box)
+            products[label] = str(out)
         return Outcome(products=products, detail=f"{len(products)} catalogues")
 
 

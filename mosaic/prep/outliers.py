@@ -25,7 +25,7 @@ import xarray as xr
 from drizzle.utils import estimate_pixel_scale_ratio
 
 from mosaic.coadd.drizzle import blot_to_exposure, drizzle_mosaic, exposure_wcs
-from mosaic.exceptions import InputError, MosaicWarning
+from mosaic.exceptions import FewExposuresWarning, InputError
 from mosaic.io.cal import CalCutouts, bad_bits_from, good_fraction, read_exposures
 from mosaic.io.grid import MosaicGrid
 from mosaic.ops.drizzle import BLOT_METHODS, KERNELS, WEIGHTS, weight_map
@@ -40,10 +40,6 @@ log = logging.getLogger(__name__)
 
 #: the blot of the combination: drizzle's interpolating blot, as the JWST step and the paper use
 DEFAULT_OUTLIER_BLOT = "interp"
-
-
-class FewExposuresWarning(MosaicWarning):
-    """Outlier detection on two exposures: each pixel is compared with the lower of the two."""
 
 
 class _OneExposure:

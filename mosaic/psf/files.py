@@ -36,7 +36,7 @@ from astropy.io import fits
 from mosaic.exceptions import InputError
 from mosaic.registry import algorithm
 
-__all__ = ["read_psf", "write_psf", "psf_groups", "resample_psf"]
+__all__ = ["read_psf", "write_psf", "psf_files_for", "psf_groups", "exposure_stem", "resample_psf"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 SCALE_RTOL = 1e-6
 
 _SCALE_KEY = "PIXELSCL"
+#: suffixes of exposure products that share the PSF of their exposure (cal, outliers, 1/f)
+_PRODUCT_SUFFIXES = ("_cal", "_crf", "_1fc", "_bkg")
 
 
 def _psf_hdu(hdul, path: Path, ext):
@@ -231,6 +233,72 @@ def read_psf(path, *, pixel_scale_arcsec: float | None = None, ext=None) -> tupl
         path, scale, target, psf.shape[0], out.shape[0],
     )
     return out, target
+
+
+def exposure_stem(path) -> str:
+    """The stem that names an exposure's PSF: the file name less ``.fits`` and its product suffixes.
+
+    ``jw..._nrcb1_cal.fits``, ``..._cal_1fc.fits`` and ``..._cal_1fc_crf.fits`` (preprocessed
+    copies keep the PSF of their exposure) all give ``jw..._nrcb1``.
+    """
+    stem = Path(path).name.removesuffix(".fits")
+    while stem.endswith(_PRODUCT_SUFFIXES):
+        stem = stem[:-4]
+    return stem
+
+
+def psf_files_for(exposure_paths: Sequence, band: str, *, psf=None, psf_dir=None) -> list[Path]:
+    """The PSF file of every exposure: ``psf`` for all, or one per exposure from ``psf_dir``.
+
+    In ``psf_dir``, exposure ``<stem>_cal.fits`` (see :func:`exposure_stem`) takes
+    ``<stem>_psf.fits`` if present, else the band's ``psf_<band>.fits`` (as ``mosaic simulate``
+    writes them).
+
+    Parameters
+    ----------
+    exposure_paths : sequence of path-like
+        The exposures.
+    band : str
+        Their filter, e.g. ``"F200W"``.
+    psf : path-like, optional
+        One PSF file for all exposures.
+    psf_dir : path-like, optional
+        A folder of PSF files. Give exactly one of ``psf`` and ``psf_dir``.
+
+    Returns
+    -------
+    list of pathlib.Path
+        In exposure order.
+
+    Raises
+    ------
+    InputError
+        When neither or both of ``psf`` and ``psf_dir`` are given, the file or folder does not
+        exist, or an exposure has no PSF in the folder (the message names it and the files tried).
+    """
+    if (psf is None) == (psf_dir is None):
+        msg = f"give exactly one of psf= (one PSF for all exposures) or psf_dir= (one per exposure); got psf={psf!r}, psf_dir={psf_dir!r}"
+        raise InputError(msg)
+    if psf is not None:
+        path = Path(psf)
+        if not path.is_file():
+            msg = f"{path}: no such PSF file; expected a FITS image of the PSF with PIXELSCL"
+            raise InputError(msg)
+        return [path] * len(exposure_paths)
+    folder = Path(psf_dir)
+    if not folder.is_dir():
+        msg = f"{folder}: not a directory; expected a folder of PSF files (<stem>_psf.fits or psf_<band>.fits)"
+        raise InputError(msg)
+    out = []
+    for p in exposure_paths:
+        stem = exposure_stem(p)
+        tried = [folder / f"{stem}_psf.fits", folder / f"psf_{band.lower()}.fits"]
+        found = next((t for t in tried if t.is_file()), None)
+        if found is None:
+            msg = f"{p}: no PSF in {folder}; expected one of {[t.name for t in tried]}"
+            raise InputError(msg)
+        out.append(found)
+    return out
 
 
 def psf_groups(psf_paths_per_exposure: Sequence) -> dict[Path, list[int]]:

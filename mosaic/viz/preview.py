@@ -23,6 +23,7 @@ import dask.array as da
 import numpy as np
 
 from mosaic.exceptions import InputError
+from mosaic.io.images import open_image as io_open_image
 from mosaic.registry import algorithm
 from mosaic.viz.stretch import INTERVALS, STRETCHES, display_norm
 
@@ -129,34 +130,6 @@ def block_mean(array, factor: int):
     return out if lazy else out.compute()
 
 
-def _read_fits_block(path: str, ext, block_info=None):
-    from astropy.io import fits  # noqa: PLC0415
-
-    (y0, y1), (x0, x1) = block_info[None]["array-location"]
-    with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
-        # a section reads only these rows and columns from the file
-        return np.asarray(hdul[ext].section[y0:y1, x0:x1])
-
-
-def _fits_image_hdu(hdul, path: Path, ext):
-    from astropy.io import fits  # noqa: PLC0415
-
-    if ext is not None:
-        try:
-            return ext, hdul[ext]
-        except (KeyError, IndexError):
-            msg = f"{path}: no extension {ext!r}; expected one of {[h.name for h in hdul]}"
-            raise InputError(msg) from None
-    names = [h.name for h in hdul]
-    if "SCI" in names:
-        return "SCI", hdul["SCI"]
-    for i, hdu in enumerate(hdul):
-        if isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU) and hdu.header.get("NAXIS", 0) >= 2:
-            return i, hdu
-    msg = f"{path}: no image; expected a 2-D image in the SCI, primary or an image extension"
-    raise InputError(msg)
-
-
 def open_image(path, *, ext=None, chunk: int = _CHUNK) -> da.Array:
     """A FITS image or a zarr array as a lazy dask array, read chunk by chunk.
 
@@ -173,37 +146,9 @@ def open_image(path, *, ext=None, chunk: int = _CHUNK) -> da.Array:
     Returns
     -------
     dask.array.Array
-        2-D, in the file's dtype; a FITS chunk is read with ``ImageHDU.section`` (no memmap of the
-        whole file), a zarr chunk by zarr.
+        2-D, in the file's dtype (see :func:`mosaic.io.images.open_image`).
     """
-    path = Path(path)
-    if not path.exists():
-        msg = f"{path}: no such image; expected a FITS file or a zarr array"
-        raise InputError(msg)
-    if path.is_dir():
-        try:
-            return da.from_zarr(str(path), component=ext)
-        except Exception as err:  # zarr raises several kinds for a path that is not an array
-            msg = f"{path}: cannot be read as a zarr array ({err}); expected a 2-D zarr array (pass ext= for a group)"
-            raise InputError(msg) from None
-    from astropy.io import fits  # noqa: PLC0415
-
-    try:
-        with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
-            key, hdu = _fits_image_hdu(hdul, path, ext)
-            header = hdu.header
-            shape = tuple(header[f"NAXIS{i}"] for i in range(header["NAXIS"], 0, -1))
-            dtype = np.dtype(hdu.section[:1, :1].dtype) if len(shape) == 2 else None
-    except InputError:
-        raise
-    except OSError as err:
-        msg = f"{path}: cannot be read as FITS ({err}); expected a FITS image"
-        raise InputError(msg) from None
-    if len(shape) != 2:
-        msg = f"{path}: extension {key!r} has shape {shape!r}; expected a 2-D image"
-        raise InputError(msg)
-    chunks = tuple((chunk,) * (n // chunk) + ((n % chunk,) if n % chunk else ()) for n in shape)
-    return da.map_blocks(_read_fits_block, str(path), key, chunks=chunks, dtype=dtype, meta=np.empty((0, 0), dtype))
+    return io_open_image(path, ext=ext, tile=chunk)
 
 
 @algorithm("display")

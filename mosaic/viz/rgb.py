@@ -22,15 +22,15 @@ from __future__ import annotations
 import json
 import logging
 import math
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from mosaic.exceptions import InputError
+from mosaic.io.images import read_fits_image
 from mosaic.registry import algorithm
-from mosaic.viz.preview import block_mean, open_image, save_png
+from mosaic.viz.preview import block_mean, save_png
 from mosaic.viz.stretch import display_norm
 
 __all__ = ["PAPER_MAPPING", "METHODS", "parse_mapping", "read_band_image", "common_grid", "combine_bands", "rgb_pixels", "write_rgb"]
@@ -114,21 +114,9 @@ def read_band_image(path, *, ext=None):
     data : dask.array.Array
     wcs : astropy.wcs.WCS or None
     """
-    from astropy.io import fits  # noqa: PLC0415
-    from astropy.wcs import WCS, FITSFixedWarning  # noqa: PLC0415
-
-    data = open_image(path, ext=ext)
-    with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
-        names = [h.name for h in hdul]
-        hdu = hdul[ext if ext is not None else ("SCI" if "SCI" in names else 0)]
-        if hdu.header.get("NAXIS", 0) < 2:
-            hdu = next(h for h in hdul if h.header.get("NAXIS", 0) >= 2)
-        header = hdu.header
-        band = header.get("FILTER", hdul[0].header.get("FILTER"))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FITSFixedWarning)
-            wcs = WCS(header).celestial
-    return (str(band).upper() if band else None), data, (wcs if wcs.has_celestial else None)
+    image = read_fits_image(path, ext=ext)
+    band = image.band
+    return (band.upper() if band else None), image.data, image.wcs
 
 
 def _same_grid(a, b) -> bool:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import matplotlib.image as mpimg
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -52,27 +51,6 @@ def test_errors_are_one_line_and_nonzero(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "psf_size must be odd" in err[0]
     assert not (tmp_path / "g").exists(), "a refused configuration must write nothing"
-
-
-def test_demo_writes_previews_of_what_it_simulated(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
-    out = capsys.readouterr().out
-    assert "truth_png" in out
-    truth = fits.getdata(tmp_path / "demo" / "exposures" / "truth.fits")
-    img = mpimg.imread(tmp_path / "demo" / "truth.png")
-    assert img.shape[:2] == truth.shape
-    # the brightest truth pixel is white in the preview (rows are flipped: north up)
-    y, x = np.unravel_index(np.nanargmax(truth), truth.shape)
-    assert img[truth.shape[0] - 1 - y, x, :3].min() > 0.95
-    # the drizzle mosaic is on the truth's grid, and its brightest star is the truth's
-    with fits.open(tmp_path / "demo" / "demo_drizzle_i2d.fits") as i2d:
-        sci = i2d["SCI"].data
-        assert sci.shape == truth.shape and i2d["SCI"].header["CTYPE1"] == "RA---TAN"
-    yd, xd = np.unravel_index(np.nanargmax(sci), sci.shape)
-    assert np.hypot(yd - y, xd - x) < 3
-    from mosaic.io.store import Store  # noqa: PLC0415
-
-    assert Store(tmp_path / "demo" / "demo.zarr").is_complete("demo", "F200W", "drizzle")
 
 
 def test_drizzle_and_updc_can_clean_outliers_first(tmp_path, small_field):

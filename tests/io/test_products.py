@@ -10,7 +10,7 @@ import xarray as xr
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from mosaic.io import products
+from mosaic.io import images
 from mosaic.io.grid import MosaicGrid
 from mosaic.io.products import write_drizzle_products, write_i2d
 from mosaic.io.store import Store
@@ -65,13 +65,13 @@ def test_i2d_holds_every_array_with_the_grid_wcs(tmp_path, grid):
 def test_i2d_is_written_tile_by_tile(tmp_path, grid, monkeypatch):
     ds, want = _mosaic(grid)
     seen = []
-    real = products._FitsImageTarget.__setitem__
+    real = images._FitsImageTarget.__setitem__
 
     def spy(self, key, value):
         seen.append(np.shape(value)[-2:])
         return real(self, key, value)
 
-    monkeypatch.setattr(products._FitsImageTarget, "__setitem__", spy)
+    monkeypatch.setattr(images._FitsImageTarget, "__setitem__", spy)
     path = write_i2d(tmp_path / "t_i2d.fits", ds, grid)
     # no write is larger than a tile: the whole mosaic is never in one piece
     assert max(a * b for a, b in seen) <= grid.tile[0] * grid.tile[1]

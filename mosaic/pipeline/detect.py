@@ -1,0 +1,176 @@
+"""A source catalogue of an image file: read it, detect tile by tile, measure, write the products.
+
+:func:`detect_image` is what ``mosaic detect`` and the pipeline's catalogue step run. The image
+is an ``_i2d.fits`` mosaic (SCI, ERR, WHT) or a plain FITS image. Pixels that are NaN or have
+zero weight are masked. The threshold is ``threshold`` times the background RMS: the ERR
+extension where there is one (the mosaic is sky-subtracted), else the sigma-clipped standard
+deviation of the image from a strided sample (whose clipped median is then removed as the sky).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from mosaic.exceptions import InputError
+
+__all__ = ["DETECTION_METHODS", "background_rms", "detect_image"]
+
+log = logging.getLogger(__name__)
+
+#: detection methods of :func:`detect_image`
+DETECTION_METHODS = ("segmentation", "daofind")
+
+
+def background_rms(sci, good) -> tuple[float, float]:
+    """Sigma-clipped median and standard deviation from a strided sample of about 1e6 pixels.
+
+    Parameters
+    ----------
+    sci : array-like
+        2-D image (NumPy or dask).
+    good : array-like
+        True where a pixel may be used.
+
+    Returns
+    -------
+    median, std : float
+    """
+    from astropy.stats import sigma_clipped_stats  # noqa: PLC0415
+
+    step = max(1, int(np.sqrt(sci.size / 1e6)))
+    sample = np.asarray(sci[::step, ::step])
+    ok = np.asarray(good[::step, ::step]) & np.isfinite(sample)
+    if not ok.any():
+        msg = "the image has no finite, unmasked pixel; expected data to detect sources on"
+        raise InputError(msg)
+    _, med, std = sigma_clipped_stats(sample[ok])
+    return float(med), float(std)
+
+
+def detect_image(path, out, *, method: str = "segmentation", threshold: float = 1.5, n_pixels: int = 10,
+                 deblend: bool = False, fwhm: float = 2.0, radii=(3.0, 6.0), tile: int = 1024, require_error: bool = False,
+                 regions=None, segmentation=None, store=None, field: str | None = None, overwrite: bool = False,
+                 background_box: int | None = None):
+    """Detect and measure the sources of an image file and write the catalogue (and products).
+
+    Computes on the current dask client, if any (else with threads here).
+
+    Parameters
+    ----------
+    path : path-like
+        ``_i2d.fits`` mosaic or FITS image.
+    out : path-like
+        Catalogue file, ``.ecsv`` or ``.parquet``.
+    method : {"segmentation", "daofind"}
+        Segmentation with photometry (:func:`mosaic.catalog.photometry.source_catalog`), or
+        DAOFIND peaks (:func:`mosaic.catalog.daofind.detect_daofind`).
+    threshold : float
+        Detection threshold in units of the background RMS.
+    background_box : int, optional
+        Subtract a local background first (sigma-clipped meshes of this size,
+        :func:`mosaic.image.background.background_2d`): what the mosaic's global sky leaves,
+        such as the intracluster light, is then not detected as sources.
+    n_pixels : int
+        Least number of connected pixels of a segment.
+    deblend : bool
+        Deblend overlapping segments.
+    fwhm : float
+        FWHM in pixels of the Gaussian that smooths the detection image (0: none), or of the
+        DAOFIND kernel (> 0).
+    radii : sequence of float
+        Circular aperture radii in pixels (segmentation).
+    tile : int
+        Tile side in pixels.
+    require_error : bool
+        Refuse an image without an ERR extension.
+    regions : path-like, optional
+        Also write a DS9 region file.
+    segmentation : path-like, optional
+        Also write the segmentation map as FITS (segmentation method).
+    store : mosaic.io.store.Store, optional
+        Also write the segmentation map into this store, as ``<field>/<band>/catalogs/segmentation``.
+    field : str, optional
+        Field name in the store (default: the image file's stem).
+    overwrite : bool
+        Replace existing outputs.
+
+    Returns
+    -------
+    astropy.table.QTable
+        The catalogue written to ``out``.
+    """
+    import dask.array as da  # noqa: PLC0415
+
+    from mosaic.catalog.daofind import detect_daofind  # noqa: PLC0415
+    from mosaic.catalog.detect import detect_segmentation, smooth  # noqa: PLC0415
+    from mosaic.catalog.photometry import source_catalog  # noqa: PLC0415
+    from mosaic.io.catalogs import read_image, write_catalog, write_segmentation_fits, write_segmentation_store  # noqa: PLC0415
+
+    if method not in DETECTION_METHODS:
+        msg = f"method {method!r} is unknown; expected one of {list(DETECTION_METHODS)}"
+        raise InputError(msg)
+    if fwhm < 0 or (method == "daofind" and fwhm == 0):
+        msg = f"fwhm {fwhm!r} is out of range; expected > 0 (>= 0 for segmentation, 0 meaning no smoothing)"
+        raise InputError(msg)
+    image = read_image(path, tile=tile)
+    if require_error and image.err is None:
+        msg = f"{path}: no ERR extension to set the detection threshold; expected an _i2d.fits mosaic with ERR (updc.errors: true in a field config)"
+        raise InputError(msg)
+    tiles = (tile, tile)
+    good = da.isfinite(image.sci)
+    if image.wht is not None:
+        good &= image.wht > 0
+    if image.err is not None:
+        # i2d products are sky-subtracted, with their noise in ERR
+        sci = da.where(good, image.sci, np.nan)
+        rms = da.where(good & (image.err > 0), image.err, np.inf)
+        log.info("detect: threshold %g x ERR", threshold)
+    else:
+        # a plain image gets its clipped median removed and its clipped std as the noise
+        sky, rms = background_rms(image.sci, good)
+        sci = da.where(good, image.sci - sky, np.nan)
+        log.info("detect: threshold %g x %.4g (clipped std of the image)", threshold, rms)
+    if background_box is not None:
+        from mosaic.image.background import background_2d  # noqa: PLC0415
+
+        box = int(background_box)
+        if box < 4 or box > min(image.sci.shape):
+            msg = f"background_box {background_box!r} is out of range; expected 4 to {min(image.sci.shape)} pixels (the image's shorter side)"
+            raise InputError(msg)
+        local = background_2d(da.where(good, sci, np.nan), box_size=box, filter_size=3, mask=~good, tile=max(box, tile // box * box))
+        sci = sci - local.background
+        log.info("detect: local background of %d px meshes subtracted", box)
+    if image.wcs is None:
+        log.warning("detect: %s has no celestial WCS; the catalogue has positions in pixels only (RA/Dec NaN)", path)
+    limit = threshold * rms
+    seg = None
+    if method == "daofind":
+        table = detect_daofind(sci, limit, fwhm=fwhm, mask=~good, tile=tiles)
+        if image.wcs is not None and len(table):
+            ra, dec = image.wcs.pixel_to_world_values(np.asarray(table["x_centroid"]), np.asarray(table["y_centroid"]))
+            table["ra"], table["dec"] = ra, dec
+            table["ra"].unit = table["dec"].unit = "deg"
+    else:
+        filled = da.where(good, sci, 0.0)
+        det = smooth(filled, fwhm=fwhm, tile=tiles) if fwhm > 0 else filled
+        seg = detect_segmentation(det, limit, n_pixels=n_pixels, mask=~good, deblend=deblend, tile=tiles)
+        scale, unit = image.flux_scale
+        table = source_catalog(
+            filled, seg, error=image.err, mask=~good, convolved=det if fwhm > 0 else None, wcs=image.wcs,
+            radii=tuple(radii), flux_scale=scale, flux_unit=unit,
+        )
+    table.meta.update(image=str(path), method=method, threshold_sigma=threshold, band=image.band)
+    write_catalog(table, out, overwrite=overwrite)
+    if regions is not None:
+        scale_arcsec = None if image.pixel_area_sr is None else float(np.sqrt(image.pixel_area_sr) * 206264.806)
+        write_catalog(table, regions, overwrite=overwrite, pixel_scale_arcsec=scale_arcsec)
+    if seg is not None and segmentation is not None:
+        write_segmentation_fits(seg.data, segmentation, wcs=image.wcs, overwrite=overwrite)
+    if seg is not None and store is not None:
+        field = field or Path(path).name.split(".")[0]
+        write_segmentation_store(store, field, image.band, seg.data, wcs=image.wcs, overwrite=overwrite)
+    log.info("detect: %d sources -> %s", len(table), out)
+    return table
