@@ -15,13 +15,17 @@ than a tile and the bounding boxes of the segments it works on. Three steps:
    parent's centroid; children are numbered as photutils numbers them (parents that stay whole
    first, then the children of each split parent, in parent order).
 
-The segmentation map itself stays lazy (a dask array, one chunk per tile): each chunk is
-relabelled from its tile and the children painted in.
+Each step is one dask graph. The per-tile labels of step 1 stay on the workers (persisted) and
+feed step 3 and the final map, so no tile is labelled twice; the final map (int32, one chunk per
+tile: labels relabelled, children painted in) is computed once and persisted, for the
+photometry passes to read. Regions that cross tiles are stitched from pieces of chunks
+(:mod:`mosaic.catalog.regions`).
 """
 
 from __future__ import annotations
 
 import logging
+import operator
 import warnings
 from dataclasses import dataclass, field
 
@@ -31,7 +35,8 @@ import numpy as np
 from astropy.utils.exceptions import AstropyUserWarning
 
 from mosaic.catalog.merge import CONNECTIVITIES, MergedSegments, label_tile, merge_tiles, tile_summary
-from mosaic.exceptions import MosaicWarning
+from mosaic.catalog.regions import ChunkGrid, delayed_on_regions, optimize_together
+from mosaic.exceptions import DeblendModeWarning, NoDetectionsWarning
 from mosaic.progress import compute
 from mosaic.registry import algorithm
 
@@ -49,14 +54,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEBLEND_MODES = ("exponential", "linear", "sinh")
-
-
-class NoDetectionsWarning(MosaicWarning):
-    """No source was found (the catalogue is empty, with all its columns)."""
-
-
-class DeblendModeWarning(MosaicWarning):
-    """Deblending fell back to linear thresholds for some parents (as photutils warns)."""
 
 
 def as_tiled(a, shape, tile: tuple[int, int], *, name: str, dtype=None) -> da.Array | float | None:
@@ -156,18 +153,15 @@ def _above(det, thr, mask):
     return above
 
 
-def _summarise(det, thr, mask, origin, nx, connectivity):
+def _label_and_summarise(det, thr, mask, origin, nx, connectivity):
+    """A tile's local labels (kept on the workers) and their summary (gathered)."""
     labels, n = label_tile(_above(det, thr, mask), connectivity=connectivity)
-    return tile_summary(labels, n, origin, nx, weights=np.asarray(det, dtype=np.float64))
+    return labels, tile_summary(labels, n, origin, nx, weights=np.asarray(det, dtype=np.float64))
 
 
-def _parent_block(det, thr, mask, lut, connectivity):
-    labels, _ = label_tile(_above(det, thr, mask), connectivity=connectivity)
-    return lut[labels]
-
-
-def _final_block(parents, lut, origin, pieces):
-    out = lut[parents]
+def _final_block(labels, lut, origin, pieces):
+    """Global labels of a tile: local labels through ``lut``, deblended children painted in."""
+    out = lut[labels]
     y0, x0 = origin
     for (by0, by1, bx0, bx1), children, base in pieces:
         ys = slice(max(by0, y0), min(by1, y0 + out.shape[0]))
@@ -210,7 +204,8 @@ class Segmentation:
     Attributes
     ----------
     data : dask.array.Array
-        The segmentation map (int32, 0 background), one chunk per tile.
+        The segmentation map (int32, 0 background), one chunk per tile, persisted (computed
+        once, held by the scheduler's workers or in memory).
     n_labels : int
         Segments ``1..n_labels``.
     bbox : ndarray
@@ -314,40 +309,33 @@ def detect_segmentation(
         raise ValueError(msg)
     shape = tuple(int(s) for s in np.shape(detection))
     tile = _tile_pair(tile)
-    det = as_tiled(detection, shape, tile, name="detection")
-    thr = as_tiled(threshold, shape, tile, name="threshold")
-    msk = as_tiled(mask, shape, tile, name="mask", dtype=bool)
+    det, thr, msk = optimize_together(
+        as_tiled(detection, shape, tile, name="detection"), as_tiled(threshold, shape, tile, name="threshold"),
+        as_tiled(mask, shape, tile, name="mask", dtype=bool),
+    )
     rows = list(range(0, shape[0], tile[0]))
     cols = list(range(0, shape[1], tile[1]))
-    nblocks = det.numblocks
-    det_b, thr_b, msk_b = det.to_delayed(), _blocks(thr, nblocks), _blocks(msk, nblocks)
-
-    # 1. per-tile summaries, gathered
     keys = [(i, j) for i in range(len(rows)) for j in range(len(cols))]
-    tasks = [
-        dask.delayed(_summarise)(det_b[k], thr_b[k], msk_b[k], (rows[k[0]], cols[k[1]]), shape[1], connectivity)
+    det_g = ChunkGrid(det)
+    thr_b, msk_b = _blocks(thr, det.numblocks), _blocks(msk, det.numblocks)
+
+    # 1. per-tile labels, kept where they were made (persisted); their summaries gathered
+    labelled = dask.persist(*[
+        dask.delayed(_label_and_summarise, pure=True)(det_g.blocks[k], thr_b[k], msk_b[k], (rows[k[0]], cols[k[1]]), shape[1], connectivity)
         for k in keys
-    ]
-    summaries = dict(zip(keys, compute(*tasks, description="detect: label tiles"), strict=True))
+    ])
+    labels = {k: dask.delayed(operator.getitem, pure=True)(t, 0) for k, t in zip(keys, labelled, strict=True)}
+    summaries = compute(*[dask.delayed(operator.getitem, pure=True)(t, 1) for t in labelled], description="detect: label tiles")
+    summaries = dict(zip(keys, summaries, strict=True))
     # 2. joined across seams
     merged = merge_tiles(summaries, rows, cols, n_pixels=int(n_pixels), connectivity=connectivity)
     log.info("detect: %d segments (%d tile pieces before joining)", merged.n_labels, sum(s.n for s in summaries.values()))
-    chunks = det.chunks
-    parent_blocks = [
-        [
-            da.from_delayed(
-                dask.delayed(_parent_block)(det_b[i, j], thr_b[i, j], msk_b[i, j], merged.lookup((i, j)), connectivity),
-                shape=(chunks[0][i], chunks[1][j]), dtype=np.int32, meta=np.zeros((0, 0), np.int32),
-            )
-            for j in range(len(cols))
-        ]
-        for i in range(len(rows))
-    ]
-    parents = da.block(parent_blocks)
+    luts = {k: merged.lookup(k) for k in keys}
     if merged.n_labels == 0:
         warnings.warn("no sources were found above the threshold; the catalogue is empty", NoDetectionsWarning, stacklevel=2)
     if not deblend or merged.n_labels == 0 or contrast == 1:
-        return Segmentation(parents, merged.n_labels, merged.bbox, np.arange(1, merged.n_labels + 1), tile, merged)
+        data = _final_map(labels, luts, {}, det.chunks, tile)
+        return Segmentation(data, merged.n_labels, merged.bbox, np.arange(1, merged.n_labels + 1), tile, merged)
 
     # 3. deblend each parent on its bounding box, grouped by the tile holding its centroid
     candidates = np.flatnonzero(merged.area >= 2 * n_pixels)
@@ -355,6 +343,7 @@ def detect_segmentation(
     groups: dict[tuple, list] = {}
     for idx, own in zip(candidates, map(tuple, owners), strict=True):
         groups.setdefault(own, []).append(idx)
+    label_g = ChunkGrid.from_blocks(labels, det.chunks, np.int32)
     tasks = []
     for members in groups.values():
         b = merged.bbox[members]
@@ -362,7 +351,10 @@ def detect_segmentation(
         region = (slice(int(y0), int(y1)), slice(int(x0), int(x1)))
         jobs = [(i + 1, tuple(int(v) for v in merged.bbox[i])) for i in members]
         tasks.append(
-            dask.delayed(_deblend_group)(det[region], parents[region], (int(y0), int(x0)), jobs, int(n_pixels), connectivity, int(n_levels), float(contrast), mode)
+            delayed_on_regions(
+                _deblend_group, [det_g.region(region), label_g.region(region, lookups=luts)], (int(y0), int(x0)), jobs,
+                int(n_pixels), connectivity, int(n_levels), float(contrast), mode,
+            )
         )
     results = compute(*tasks, description="detect: deblend")
     children = {}
@@ -375,17 +367,30 @@ def detect_segmentation(
             f"deblending mode changed from {mode!r} to 'linear' for parents {sorted(fallbacks)} (non-positive minimum or too many markers)",
             DeblendModeWarning, stacklevel=2,
         )
-    return _with_children(parents, merged, children, tile, shape)
+    return _with_children(labels, luts, merged, children, tile, det.chunks)
 
 
-def _with_children(parents: da.Array, merged: MergedSegments, children: dict, tile, shape) -> Segmentation:
-    """Number the segments as ``deblend_sources(relabel=True)`` does and build the lazy final map."""
+def _final_map(labels: dict, luts: dict, pieces_of: dict, chunks, tile) -> da.Array:
+    """The global segmentation map, one chunk per tile, computed once and persisted."""
+    rows = []
+    for i, h in enumerate(chunks[0]):
+        row = []
+        for j, w in enumerate(chunks[1]):
+            block = dask.delayed(_final_block, pure=True)(labels[(i, j)], luts[(i, j)], (i * tile[0], j * tile[1]), pieces_of.get((i, j), []))
+            row.append(da.from_delayed(block, shape=(h, w), dtype=np.int32, meta=np.zeros((0, 0), np.int32)))
+        rows.append(row)
+    (data,) = dask.persist(da.block(rows))
+    return data
+
+
+def _with_children(labels: dict, luts: dict, merged: MergedSegments, children: dict, tile, chunks) -> Segmentation:
+    """Number the segments as ``deblend_sources(relabel=True)`` does and build the final map."""
     n = merged.n_labels
     split = np.zeros(n + 1, dtype=bool)
     split[list(children)] = True
     whole = np.flatnonzero(~split[1:]) + 1
-    lut = np.zeros(n + 1, dtype=np.int32)
-    lut[whole] = np.arange(1, whole.size + 1)
+    relabel = np.zeros(n + 1, dtype=np.int32)
+    relabel[whole] = np.arange(1, whole.size + 1)
     bbox, parent = [merged.bbox[whole - 1]], [whole]
     pieces = []
     base = whole.size
@@ -404,25 +409,15 @@ def _with_children(parents: da.Array, merged: MergedSegments, children: dict, ti
         bbox.append(b)
         parent.append(np.full(k, label))
         base += k
-    blocks = parents.to_delayed()
-    nty, ntx = blocks.shape
-    chunks = parents.chunks
-    out = []
-    for i in range(nty):
-        row = []
-        y0 = i * tile[0]
-        for j in range(ntx):
-            x0 = j * tile[1]
-            y1, x1 = y0 + chunks[0][i], x0 + chunks[1][j]
-            mine = [p for p in pieces if p[0][0] < y1 and p[0][1] > y0 and p[0][2] < x1 and p[0][3] > x0]
-            row.append(
-                da.from_delayed(
-                    dask.delayed(_final_block)(blocks[i, j], lut, (y0, x0), mine),
-                    shape=(chunks[0][i], chunks[1][j]), dtype=np.int32, meta=np.zeros((0, 0), np.int32),
-                )
-            )
-        out.append(row)
+    ey, ex = (np.cumsum((0, *c)) for c in chunks)
+    pieces_of = {}
+    for i in range(len(chunks[0])):
+        for j in range(len(chunks[1])):
+            y0, y1, x0, x1 = ey[i], ey[i + 1], ex[j], ex[j + 1]
+            pieces_of[(i, j)] = [p for p in pieces if p[0][0] < y1 and p[0][1] > y0 and p[0][2] < x1 and p[0][3] > x0]
+    luts = {k: relabel[lut] for k, lut in luts.items()}
+    data = _final_map(labels, luts, pieces_of, chunks, tile)
     return Segmentation(
-        da.block(out), int(base), np.concatenate(bbox).astype(np.int64), np.concatenate(parent).astype(np.int64), tile, merged,
+        data, int(base), np.concatenate(bbox).astype(np.int64), np.concatenate(parent).astype(np.int64), tile, merged,
         info={"n_parents": n, "n_split": len(children)},
     )

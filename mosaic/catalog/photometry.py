@@ -4,16 +4,19 @@ Every source belongs to the tile that holds its centroid. A source's measurement
 its segment's bounding box (centroid, shape, segment flux) and the boxes of its apertures
 (Kron radius within 6 semi-major axes, the Kron aperture within ``kron_params[0] * 6`` of
 them, circular apertures, neighbours masked or mirrored inside them). So the catalogue is made
-in two passes over small regions:
+in two passes over the persisted segmentation map:
 
-1. per group of segments (grouped by the tile of their bounding box), ``SourceCatalog`` on the
-   union of their bounding boxes gives centroids and semi-major axes;
+1. per tile, the image moments of every segment piece in it (the weights photutils uses: the
+   convolved data, negative, masked and non-finite pixels zeroed) are summed; gathered, they
+   give every segment's centroid and semi-major axis, hence the region its apertures can reach;
 2. per tile, the sources whose centroid it holds are measured by ``SourceCatalog`` on the
-   union of the regions their apertures can reach (clipped at the image edges, where the
-   whole-image catalogue clips too).
+   union of those regions (clipped at the image edges, where the whole-image catalogue clips
+   too); the few sources that reach further than a quarter tile beyond their tile are measured
+   in tasks of their own, so one large galaxy does not grow every region of its tile.
 
 Each value is then the whole-image value (same pixels, same arithmetic). RA/Dec come from the
-image's WCS at the global centroid.
+image's WCS at the global centroid. Each pass is one graph: every image chunk is read once per
+pass and regions are assembled from pieces of chunks (:mod:`mosaic.catalog.regions`).
 
 Flags (bit values): ``1`` the source's Kron aperture (its segment where it has none) holds
 masked or non-finite pixels; ``2`` the segment touches the image edge or its Kron aperture
@@ -31,7 +34,8 @@ import numpy as np
 from astropy.table import QTable
 
 from mosaic.catalog.detect import Segmentation, as_tiled
-from mosaic.exceptions import MosaicWarning
+from mosaic.catalog.regions import ChunkGrid, delayed_on_regions, optimize_together
+from mosaic.exceptions import NoWCSWarning
 from mosaic.progress import compute
 from mosaic.registry import algorithm
 
@@ -55,10 +59,6 @@ _PIXEL_COLUMNS = {
     "kron_flux": None,
     "kron_flux_err": None,
 }
-
-
-class NoWCSWarning(MosaicWarning):
-    """The image has no celestial WCS: the catalogue's RA/Dec are NaN."""
 
 
 def _radius_name(r: float) -> str:
@@ -97,10 +97,6 @@ def _unit_of(name, flux_unit):
     return flux_unit if unit is None else unit
 
 
-def _cut(a, region):
-    return None if a is None else a[region]
-
-
 def _catalog(data, segm, error, mask, convolved, kron_params, aperture_mask_method):
     from photutils.segmentation import SegmentationImage, SourceCatalog  # noqa: PLC0415
 
@@ -113,13 +109,47 @@ def _catalog(data, segm, error, mask, convolved, kron_params, aperture_mask_meth
     )
 
 
-def _shapes(data, segm, mask, convolved, origin, labels, kron_params, aperture_mask_method):
-    """Pass 1: global centroids and semi-major axes of ``labels``."""
-    cat = _catalog(data, segm, None, mask, convolved, kron_params, aperture_mask_method).select_labels(labels)
-    x = np.atleast_1d(cat.x_centroid) + origin[1]
-    y = np.atleast_1d(cat.y_centroid) + origin[0]
-    a = np.atleast_1d(cat.semimajor_axis.value)
-    return np.column_stack([np.asarray(labels), x, y, a])
+def _tile_moments(seg, weights, mask, origin, bbox_origin):
+    """Pass 1: raw moments ``(sum w, w x, w y, w x x, w x y, w y y)`` of the segment pieces in a tile.
+
+    Coordinates are relative to each segment's bounding-box corner, as photutils measures them
+    on its cut-out; ``weights`` are zeroed where photutils zeroes its moment data.
+    """
+    seg = np.asarray(seg)
+    w = np.array(weights, dtype=np.float64)
+    bad = ~np.isfinite(w) | (w < 0)
+    if mask is not None:
+        bad |= np.asarray(mask, dtype=bool)
+    w[bad] = 0.0
+    yy, xx = np.nonzero(seg)
+    lab = seg[yy, xx]
+    present, inverse = np.unique(lab, return_inverse=True)
+    y = (yy + origin[0] - bbox_origin[lab - 1, 0]).astype(np.float64)
+    x = (xx + origin[1] - bbox_origin[lab - 1, 1]).astype(np.float64)
+    wv = w[yy, xx]
+    sums = np.empty((present.size, 6))
+    for col, v in enumerate((wv, wv * x, wv * y, wv * x * x, wv * x * y, wv * y * y)):
+        sums[:, col] = np.bincount(inverse, weights=v, minlength=present.size)
+    return present, sums
+
+
+def _centroids_and_sizes(sums, bbox):
+    """Global ``(x, y)`` centroids and an upper bound on the semi-major axes, from raw moments.
+
+    The bound is the covariance's larger eigenvalue plus the ``1/12`` photutils adds to the
+    diagonal of thin sources (its semi-major axis, up to rounding); NaN centroids (no positive
+    weight) fall back to the bounding-box centre, with no aperture reach.
+    """
+    s0, sx, sy, sxx, sxy, syy = sums.T
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cx, cy = sx / s0, sy / s0
+        vxx, vyy, vxy = sxx / s0 - cx * cx, syy / s0 - cy * cy, sxy / s0 - cx * cy
+    lam = 0.5 * (vxx + vyy) + np.sqrt(0.25 * (vxx - vyy) ** 2 + vxy**2)
+    a = np.sqrt(np.maximum(np.nan_to_num(lam, nan=0.0), 0.0) + 1.0 / 12 + 1e-6)
+    ok = np.isfinite(cx) & np.isfinite(cy)
+    x = np.where(ok, cx + bbox[:, 2], 0.5 * (bbox[:, 2] + bbox[:, 3] - 1))
+    y = np.where(ok, cy + bbox[:, 0], 0.5 * (bbox[:, 0] + bbox[:, 1] - 1))
+    return np.column_stack([x, y]), np.where(ok, a, 0.0)
 
 
 def _measure(data, segm, error, mask, convolved, origin, labels, radii, kron_params, aperture_mask_method, image_shape):
@@ -145,6 +175,7 @@ def _flags(cat, data, mask, origin, image_shape, rows) -> np.ndarray:
     bad = ~np.isfinite(np.asarray(data))
     if mask is not None:
         bad |= np.asarray(mask, dtype=bool)
+    bad = bad.astype(np.float64)  # once: get_values wants numbers
     y0, x0 = origin
     flags = np.zeros(len(rows["label"]), dtype=np.int64)
     apertures = cat.kron_aperture if not cat.isscalar else [cat.kron_aperture]
@@ -156,10 +187,10 @@ def _flags(cat, data, mask, origin, image_shape, rows) -> np.ndarray:
         if ap is not None:
             b = ap.bbox
             touches |= b.ixmin + x0 < 0 or b.iymin + y0 < 0 or b.ixmax + x0 > image_shape[1] or b.iymax + y0 > image_shape[0]
-            in_ap = ap.to_mask(method="center").get_values(bad.astype(float))
+            in_ap = ap.to_mask(method="center").get_values(bad)
             masked = bool(np.any(in_ap > 0))
         else:
-            masked = bool(np.any(bad[sl][np.asarray(seg) > 0]))
+            masked = bool(np.any(bad[sl][np.asarray(seg) > 0] > 0))
         flags[i] = FLAGS["masked"] * masked + FLAGS["edge"] * bool(touches)
     return flags
 
@@ -242,47 +273,65 @@ def source_catalog(
         wcs = None
     if segmentation.n_labels == 0:
         return empty_catalog(radii, flux_unit=flux_unit)
-    img = as_tiled(data, shape, tile, name="data")
-    err = as_tiled(error, shape, tile, name="error")
-    msk = as_tiled(mask, shape, tile, name="mask", dtype=bool)
-    conv = as_tiled(convolved, shape, tile, name="convolved")
-    seg = segmentation.data
+    img, seg, err, msk, conv = optimize_together(
+        as_tiled(data, shape, tile, name="data"), segmentation.data, as_tiled(error, shape, tile, name="error"),
+        as_tiled(mask, shape, tile, name="mask", dtype=bool), as_tiled(convolved, shape, tile, name="convolved"),
+    )
+    grids = [ChunkGrid(v) for v in (img, seg, err, msk, conv)]
     kron_params = tuple(float(k) for k in kron_params)
-
-    # pass 1: centroids and sizes, per group of bounding boxes
     bbox = segmentation.bbox
-    centres = np.column_stack([0.5 * (bbox[:, 2] + bbox[:, 3] - 1), 0.5 * (bbox[:, 0] + bbox[:, 1] - 1)])
-    tasks = []
-    for members in _groups(_owner(centres, tile, shape)):
-        region = _union(bbox[members])
-        origin = (region[0].start, region[1].start)
-        tasks.append(dask.delayed(_shapes)(img[region], seg[region], _cut(msk, region), _cut(conv, region), origin, members + 1, kron_params, aperture_mask_method))
-    shapes = np.concatenate(compute(*tasks, description="catalog: centroids"))
-    shapes = shapes[np.argsort(shapes[:, 0])]
-    xy, a = shapes[:, 1:3], np.nan_to_num(shapes[:, 3])
+
+    # pass 1: moments of the segment pieces in each tile, summed per segment
+    img_g, seg_g, _, msk_g, conv_g = grids
+    weights_g = conv_g if conv_g.is_array else img_g
+    corners = dask.delayed(np.ascontiguousarray(bbox[:, [0, 2]]))
+    ey, ex = seg_g.edges
+    tasks = [
+        dask.delayed(_tile_moments, pure=True)(
+            seg_g.blocks[i, j], weights_g.blocks[i, j], msk_g.blocks[i, j] if msk_g.is_array else None, (int(ey[i]), int(ex[j])), corners,
+        )
+        for i in range(len(ey) - 1)
+        for j in range(len(ex) - 1)
+    ]
+    sums = np.zeros((segmentation.n_labels, 6))
+    for present, part in compute(*tasks, description="catalog: moments"):
+        np.add.at(sums, present - 1, part)
+    xy, a = _centroids_and_sizes(sums, bbox)
 
     # pass 2: each tile measures the sources whose centroid it holds, on the region their apertures reach
-    reach = max(6.0, kron_params[0] * 6.0) * a
-    reach = np.maximum(reach, max((*radii, kron_params[2] if len(kron_params) > 2 else 0.0), default=0.0)) + 2.0
+    k_max = kron_params[0] * max(6.0, kron_params[1]) if len(kron_params) > 1 else kron_params[0] * 6.0
+    reach = np.maximum(max(6.0, k_max) * a, max((*radii, kron_params[2] if len(kron_params) > 2 else 0.0), default=0.0)) + 2.0
     need = np.column_stack([
         np.minimum(bbox[:, 0], np.floor(xy[:, 1] - reach)), np.maximum(bbox[:, 1], np.ceil(xy[:, 1] + reach) + 1),
         np.minimum(bbox[:, 2], np.floor(xy[:, 0] - reach)), np.maximum(bbox[:, 3], np.ceil(xy[:, 0] + reach) + 1),
-    ])
-    need = np.nan_to_num(need, nan=0).astype(np.int64)
+    ]).astype(np.int64)
     need[:, 0:2] = np.clip(need[:, 0:2], 0, shape[0])
     need[:, 2:4] = np.clip(need[:, 2:4], 0, shape[1])
     tasks = []
-    for members in _groups(_owner(np.nan_to_num(xy), tile, shape)):
+    for members in _work_groups(xy, need, tile, shape):
         region = _union(need[members])
         origin = (region[0].start, region[1].start)
         tasks.append(
-            dask.delayed(_measure)(
-                img[region], seg[region], _cut(err, region), _cut(msk, region), _cut(conv, region), origin, members + 1,
-                radii, kron_params, aperture_mask_method, shape,
+            delayed_on_regions(
+                _measure, [g.region(region) for g in grids], origin, members + 1, radii, kron_params, aperture_mask_method, shape,
             )
         )
+    log.info("catalog: %d sources in %d photometry tasks", segmentation.n_labels, len(tasks))
     parts = compute(*tasks, description="catalog: photometry")
     return _assemble(parts, segmentation, wcs, radii, flux_scale, flux_unit)
+
+
+def _work_groups(xy, need, tile, shape) -> list[np.ndarray]:
+    """Sources grouped by the tile holding their centroid; those reaching over a quarter tile
+    beyond it form extra groups (one per tile), so regions stay near tile-sized."""
+    halo = max(16, max(tile) // 4)
+    owner = _owner(xy, tile, shape)
+    iy, ix = owner // 1_000_000, owner % 1_000_000
+    far = (
+        (need[:, 0] < iy * tile[0] - halo) | (need[:, 1] > (iy + 1) * tile[0] + halo)
+        | (need[:, 2] < ix * tile[1] - halo) | (need[:, 3] > (ix + 1) * tile[1] + halo)
+    )
+    return _groups(owner * 2 + far)
 
 
 def _assemble(parts, segmentation, wcs, radii, flux_scale, flux_unit) -> QTable:

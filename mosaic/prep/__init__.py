@@ -19,7 +19,7 @@ from astropy.io import fits
 from mosaic.exceptions import InputError
 from mosaic.io.cal import read_wcs, write_cal
 
-__all__ = ["SUFFIXES", "cleaned_path", "output_paths", "write_cleaned"]
+__all__ = ["SUFFIXES", "cleaned_path", "exposure_arrays", "output_paths", "read_inputs", "write_cleaned"]
 
 log = logging.getLogger(__name__)
 
@@ -92,3 +92,29 @@ def write_cleaned(source, target, arrays: dict, *, status_key: str) -> Path:
     write_cal(target, wcs=wcs, meta=_meta(source, status_key), overwrite=True, **arrays)
     log.info("wrote %s", target)
     return target
+
+
+#: the arrays a per-exposure step receives, in this order
+EXPOSURE_ARRAYS = ("sci", "err", "dq", "var_poisson", "var_rnoise", "var_flat", "good")
+
+
+def read_inputs(paths, bad_bits):
+    """``(paths, bits, exposures)`` of a per-exposure step, checked: some given, none empty."""
+    from mosaic.io.cal import bad_bits_from, good_fraction, read_exposures  # noqa: PLC0415
+
+    paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+    if not paths:
+        msg = "no exposures given; expected one or more _cal.fits files"
+        raise InputError(msg)
+    bits = bad_bits_from(bad_bits)
+    exposures = read_exposures(paths, bad_bits=bits, single_band=False, check_data=False)
+    for p in paths:
+        if good_fraction(str(p), bits) == 0.0:
+            msg = f"{p}: every pixel is NaN or flagged; expected an exposure with data"
+            raise InputError(msg)
+    return paths, bits, exposures
+
+
+def exposure_arrays(exposures, k: int) -> list:
+    """Exposure ``k``'s lazy arrays, in the order of :data:`EXPOSURE_ARRAYS`."""
+    return [exposures[v].data[k] for v in EXPOSURE_ARRAYS]

@@ -17,9 +17,7 @@ from pathlib import Path
 import dask
 import numpy as np
 
-from mosaic.exceptions import InputError
-from mosaic.io.cal import bad_bits_from, good_fraction, read_exposures
-from mosaic.prep import output_paths, write_cleaned
+from mosaic.prep import exposure_arrays, output_paths, read_inputs, write_cleaned
 from mosaic.progress import compute
 from mosaic.registry import algorithm
 
@@ -118,32 +116,20 @@ def flatten_background(
     list of Path
         The written files, in the order of ``paths``.
     """
-    paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
-    if not paths:
-        msg = "no exposures given; expected one or more _cal.fits files"
-        raise InputError(msg)
     if int(box_size) < 4:
         msg = f"box_size {box_size!r} is too small; expected at least 4 pixels (tens for real exposures)"
         raise ValueError(msg)
-    bits = bad_bits_from(bad_bits)
-    exposures = read_exposures(paths, bad_bits=bits, single_band=False, check_data=False)
+    paths, _, exposures = read_inputs(paths, bad_bits)
     shape = (exposures.sizes["y"], exposures.sizes["x"])
     if int(box_size) > min(shape):
         msg = f"box_size {box_size!r} is larger than the exposures ({shape[0]} x {shape[1]}); expected a mesh that fits"
         raise ValueError(msg)
-    for p in paths:
-        if good_fraction(str(p), bits) == 0.0:
-            msg = f"{p}: every pixel is NaN or flagged; expected an exposure with data"
-            raise InputError(msg)
     targets = output_paths(paths, outdir, "_bkg", overwrite=overwrite)
-    jobs = []
-    for k, (src, dst) in enumerate(zip(paths, targets, strict=True)):
-        arrays = [exposures[v].data[k] for v in ("sci", "err", "dq", "var_poisson", "var_rnoise", "var_flat", "good")]
-        jobs.append(
-            dask.delayed(_flatten_one, pure=True)(
-                str(src), str(dst), *arrays, box_size=int(box_size), filter_size=int(filter_size), icl=bool(icl),
-            )
-        )
+    options = {"box_size": int(box_size), "filter_size": int(filter_size), "icl": bool(icl)}
+    jobs = [
+        dask.delayed(_flatten_one, pure=True)(str(src), str(dst), *exposure_arrays(exposures, k), **options)
+        for k, (src, dst) in enumerate(zip(paths, targets, strict=True))
+    ]
     log.info("background: %d exposures -> %s (box %d%s)", len(paths), outdir, box_size, ", ICL" if icl else "")
     found = compute(*jobs, description="background", client=client)
     for dst, (level, rms) in zip(targets, found, strict=True):

@@ -15,10 +15,8 @@ import dask
 import numpy as np
 from astropy.io import fits
 
-from mosaic.exceptions import InputError
-from mosaic.io.cal import bad_bits_from, good_fraction, read_exposures
 from mosaic.ops.destripe import amplifier_slices, stripe_model
-from mosaic.prep import output_paths, write_cleaned
+from mosaic.prep import exposure_arrays, output_paths, read_inputs, write_cleaned
 from mosaic.progress import compute
 from mosaic.registry import algorithm
 
@@ -89,33 +87,23 @@ def destripe_exposures(
     list of Path
         The written files, in the order of ``paths``.
     """
-    paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
-    if not paths:
-        msg = "no exposures given; expected one or more _cal.fits files"
-        raise InputError(msg)
     if int(box_size) < 8:
         msg = f"box_size {box_size!r} is too small; expected at least 8 pixels (a few hundred for full frames)"
         raise ValueError(msg)
-    bits = bad_bits_from(bad_bits)
-    exposures = read_exposures(paths, bad_bits=bits, single_band=False, check_data=False)
+    paths, _, exposures = read_inputs(paths, bad_bits)
     nx = exposures.sizes["x"]
     amps = []
     for p in paths:
-        if good_fraction(str(p), bits) == 0.0:
-            msg = f"{p}: every pixel is NaN or flagged; expected an exposure with data"
-            raise InputError(msg)
         n = n_amps if n_amps is not None else n_amplifiers(p, nx)
         amplifier_slices(nx, n)  # checks an explicit n_amps before any work
         amps.append(n)
     targets = output_paths(paths, outdir, "_1fc", overwrite=overwrite)
-    jobs = []
-    for k, (src, dst) in enumerate(zip(paths, targets, strict=True)):
-        arrays = [exposures[v].data[k] for v in ("sci", "err", "dq", "var_poisson", "var_rnoise", "var_flat", "good")]
-        jobs.append(
-            dask.delayed(_destripe_one, pure=True)(
-                str(src), str(dst), *arrays, n_amps=amps[k], columns=columns, box_size=int(box_size),
-            )
+    jobs = [
+        dask.delayed(_destripe_one, pure=True)(
+            str(src), str(dst), *exposure_arrays(exposures, k), n_amps=amps[k], columns=columns, box_size=int(box_size),
         )
+        for k, (src, dst) in enumerate(zip(paths, targets, strict=True))
+    ]
     log.info("destripe: %d exposures -> %s", len(paths), outdir)
     rms = compute(*jobs, description="destripe", client=client)
     for dst, r in zip(targets, rms, strict=True):
