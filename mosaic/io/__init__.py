@@ -1,1 +1,1 @@
-"""Data layer: exposures (``cal``), the output grid (``grid``), the zarr store (``store``), products."""
+"""Data layer: exposures (``cal``), the output grid (``grid``), the zarr store (``store``), FITS images (``images``), products (``products``: ``_i2d.fits``; ``catalogs``)."""

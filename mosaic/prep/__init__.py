@@ -1,12 +1,14 @@
-"""Preprocessing of exposures before coaddition (seed 000 sec. 2.1): outliers and 1/f striping.
+"""Preprocessing of exposures before coaddition (seed 000 sec. 2.1-2.2): outliers, 1/f striping, background structure.
 
 ``clean_exposures`` (:mod:`mosaic.prep.outliers`) flags cosmic rays and hot pixels against the
 other exposures and writes ``_crf.fits`` files; ``destripe_exposures``
-(:mod:`mosaic.prep.destripe`) removes 1/f striping and writes ``_1fc.fits`` files. Both write
-JWST Stage-2 files in the cal layout, so the drizzle and UPDC steps read them as cal files.
+(:mod:`mosaic.prep.destripe`) removes 1/f striping and writes ``_1fc.fits`` files;
+``flatten_background`` (:mod:`mosaic.prep.background`) takes out the background's structure
+(ICL, gradients), keeping the sky level, and writes ``_bkg.fits`` files. All write JWST
+Stage-2 files in the cal layout, so the drizzle and UPDC steps read them as cal files.
 
-This module holds what both drivers share: output names, the checks on the output directory,
-and the writing of one cleaned exposure.
+This module holds what the drivers share: output names, the checks on the inputs and on the
+output directory, and the writing of one cleaned exposure.
 """
 
 from __future__ import annotations
