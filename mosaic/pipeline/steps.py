@@ -519,9 +519,8 @@ class PreviewStep(Step):
 STEPS: tuple[Step, ...] = (
     ExposureStep("outliers", "mosaic.prep.outliers", "clean_exposures"),
     ExposureStep("destripe", "mosaic.prep.destripe", "destripe_exposures"),
-    # a hook: no function makes background-subtracted exposures yet (mosaic.image.background
-    # works on mosaics, and UPDC's multiplicative update needs the sky in the exposures)
-    ExposureStep("background", "mosaic.image.background", "subtract_background_exposures"),
+    # the background's structure (ICL, gradients) out, the sky level kept for UPDC's positivity
+    ExposureStep("background", "mosaic.prep.background", "flatten_background"),
     DrizzleStep(),
     UPDCStep(),
     CatalogStep(),

@@ -145,3 +145,20 @@ def test_two_bands_and_their_colour_composite(tmp_path, tiny_field):
     # the paper's colours: F200W green, F150W blue, no band red
     assert pixels[..., 0].max() == 0 and pixels[..., 1].max() > 0.9 and pixels[..., 2].max() > 0.9
     assert run_field(field_from_mapping(raw, base=tmp_path), start_cluster=False).rgb.status == "resumed"
+
+
+def test_background_step_flattens_the_exposures_as_the_library_call(tmp_path, tiny_field):
+    from mosaic.prep.background import flatten_background
+
+    config = _config(
+        tmp_path, tiny_field, preprocessing={"outliers": False, "background": {"enabled": True, "box_size": 16}},
+        updc={"iterations": 1, "save": [1]}, catalogs={"enabled": False}, products={"outdir": "out", "previews": False},
+    )
+    report = run_field(config, start_cluster=False)
+    rows = _rows(report)
+    assert rows["background"].status == "done"
+    made = sorted(p for p in (tmp_path / "out").rglob("*_bkg.fits"))
+    want = flatten_background(sorted(tiny_field.exposures), tmp_path / "ref", box_size=16)
+    assert [p.name for p in made] == [p.name for p in want]
+    for a, b in zip(made, want, strict=True):
+        np.testing.assert_array_equal(fits.getdata(a, "SCI"), fits.getdata(b, "SCI"))
