@@ -3,9 +3,10 @@
 UPDC's update is multiplicative: it needs data that stay positive where the model is, so the
 exposures keep their sky. What this step takes out is the *structure* of the background -- the
 intracluster light, scattered-light gradients, a sky that varies across the detector -- by
-subtracting a sigma-clipped mesh background (:func:`mosaic.image.background.background_2d`, or
-the three-step ICL estimate :func:`mosaic.image.background.icl_background`) and adding back its
-median, so every exposure keeps a flat pedestal at its own sky level. The sky is removed from
+subtracting a sigma-clipped mesh background (photutils ``Background2D`` on the exposure, one
+task per exposure: an exposure fits in memory; :mod:`mosaic.image.background` is the tiled
+version for mosaics), or the three-step ICL estimate, and adding back its median, so every
+exposure keeps a flat pedestal at its own sky level. The sky is removed from
 the products afterwards (``updc(background="median")``).
 """
 
