@@ -755,15 +755,26 @@ def backproject(
 
 
 def _scalar_sum(name, anchor, pair_keys) -> da.Array:
-    """``[sum of "resid", sum of "npix"]`` over the pair tasks, as a float64 array of 2."""
+    """``[sum of "resid", sum of "npix"]`` over the pair tasks, as a float64 array of 2.
+
+    Each pair's two numbers are taken out by a task of their own, so that the sum depends on
+    small arrays only: one task depending on the pairs themselves would hold every pair's
+    output (tiles of corrections and variances) at once -- the whole mosaic's worth.
+    """
     key = f"{name}-residual"
-    layer = {(key, 0): (_residual_pair, *pair_keys)}
+    parts = [(f"{key}-pair", i) for i in range(len(pair_keys))]
+    layer = {part: (_residual_of_pair, pk) for part, pk in zip(parts, pair_keys, strict=True)}
+    layer[(key, 0)] = (_sum_residuals, *parts)
     graph = HighLevelGraph.from_collections(key, layer, dependencies=[anchor])
     return da.Array(graph, key, chunks=((2,),), dtype=np.float64)
 
 
-def _residual_pair(*parts):
-    return np.array([sum(p["resid"] for p in parts), sum(p["npix"] for p in parts)], dtype=np.float64)
+def _residual_of_pair(part) -> np.ndarray:
+    return np.array([part["resid"], part["npix"]], dtype=np.float64)
+
+
+def _sum_residuals(*parts) -> np.ndarray:
+    return np.sum(parts, axis=0) if parts else np.zeros(2, dtype=np.float64)
 
 
 def normalisation(plan: ForwardPlan, source, *, like=None) -> da.Array:

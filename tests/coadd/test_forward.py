@@ -234,3 +234,19 @@ def test_one_iteration_equals_whole_image(sim, exposures, psf, method):
         v1 = np.where(keep, v0, v1)
         np.testing.assert_allclose(it1[name].values[covered], v1[covered], rtol=1e-4, atol=1e-4 * v1.max())
     np.testing.assert_allclose(result.residuals[0], ref["resid"], rtol=RTOL)
+
+
+def test_residual_sum_does_not_hold_every_pair(sim, exposures, psf, image):
+    # the residual's final task must depend on each pair's two numbers, not on the pairs' tiles
+    grid = sim.grid.with_tiling((48, 48))
+    plan = plan_forward(exposures, grid, prepare_psfs(psf, 3))
+    bp = backproject(da.from_array(image, chunks=grid.chunks), plan, ExposureSource(exposures))
+    from dask.core import get_dependencies
+
+    graph = dict(bp.resid.__dask_graph__())
+    parts = list(get_dependencies(graph, (bp.resid.name, 0)))
+    assert len(parts) == plan.n_pairs > 1
+    assert all(str(p[0]).endswith("-residual-pair") for p in parts)
+    assert all(len(get_dependencies(graph, p)) == 1 for p in parts)
+    total = bp.resid.compute(scheduler="sync")
+    assert total.shape == (2,) and total[1] > 0
