@@ -100,8 +100,11 @@ def write_cleaned(source, target, arrays: dict, *, status_key: str) -> Path:
 EXPOSURE_ARRAYS = ("sci", "err", "dq", "var_poisson", "var_rnoise", "var_flat", "good")
 
 
-def read_inputs(paths, bad_bits):
-    """``(paths, bits, exposures)`` of a per-exposure step, checked: some given, none empty."""
+def read_inputs(paths, bad_bits, *, single_band: bool = False):
+    """``(paths, bits, exposures)`` of a preprocessing step, checked: some given, none empty.
+
+    ``single_band`` refuses a set that mixes filters (steps that compare exposures need one).
+    """
     from mosaic.io.cal import bad_bits_from, good_fraction, read_exposures  # noqa: PLC0415
 
     paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
@@ -109,10 +112,10 @@ def read_inputs(paths, bad_bits):
         msg = "no exposures given; expected one or more _cal.fits files"
         raise InputError(msg)
     bits = bad_bits_from(bad_bits)
-    exposures = read_exposures(paths, bad_bits=bits, single_band=False, check_data=False)
+    exposures = read_exposures(paths, bad_bits=bits, single_band=single_band, check_data=False)
     for p in paths:
         if good_fraction(str(p), bits) == 0.0:
-            msg = f"{p}: every pixel is NaN or flagged; expected an exposure with data"
+            msg = f"{p}: every pixel is NaN or flagged; expected an exposure with data (leave it out of the set)"
             raise InputError(msg)
     return paths, bits, exposures
 

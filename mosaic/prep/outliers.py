@@ -26,11 +26,11 @@ from drizzle.utils import estimate_pixel_scale_ratio
 
 from mosaic.coadd.drizzle import blot_to_exposure, drizzle_mosaic, exposure_wcs
 from mosaic.exceptions import FewExposuresWarning, InputError
-from mosaic.io.cal import CalCutouts, bad_bits_from, good_fraction, read_exposures
+from mosaic.io.cal import CalCutouts
 from mosaic.io.grid import MosaicGrid
 from mosaic.ops.drizzle import BLOT_METHODS, KERNELS, WEIGHTS, weight_map
 from mosaic.ops.outliers import OUTLIER_HALO, REPLACE_MODES, check_thresholds, flag_outliers, replace_outliers, robust_combine
-from mosaic.prep import output_paths, write_cleaned
+from mosaic.prep import output_paths, read_inputs, write_cleaned
 from mosaic.progress import compute
 from mosaic.registry import algorithm
 
@@ -274,12 +274,7 @@ def clean_exposures(
     if len(paths) < 2:
         msg = f"outlier detection needs at least 2 exposures of the same sky; got {len(paths)} ({', '.join(map(str, paths)) or 'none'})"
         raise InputError(msg)
-    bits = bad_bits_from(bad_bits)
-    exposures = read_exposures(paths, bad_bits=bits, check_data=False)
-    for p in paths:
-        if good_fraction(str(p), bits) == 0.0:
-            msg = f"{p}: every pixel is NaN or flagged; expected an exposure with data (leave it out of the set)"
-            raise InputError(msg)
+    paths, bits, exposures = read_inputs(paths, bad_bits, single_band=True)
     targets = output_paths(paths, outdir, "_crf", overwrite=overwrite)
     shape = (exposures.sizes["y"], exposures.sizes["x"])
     grid = MosaicGrid.from_exposures(exposures.attrs["wcs"], [shape] * len(paths), psr=psr, tile=int(tile))
