@@ -7,9 +7,20 @@ import logging
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["positive_float", "positive_int", "non_negative_int", "local_client", "add_preprocessing_arguments", "preprocess"]
+__all__ = ["refuse_existing", "positive_float", "positive_int", "non_negative_int", "local_client", "add_preprocessing_arguments", "preprocess"]
 
 log = logging.getLogger(__name__)
+
+
+def refuse_existing(path, overwrite: bool) -> Path:
+    """``path`` as a Path; an :class:`~mosaic.exceptions.InputError` if it exists and ``overwrite`` is not set."""
+    from mosaic.exceptions import InputError  # noqa: PLC0415
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        msg = f"{path}: exists; pass --overwrite to replace it"
+        raise InputError(msg)
+    return path
 
 
 def _number(text: str, kind, what: str):

@@ -22,7 +22,7 @@ from pathlib import Path
 import dask.array as da
 import numpy as np
 
-from mosaic.cli._common import local_client, positive_float, positive_int
+from mosaic.cli._common import local_client, positive_float, positive_int, refuse_existing
 from mosaic.exceptions import InputError
 from mosaic.io.images import read_fits_image, write_fits_image
 from mosaic.ops.background import ESTIMATORS, RMS_ESTIMATORS
@@ -33,10 +33,7 @@ log = logging.getLogger(__name__)
 
 def check_output(out, overwrite: bool) -> Path:
     """The output path, refused when it exists (without ``overwrite``) or its directory does not."""
-    out = Path(out)
-    if out.exists() and not overwrite:
-        msg = f"{out}: exists; pass --overwrite to replace it"
-        raise InputError(msg)
+    out = refuse_existing(out, overwrite)
     if not out.parent.exists():
         msg = f"{out}: directory {out.parent} does not exist; create it or choose another --out"
         raise InputError(msg)

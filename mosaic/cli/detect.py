@@ -18,7 +18,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from mosaic.cli._common import local_client, positive_float, positive_int
+from mosaic.cli._common import local_client, positive_float, positive_int, refuse_existing
 from mosaic.exceptions import InputError
 from mosaic.pipeline.detect import DETECTION_METHODS as METHODS
 
@@ -66,10 +66,7 @@ def _check_outputs(args) -> None:
         value = getattr(args, opt)
         if value is None:
             continue
-        path = Path(value)
-        if path.exists() and not args.overwrite:
-            msg = f"{path}: exists; pass --overwrite to replace it"
-            raise InputError(msg)
+        path = refuse_existing(value, args.overwrite)
         if not path.parent.exists():
             msg = f"{path}: directory {path.parent} does not exist; create it or choose another --{opt}"
             raise InputError(msg)

@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 
-from mosaic.cli._common import add_preprocessing_arguments, local_client, positive_float, positive_int, preprocess
+from mosaic.cli._common import (
+    add_preprocessing_arguments,
+    local_client,
+    positive_float,
+    positive_int,
+    preprocess,
+    refuse_existing,
+)
 from mosaic.exceptions import InputError
 from mosaic.io.cal import CalCutouts
 from mosaic.ops.drizzle import KERNELS, WEIGHTS
@@ -60,10 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from mosaic.io.products import write_drizzle_products  # noqa: PLC0415
     from mosaic.io.store import Store  # noqa: PLC0415
 
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        msg = f"{out}: exists; pass --overwrite to replace it"
-        raise InputError(msg)
+    out = refuse_existing(args.out, args.overwrite)
     if not out.parent.exists():
         msg = f"{out}: directory {out.parent} does not exist; create it or choose another --out"
         raise InputError(msg)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mosaic.cli._common import positive_float, positive_int
+from mosaic.cli._common import positive_float, positive_int, refuse_existing
 from mosaic.exceptions import InputError
 
 __all__ = ["add_parser", "run", "reference_pixels"]
@@ -71,9 +71,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(msg)
     for opt in ("out", "scores"):
         value = getattr(args, opt)
-        if value and Path(value).exists() and not args.overwrite:
-            msg = f"{value}: exists; pass --overwrite to replace it"
-            raise InputError(msg)
+        if value:
+            refuse_existing(value, args.overwrite)
     image = read_image(args.image, tile=args.tile)
     ref = read_catalog(args.reference)
     x, y = reference_pixels(ref, image.wcs, args.reference)

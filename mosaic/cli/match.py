@@ -11,10 +11,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
-from mosaic.cli._common import positive_float
-from mosaic.exceptions import InputError
+from mosaic.cli._common import positive_float, refuse_existing
 
 __all__ = ["add_parser", "run"]
 
@@ -44,9 +42,8 @@ def run(args: argparse.Namespace) -> int:
     from mosaic.catalog.match import cross_match, matches_within  # noqa: PLC0415
     from mosaic.io.catalogs import read_catalog, write_catalog  # noqa: PLC0415
 
-    if args.out and Path(args.out).exists() and not args.overwrite:
-        msg = f"{args.out}: exists; pass --overwrite to replace it"
-        raise InputError(msg)
+    if args.out:
+        refuse_existing(args.out, args.overwrite)
     t1, t2 = read_catalog(args.catalog1), read_catalog(args.catalog2)
     pairs = (matches_within if args.all else cross_match)(t1, t2, max_sep=args.max_sep)
     i1, i2 = pairs["index1"], pairs["index2"]

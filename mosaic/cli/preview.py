@@ -10,8 +10,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from mosaic.cli._common import positive_float, positive_int
-from mosaic.exceptions import InputError
+from mosaic.cli._common import positive_float, positive_int, refuse_existing
 from mosaic.viz.stretch import INTERVALS, STRETCHES
 
 __all__ = ["add_parser", "run"]
@@ -47,10 +46,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``mosaic preview``; returns the exit code."""
     from mosaic.viz.preview import open_image, write_preview  # noqa: PLC0415
 
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        msg = f"{out}: exists; pass --overwrite to replace it"
-        raise InputError(msg)
+    out = refuse_existing(args.out, args.overwrite)
     image = open_image(args.image, ext=args.ext) if args.ext is not None else Path(args.image)
     write_preview(out, image, max_size=args.max_size, stretch=args.stretch, interval=args.interval,
                   percent=args.percent, cmap=args.cmap)

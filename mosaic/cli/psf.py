@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 
 import numpy as np
 
-from mosaic.cli._common import non_negative_int, positive_float, positive_int
+from mosaic.cli._common import non_negative_int, positive_float, positive_int, refuse_existing
 from mosaic.exceptions import InputError
 
 __all__ = ["add_parser", "run", "METHODS", "read_image"]
@@ -103,10 +102,7 @@ def run(args: argparse.Namespace) -> int:
     from mosaic.psf.model import jwst_psf  # noqa: PLC0415
     from mosaic.psf.stars import require_stars, select_stars  # noqa: PLC0415
 
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        msg = f"{out}: exists; pass --overwrite to replace it"
-        raise InputError(msg)
+    out = refuse_existing(args.out, args.overwrite)
     if not out.parent.is_dir():
         msg = f"{out}: directory {out.parent} does not exist; create it or choose another --out"
         raise InputError(msg)

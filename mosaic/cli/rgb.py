@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 
-from mosaic.cli._common import positive_float, positive_int
-from mosaic.exceptions import InputError
+from mosaic.cli._common import positive_float, positive_int, refuse_existing
 from mosaic.viz.rgb import METHODS
 from mosaic.viz.stretch import INTERVALS, STRETCHES
 
@@ -53,10 +51,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``mosaic rgb``; returns the exit code."""
     from mosaic.viz.rgb import write_rgb  # noqa: PLC0415
 
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        msg = f"{out}: exists; pass --overwrite to replace it"
-        raise InputError(msg)
+    out = refuse_existing(args.out, args.overwrite)
     write_rgb(out, args.images, mapping=args.mapping, method=args.method, stretch=args.stretch, interval=args.interval,
               percent=args.percent, q=args.q, reference=args.reference.upper() if args.reference else None,
               max_size=args.max_size)
