@@ -13,8 +13,8 @@ does) and write to their own zarr store on the same ``distributed.LocalCluster``
 - *tiled*: the grid in tiles of ``--tile`` pixels (one task per overlapping (exposure, tile)).
 
 Iteration 0 (drizzle) and the normalisation are made first, untimed. Then the workers are
-restarted (empty caches) and iteration 1 is timed ("cold": overlaps computed), then iteration 2
-("warm": overlaps from the workers' caches). Printed per contender: wall time, the ratio to the
+restarted and iteration 1 is timed ("cold": fresh processes, which load the compiled overlap
+kernels and open the files), then iteration 2 ("warm"). Printed per contender: wall time, the ratio to the
 untiled run, the peak memory of all processes (RSS summed over this process and its children,
 sampled every 50 ms) above the idle baseline, and the largest difference of the two results
 relative to the image's peak. Nothing here gates anything on time.
@@ -66,7 +66,6 @@ def main(argv=None) -> int:
     p.add_argument("--psf", type=int, default=101, help="PSF size on the output grid, odd (default 101)")
     p.add_argument("--tile", type=int, default=256, help="tile side of the tiled run (default 256)")
     p.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (default 2)")
-    p.add_argument("--cache-mib", type=float, default=512, help="per-process overlap cache, MiB (mosaic.updc.overlap-cache-bytes; default 512)")
     p.add_argument("--keep", default=None, help="keep the field and stores in this folder")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -88,9 +87,6 @@ def main(argv=None) -> int:
         reader = CalCutouts(exposures["path"].values, exposures.attrs["bad_bits"])
         grids = {"untiled": field.grid.with_tiling(max(field.grid.shape)), "tiled": field.grid.with_tiling(args.tile)}
         stores = {k: Store(folder / f"{k}.zarr") for k in grids}
-        import dask
-
-        dask.config.set({"mosaic.updc.overlap-cache-bytes": int(args.cache_mib * MiB)})
         with (
             LocalCluster(n_workers=args.workers, threads_per_worker=1, dashboard_address=None) as cluster,
             Client(cluster) as client,
@@ -105,7 +101,7 @@ def main(argv=None) -> int:
             for n, kind in ((1, "cold"), (2, "warm")):
                 for k, grid in grids.items():
                     rows.append({**_run(k, exposures, grid, psf, stores[k], reader, client, n), "n": n, "kind": kind})
-        print(f"\nLocalCluster {args.workers} workers x 1 thread; tiles of {args.tile}² vs one tile of {max(field.grid.shape)}²; overlap cache {args.cache_mib:g} MiB per worker")
+        print(f"\nLocalCluster {args.workers} workers x 1 thread; tiles of {args.tile}² vs one tile of {max(field.grid.shape)}²")
         print("| iteration | run | wall s | ratio to untiled | peak MiB above idle | max |diff| / peak |")
         print("| --- | --- | --- | --- | --- | --- |")
         for n in (1, 2):

@@ -116,7 +116,7 @@ def main(argv=None) -> int:
                 )
                 r = rows[-1]
                 print(f"area {fraction:g}: {r['shape'][0]}x{r['shape'][1]}, {r['n_exp']} exposures: iteration 0 {r['it0']:.0f} s, "
-                      f"{r['per_it']:.0f} s per iteration, peak {r['peak']:.2f} GiB", flush=True)
+                      f"{r['per_it']:.0f} s per iteration ({' '.join(f'{t:.0f}' for t in steps[1:])}), peak {r['peak']:.2f} GiB", flush=True)
                 shutil.rmtree(scratch / f"area_{fraction:g}.zarr", ignore_errors=True)
     finally:
         if not args.scratch:

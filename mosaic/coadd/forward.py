@@ -11,8 +11,9 @@ in PSF group ``G`` (exposures that share one PSF),
 
 ``D_k`` is the linear drizzle with pixfrac 1 (as :func:`mosaic.ops.drizzle.drizzle_linear`),
 ``D_k^h`` its exact transpose (as :func:`~mosaic.ops.drizzle.blot_exact`, the default) or
-drizzle's interpolating blot; both exact operators come from one sparse :class:`OverlapMatrix`
-per task, cached across iterations. Exposures that share a PSF share its convolutions:
+drizzle's interpolating blot; both exact operators come from one :class:`PairOverlaps` per task,
+which computes drizzle's overlap areas on the fly (compiled, :mod:`mosaic.ops.overlap`), so
+nothing is cached between iterations. Exposures that share a PSF share its convolutions:
 ``sum_k B^*(x_k) = B^*(sum_k x_k)``.
 
 *Graph.* Driven by the output tiles. For every (exposure, tile) pair where the exposure lands
@@ -26,25 +27,21 @@ counts each pixel once, in the tile that holds its centre. The same tasks co-add
 squared drizzle weights for :mod:`mosaic.coadd.errors`. The graph is written low-level (a key
 per window, cut-out, pair and partial sum), so building it is linear in the number of pairs.
 Convolutions, sums and updates run on the mosaic's array module (CuPy chunks on GPU workers);
-the overlaps are CPU code (SciPy sparse), so pair tasks move their window to the host and back.
+the overlaps are CPU code (compiled with Numba), so pair tasks move their window to the host and back.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import math
 import operator
 import sys
 from dataclasses import dataclass, field
 
-import dask
 import dask.array as da
 import numpy as np
-import scipy.sparse
 import xarray as xr
-import zict
 from dask.base import tokenize
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
@@ -64,13 +61,14 @@ from mosaic.ops.drizzle import (
     kernel_radius,
     weight_map,
 )
-from mosaic.ops.pixmap import calc_pixmap
+from mosaic.ops.overlap import blot_sums, drizzle_sums
+from mosaic.ops.pixmap import calc_pixmap, pixel_corners
 
 __all__ = [
     "CORRECTIONS",
     "VARIANCES",
     "BackProjection",
-    "OverlapMatrix",
+    "PairOverlaps",
     "ForwardPlan",
     "Pair",
     "backproject",
@@ -293,13 +291,15 @@ def _to_numpy(x):
     return x.get() if hasattr(x, "get") and _array_module(x) is not np else np.asarray(x)
 
 
-class OverlapMatrix:
-    """The overlaps ``a_ij / J_i`` of a cut-out's pixels (rows) with a window's pixels (columns).
+class PairOverlaps:
+    """The exact-area operators of one cut-out on one window: ``D^T``, ``D`` and ``D²``.
 
-    One sparse matrix serves the exact blot (``D^T``: ``A @ image``), the linear drizzle (``D``:
-    ``A.T @ x``) and the drizzle with squared weights (``D²``: ``(A∘A).T @ y``), so a pair task
-    computes the overlaps once. The overlaps are drizzle's own (square kernel, pixfrac 1), as
-    in :func:`mosaic.ops.drizzle.drizzle_linear` and :func:`~mosaic.ops.drizzle.blot_exact`.
+    ``D`` drizzles the cut-out's pixels onto the window (square kernel, pixfrac 1, unit
+    weights), ``D^T`` is its exact transpose (the exact-area blot, parts off the window counting
+    as zero) and ``D²`` drizzles with squared weights (variances of ``D x``). Overlaps are
+    computed on the fly by drizzle's own geometry (:mod:`mosaic.ops.overlap`), never stored: a
+    pass costs a fraction of a microsecond per pixel, so nothing needs caching between
+    iterations and a task's memory is its arrays.
 
     Parameters
     ----------
@@ -310,74 +310,21 @@ class OverlapMatrix:
     """
 
     def __init__(self, pixmap, shape):
-        # TODO(ops.drizzle): use a public overlap-matrix API when ops.drizzle offers one
-        from mosaic.ops.drizzle import _overlaps  # noqa: PLC0415
-
         self.in_shape = tuple(pixmap.shape[:2])
         self.shape = tuple(int(s) for s in shape)
-        it = _overlaps(np.asarray(pixmap, dtype=np.float64), self.shape, pixfrac=1.0)
-        jaco = next(it)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            inv = np.where(jaco != 0, 1.0 / jaco, 0.0)
-        index = np.arange(jaco.size).reshape(jaco.shape)
-        rows, cols, vals = [], [], []
-        for jj, ii, area, inside in it:
-            sel = inside & (area != 0)
-            rows.append(index[sel])
-            cols.append(jj[sel] * self.shape[1] + ii[sel])
-            vals.append((area * inv)[sel])
-        rows, cols, vals = (np.concatenate(a) if a else np.zeros(0) for a in (rows, cols, vals))
-        size = (jaco.size, int(np.prod(self.shape)))
-        self.matrix = scipy.sparse.csr_matrix((vals, (rows.astype(np.int64), cols.astype(np.int64))), shape=size)
-        self._squared = None
-
-    @property
-    def nbytes(self) -> int:
-        m = self.matrix
-        return 2 * int(m.data.nbytes + m.indices.nbytes + m.indptr.nbytes)  # with its square
-
-    @classmethod
-    def cached(cls, pixmap, shape) -> OverlapMatrix:
-        """The matrix of a pixel map and window shape, from this process's cache when it is there.
-
-        Overlaps do not change between iterations; the cache (least recently used out first)
-        holds up to ``mosaic.updc.overlap-cache-bytes`` (dask config, default 512 MiB) per
-        process, keyed by a hash of the pixel map itself (a hit is always the same matrix).
-        A mosaic whose pairs need more than that recomputes them every iteration.
-        """
-        pixmap = np.ascontiguousarray(pixmap, dtype=np.float64)
-        key = hashlib.blake2b(pixmap.tobytes() + repr((pixmap.shape, tuple(shape))).encode(), digest_size=20).hexdigest()
-        cache = _cache()
-        found = cache.get(key)
-        if found is None:
-            found = cls(pixmap, shape)
-            cache[key] = found
-        return found
+        self.xc, self.yc = pixel_corners(np.asarray(pixmap, dtype=np.float64), pixfrac=1.0)
 
     def blot(self, image) -> np.ndarray:
-        """``D^T image``: the area-weighted mean of ``image`` under each pixel (off-window parts count 0)."""
-        return (self.matrix @ np.asarray(image, dtype=np.float64).ravel()).reshape(self.in_shape)
+        """``D^T image``: ``sum_j a_ij image_j / J_i`` under each pixel (off-window parts count 0)."""
+        num, _, jaco = blot_sums(self.xc, self.yc, image)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(jaco != 0, num / jaco, 0.0)
 
-    def drizzle(self, x) -> np.ndarray:
-        """``D x``: ``sum_i a_ij x_i / J_i`` on the window."""
-        return (self.matrix.T @ np.asarray(x, dtype=np.float64).ravel()).reshape(self.shape)
-
-    def drizzle_squared(self, y) -> np.ndarray:
-        """``D² y``: ``sum_i (a_ij / J_i)^2 y_i`` on the window (variances of ``D x``)."""
-        if self._squared is None:
-            self._squared = self.matrix.multiply(self.matrix).tocsr()
-        return (self._squared.T @ np.asarray(y, dtype=np.float64).ravel()).reshape(self.shape)
-
-
-_CACHE: list = []
-
-
-def _cache():
-    """This process's overlap cache (made on first use, with the configured size)."""
-    if not _CACHE:
-        limit = float(dask.config.get("mosaic.updc.overlap-cache-bytes", 512 * 2**20))
-        _CACHE.append(zict.LRU(limit, {}, weight=lambda key, value: value.nbytes))
-    return _CACHE[0]
+    def drizzle(self, *planes, squared=()) -> list[np.ndarray]:
+        """``D x`` for each plane, then ``D² y`` for each of ``squared``, in one pass over the overlaps."""
+        powers = [1] * len(planes) + [2] * len(squared)
+        out = drizzle_sums(self.xc, self.yc, [*planes, *squared], self.shape, powers=powers)
+        return list(out)
 
 
 def pair_mock(window, pixmap, *, blot: str = "exact", interp: str = "poly5", overlaps=None) -> np.ndarray:
@@ -385,13 +332,13 @@ def pair_mock(window, pixmap, *, blot: str = "exact", interp: str = "poly5", ove
 
     ``window`` is a region of ``B f``; ``pixmap`` gives the pixels' positions in its frame.
     The exact blot is the transpose of the linear drizzle (area-weighted mean of the output
-    pixels under each pixel, parts off the window counting as zero; ``overlaps``, an
-    :class:`OverlapMatrix`, saves computing them again); the interpolating blot reads 0 off
-    the window.
+    pixels under each pixel, parts off the window counting as zero; ``overlaps``, the pair's
+    :class:`PairOverlaps`, saves computing its corners again); the interpolating blot reads 0
+    off the window.
     """
     window = _to_numpy(window)
     if blot == "exact":
-        return (overlaps or OverlapMatrix.cached(pixmap, window.shape)).blot(window)
+        return (overlaps or PairOverlaps(pixmap, window.shape)).blot(window)
     return blot_interp(window, pixmap, interp=interp, fillval=0.0).astype(np.float64)
 
 
@@ -438,7 +385,7 @@ def pair_weight(cut: dict, pixmap, *, shape, core, reach: float, weight: str = "
         Drizzle kernel radius (output pixels).
     """
     w = _weights(cut, pixmap, core, reach, weight=weight, exptime=exptime)
-    return OverlapMatrix.cached(pixmap, shape).drizzle(w)[core]
+    return PairOverlaps(pixmap, shape).drizzle(w)[0][core]
 
 
 def pair_correction(
@@ -488,7 +435,7 @@ def pair_correction(
     xp = _array_module(window)
     window = _to_numpy(window).astype(np.float64, copy=False)
     w = _weights(cut, pixmap, core, reach, weight=weight, exptime=exptime)
-    overlaps = OverlapMatrix.cached(pixmap, window.shape)
+    overlaps = PairOverlaps(pixmap, window.shape)
     m = pair_mock(window, pixmap, blot=blot, interp=interp, overlaps=overlaps)
     use = w > 0
     g = np.where(use, np.asarray(cut["sci"], dtype=np.float64), 0.0)
@@ -502,14 +449,14 @@ def pair_correction(
     else:
         msg = f"correction {correction!r} is not supported; expected one of {CORRECTIONS}"
         raise ValueError(msg)
-    num = overlaps.drizzle(x)[core]
+    per_pixel = ratio_variances(cut, w, m, ratio=correction == "ratio", mock_floor=mock_floor) if variances else ()
+    num, *var = overlaps.drizzle(x, squared=per_pixel)
     own = use & _owned(pixmap, core)
     d = g - m
-    out = {"num": xp.asarray(num), "resid": float(np.sum(w[own] * d[own] ** 2)), "npix": int(own.sum()), "var": ()}
-    if variances:
-        per_pixel = ratio_variances(cut, w, m, ratio=correction == "ratio", mock_floor=mock_floor)
-        out["var"] = tuple(xp.asarray(overlaps.drizzle_squared(v)[core]) for v in per_pixel)
-    return out
+    return {
+        "num": xp.asarray(num[core]), "resid": float(np.sum(w[own] * d[own] ** 2)), "npix": int(own.sum()),
+        "var": tuple(xp.asarray(v[core]) for v in var),
+    }
 
 
 def _pair_residual(window, cut, pixmap, *, core, reach, blot, interp, weight, exptime) -> dict:

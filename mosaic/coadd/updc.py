@@ -326,14 +326,12 @@ class _Checkpoints:
             )
             self._memory[name] = (kept, info(extra) if info else {})
             return extra
-        write, pending = self.store.write_product(
+        writes, pending = self.store.write_product(
             self.field, self.band, name, ds, wcs_header=self.grid.to_header().tostring(sep="\n"),
             attrs=_jsonable(ds.attrs), overwrite=True, compute=False,
         )
-        # the Delayed write last: dask (2026.8) returns Delayed results after array results
-        # whatever the order given; arrays and the write share their tasks (no recomputation)
-        got = compute(*extras, write, description=description, client=self.client)
-        extra = list(got[:-1])
+        # one call: the extras and the writes share their tasks (each pair task runs once)
+        extra = list(compute(*extras, *writes, description=description, client=self.client)[: len(extras)])
         pending.commit(**(info(extra) if info else {}))
         return extra
 

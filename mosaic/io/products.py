@@ -208,11 +208,11 @@ def write_drizzle_products(
         field = field or (Path(out).name.split(".")[0] if out is not None else "field")
         band = band or mosaic.attrs.get("band", "UNKNOWN")
         attrs = {k: v for k, v in mosaic.attrs.items() if k != "wcs_header"}
-        write, pending = store.write_product(
+        writes, pending = store.write_product(
             field, band, product, mosaic, wcs_header=mosaic.attrs.get("wcs_header"),
             attrs=attrs, overwrite=overwrite, compute=False,
         )
-        progress_compute(write, description=f"{product} -> {store.path.name}")
+        progress_compute(*writes, description=f"{product} -> {store.path.name}")
         result["store"] = pending.commit()
         source = store.read_product(field, band, product)
         source.attrs = {**mosaic.attrs, **source.attrs}

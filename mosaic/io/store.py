@@ -28,6 +28,7 @@ import time
 import uuid
 from pathlib import Path
 
+import dask.array as da
 import numpy as np
 import xarray as xr
 import zarr
@@ -151,7 +152,11 @@ class Store:
         wcs_header : str, optional
             FITS header text of the product's WCS, kept in the group's attributes.
         compute : bool
-            With False, return the dask delayed write; call :meth:`commit` after computing it.
+            With False, lay the group out now and return ``(writes, pending)``: ``writes`` the
+            dask arrays whose tasks write the lazy data (compute them, with whatever else
+            shares their tasks, in one call), ``pending`` to :meth:`~_PendingProduct.commit`
+            after. (Not xarray's Delayed write: its graph is finalised with renamed keys, so
+            arrays computed beside it would run every shared task again.)
         """
         final = self.product_path(field, band, name)
         if final.exists() and not overwrite and self.is_complete(field, band, name):
@@ -166,12 +171,18 @@ class Store:
         _ensure_groups(self.path, final.parent)
         tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
         encoding = {v: {"chunks": _chunks_of(ds[v])} for v in ds.data_vars}
-        write = ds.to_zarr(str(tmp), mode="w", compute=compute, encoding=encoding, consolidated=False, zarr_format=3)
         pending = _PendingProduct(self, field, band, name, tmp, final)
         if compute:
+            ds.to_zarr(str(tmp), mode="w", encoding=encoding, consolidated=False, zarr_format=3)
             pending.commit()
             return final
-        return write, pending
+        # metadata and in-memory data now; the lazy data by the returned tasks
+        ds.to_zarr(str(tmp), mode="w", compute=False, encoding=encoding, consolidated=False, zarr_format=3)
+        group = zarr.open_group(str(tmp), mode="r+", zarr_format=3)
+        lazy = [v for v in ds.variables if isinstance(ds[v].data, da.Array)]
+        sources = [ds[v].data.astype(group[v].dtype) for v in lazy]
+        writes = da.store(sources, [group[v] for v in lazy], lock=False, compute=False) if lazy else ()
+        return (list(writes) if isinstance(writes, tuple) else [writes]), pending
 
     def read_product(self, field: str, band: str, name: str) -> xr.Dataset:
         """A complete product as a lazy dataset."""

@@ -44,6 +44,7 @@ from typing import NamedTuple
 import numpy as np
 from drizzle.resample import Drizzle, blot_image
 
+from mosaic.ops.overlap import blot_sums, drizzle_sums
 from mosaic.ops.pixmap import pixel_corners
 from mosaic.registry import algorithm
 
@@ -489,82 +490,7 @@ def finalize_partial(part: DrizzleSum) -> dict:
     return {"sci": sci, "wht": part.wht.astype(np.float32), "con": part.con, "var": var, "err": err}
 
 
-# -- the linear operator and its transpose ------------------------------------------------------
-
-
-def _nint(x):
-    """drizzle's ``nintd``: round half away from zero."""
-    return np.where(x >= 0, np.floor(x + 0.5), -np.floor(0.5 - x)).astype(np.int64)
-
-
-def _sgarea(x1, y1, x2, y2):
-    """drizzle's ``sgarea``, vectorised: signed area under a segment within the unit square."""
-    dx = x2 - x1
-    dy = y2 - y1
-    neg = dx < 0
-    sgn = np.where(neg, -1.0, 1.0)
-    xlo = np.where(neg, x2, x1)
-    xhi = np.where(neg, x1, x2)
-    live = (dx != 0) & ~((xlo >= 1.0) | (xhi <= 0.0))
-    xlo = np.maximum(xlo, 0.0)
-    xhi = np.minimum(xhi, 1.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        slope = np.where(dx != 0, dy / np.where(dx != 0, dx, 1.0), 0.0)
-        ylo = y1 + slope * (xlo - x1)
-        yhi = y1 + slope * (xhi - x1)
-        below = (ylo <= 0.0) & (yhi <= 0.0)
-        above = (ylo >= 1.0) & (yhi >= 1.0)
-        det = x1 * y2 - y1 * x2
-        ddy = np.where(dy != 0, dy, 1.0)
-        xlo2 = np.where(ylo < 0.0, det / ddy, xlo)
-        ylo2 = np.where(ylo < 0.0, 0.0, ylo)
-        xhi2 = np.where(yhi < 0.0, det / ddy, xhi)
-        yhi2 = np.where(yhi < 0.0, 0.0, yhi)
-        xtop = (dx + det) / ddy
-        inside = 0.5 * (xhi2 - xlo2) * (yhi2 + ylo2)
-        cross_hi = 0.5 * (xtop - xlo2) * (1.0 + ylo2) + xhi2 - xtop
-        cross_lo = 0.5 * (xhi2 - xtop) * (1.0 + yhi2) + xtop - xlo2
-        val = np.where(ylo2 <= 1.0, np.where(yhi2 <= 1.0, inside, cross_hi), cross_lo)
-        val = np.where(above, xhi - xlo, val)
-    return np.where(live & ~below, sgn * val, 0.0)
-
-
-def _overlaps(pixmap, image_shape, *, pixfrac: float):
-    """Yield ``(jj, ii, area, inside)`` for every candidate output pixel of every input pixel.
-
-    ``area`` is drizzle's signed overlap (``boxer``) of the input pixel's quadrilateral with
-    output pixel ``(jj, ii)``; ``inside`` says whether that pixel is on the image. Also returns,
-    first, the quadrilaterals' signed areas ``jaco`` (drizzle's Jacobian).
-    """
-    xc, yc = pixel_corners(pixmap, pixfrac=pixfrac)
-    jaco = 0.5 * ((xc[1] - xc[3]) * (yc[0] - yc[2]) - (xc[0] - xc[2]) * (yc[1] - yc[3]))
-    yield jaco
-    with np.errstate(invalid="ignore"):
-        finite = np.isfinite(xc).all(axis=0) & np.isfinite(yc).all(axis=0)
-        xs = np.where(finite, xc, 0.0)
-        ys = np.where(finite, yc, 0.0)
-        i0, i1 = _nint(xs.min(axis=0)), _nint(xs.max(axis=0))
-        j0, j1 = _nint(ys.min(axis=0)), _nint(ys.max(axis=0))
-    i0, i1 = np.where(finite, i0, 0), np.where(finite, i1, -1)
-    j0, j1 = np.where(finite, j0, 0), np.where(finite, j1, -1)
-    ny, nx = image_shape
-    kx = int(max((i1 - i0).max(initial=-1) + 1, 0))
-    ky = int(max((j1 - j0).max(initial=-1) + 1, 0))
-    for dy in range(ky):
-        for dx in range(kx):
-            ii, jj = i0 + dx, j0 + dy
-            cand = (ii <= i1) & (jj <= j1)
-            if not cand.any():
-                continue
-            # boxer: corners relative to the unit square at the output pixel's lower-left
-            px = xc - (ii - 0.5)
-            py = yc - (jj - 0.5)
-            area = sum(
-                _sgarea(px[k], py[k], px[(k + 1) % 4], py[(k + 1) % 4]) for k in range(4)
-            )
-            area = np.where(cand, area, 0.0)
-            inside = cand & (ii >= 0) & (ii < nx) & (jj >= 0) & (jj < ny)
-            yield jj, ii, area, inside
+# -- the linear operator and its transpose (overlaps from mosaic.ops.overlap) --------------------
 
 
 def _array_module(a):
@@ -596,15 +522,8 @@ def drizzle_linear(x, pixmap, shape, *, pixfrac: float = 1.0) -> np.ndarray:
     """
     _array_module(x)
     pixfrac = _check_pixfrac(pixfrac)
-    x = np.nan_to_num(np.asarray(x, dtype=np.float64), nan=0.0)
-    out = np.zeros(shape, dtype=np.float64)
-    it = _overlaps(np.asarray(pixmap, dtype=np.float64), shape, pixfrac=pixfrac)
-    jaco = next(it)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        xs = np.where(jaco != 0, x / jaco, 0.0)
-    for jj, ii, area, inside in it:
-        np.add.at(out, (jj[inside], ii[inside]), (area * xs)[inside])
-    return out
+    xc, yc = pixel_corners(np.asarray(pixmap, dtype=np.float64), pixfrac=pixfrac)
+    return drizzle_sums(xc, yc, [x], shape)[0]
 
 
 def blot_exact(
@@ -634,19 +553,8 @@ def blot_exact(
     """
     _array_module(image)
     pixfrac = _check_pixfrac(pixfrac)
-    image = np.asarray(image, dtype=np.float64)
-    valid = np.isfinite(image)
-    img = np.where(valid, image, 0.0)
-    it = _overlaps(np.asarray(pixmap, dtype=np.float64), image.shape, pixfrac=pixfrac)
-    jaco = next(it)
-    num = np.zeros(jaco.shape, dtype=np.float64)
-    den = np.zeros(jaco.shape, dtype=np.float64)
-    ny, nx = image.shape
-    for jj, ii, area, inside in it:
-        jc, ic = np.clip(jj, 0, ny - 1), np.clip(ii, 0, nx - 1)
-        a = np.where(inside, area, 0.0)
-        num += a * img[jc, ic]
-        den += a * valid[jc, ic]
+    xc, yc = pixel_corners(np.asarray(pixmap, dtype=np.float64), pixfrac=pixfrac)
+    num, den, jaco = blot_sums(xc, yc, image)
     with np.errstate(divide="ignore", invalid="ignore"):
         if normalize:
             return np.where(den != 0, num / den, fillval)

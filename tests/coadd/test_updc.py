@@ -305,3 +305,33 @@ def test_one_iteration_on_cupy_equals_numpy(small_field, exposures, psf):
         results.append([np.asarray(cupy.asnumpy(a)) if isinstance(a, cupy.ndarray) else a for a in da.compute(q, *bp.var, bp.resid)])
     for a, b in zip(results[1], results[0], strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("with_store", [True, False], ids=["store", "memory"])
+def test_each_pair_is_computed_once_per_pass(tmp_path, monkeypatch, small_field, exposures, psf, with_store):
+    """An iteration runs every (exposure, tile) pair task once: its tiles and its residual share it.
+
+    (Computing the products and the residual in one call once let graph optimisation fuse each
+    pair into its residual task while the products kept the pair task too: every pair twice.)
+    """
+    import collections
+    import threading
+
+    from mosaic.coadd import forward
+
+    calls: collections.Counter = collections.Counter()
+    lock = threading.Lock()
+    original = forward._pair_task
+
+    def counted(*args, kind, **kwargs):
+        with lock:
+            calls[kind] += 1
+        return original(*args, kind=kind, **kwargs)
+
+    monkeypatch.setattr(forward, "_pair_task", counted)
+    grid = small_field.grid.with_tiling((97, 61))
+    store = Store(tmp_path / "s.zarr") if with_store else None
+    updc(exposures, grid, psf, n_iterations=2, store=store, final_residual=False)
+    n_pairs = forward.plan_forward(exposures, grid, prepare_psfs(psf, exposures.sizes["exposure"])).n_pairs
+    assert n_pairs > 4
+    assert calls == {"weight": n_pairs, "correction": 2 * n_pairs}

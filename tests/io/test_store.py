@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dask
 import dask.array as da
 import numpy as np
 import pytest
@@ -69,12 +70,20 @@ def test_complete_products_are_not_overwritten_by_accident(tmp_path):
 def test_deferred_write_commits_only_after_compute(tmp_path):
     store = Store(tmp_path / "s.zarr")
     sci, arrays = _arrays()
-    write, pending = store.write_product("f", "F444W", "drizzle", xr.Dataset({k: (("y", "x"), v) for k, v in arrays.items()}), compute=False)
+    ds = xr.Dataset({k: (("y", "x"), v) for k, v in arrays.items()})
+    ds["sci"] = ds["sci"].chunk(7)
+    ds["flag"] = (("y", "x"), da.from_array(sci > np.median(sci), chunks=5))
+    writes, pending = store.write_product("f", "F444W", "drizzle", ds, compute=False)
+    assert len(writes) == sum(isinstance(ds[v].data, da.Array) for v in ds.data_vars)
     assert not store.is_complete("f", "F444W", "drizzle")
-    write.compute()
+    # computed beside an array that shares the data's tasks: each chunk is made once
+    total, *_ = dask.compute(ds["sci"].data.sum(), *writes)
     pending.commit(n_exposures=4)
     assert store.manifest("f", "F444W")["drizzle"]["n_exposures"] == 4
-    np.testing.assert_array_equal(store.read_product("f", "F444W", "drizzle")["sci"].values, sci)
+    back = store.read_product("f", "F444W", "drizzle")
+    np.testing.assert_array_equal(back["sci"].values, sci)
+    np.testing.assert_array_equal(back["flag"].values, sci > np.median(sci))
+    assert total == pytest.approx(sci.sum(dtype=np.float64), rel=1e-5)
 
 
 @pytest.mark.parametrize("name", ["", ".hidden", "a/b"])

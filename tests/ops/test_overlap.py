@@ -1,0 +1,132 @@
+"""Compiled overlap kernels against the drizzle package (STScI's C code) and analytic areas."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from drizzle.resample import Drizzle
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mosaic.ops.overlap import blot_sums, drizzle_sums
+from mosaic.ops.pixmap import pixel_corners
+
+#: output shape: every map drawn below lands inside it, where drizzle's border clipping does not bite
+OUT = (80, 84)
+
+
+def _pixmap(shape, *, scale, angle, shift, warp):
+    """A rotation and scale about the input's centre, with a gentle quadratic warp, placed at
+    ``shift`` from the output's centre: input pixel centres in output pixels."""
+    y, x = np.indices(shape, dtype=float)
+    x -= (shape[1] - 1) / 2
+    y -= (shape[0] - 1) / 2
+    c, s = np.cos(angle), np.sin(angle)
+    u = scale * (c * x - s * y) + (OUT[1] - 1) / 2 + shift[0] + warp * x**2 / shape[1]
+    v = scale * (s * x + c * y) + (OUT[0] - 1) / 2 + shift[1] - warp * y**2 / shape[0]
+    return np.stack([u, v], axis=-1)
+
+
+def _package_numerator(x, pixmap, shape, pixfrac):
+    d = Drizzle(out_shape=shape)
+    d.add_image(x.astype(np.float32), exptime=1.0, pixmap=pixmap, pixfrac=pixfrac)
+    return np.nan_to_num(d.out_img).astype(np.float64) * d.out_wht
+
+
+maps = st.fixed_dictionaries(
+    {
+        "scale": st.floats(1.3, 2.6),
+        "angle": st.floats(0.0, 2 * np.pi),
+        "shift": st.tuples(st.floats(-6.0, 6.0), st.floats(-6.0, 6.0)),
+        "warp": st.floats(0.0, 0.8),
+    }
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(m=maps, pixfrac=st.floats(0.3, 1.0), seed=st.integers(0, 2**16))
+def test_drizzle_is_the_package_numerator(m, pixfrac, seed):
+    """``D x`` equals drizzle's ``out_img * out_wht`` with unit weights."""
+    shape = (14, 17)
+    pixmap = _pixmap(shape, **m)
+    x = np.random.default_rng(seed).uniform(0.1, 1.0, shape)
+    xc, yc = pixel_corners(pixmap, pixfrac=pixfrac)
+    got = drizzle_sums(xc, yc, [x], OUT)[0]
+    ref = _package_numerator(x, pixmap, OUT, pixfrac)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6 * max(ref.max(), 1e-12))
+
+
+@settings(max_examples=25, deadline=None)
+@given(m=maps, pixfrac=st.floats(0.3, 1.0), seed=st.integers(0, 2**16))
+def test_blot_is_the_transpose_of_the_package_drizzle(m, pixfrac, seed):
+    """Dot-product test ``<D x, y> = <x, D^T y>`` with ``D`` from the drizzle package."""
+    shape = (14, 17)
+    pixmap = _pixmap(shape, **m)
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0.1, 1.0, shape)
+    y = rng.uniform(0.0, 1.0, OUT)
+    xc, yc = pixel_corners(pixmap, pixfrac=pixfrac)
+    num, den, jaco = blot_sums(xc, yc, y)
+    dty = np.divide(num, jaco, out=np.zeros_like(num), where=jaco != 0)
+    lhs = np.sum(_package_numerator(x, pixmap, OUT, pixfrac) * y)
+    assert np.sum(x * dty) == pytest.approx(lhs, rel=1e-5, abs=1e-9)
+
+
+def test_areas_add_up_to_the_quadrilateral():
+    """On the output, every pixel's overlaps add up to its quadrilateral's area (the Jacobian)."""
+    pixmap = _pixmap((12, 12), scale=1.7, angle=0.4, shift=(3.0, -2.0), warp=0.3)
+    xc, yc = pixel_corners(pixmap)
+    _, den, jaco = blot_sums(xc, yc, np.ones(OUT))
+    # the shoelace area of each quadrilateral, computed directly
+    shoelace = 0.5 * np.abs(sum(xc[k] * yc[(k + 1) % 4] - xc[(k + 1) % 4] * yc[k] for k in range(4)))
+    np.testing.assert_allclose(np.abs(jaco), shoelace, rtol=1e-12)
+    np.testing.assert_allclose(den, np.abs(jaco), rtol=1e-12)
+    # an axis-aligned pixel 2 x 2 output pixels wide has area 4
+    y, x = np.indices((3, 3), dtype=float)
+    xc, yc = pixel_corners(np.stack([10 + 2 * x, 10 + 2 * y], axis=-1))
+    assert blot_sums(xc, yc, np.ones(OUT))[2] == pytest.approx(np.full((3, 3), 4.0))
+
+
+def test_nan_output_pixels_and_off_image_parts_are_left_out():
+    pixmap = _pixmap((10, 10), scale=2.0, angle=0.0, shift=(-40.0, 5.0), warp=0.0)
+    xc, yc = pixel_corners(pixmap)
+    img = np.full(OUT, 3.0)
+    img[:, 7] = np.nan
+    num, den, jaco = blot_sums(xc, yc, img)
+    with np.errstate(invalid="ignore"):
+        mean = num / den
+    ok = den > 0
+    np.testing.assert_allclose(mean[ok], 3.0, rtol=1e-12)
+    # pixels hanging off the left edge count only their part on the image
+    assert np.all(den[:, 0] < np.abs(jaco[:, 0]))
+    # a pixel with a NaN corner contributes nothing
+    xc[0, 4, 4] = np.nan
+    num, den, jaco = blot_sums(xc, yc, img)
+    assert num[4, 4] == den[4, 4] == jaco[4, 4] == 0.0
+    one_hot = np.zeros((10, 10))
+    one_hot[4, 4] = 1.0
+    assert not drizzle_sums(xc, yc, [one_hot], OUT).any()
+
+
+def test_squared_weights_are_the_squares_of_one_pixel_drizzle():
+    """For a single input pixel, ``D² e`` is ``(D e)²`` (``D`` from the drizzle package)."""
+    shape = (9, 9)
+    pixmap = _pixmap(shape, scale=1.9, angle=0.7, shift=(5.0, 2.0), warp=0.2)
+    e = np.zeros(shape)
+    e[4, 5] = 1.0
+    xc, yc = pixel_corners(pixmap)
+    lin, sq = drizzle_sums(xc, yc, [e, e], OUT, powers=[1, 2])
+    de = _package_numerator(e, pixmap, OUT, 1.0)
+    np.testing.assert_allclose(lin, de, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(sq, de**2, rtol=1e-5, atol=1e-9)
+    assert lin.sum() == pytest.approx(1.0, rel=1e-12)
+
+
+def test_bad_arguments_are_named():
+    xc = np.zeros((4, 3, 3))
+    with pytest.raises(ValueError, match=r"expected two arrays of shape \(4, ny, nx\)"):
+        blot_sums(xc[:3], xc[:3], np.ones(OUT))
+    with pytest.raises(ValueError, match=r"planes have shape \(2, 2\); expected the corners' \(3, 3\)"):
+        drizzle_sums(xc, xc, [np.ones((2, 2))], OUT)
+    with pytest.raises(ValueError, match=r"powers \[3\] are not valid"):
+        drizzle_sums(xc, xc, [np.ones((3, 3))], OUT, powers=[3])
