@@ -13,6 +13,7 @@ import functools
 import logging
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import dask
@@ -365,12 +366,17 @@ def _band_of(infos, path):
 
 
 class CalCutouts:
-    """Read regions of cal exposures straight from the files (memory-mapped), no dask.
+    """Read regions of cal exposures straight from the files, no dask.
 
     A ``cutout_reader`` for :func:`mosaic.coadd.drizzle.drizzle_mosaic`: with it, every
     (exposure, tile) task reads only its own cut-out, so a mosaic is made tile by tile in memory
     set by the tile. The arrays are those of :func:`read_exposures`: a missing VAR_* extension
     reads as NaN, a missing DQ as 0, and ``good`` is finite SCI with none of ``bad_bits`` set.
+
+    The rows of a cut-out are read with plain file reads at offsets found once per process
+    (:func:`_layout`), not through memory maps: pages of a mapped file count in the worker's
+    resident memory, so a worker that has touched its exposures looks gigabytes larger than it
+    is, and dask's memory manager starts spilling and pausing it.
 
     Parameters
     ----------
@@ -388,15 +394,19 @@ class CalCutouts:
         """Exposure ``k``'s ``(y, x)`` region: sci, good, var_poisson, var_rnoise, var_flat."""
         ys, xs = region
         shape = (ys.stop - ys.start, xs.stop - xs.start)
-        maps = _mapped_extensions(self.paths[k])
+        path = self.paths[k]
+        layout = _layout(path)
         out = {}
-        for ext, dtype, fill in _CUTOUT_EXTENSIONS:
-            mapped = maps.get(ext)
-            if mapped is None:
-                out[ext.lower()] = np.full(shape, fill, dtype=dtype)
-            else:
-                data, bzero, bscale = mapped
-                out[ext.lower()] = _scaled(data[ys, xs], bzero, bscale, dtype)
+        with open(path, "rb") as fh:
+            for ext, dtype, fill in _CUTOUT_EXTENSIONS:
+                lay = layout.get(ext)
+                if lay is None:
+                    out[ext.lower()] = np.full(shape, fill, dtype=dtype)
+                elif lay.offset is None:  # not a plain image (e.g. tile-compressed): astropy reads it
+                    with fits.open(path) as hdul:
+                        out[ext.lower()] = np.asarray(hdul[ext].section[ys, xs], dtype=dtype)
+                else:
+                    out[ext.lower()] = _scaled(lay.rows(fh, ys)[:, xs], lay.bzero, lay.bscale, dtype)
         out["good"] = np.isfinite(out["sci"]) & ((out.pop("dq") & np.uint32(self.bad_bits)) == 0)
         return out
 
@@ -410,6 +420,31 @@ _CUTOUT_EXTENSIONS = (
     ("VAR_FLAT", np.float32, np.nan),
 )
 
+#: FITS BITPIX to the (big-endian) dtype of the data on disk
+_BITPIX = {8: np.dtype("u1"), 16: np.dtype(">i2"), 32: np.dtype(">i4"), 64: np.dtype(">i8"), -32: np.dtype(">f4"), -64: np.dtype(">f8")}
+
+
+@dataclass(frozen=True)
+class _ImageLayout:
+    """Where a 2-D image extension's data lie in its file (``offset`` None: not a plain image)."""
+
+    offset: int | None
+    shape: tuple[int, int]
+    dtype: np.dtype
+    bzero: float
+    bscale: float
+
+    def rows(self, fh, ys: slice) -> np.ndarray:
+        """Rows ``ys`` of the image, whole, read from the open file ``fh``."""
+        nx = self.shape[1]
+        fh.seek(self.offset + ys.start * nx * self.dtype.itemsize)
+        n = (ys.stop - ys.start) * nx
+        raw = np.fromfile(fh, dtype=self.dtype, count=n)
+        if raw.size != n:
+            msg = f"{fh.name}: data end early (read {raw.size} of {n} values); expected a whole FITS image"
+            raise OSError(msg)
+        return raw.reshape(-1, nx)
+
 
 def _scaled(raw, bzero, bscale, dtype) -> np.ndarray:
     if bzero == 0 and bscale == 1:
@@ -417,27 +452,36 @@ def _scaled(raw, bzero, bscale, dtype) -> np.ndarray:
     return (np.asarray(raw, dtype=np.float64 if bscale != 1 else np.int64) * bscale + bzero).astype(dtype)
 
 
-def _mapped_extensions(path: str) -> dict:
-    """``{ext: (memory-mapped raw data, BZERO, BSCALE)}`` of a file, cached per process.
+def _layout(path: str) -> dict:
+    """``{ext: _ImageLayout}`` of a file's cut-out extensions, cached per process.
 
     Parsing a cal file's headers costs about a millisecond; a UPDC iteration reads thousands
-    of cut-outs, so each worker process keeps the maps of the files it has read. The key holds
-    the file's size and modification time: a file rewritten in place is mapped again.
+    of cut-outs, so each worker process keeps the layouts of the files it has read. The key
+    holds the file's size and modification time: a file rewritten in place is parsed again.
     """
     st = os.stat(path)
-    return _mapped_extensions_cached(path, st.st_size, st.st_mtime_ns)
+    return _layout_cached(path, st.st_size, st.st_mtime_ns)
 
 
-@functools.lru_cache(maxsize=128)
-def _mapped_extensions_cached(path: str, size: int, mtime_ns: int) -> dict:
-    maps = {}
-    with fits.open(path, memmap=True, do_not_scale_image_data=True) as hdul:
+@functools.lru_cache(maxsize=256)
+def _layout_cached(path: str, size: int, mtime_ns: int) -> dict:
+    layout = {}
+    with fits.open(path, memmap=False, do_not_scale_image_data=True) as hdul:
         for ext, _, _ in _CUTOUT_EXTENSIONS:
-            if ext in hdul:
-                hdu = hdul[ext]
-                # the memory map outlives the closed HDU list (astropy keeps the mapping open)
-                maps[ext] = (hdu.data, hdu.header.get("BZERO", 0), hdu.header.get("BSCALE", 1))
-    return maps
+            if ext not in hdul:
+                continue
+            hdu = hdul[ext]
+            h = hdu.header
+            plain = type(hdu) is fits.ImageHDU and h.get("NAXIS") == 2 and h.get("BITPIX") in _BITPIX
+            shape = (int(h.get("NAXIS2", 0)), int(h.get("NAXIS1", 0)))
+            layout[ext] = _ImageLayout(
+                offset=int(hdu.fileinfo()["datLoc"]) if plain else None,
+                shape=shape,
+                dtype=_BITPIX.get(h.get("BITPIX"), np.dtype(">f4")),
+                bzero=h.get("BZERO", 0),
+                bscale=h.get("BSCALE", 1),
+            )
+    return layout
 
 
 # -- writing -------------------------------------------------------------------------------

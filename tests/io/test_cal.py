@@ -152,3 +152,31 @@ def test_reading_is_lazy(small_field, tmp_path):
     np.testing.assert_array_equal(ds["sci"][0].values, fits.getdata(small_field.exposures[0], "SCI"))
     with pytest.raises(FileNotFoundError):
         dask.compute(ds["sci"][3].data, scheduler="sync")
+
+
+def test_cutouts_of_scaled_compressed_and_missing_extensions(tmp_path):
+    """Cut-outs read at file offsets equal astropy's own reading, whatever the storage."""
+    from mosaic.io.cal import CalCutouts
+
+    rng = np.random.default_rng(5)
+    shape = (37, 53)
+    sci = rng.normal(1.0, 0.3, shape)  # float64 on disk (BITPIX -64)
+    sci[3, 4] = np.nan
+    dq = rng.integers(0, 2**32, shape, dtype=np.uint64).astype(np.uint32)  # int32 + BZERO on disk
+    var = rng.uniform(0.1, 1.0, shape).astype(np.float32)
+    hdus = [
+        fits.PrimaryHDU(),
+        fits.ImageHDU(sci, name="SCI"),
+        fits.ImageHDU(dq, name="DQ"),
+        fits.CompImageHDU(var, name="VAR_POISSON", compression_type="GZIP_2", quantize_level=0.0),
+    ]
+    path = tmp_path / "odd_cal.fits"
+    fits.HDUList(hdus).writeto(path)
+    assert fits.getheader(path, "DQ")["BZERO"] == 2**31
+    bad = 1 | 4
+    region = (slice(5, 30), slice(11, 52))
+    got = CalCutouts([path], bad)(0, region)
+    np.testing.assert_array_equal(got["sci"], sci[region].astype(np.float32))
+    np.testing.assert_array_equal(got["good"], np.isfinite(sci[region]) & ((dq[region] & bad) == 0))
+    np.testing.assert_array_equal(got["var_poisson"], var[region])
+    assert np.isnan(got["var_rnoise"]).all() and got["var_rnoise"].shape == (25, 41)
