@@ -310,7 +310,6 @@ class PairOverlaps:
     """
 
     def __init__(self, pixmap, shape):
-        self.in_shape = tuple(pixmap.shape[:2])
         self.shape = tuple(int(s) for s in shape)
         self.xc, self.yc = pixel_corners(np.asarray(pixmap, dtype=np.float64), pixfrac=1.0)
 
