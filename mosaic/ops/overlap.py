@@ -95,6 +95,16 @@ def _load(xc, yc, j, i, x, y):
 
 
 @numba.njit(**_JIT)
+def _candidates(x, y, ny_out, nx_out):
+    """Output pixels ``j0..j1, i0..i1`` (inclusive) the quadrilateral can overlap, clipped to the output."""
+    i0 = max(_nint(x.min()), 0)
+    i1 = min(_nint(x.max()), nx_out - 1)
+    j0 = max(_nint(y.min()), 0)
+    j1 = min(_nint(y.max()), ny_out - 1)
+    return j0, j1, i0, i1
+
+
+@numba.njit(**_JIT)
 def _jacobian(x, y):
     return 0.5 * ((x[1] - x[3]) * (y[0] - y[2]) - (x[0] - x[2]) * (y[1] - y[3]))
 
@@ -110,10 +120,7 @@ def _blot_kernel(xc, yc, image, valid, num, den, jaco):
                 jaco[j, i] = 0.0
                 continue
             jaco[j, i] = _jacobian(x, y)
-            i0 = max(_nint(x.min()), 0)
-            i1 = min(_nint(x.max()), nx_out - 1)
-            j0 = max(_nint(y.min()), 0)
-            j1 = min(_nint(y.max()), ny_out - 1)
+            j0, j1, i0, i1 = _candidates(x, y, ny_out, nx_out)
             s = 0.0
             c = 0.0
             for jj in range(j0, j1 + 1):
@@ -139,10 +146,7 @@ def _drizzle_kernel(xc, yc, planes, powers, out):
             jac = _jacobian(x, y)
             if jac == 0.0:
                 continue
-            i0 = max(_nint(x.min()), 0)
-            i1 = min(_nint(x.max()), nx_out - 1)
-            j0 = max(_nint(y.min()), 0)
-            j1 = min(_nint(y.max()), ny_out - 1)
+            j0, j1, i0, i1 = _candidates(x, y, ny_out, nx_out)
             for jj in range(j0, j1 + 1):
                 for ii in range(i0, i1 + 1):
                     a = _boxer(ii, jj, x, y)
