@@ -426,11 +426,11 @@ _BITPIX = {8: np.dtype("u1"), 16: np.dtype(">i2"), 32: np.dtype(">i4"), 64: np.d
 
 @dataclass(frozen=True)
 class _ImageLayout:
-    """Where a 2-D image extension's data lie in its file (``offset`` None: not a plain image)."""
+    """Where a 2-D image extension's data lie in its file (``offset`` and ``dtype`` None: not a plain image)."""
 
     offset: int | None
     shape: tuple[int, int]
-    dtype: np.dtype
+    dtype: np.dtype | None
     bzero: float
     bscale: float
 
@@ -477,7 +477,7 @@ def _layout_cached(path: str, size: int, mtime_ns: int) -> dict:
             layout[ext] = _ImageLayout(
                 offset=int(hdu.fileinfo()["datLoc"]) if plain else None,
                 shape=shape,
-                dtype=_BITPIX.get(h.get("BITPIX"), np.dtype(">f4")),
+                dtype=_BITPIX[h["BITPIX"]] if plain else None,
                 bzero=h.get("BZERO", 0),
                 bscale=h.get("BSCALE", 1),
             )
