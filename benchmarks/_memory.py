@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -14,42 +15,55 @@ class PeakMemory:
     """Context manager: the peak summed RSS (bytes) of this process and all its children.
 
     ``baseline`` is the RSS when the context was entered; ``peak - baseline`` is what the
-    work inside added.
+    work inside added. ``by_process`` holds each process's own peak RSS (bytes) by pid, this
+    process (the client, and a LocalCluster's scheduler) under ``os.getpid()``.
     """
 
     def __init__(self, interval: float = 0.02):
         self.interval = interval
         self.peak = 0
         self.baseline = 0
+        self.by_process: dict[int, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     @staticmethod
     def now() -> int:
         """Summed RSS of this process and its descendants now."""
+        return PeakMemory._rss({})
+
+    @staticmethod
+    def _rss(by_process: dict) -> int:
         me = psutil.Process()
         total = 0
         for p in [me, *me.children(recursive=True)]:
             try:
-                total += p.memory_info().rss
+                rss = p.memory_info().rss
             except psutil.Error:  # a process that just ended
-                pass
+                continue
+            total += rss
+            by_process[p.pid] = max(by_process.get(p.pid, 0), rss)
         return total
+
+    def largest_child(self) -> int:
+        """The highest peak RSS of any one child process (a worker), bytes; 0 without children."""
+        me = os.getpid()
+        return max((v for pid, v in self.by_process.items() if pid != me), default=0)
 
     def _run(self):
         while not self._stop.is_set():
-            self.peak = max(self.peak, self.now())
+            self.peak = max(self.peak, self._rss(self.by_process))
             time.sleep(self.interval)
 
     def __enter__(self):
-        self.baseline = self.peak = self.now()
+        self.baseline = self.peak = self._rss(self.by_process)
         self._thread.start()
         return self
 
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self.now())
+        self.peak = max(self.peak, self._rss(self.by_process))
         return False
 
     @property

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -116,23 +117,25 @@ def main(argv=None) -> int:
                 steps = np.diff(stamps)
                 rows.append(
                     {"fraction": fraction, "shape": sub.shape, "n_exp": len(used), "n_in": n_in / 1e6, "it0": steps[0],
-                     "per_it": float(np.mean(steps[1:])), "peak": pm.peak / GiB}
+                     "per_it": float(np.mean(steps[1:])), "peak": pm.peak / GiB,
+                     "client": pm.by_process[os.getpid()] / GiB, "worker": pm.largest_child() / GiB}
                 )
                 r = rows[-1]
                 print(f"area {fraction:g}: {r['shape'][0]}x{r['shape'][1]}, {r['n_exp']} exposures: iteration 0 {r['it0']:.0f} s, "
-                      f"{r['per_it']:.0f} s per iteration ({' '.join(f'{t:.0f}' for t in steps[1:])}), peak {r['peak']:.2f} GiB", flush=True)
+                      f"{r['per_it']:.0f} s per iteration ({' '.join(f'{t:.0f}' for t in steps[1:])}), peak {r['peak']:.2f} GiB "
+                      f"(client and scheduler {r['client']:.2f}, largest worker {r['worker']:.2f})", flush=True)
                 shutil.rmtree(scratch / f"area_{fraction:g}.zarr", ignore_errors=True)
     finally:
         if not args.scratch:
             shutil.rmtree(scratch, ignore_errors=True)
     base = rows[0]
     print(f"\nPSF {args.psf}², tiles {args.tile}², LocalCluster {args.workers} workers x 1 thread, {args.memory_limit} each")
-    print("| area | grid | exposures | exposure pixels mocked (M) | iteration 0 s | s per iteration | time ratio | area ratio | pixels ratio | peak GiB (all processes) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| area | grid | exposures | exposure pixels mocked (M) | iteration 0 s | s per iteration | time ratio | area ratio | pixels ratio | peak GiB (all processes) | client, largest worker GiB |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         area = (r["shape"][0] * r["shape"][1]) / (base["shape"][0] * base["shape"][1])
         print(f"| {r['fraction']:g} | {r['shape'][0]}x{r['shape'][1]} | {r['n_exp']} | {r['n_in']:.1f} | {r['it0']:.0f} | {r['per_it']:.0f} | "
-              f"{r['per_it'] / base['per_it']:.2f} | {area:.2f} | {r['n_in'] / base['n_in']:.2f} | {r['peak']:.2f} |")
+              f"{r['per_it'] / base['per_it']:.2f} | {area:.2f} | {r['n_in'] / base['n_in']:.2f} | {r['peak']:.2f} | {r['client']:.2f}, {r['worker']:.2f} |")
     return 0
 
 

@@ -317,6 +317,7 @@ def _drizzle_choices():
 
 _KERNELS, _WEIGHTS, _BLOTS = _drizzle_choices()
 _METHODS = ("updc", "landweber", "rl")
+_ARRAYS = ("numpy", "cupy")
 
 
 @dataclass(frozen=True)
@@ -357,6 +358,8 @@ class UPDCConfig:
         Landweber step.
     errors : bool
         Propagate VAR_* and ERR.
+    array : {"numpy", "cupy"}
+        Iterate on host arrays, or on CuPy chunks on the workers' GPUs (a ``cuda`` cluster).
     """
 
     enabled: bool = _option(True, parse=_bool)
@@ -367,6 +370,7 @@ class UPDCConfig:
     background: float | str | None = _option("median", parse=_background)
     tau: float = _option(1.0, parse=_float(minimum=0.0, maximum=2.0, open_min=True))
     errors: bool = _option(True, parse=_bool)
+    array: str = _option("numpy", parse=_choice(_ARRAYS))
 
     def _check(self, where):
         if self.save is not None and any(s > self.iterations for s in self.save):

@@ -4,7 +4,7 @@
                 [--psr 0.5] [--save 0,5,10] [--method updc|landweber|rl] [--blot exact|interp]
                 [--weight ivm|exptime|uniform] [--background median|none|VALUE]
                 [--store STORE.zarr] [--field NAME] [--name STEM] [--tile PIX]
-                [--rotation DEG] [--workers N] [--overwrite]
+                [--rotation DEG] [--workers N] [--overwrite] [--array numpy|cupy]
 
 Iterations are checkpointed in the store (default ``OUTDIR/mosaic.zarr``): a run that was
 stopped continues after its last complete iteration when the same command is given again.
@@ -13,6 +13,7 @@ stopped continues after its last complete iteration when the same command is giv
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 from pathlib import Path
 
@@ -32,6 +33,7 @@ __all__ = ["add_parser", "parse_save", "psf_paths", "run"]
 log = logging.getLogger(__name__)
 
 _METHODS = ("updc", "landweber", "rl")
+_ARRAYS = ("numpy", "cupy")
 
 
 def parse_save(text: str) -> tuple[int, ...]:
@@ -116,6 +118,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--rotation", type=float, default=0.0, metavar="DEG", help="grid position angle east of north (default 0)")
     p.add_argument("--workers", type=int, default=0, metavar="N", help="local dask cluster of N processes (default 0: threads)")
     p.add_argument("--overwrite", action="store_true", help="start again: forget this method's iterations, replace files")
+    p.add_argument(
+        "--array", choices=_ARRAYS, default="numpy",
+        help="iterate on host arrays (default) or CuPy chunks on the GPU (needs CuPy and a CUDA device)",
+    )
     add_preprocessing_arguments(p)
     p.set_defaults(func=run)
     return p
@@ -133,6 +139,9 @@ def run(args: argparse.Namespace) -> int:
     save = check_save(save, args.iterations)
     if args.workers < 0:
         msg = f"--workers {args.workers!r} is negative; expected 0 (threads) or a number of processes"
+        raise InputError(msg)
+    if args.array == "cupy" and importlib.util.find_spec("cupy") is None:
+        msg = "--array cupy needs CuPy, which is not installed; pip install 'mosaic-jwst[gpu]', or use --array numpy"
         raise InputError(msg)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -160,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
         result = updc(
             exposures, grid, psfs, n_iterations=args.iterations, method=args.method, blot=args.blot,
             weight=args.weight, background=args.background, store=store, field=args.field, save=save,
-            outdir=out, name=args.name, overwrite=args.overwrite, cutout_reader=reader, client=client,
+            outdir=out, name=args.name, overwrite=args.overwrite, cutout_reader=reader, client=client, array=args.array,
         )
     for n, path in sorted(result.files.items()):
         log.info("%s: iteration %d -> %s", args.method, n, path)

@@ -24,10 +24,12 @@ tile border is mocked by every tile it reaches (a few rows of repeated work), so
 mocks are summed across tiles and a task's memory is one window, one cut-out and their pixel
 map -- never a whole exposure or the mosaic. The data residual ``sum_k sum_i w (g - m)^2``
 counts each pixel once, in the tile that holds its centre. The same tasks co-add variances with
-squared drizzle weights for :mod:`mosaic.coadd.errors`. The graph is written low-level (a key
-per window, cut-out, pair and partial sum), so building it is linear in the number of pairs.
-Convolutions, sums and updates run on the mosaic's array module (CuPy chunks on GPU workers);
-the overlaps are CPU code (compiled with Numba), so pair tasks move their window to the host and back.
+squared drizzle weights for :mod:`mosaic.coadd.errors`. A tile's pair tasks form a chain, each
+adding its share to the running sum of the ones before, so a tile holds one sum at a time and
+keeps it on one worker. The graph is written low-level (a key per window, cut-out and pair), so
+building it is linear in the number of pairs. Convolutions and updates run on the mosaic's
+array module (CuPy chunks on GPU workers); the overlaps are CPU code (compiled with Numba), so
+a tile's window comes to the host once and its sums go back to the device once.
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import operator
 import sys
 from dataclasses import dataclass, field
 
@@ -86,8 +87,6 @@ log = logging.getLogger(__name__)
 
 #: per-pixel corrections a back-projection can drizzle
 CORRECTIONS = ("ratio", "difference")
-
-_SPLIT_EVERY = 8
 
 
 # -- geometry -----------------------------------------------------------------------------------
@@ -516,18 +515,10 @@ def _add_parts(*parts):
     return out
 
 
-def _tree(dsk, name, parts, split_every=_SPLIT_EVERY):
-    """Add up task keys ``parts`` by a tree of ``_add_parts``; returns the root key."""
-    level = 0
-    while len(parts) > 1:
-        nxt = []
-        for i in range(0, len(parts), split_every):
-            key = (f"{name}-sum", level, i)
-            dsk[key] = (_add_parts, *parts[i : i + split_every])
-            nxt.append(key)
-        parts = nxt
-        level += 1
-    return parts[0]
+def _pair_step(acc, window, cut, wcs_exposure, wcs_grid, *, kind, **kwargs):
+    """One link of a tile's chain: this pair's results added to ``acc``, those of the pairs before it (None first)."""
+    part = _pair_task(window, cut, wcs_exposure, wcs_grid, kind=kind, **kwargs)
+    return part if acc is None else _add_parts(acc, part)
 
 
 @dataclass
@@ -550,10 +541,15 @@ class BackProjection:
 
 
 def _pair_graph(kind, image_by_group, plan: ForwardPlan, source, options: dict, token: str):
-    """Tasks of every pair: windows of each group's image, cut-outs, pair operators, tile sums.
+    """Tasks of every pair: windows of each group's image, cut-outs, pair operators summed per tile.
 
-    Returns ``(name, anchor, tile_roots, pair_keys)``: ``anchor`` a Delayed holding the graph's
-    one layer, ``tile_roots[(g, tile)]`` the key of group ``g``'s summed pair results on a tile.
+    A tile's pairs (of one PSF group) form a chain: each pair task adds its results to those of
+    the pair before it. So a tile holds one running sum, not a result per pair waiting for its
+    tree, and the scheduler runs each link where the sum already is (the largest input), which
+    keeps a tile's sums on one worker instead of shipping every pair's result between workers.
+    Tiles are the parallelism. Returns ``(name, anchor, tile_roots)``: ``anchor`` a Delayed
+    holding the graph's one layer, ``tile_roots[(g, tile)]`` the key of the last link of group
+    ``g``'s chain on a tile (the sum of its pairs).
     """
     name = f"updc-{kind}-{token}"
     dsk: dict = {}
@@ -564,7 +560,7 @@ def _pair_graph(kind, image_by_group, plan: ForwardPlan, source, options: dict, 
     for k in plan.used:
         wcs_keys[k] = (f"{name}-wcs", k)
         dsk[wcs_keys[k]] = plan.wcs[k]
-    roots, pair_keys = {}, []
+    roots = {}
     for t in plan.grid.tiles():
         for gi, group in enumerate(plan.groups):
             pairs = [p for p in plan.pairs.get(t.index, []) if p.exposure in group.exposures]
@@ -578,8 +574,9 @@ def _pair_graph(kind, image_by_group, plan: ForwardPlan, source, options: dict, 
                 pieces = region_pieces(image.chunks, win)
                 window_key = (f"{name}-window", gi, *t.index)
                 places = [(src, dst) for _, src, dst in pieces]
-                dsk[window_key] = (_gather, wshape, image.dtype, places, *((image.name, *ij) for ij, _, _ in pieces))
-            keys = []
+                # on the host: the overlaps are CPU code, so a GPU window crosses once per tile, not per pair
+                dsk[window_key] = (_to_numpy, (_gather, wshape, image.dtype, places, *((image.name, *ij) for ij, _, _ in pieces)))
+            acc = None
             for p in pairs:
                 k = p.exposure
                 cut_key = (f"{name}-cut", k, *t.index)
@@ -597,16 +594,15 @@ def _pair_graph(kind, image_by_group, plan: ForwardPlan, source, options: dict, 
                     kwargs.update(options)
                 key = (f"{name}-pair", k, *t.index)
                 # options travel in a partial: dask does not look into it for keys
-                dsk[key] = (functools.partial(_pair_task, kind=kind, **kwargs), window_key, cut_key, wcs_keys[k], grid_key)
-                keys.append(key)
-                pair_keys.append(key)
-            roots[(gi, t.index)] = _tree(dsk, f"{name}-{gi}-{t.index[0]}-{t.index[1]}", keys)
+                dsk[key] = (functools.partial(_pair_step, kind=kind, **kwargs), acc, window_key, cut_key, wcs_keys[k], grid_key)
+                acc = key
+            roots[(gi, t.index)] = acc
     if image_by_group is not None:
         deps += [im for im in image_by_group if im is not None]
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=deps)
     # one layer holds every pair task; arrays and scalars made from it depend on this anchor
     anchor = Delayed(grid_key, graph, layer=name)
-    return name, anchor, roots, pair_keys
+    return name, anchor, roots
 
 
 def _tile_array(name, anchor, roots, plan, gi, field_name, index, meta):
@@ -618,12 +614,16 @@ def _tile_array(name, anchor, roots, plan, gi, field_name, index, meta):
         root = roots.get((gi, t.index))
         if root is None:
             layer[key] = (functools.partial(_zeros_like, meta), t.shape)
-        elif index is None:
-            layer[key] = (operator.getitem, root, field_name)
         else:
-            layer[key] = (operator.getitem, (operator.getitem, root, field_name), index)
+            layer[key] = (functools.partial(_field, field_name, index, meta), root)
     graph = HighLevelGraph.from_collections(out, layer, dependencies=[anchor])
     return da.Array(graph, out, chunks=plan.grid.chunks, dtype=np.float64, meta=meta)
+
+
+def _field(field_name, index, meta, sums):
+    """``sums[field_name]`` (its item ``index`` if given) on the array module of ``meta``."""
+    a = sums[field_name] if index is None else sums[field_name][index]
+    return _array_module(meta).asarray(a)
 
 
 def _zeros_like(meta, shape):
@@ -685,7 +685,7 @@ def backproject(
     convolved = [convolve_tiled(f, g.psf) for g in plan.groups]
     options = {"correction": correction, "mock_floor": float(mock_floor), "variances": bool(variances)}
     token = tokenize(f.name, plan.token(), source.token, options)
-    name, anchor, roots, pair_keys = _pair_graph("correction", convolved, plan, source, options, token)
+    name, anchor, roots = _pair_graph("correction", convolved, plan, source, options, token)
     num = None
     var = [None] * len(VARIANCES) if variances else []
     for gi, group in enumerate(plan.groups):
@@ -696,27 +696,27 @@ def backproject(
             uv = _tile_array(name, anchor, roots, plan, gi, "var", vi, meta)
             tv = convolve_tiled(uv, group.squared, adjoint=True)
             var[vi] = tv if var[vi] is None else var[vi] + tv
-    resid = _scalar_sum(name, anchor, pair_keys)
+    resid = _scalar_sum(name, anchor, list(roots.values()))
     return BackProjection(num=num, resid=resid, var=tuple(var))
 
 
-def _scalar_sum(name, anchor, pair_keys) -> da.Array:
-    """``[sum of "resid", sum of "npix"]`` over the pair tasks, as a float64 array of 2.
+def _scalar_sum(name, anchor, tile_roots) -> da.Array:
+    """``[sum of "resid", sum of "npix"]`` over the tiles' summed pairs, as a float64 array of 2.
 
-    Each pair's two numbers are taken out by a task of their own, so that the sum depends on
-    small arrays only: one task depending on the pairs themselves would hold every pair's
-    output (tiles of corrections and variances) at once -- the whole mosaic's worth.
+    Each tile's two numbers are taken out by a task of their own, so that the sum depends on
+    small arrays only: one task depending on the tile sums themselves would hold every tile's
+    corrections and variances at once -- the whole mosaic's worth.
     """
     key = f"{name}-residual"
-    parts = [(f"{key}-pair", i) for i in range(len(pair_keys))]
-    layer = {part: (_residual_of_pair, pk) for part, pk in zip(parts, pair_keys, strict=True)}
+    parts = [(f"{key}-tile", i) for i in range(len(tile_roots))]
+    layer = {part: (_residual_of_tile, root) for part, root in zip(parts, tile_roots, strict=True)}
     layer[(key, 0)] = (_sum_residuals, *parts)
     graph = HighLevelGraph.from_collections(key, layer, dependencies=[anchor])
     return da.Array(graph, key, chunks=((2,),), dtype=np.float64)
 
 
-def _residual_of_pair(part) -> np.ndarray:
-    return np.array([part["resid"], part["npix"]], dtype=np.float64)
+def _residual_of_tile(sums) -> np.ndarray:
+    return np.array([sums["resid"], sums["npix"]], dtype=np.float64)
 
 
 def _sum_residuals(*parts) -> np.ndarray:
@@ -731,12 +731,10 @@ def normalisation(plan: ForwardPlan, source, *, like=None) -> da.Array:
     """
     meta = _meta(da.asarray(like)) if like is not None else np.empty((0, 0), np.float64)
     token = tokenize(plan.token(), source.token, "weight")
-    name, anchor, roots, _ = _pair_graph("weight", None, plan, source, {}, token)
+    name, anchor, roots = _pair_graph("weight", None, plan, source, {}, token)
     den = None
     for gi, group in enumerate(plan.groups):
         u = _tile_array(name, anchor, roots, plan, gi, "num", None, meta)
-        if like is not None and _array_module(meta) is not np:
-            u = u.map_blocks(_array_module(meta).asarray, meta=meta)
         term = convolve_tiled(u, group.psf, adjoint=True)
         den = term if den is None else den + term
     return den
@@ -747,5 +745,5 @@ def data_residual(f, plan: ForwardPlan, source) -> da.Array:
     f = _as_grid_array(f, plan.grid)
     convolved = [convolve_tiled(f, g.psf) for g in plan.groups]
     token = tokenize(f.name, plan.token(), source.token, "residual")
-    name, anchor, _, pair_keys = _pair_graph("residual", convolved, plan, source, {}, token)
-    return _scalar_sum(name, anchor, pair_keys)
+    name, anchor, roots = _pair_graph("residual", convolved, plan, source, {}, token)
+    return _scalar_sum(name, anchor, list(roots.values()))

@@ -23,6 +23,12 @@ pedestal; None keeps it. The store keeps the iterate itself (sky included), so a
 is bit for bit the run that was stopped; the background is subtracted in :meth:`UPDCResult.product`
 and in the ``_i2d.fits`` files.
 
+*GPU.* With ``array="cupy"`` each iteration moves its inputs to CuPy chunks: the convolutions
+(cuFFT), the update and the error propagation run on the workers' GPUs (a dask-cuda cluster,
+:mod:`mosaic.cluster` kind ``cuda``); the pair tasks' overlaps stay CPU code, so each tile's
+window comes to the host once and its sums go back once; products come back to the host to be
+written. The result equals the NumPy run to round-off.
+
 *Store.* Every iteration is written whole (``<method>/iter_NN``: sci, err, wht, var_*; con and
 the drizzle attributes in ``iter_00``) with the coverage normalisation (``<method>/norm``).
 The manifest records the data residual ``sum_k sum_i w (g - m)^2`` of each iterate. A re-run
@@ -52,12 +58,14 @@ from mosaic.io.grid import MosaicGrid
 from mosaic.ops.convolve import PreparedPSF
 from mosaic.registry import algorithm
 
-__all__ = ["METHODS", "ExposureSource", "PSFGroup", "UPDCResult", "check_save", "prepare_psfs", "updc"]
+__all__ = ["ARRAYS", "METHODS", "ExposureSource", "PSFGroup", "UPDCResult", "check_save", "prepare_psfs", "updc"]
 
 log = logging.getLogger(__name__)
 
 #: iteration schemes: UPDC (multi-frame Richardson-Lucy), multi-frame Landweber, single-image RL
 METHODS = ("updc", "landweber", "rl")
+#: where the iteration's arrays live: host memory, or CuPy chunks on the workers' GPUs
+ARRAYS = ("numpy", "cupy")
 #: iterations written as _i2d.fits files by default (those up to n_iterations, and the last)
 DEFAULT_SAVE = (0, 5, 10)
 #: mocks below this fraction of the 99th percentile of |f_0| give the neutral ratio 1
@@ -410,19 +418,25 @@ def _filled(a) -> da.Array:
     return da.where(da.isfinite(a), a, 0.0)
 
 
-def _step(prev: xr.Dataset, it0: xr.Dataset, den, *, correct, multiplicative: bool, tau: float, den_floor: float, errors: bool, fill: float):
+def _step(
+    prev: xr.Dataset, it0: xr.Dataset, den, *, correct, multiplicative: bool, tau: float, den_floor: float, errors: bool, fill: float,
+    on_device=None,
+):
     """One update: ``(dataset of f_{n+1}, delayed residual of f_n)``.
 
     The iterate lives on the *support*: the pixels with data (finite in iteration 0) and those
     the data reach through the PSF (``den`` above its floor) -- a margin around the coverage
     where light from sources beyond the exposures' edges can go instead of piling up on the
     edge. Support pixels without data start at ``fill`` (the sky), since a multiplicative
-    update cannot grow a pixel from 0.
+    update cannot grow a pixel from 0. ``on_device`` moves the inputs to the array module the
+    iteration runs on (:func:`_mover`); the outputs come back to the host.
     """
-    covered = da.isfinite(it0["sci"].data)
+    move = on_device or (lambda a: a)
+    covered = move(da.isfinite(it0["sci"].data))
+    den = move(den)
     ok = den > den_floor
     support = covered | ok
-    sci = prev["sci"].data.astype(np.float64)
+    sci = move(prev["sci"].data.astype(np.float64))
     f = da.where(da.isfinite(sci), sci, da.where(support, fill, 0.0))
     bp = correct(f)
     if multiplicative:
@@ -437,7 +451,7 @@ def _step(prev: xr.Dataset, it0: xr.Dataset, den, *, correct, multiplicative: bo
     if errors:
         new = []
         for name, var_n in zip(VARIANCES, bp.var, strict=True):
-            v = _filled(prev[name].data)
+            v = move(_filled(prev[name].data))
             if multiplicative:
                 new.append(multiplicative_update(v, f, q, var_n, den, keep))
             else:
@@ -445,11 +459,12 @@ def _step(prev: xr.Dataset, it0: xr.Dataset, den, *, correct, multiplicative: bo
         for name, v in zip(VARIANCES, new, strict=True):
             out[name] = da.where(support, v, np.nan).astype(np.float32)
         out["err"] = total_error(new, support).astype(np.float32)
-        rn0 = _filled(it0["var_rnoise"].data)
-        out["wht"] = weight_map_from_variance(_filled(it0["wht"].data), rn0, new[1], covered).astype(np.float32)
+        rn0 = move(_filled(it0["var_rnoise"].data))
+        out["wht"] = weight_map_from_variance(move(_filled(it0["wht"].data)), rn0, new[1], covered).astype(np.float32)
     else:
         out["wht"] = it0["wht"].data
-    return xr.Dataset({k: (("y", "x"), v) for k, v in out.items()}, attrs=dict(it0.attrs)), bp.resid
+    out = {k: _on_host(v) for k, v in out.items()}
+    return xr.Dataset({k: (("y", "x"), v) for k, v in out.items()}, attrs=dict(it0.attrs)), _on_host(bp.resid)
 
 
 @algorithm("coaddition")
@@ -476,6 +491,7 @@ def updc(
     client=None,
     callback=None,
     final_residual: bool = True,
+    array: str = "numpy",
 ) -> UPDCResult:
     """Run UPDC (or a baseline) for ``n_iterations``, checkpointing every iteration.
 
@@ -528,6 +544,9 @@ def updc(
     final_residual : bool
         Also mock the last iterate for its data residual (one forward pass; the residual of
         every earlier iterate comes with the next iteration).
+    array : {"numpy", "cupy"}
+        Iterate on host arrays, or on CuPy chunks on the workers' GPUs (needs CuPy and a CUDA
+        device where the tasks run; see the module notes).
 
     Returns
     -------
@@ -544,6 +563,7 @@ def updc(
         msg = f"background {background!r} is not supported; expected 'median', a number (MJy/sr) or None"
         raise InputError(msg)
     save = check_save(save, n_iterations)
+    on_device = _mover(array)
     n_exp = exposures.sizes["exposure"]
     groups = prepare_psfs(psfs, n_exp, pixel_scale_arcsec=grid.pixel_scale_arcsec)
     plan = plan_forward(exposures, grid, groups, blot=blot, interp=interp, weight=weight)
@@ -563,8 +583,8 @@ def updc(
     fill = max(bkg, mock_floor)
     source = ExposureSource(exposures, reader=cutout_reader, variances=errors)
     if method == "rl":
-        d, mask = _filled(it0["sci"].data), da.isfinite(it0["sci"].data)
-        v0 = [_filled(it0[v].data) for v in VARIANCES] if errors else []
+        d, mask = on_device(_filled(it0["sci"].data)), on_device(da.isfinite(it0["sci"].data))
+        v0 = [on_device(_filled(it0[v].data)) for v in VARIANCES] if errors else []
         psf = groups[0].psf
 
         def correct(f):
@@ -596,7 +616,7 @@ def updc(
         t0 = time.perf_counter()
         ds, resid = _step(
             iterations[-1], it0, den, correct=correct, multiplicative=method != "landweber",
-            tau=float(tau), den_floor=den_floor, errors=errors, fill=fill,
+            tau=float(tau), den_floor=den_floor, errors=errors, fill=fill, on_device=on_device,
         )
         ds.attrs.update({"product": method, "iteration": n})
         (r,) = ck.write(key, ds, [resid], description=f"{method} iteration {n}/{n_iterations}")
@@ -611,11 +631,38 @@ def updc(
             callback(n, iterations[-1])
     last = f"{prefix}{n_iterations:02d}"
     if final_residual and "residual" not in ck.info(last):
-        (r,) = _compute([residual(_filled(iterations[-1]["sci"].data))], f"{method} residual of iteration {n_iterations}", client)
+        (r,) = _compute([residual(on_device(_filled(iterations[-1]["sci"].data)))], f"{method} residual of iteration {n_iterations}", client)
         ck.set_info(last, residual=float(r[0]), n_pixels=int(r[1]))
         log.info("%s data residual of iteration %d: %.6g over %d pixels", method, n_iterations, r[0], r[1])
     residuals = [ck.info(f"{prefix}{n:02d}").get("residual") for n in range(n_iterations + 1)]
     return UPDCResult(method=method, iterations=iterations, residuals=residuals, background=bkg, grid=grid, files=files, fill=fill)
+
+
+def _mover(array: str):
+    """``a -> a`` on the array module ``array`` names (a dask array's chunks moved there, lazily)."""
+    if array not in ARRAYS:
+        msg = f"array {array!r} is not supported; expected one of {ARRAYS}"
+        raise InputError(msg)
+    if array == "numpy":
+        return lambda a: a
+    try:
+        import cupy  # noqa: PLC0415
+    except ImportError:
+        msg = "array 'cupy' needs CuPy, which is not installed; pip install 'mosaic-jwst[gpu]', or use array 'numpy'"
+        raise InputError(msg) from None
+
+    def on_device(a):
+        a = da.asarray(a)
+        return a.map_blocks(cupy.asarray, dtype=a.dtype, meta=cupy.empty((0,) * a.ndim, dtype=a.dtype))
+
+    return on_device
+
+
+def _on_host(a) -> da.Array:
+    """A dask array's chunks as NumPy arrays (a no-op for NumPy chunks and NumPy arrays)."""
+    if isinstance(getattr(a, "_meta", a), np.ndarray):
+        return a
+    return a.map_blocks(_host, dtype=a.dtype, meta=np.empty((0,) * a.ndim, dtype=a.dtype))
 
 
 def _is_finite_number(value) -> bool:

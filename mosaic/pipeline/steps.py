@@ -395,7 +395,8 @@ class UPDCStep(Step):
 
     def settings(self, run: BandRun):
         u = run.config.updc
-        # iterations and save are left out: more iterations continue the run, they do not redo it
+        # iterations and save are left out: more iterations continue the run, they do not redo it;
+        # array too: the GPU gives the host's result to round-off
         return {
             "exposures": run.exposure_token, "grid": run.config.grid, "psfs": file_token(sorted(set(run.psf_paths))),
             "weight": run.config.drizzle.weight, "method": u.method, "blot": u.blot, "tau": u.tau, "errors": u.errors,
@@ -411,7 +412,7 @@ class UPDCStep(Step):
             run.exposures(), run.grid(), [str(p) for p in run.used_psfs()], n_iterations=u.iterations, method=u.method, blot=u.blot,
             weight=run.config.drizzle.weight, tau=u.tau, errors=u.errors, background=u.background, store=run.store,
             field=run.field, save=u.saved(), outdir=run.outdir, name=f"{run.stem}_{u.method}", overwrite=overwrite,
-            cutout_reader=run.cutouts(), client=run.client, callback=lambda n, ds: computed.append(n),
+            cutout_reader=run.cutouts(), client=run.client, callback=lambda n, ds: computed.append(n), array=u.array,
         )
         run.results["updc"] = result
         resumed = [n for n in range(u.iterations + 1) if n not in computed]

@@ -237,7 +237,7 @@ def test_one_iteration_equals_whole_image(sim, exposures, psf, method):
 
 
 def test_residual_sum_does_not_hold_every_pair(sim, exposures, psf, image):
-    # the residual's final task must depend on each pair's two numbers, not on the pairs' tiles
+    # the residual's final task must depend on each tile's two numbers, not on the tiles' sums
     grid = sim.grid.with_tiling((48, 48))
     plan = plan_forward(exposures, grid, prepare_psfs(psf, 3))
     bp = backproject(da.from_array(image, chunks=grid.chunks), plan, ExposureSource(exposures))
@@ -245,8 +245,32 @@ def test_residual_sum_does_not_hold_every_pair(sim, exposures, psf, image):
 
     graph = dict(bp.resid.__dask_graph__())
     parts = list(get_dependencies(graph, (bp.resid.name, 0)))
-    assert len(parts) == plan.n_pairs > 1
-    assert all(str(p[0]).endswith("-residual-pair") for p in parts)
+    assert len(parts) == len(plan.pairs) > 1
+    assert all(str(p[0]).endswith("-residual-tile") for p in parts)
     assert all(len(get_dependencies(graph, p)) == 1 for p in parts)
     total = bp.resid.compute(scheduler="sync")
     assert total.shape == (2,) and total[1] > 0
+
+
+def test_pairs_of_a_tile_form_one_chain(sim, exposures, psf, image):
+    # each pair task adds to the sum of the tile's pairs before it: one running sum per tile
+    from dask.core import get_dependencies
+
+    grid = sim.grid.with_tiling((48, 48))
+    plan = plan_forward(exposures, grid, prepare_psfs(psf, 3))
+    bp = backproject(da.from_array(image, chunks=grid.chunks), plan, ExposureSource(exposures))
+    graph = dict(bp.num.__dask_graph__())
+    pairs = {k for k in graph if isinstance(k, tuple) and str(k[0]).endswith("-pair")}
+    assert len(pairs) == plan.n_pairs
+    before = {k: [d for d in get_dependencies(graph, k) if d in pairs] for k in pairs}
+    assert all(len(b) <= 1 for b in before.values())
+    by_tile = {}
+    for k in pairs:
+        by_tile.setdefault(k[2:], []).append(k)
+    for tile, keys in by_tile.items():
+        assert len(keys) == len(plan.pairs[tile])
+        # one chain: a single first link, every other link after another of the same tile
+        assert sum(not before[k] for k in keys) == 1
+        assert all(b[0][2:] == tile for k in keys for b in [before[k]] if b)
+    assert max(len(keys) for keys in by_tile.values()) > 1  # some chain has links to check
+

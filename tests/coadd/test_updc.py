@@ -263,6 +263,15 @@ def test_cli_bad_input(tmp_path, small_field, extra, match):
         _cli(argv)
 
 
+@pytest.mark.skipif(importlib.util.find_spec("cupy") is not None, reason="CuPy is installed here")
+def test_cli_array_cupy_without_cupy_writes_nothing(tmp_path, small_field):
+    out = tmp_path / "out"
+    argv = [str(p) for p in small_field.exposures] + ["--psf", str(small_field.psf), "--out", str(out), "--array", "cupy"]
+    with pytest.raises(InputError, match="--array cupy needs CuPy, which is not installed"):
+        _cli(argv)
+    assert not out.exists()
+
+
 def test_cli_psf_dir_needs_a_psf_per_exposure(tmp_path, small_field):
     with pytest.raises(InputError, match=r"no PSF in .*expected one of \['.*_psf\.fits', 'psf_f200w\.fits'\]"):
         _cli([str(small_field.exposures[0]), "--psf-dir", str(tmp_path), "--out", str(tmp_path / "o")])
@@ -300,11 +309,55 @@ def test_one_iteration_on_cupy_equals_numpy(small_field, exposures, psf):
     for image in (f, on_gpu):
         bp = backproject(image, plan, source, variances=True)
         den = normalisation(plan, ExposureSource(exposures), like=image)
-        q = bp.num / den
-        assert isinstance(q._meta, type(image._meta))
-        results.append([np.asarray(cupy.asnumpy(a)) if isinstance(a, cupy.ndarray) else a for a in da.compute(q, *bp.var, bp.resid)])
+        assert isinstance(bp.num._meta, type(image._meta)) and isinstance(den._meta, type(image._meta))
+        results.append([cupy.asnumpy(a) if isinstance(a, cupy.ndarray) else a for a in da.compute(bp.num, den, *bp.var, bp.resid)])
     for a, b in zip(results[1], results[0], strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
+        # FFT round-off (cuFFT against pocketfft) is relative to each image's peak
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9 * np.abs(b).max())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _gpu_available(), reason="needs CuPy and a CUDA GPU")
+@pytest.mark.parametrize("method", ["updc", "landweber", "rl"])
+def test_updc_on_cupy_equals_numpy(tmp_path, small_field, exposures, psf, method):
+    """Whole runs with array="cupy" (convolutions, updates, errors on the GPU) give the NumPy run's products."""
+    grid = small_field.grid.with_tiling((97, 61))
+    on_host = updc(exposures, grid, psf, n_iterations=3, method=method)
+    on_gpu = updc(exposures, grid, psf, n_iterations=3, method=method, array="cupy", store=Store(tmp_path / "s.zarr"))
+    for n in (1, 3):
+        a, b = on_gpu.iterations[n].compute(), on_host.iterations[n].compute()
+        assert_same(a, b, rtol=1e-6, names=("sci", "wht"))
+        # errors: cuFFT's and pocketfft's round-off in the convolved variances, divided by the
+        # normalisation where it is near its floor (the coverage's edge), reach 1e-5 of the peak
+        assert_same(a, b, rtol=1e-5, names=("err", *VARS))
+    np.testing.assert_allclose(on_gpu.residuals, on_host.residuals, rtol=1e-9)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _gpu_available() or importlib.util.find_spec("dask_cuda") is None, reason="needs CuPy, dask-cuda and a CUDA GPU")
+def test_updc_on_dask_cuda_workers_equals_numpy(tmp_path, small_field, exposures, psf, untiled):
+    """CuPy chunks on a dask-cuda worker (a GPU, threads for the CPU pair tasks) reading its own cut-outs."""
+    from dask_cuda import LocalCUDACluster
+    from distributed import Client
+
+    from mosaic.cli.drizzle import CalCutouts
+
+    reader = CalCutouts(exposures["path"].values, exposures.attrs["bad_bits"])
+    grid = small_field.grid.with_tiling(2000)
+    with LocalCUDACluster(n_workers=1, threads_per_worker=4, dashboard_address=":0", local_directory=str(tmp_path)) as cluster, Client(cluster) as client:
+        on_gpu = updc(
+            exposures, grid, psf, n_iterations=1, array="cupy", client=client, cutout_reader=reader, store=Store(tmp_path / "s.zarr"),
+        )
+        assert_same(on_gpu.iterations[1].compute(), untiled.iterations[1].compute(), rtol=1e-6)
+
+
+def test_array_option_is_checked(small_field, exposures, psf):
+    grid = small_field.grid.with_tiling((97, 61))
+    with pytest.raises(InputError, match="array 'jax' is not supported; expected one of"):
+        updc(exposures, grid, psf, n_iterations=1, array="jax")
+    if importlib.util.find_spec("cupy") is None:
+        with pytest.raises(InputError, match="array 'cupy' needs CuPy, which is not installed"):
+            updc(exposures, grid, psf, n_iterations=1, array="cupy")
 
 
 @pytest.mark.parametrize("with_store", [True, False], ids=["store", "memory"])

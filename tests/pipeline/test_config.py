@@ -32,6 +32,7 @@ def test_defaults_and_relative_paths(tmp_path):
     assert (cfg.grid.psr, cfg.grid.rotation, cfg.grid.tile, cfg.grid.halo) == (0.5, 0.0, 1024, 0)
     assert (cfg.drizzle.pixfrac, cfg.drizzle.kernel, cfg.drizzle.weight) == (1.0, "square", "ivm")
     assert (cfg.updc.iterations, cfg.updc.method, cfg.updc.blot, cfg.updc.background) == (10, "updc", "exact", "median")
+    assert cfg.updc.array == "numpy"
     assert cfg.updc.saved() == (0, 5, 10)
     assert not cfg.preprocessing.outliers.enabled and not cfg.catalogs.enabled
     assert cfg.cluster is None
@@ -45,6 +46,7 @@ def test_defaults_and_relative_paths(tmp_path):
         ({"updc": {"iterations": -1}}, r"updc\.iterations: got -1; expected an integer >= 0"),
         ({"updc": {"iterations": 4, "save": [2, 6]}}, r"updc\.save: got \[2, 6\]; expected iteration numbers in 0\.\.4"),
         ({"updc": {"blot": "nearest"}}, r"updc\.blot: got 'nearest'; expected one of \('exact', 'interp'\)"),
+        ({"updc": {"array": "gpu"}}, r"updc\.array: got 'gpu'; expected one of \('numpy', 'cupy'\)"),
         ({"updc": {"background": "mean"}}, r"updc\.background: got 'mean'; expected 'median', a number \(MJy/sr\) or null"),
         ({"drizzle": {"pixfrac": 1.5}}, r"drizzle\.pixfrac: got 1\.5; expected a number > 0\.0 and <= 1\.0"),
         ({"drizzle": {"kernel": "box"}}, r"drizzle\.kernel: got 'box'; expected one of \('square', 'turbo',"),
