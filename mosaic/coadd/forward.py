@@ -37,7 +37,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import sys
 from dataclasses import dataclass, field
 
 import dask.array as da
@@ -53,6 +52,7 @@ from mosaic.coadd.drizzle import _PortableWCS, exposure_cutouts, exposure_wcs
 from mosaic.coadd.errors import VARIANCES, ratio_variances
 from mosaic.exceptions import InputError
 from mosaic.io.grid import MosaicGrid
+from mosaic.ops.convolve import array_module, to_host
 from mosaic.ops.drizzle import (
     BLOT_METHODS,
     INTERPOLATION_HALO,
@@ -269,7 +269,7 @@ def region_pieces(chunks, region):
 
 def _gather(shape, dtype, places, *blocks):
     """A region assembled from pieces of blocks (zero where no block is given)."""
-    xp = _array_module(blocks[0]) if blocks else np
+    xp = array_module(blocks[0]) if blocks else np
     out = xp.zeros(shape, dtype=dtype)
     for (src, dst), block in zip(places, blocks, strict=True):
         out[dst] = block[src]
@@ -277,17 +277,6 @@ def _gather(shape, dtype, places, *blocks):
 
 
 # -- operators on one pair ----------------------------------------------------------------------
-
-
-def _array_module(x):
-    cupy = sys.modules.get("cupy")
-    if cupy is not None and isinstance(x, cupy.ndarray):
-        return cupy
-    return np
-
-
-def _to_numpy(x):
-    return x.get() if hasattr(x, "get") and _array_module(x) is not np else np.asarray(x)
 
 
 class PairOverlaps:
@@ -334,7 +323,7 @@ def pair_mock(window, pixmap, *, blot: str = "exact", interp: str = "poly5", ove
     :class:`PairOverlaps`, saves computing its corners again); the interpolating blot reads 0
     off the window.
     """
-    window = _to_numpy(window)
+    window = to_host(window)
     if blot == "exact":
         return (overlaps or PairOverlaps(pixmap, window.shape)).blot(window)
     return blot_interp(window, pixmap, interp=interp, fillval=0.0).astype(np.float64)
@@ -430,8 +419,8 @@ def pair_correction(
         the core owns; ``npix``: how many such pixels have ``w > 0``; ``var``: tuple of
         ``D²(w² v / m²)`` on the core, one per :data:`VARIANCES` (empty unless ``variances``).
     """
-    xp = _array_module(window)
-    window = _to_numpy(window).astype(np.float64, copy=False)
+    xp = array_module(window)
+    window = to_host(window).astype(np.float64, copy=False)
     w = _weights(cut, pixmap, core, reach, weight=weight, exptime=exptime)
     overlaps = PairOverlaps(pixmap, window.shape)
     m = pair_mock(window, pixmap, blot=blot, interp=interp, overlaps=overlaps)
@@ -492,7 +481,6 @@ def _crop(pixmap, cut, core, reach):
 def _pair_task(window, cut, wcs_exposure, wcs_grid, *, kind, region, origin, **kwargs):
     """One pair's task: pixel map in the window frame, cropped to what matters, then the operator of ``kind``."""
     pixmap = _pixmap(wcs_exposure, wcs_grid, region, origin)
-    # every kind crops alike, so that they share the cached overlaps
     pixmap, cut, any_left = _crop(pixmap, cut, kwargs["core"], kwargs["reach"])
     if not any_left:
         cut = {**cut, "good": np.zeros(np.shape(cut["good"]), dtype=bool)}
@@ -575,7 +563,7 @@ def _pair_graph(kind, image_by_group, plan: ForwardPlan, source, options: dict, 
                 window_key = (f"{name}-window", gi, *t.index)
                 places = [(src, dst) for _, src, dst in pieces]
                 # on the host: the overlaps are CPU code, so a GPU window crosses once per tile, not per pair
-                dsk[window_key] = (_to_numpy, (_gather, wshape, image.dtype, places, *((image.name, *ij) for ij, _, _ in pieces)))
+                dsk[window_key] = (to_host, (_gather, wshape, image.dtype, places, *((image.name, *ij) for ij, _, _ in pieces)))
             acc = None
             for p in pairs:
                 k = p.exposure
@@ -623,11 +611,11 @@ def _tile_array(name, anchor, roots, plan, gi, field_name, index, meta):
 def _field(field_name, index, meta, sums):
     """``sums[field_name]`` (its item ``index`` if given) on the array module of ``meta``."""
     a = sums[field_name] if index is None else sums[field_name][index]
-    return _array_module(meta).asarray(a)
+    return array_module(meta).asarray(a)
 
 
 def _zeros_like(meta, shape):
-    return _array_module(meta).zeros(shape, dtype=np.float64)
+    return array_module(meta).zeros(shape, dtype=np.float64)
 
 
 def _meta(f):

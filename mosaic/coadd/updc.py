@@ -55,7 +55,7 @@ from mosaic.coadd.errors import VARIANCES, additive_update, multiplicative_updat
 from mosaic.coadd.forward import backproject, data_residual, normalisation, plan_forward, region_pieces
 from mosaic.exceptions import InputError
 from mosaic.io.grid import MosaicGrid
-from mosaic.ops.convolve import PreparedPSF
+from mosaic.ops.convolve import PreparedPSF, to_host
 from mosaic.registry import algorithm
 
 __all__ = ["ARRAYS", "METHODS", "ExposureSource", "PSFGroup", "UPDCResult", "check_save", "prepare_psfs", "updc"]
@@ -329,7 +329,7 @@ class _Checkpoints:
             got = compute(*(ds[v].data for v in names), *extras, description=description, client=self.client)
             arrays, extra = got[: len(names)], list(got[len(names) :])
             kept = xr.Dataset(
-                {v: (ds[v].dims, da.from_array(_host(a), chunks=ds[v].data.chunks)) for v, a in zip(names, arrays, strict=True)},
+                {v: (ds[v].dims, da.from_array(to_host(a), chunks=ds[v].data.chunks)) for v, a in zip(names, arrays, strict=True)},
                 attrs=ds.attrs,
             )
             self._memory[name] = (kept, info(extra) if info else {})
@@ -342,10 +342,6 @@ class _Checkpoints:
         extra = list(compute(*extras, *writes, description=description, client=self.client)[: len(extras)])
         pending.commit(**(info(extra) if info else {}))
         return extra
-
-
-def _host(a):
-    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
 
 
 def _jsonable(attrs: dict) -> dict:
@@ -662,7 +658,7 @@ def _on_host(a) -> da.Array:
     """A dask array's chunks as NumPy arrays (a no-op for NumPy chunks and NumPy arrays)."""
     if isinstance(getattr(a, "_meta", a), np.ndarray):
         return a
-    return a.map_blocks(_host, dtype=a.dtype, meta=np.empty((0,) * a.ndim, dtype=a.dtype))
+    return a.map_blocks(to_host, dtype=a.dtype, meta=np.empty((0,) * a.ndim, dtype=a.dtype))
 
 
 def _is_finite_number(value) -> bool:

@@ -48,6 +48,7 @@ __all__ = [
     "good_fft_shape",
     "psf_halo",
     "result_dtype",
+    "to_host",
 ]
 
 #: output frames of :func:`fft_convolve`, as in :func:`scipy.signal.fftconvolve`
@@ -62,6 +63,13 @@ def array_module(x):
     if cupy is not None:
         return cupy.get_array_module(x)
     return np
+
+
+def to_host(x) -> np.ndarray:
+    """``x`` as a NumPy array: copied from the GPU if it is a CuPy array."""
+    if array_module(x) is not np:
+        return x.get()
+    return np.asarray(x)
 
 
 def _fft_module(xp):
