@@ -416,7 +416,7 @@ def _filled(a) -> da.Array:
 
 def _step(
     prev: xr.Dataset, it0: xr.Dataset, den, *, correct, multiplicative: bool, tau: float, den_floor: float, errors: bool, fill: float,
-    on_device=None,
+    on_device,
 ):
     """One update: ``(dataset of f_{n+1}, delayed residual of f_n)``.
 
@@ -427,12 +427,11 @@ def _step(
     update cannot grow a pixel from 0. ``on_device`` moves the inputs to the array module the
     iteration runs on (:func:`_mover`); the outputs come back to the host.
     """
-    move = on_device or (lambda a: a)
-    covered = move(da.isfinite(it0["sci"].data))
-    den = move(den)
+    covered = on_device(da.isfinite(it0["sci"].data))
+    den = on_device(den)
     ok = den > den_floor
     support = covered | ok
-    sci = move(prev["sci"].data.astype(np.float64))
+    sci = on_device(prev["sci"].data.astype(np.float64))
     f = da.where(da.isfinite(sci), sci, da.where(support, fill, 0.0))
     bp = correct(f)
     if multiplicative:
@@ -447,7 +446,7 @@ def _step(
     if errors:
         new = []
         for name, var_n in zip(VARIANCES, bp.var, strict=True):
-            v = move(_filled(prev[name].data))
+            v = on_device(_filled(prev[name].data))
             if multiplicative:
                 new.append(multiplicative_update(v, f, q, var_n, den, keep))
             else:
@@ -455,8 +454,8 @@ def _step(
         for name, v in zip(VARIANCES, new, strict=True):
             out[name] = da.where(support, v, np.nan).astype(np.float32)
         out["err"] = total_error(new, support).astype(np.float32)
-        rn0 = move(_filled(it0["var_rnoise"].data))
-        out["wht"] = weight_map_from_variance(move(_filled(it0["wht"].data)), rn0, new[1], covered).astype(np.float32)
+        rn0 = on_device(_filled(it0["var_rnoise"].data))
+        out["wht"] = weight_map_from_variance(on_device(_filled(it0["wht"].data)), rn0, new[1], covered).astype(np.float32)
     else:
         out["wht"] = it0["wht"].data
     out = {k: _on_host(v) for k, v in out.items()}
