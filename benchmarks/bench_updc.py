@@ -34,6 +34,7 @@ import numpy as np
 from distributed import Client, LocalCluster
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _field import simulate_updc_field  # noqa: E402
 from _memory import PeakMemory  # noqa: E402
 
 __all__ = ["main"]
@@ -70,21 +71,15 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
-    from mosaic.cli.drizzle import CalCutouts
-    from mosaic.io.cal import read_exposures
     from mosaic.io.store import Store
     from mosaic.psf.files import read_psf
-    from mosaic.simulate import SimConfig, simulate_field
 
     folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_updc_"))
     try:
-        t0 = time.perf_counter()
-        cfg = SimConfig(size=args.size, psf_size=args.psf, n_exposures=args.exposures, seed=1, n_stars=8, n_pairs=2)
-        field = simulate_field(folder / "field", cfg, overwrite=True)
-        print(f"field: {args.exposures} exposures of {args.size}², grid {field.grid.shape[0]}x{field.grid.shape[1]}, PSF {args.psf}² ({time.perf_counter() - t0:.0f} s to simulate)")
-        exposures = read_exposures(field.exposures)
+        sim = simulate_updc_field(folder, size=args.size, n_exposures=args.exposures, psf_size=args.psf, n_stars=8, n_pairs=2)
+        field, exposures, reader = sim.field, sim.exposures, sim.reader
+        print(f"field: {args.exposures} exposures of {args.size}², grid {field.grid.shape[0]}x{field.grid.shape[1]}, PSF {args.psf}² ({sim.seconds:.0f} s to simulate)")
         psf = read_psf(field.psf)[0]
-        reader = CalCutouts(exposures["path"].values, exposures.attrs["bad_bits"])
         grids = {"untiled": field.grid.with_tiling(max(field.grid.shape)), "tiled": field.grid.with_tiling(args.tile)}
         stores = {k: Store(folder / f"{k}.zarr") for k in grids}
         with (

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _field import simulate_updc_field  # noqa: E402
 from _memory import PeakMemory  # noqa: E402
 
 __all__ = ["main"]
@@ -94,24 +95,18 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
-    from mosaic.cli.drizzle import CalCutouts
-    from mosaic.io.cal import read_exposures
     from mosaic.io.store import Store
     from mosaic.psf.files import read_psf
-    from mosaic.simulate import SimConfig, simulate_field
 
     folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_updc_gpu_"))
     try:
-        t0 = time.perf_counter()
-        cfg = SimConfig(size=args.size, psf_size=args.psf, n_exposures=args.exposures, seed=1, n_stars=40, n_pairs=4)
-        field = simulate_field(folder / "field", cfg, overwrite=True)
+        sim = simulate_updc_field(folder, size=args.size, n_exposures=args.exposures, psf_size=args.psf, n_stars=40, n_pairs=4)
+        field, exposures, reader = sim.field, sim.exposures, sim.reader
         grid = field.grid.with_tiling(args.tile)
         print(f"field: {args.exposures} exposures of {args.size}², grid {grid.shape[0]}x{grid.shape[1]} in tiles of {args.tile}², "
-              f"PSF {args.psf}² ({time.perf_counter() - t0:.0f} s to simulate)", flush=True)
-        exposures = read_exposures(field.exposures)
+              f"PSF {args.psf}² ({sim.seconds:.0f} s to simulate)", flush=True)
         psf = read_psf(args.psf_file or field.psf)[0]
         print(f"UPDC PSF {psf.shape[0]}x{psf.shape[1]} from {args.psf_file or field.psf}", flush=True)
-        reader = CalCutouts(exposures["path"].values, exposures.attrs["bad_bits"])
         rows = []
         for kind in args.contenders:
             rows += _contender(kind, args, exposures, grid, psf, reader, Store(folder / f"{kind}.zarr"))
