@@ -41,8 +41,11 @@ __all__ = [
 
 
 def landweber_update(f, num, den, *, tau: float, ok):
-    """``f + tau * num / den`` where ``ok`` (the normalisation is above its floor), else ``f``."""
-    return f + da.where(ok, tau * num / da.where(ok, den, 1.0), 0.0)
+    """``f + tau * num / den`` where ``ok`` (the normalisation is above its floor), else ``f``.
+
+    NumPy, CuPy and dask arrays alike (through NumPy's array-function protocol).
+    """
+    return f + np.where(ok, tau * num / np.where(ok, den, 1.0), 0.0)
 
 
 def single_image_normalisation(mask, psf) -> da.Array:

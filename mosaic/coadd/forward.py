@@ -535,9 +535,12 @@ def _pair_graph(kind, image_by_group, plan: ForwardPlan, source, options: dict, 
     the pair before it. So a tile holds one running sum, not a result per pair waiting for its
     tree, and the scheduler runs each link where the sum already is (the largest input), which
     keeps a tile's sums on one worker instead of shipping every pair's result between workers.
-    Tiles are the parallelism. Returns ``(name, anchor, tile_roots)``: ``anchor`` a Delayed
-    holding the graph's one layer, ``tile_roots[(g, tile)]`` the key of the last link of group
-    ``g``'s chain on a tile (the sum of its pairs).
+    Tiles are the parallelism. Returns ``(name, anchor, tile_roots, residuals)``: ``anchor`` a
+    Delayed holding the graph's one layer, ``tile_roots[(g, tile)]`` the key of the last link of
+    group ``g``'s chain on a tile (the sum of its pairs), ``residuals[(g, tile)]`` the key of
+    that tile's ``[resid, npix]`` (none for ``kind="weight"``). The arrays taken from a tile's
+    sum wait for its residual (:func:`_tile_array`), so the sum is let go as soon as its arrays
+    are: a residual left for the end of the graph would hold every tile's sum until then.
     """
     name = f"updc-{kind}-{token}"
     dsk: dict = {}
@@ -548,7 +551,7 @@ def _pair_graph(kind, image_by_group, plan: ForwardPlan, source, options: dict, 
     for k in plan.used:
         wcs_keys[k] = (f"{name}-wcs", k)
         dsk[wcs_keys[k]] = plan.wcs[k]
-    roots = {}
+    roots, residuals = {}, {}
     for t in plan.grid.tiles():
         for gi, group in enumerate(plan.groups):
             pairs = [p for p in plan.pairs.get(t.index, []) if p.exposure in group.exposures]
@@ -567,8 +570,9 @@ def _pair_graph(kind, image_by_group, plan: ForwardPlan, source, options: dict, 
             acc = None
             for p in pairs:
                 k = p.exposure
-                cut_key = (f"{name}-cut", k, *t.index)
-                dsk[cut_key] = source.task(k, p.cut)
+                # the cut-out is read inside the link (a nested task), when the link runs: a
+                # task of its own would be a root task, read ahead of its chain and held
+                cut = source.task(k, p.cut)
                 win, core = p.window, p.core_in_window
                 kwargs = {
                     "region": p.cut, "origin": (win[1].start, win[0].start), "core": core,
@@ -582,19 +586,25 @@ def _pair_graph(kind, image_by_group, plan: ForwardPlan, source, options: dict, 
                     kwargs.update(options)
                 key = (f"{name}-pair", k, *t.index)
                 # options travel in a partial: dask does not look into it for keys
-                dsk[key] = (functools.partial(_pair_step, kind=kind, **kwargs), acc, window_key, cut_key, wcs_keys[k], grid_key)
+                dsk[key] = (functools.partial(_pair_step, kind=kind, **kwargs), acc, window_key, cut, wcs_keys[k], grid_key)
                 acc = key
             roots[(gi, t.index)] = acc
+            if kind != "weight":
+                residuals[(gi, t.index)] = (f"{name}-residual-tile", gi, *t.index)
+                dsk[residuals[(gi, t.index)]] = (_residual_of_tile, acc)
     if image_by_group is not None:
         deps += [im for im in image_by_group if im is not None]
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=deps)
     # one layer holds every pair task; arrays and scalars made from it depend on this anchor
     anchor = Delayed(grid_key, graph, layer=name)
-    return name, anchor, roots
+    return name, anchor, roots, residuals
 
 
-def _tile_array(name, anchor, roots, plan, gi, field_name, index, meta):
-    """The group's summed ``field_name`` (item ``index`` of a tuple field) as a tile-chunked array."""
+def _tile_array(name, anchor, roots, plan, gi, field_name, index, meta, residuals=None):
+    """The group's summed ``field_name`` (item ``index`` of a tuple field) as a tile-chunked array.
+
+    Each block waits for its tile's entry in ``residuals`` (when given), taken from the same sum.
+    """
     out = f"{name}-{field_name}{'' if index is None else index}-{gi}"
     layer = {}
     for t in plan.grid.tiles():
@@ -603,13 +613,14 @@ def _tile_array(name, anchor, roots, plan, gi, field_name, index, meta):
         if root is None:
             layer[key] = (functools.partial(_zeros_like, meta), t.shape)
         else:
-            layer[key] = (functools.partial(_field, field_name, index, meta), root)
+            after = (residuals[(gi, t.index)],) if residuals else ()
+            layer[key] = (functools.partial(_field, field_name, index, meta), root, *after)
     graph = HighLevelGraph.from_collections(out, layer, dependencies=[anchor])
     return da.Array(graph, out, chunks=plan.grid.chunks, dtype=np.float64, meta=meta)
 
 
-def _field(field_name, index, meta, sums):
-    """``sums[field_name]`` (its item ``index`` if given) on the array module of ``meta``."""
+def _field(field_name, index, meta, sums, *after):
+    """``sums[field_name]`` (its item ``index`` if given) on the array module of ``meta``; ``after`` is ignored."""
     a = sums[field_name] if index is None else sums[field_name][index]
     return array_module(meta).asarray(a)
 
@@ -673,32 +684,30 @@ def backproject(
     convolved = [convolve_tiled(f, g.psf) for g in plan.groups]
     options = {"correction": correction, "mock_floor": float(mock_floor), "variances": bool(variances)}
     token = tokenize(f.name, plan.token(), source.token, options)
-    name, anchor, roots = _pair_graph("correction", convolved, plan, source, options, token)
+    name, anchor, roots, residuals = _pair_graph("correction", convolved, plan, source, options, token)
     num = None
     var = [None] * len(VARIANCES) if variances else []
     for gi, group in enumerate(plan.groups):
-        u = _tile_array(name, anchor, roots, plan, gi, "num", None, meta)
+        u = _tile_array(name, anchor, roots, plan, gi, "num", None, meta, residuals)
         term = convolve_tiled(u, group.psf, adjoint=True)
         num = term if num is None else num + term
         for vi in range(len(var)):
-            uv = _tile_array(name, anchor, roots, plan, gi, "var", vi, meta)
+            uv = _tile_array(name, anchor, roots, plan, gi, "var", vi, meta, residuals)
             tv = convolve_tiled(uv, group.squared, adjoint=True)
             var[vi] = tv if var[vi] is None else var[vi] + tv
-    resid = _scalar_sum(name, anchor, list(roots.values()))
+    resid = _scalar_sum(name, anchor, list(residuals.values()))
     return BackProjection(num=num, resid=resid, var=tuple(var))
 
 
-def _scalar_sum(name, anchor, tile_roots) -> da.Array:
-    """``[sum of "resid", sum of "npix"]`` over the tiles' summed pairs, as a float64 array of 2.
+def _scalar_sum(name, anchor, tile_residuals) -> da.Array:
+    """``[sum of "resid", sum of "npix"]`` over the tiles' ``[resid, npix]`` (keys in the anchor's layer), a float64 array of 2.
 
-    Each tile's two numbers are taken out by a task of their own, so that the sum depends on
-    small arrays only: one task depending on the tile sums themselves would hold every tile's
-    corrections and variances at once -- the whole mosaic's worth.
+    The tiles' two numbers are tasks of their own (:func:`_pair_graph`), so that the sum
+    depends on small arrays only: one task depending on the tile sums themselves would hold
+    every tile's corrections and variances at once -- the whole mosaic's worth.
     """
     key = f"{name}-residual"
-    parts = [(f"{key}-tile", i) for i in range(len(tile_roots))]
-    layer = {part: (_residual_of_tile, root) for part, root in zip(parts, tile_roots, strict=True)}
-    layer[(key, 0)] = (_sum_residuals, *parts)
+    layer = {(key, 0): (_sum_residuals, *tile_residuals)}
     graph = HighLevelGraph.from_collections(key, layer, dependencies=[anchor])
     return da.Array(graph, key, chunks=((2,),), dtype=np.float64)
 
@@ -719,7 +728,7 @@ def normalisation(plan: ForwardPlan, source, *, like=None) -> da.Array:
     """
     meta = _meta(da.asarray(like)) if like is not None else np.empty((0, 0), np.float64)
     token = tokenize(plan.token(), source.token, "weight")
-    name, anchor, roots = _pair_graph("weight", None, plan, source, {}, token)
+    name, anchor, roots, _ = _pair_graph("weight", None, plan, source, {}, token)
     den = None
     for gi, group in enumerate(plan.groups):
         u = _tile_array(name, anchor, roots, plan, gi, "num", None, meta)
@@ -733,5 +742,5 @@ def data_residual(f, plan: ForwardPlan, source) -> da.Array:
     f = _as_grid_array(f, plan.grid)
     convolved = [convolve_tiled(f, g.psf) for g in plan.groups]
     token = tokenize(f.name, plan.token(), source.token, "residual")
-    name, anchor, roots = _pair_graph("residual", convolved, plan, source, {}, token)
-    return _scalar_sum(name, anchor, list(roots.values()))
+    name, anchor, _, residuals = _pair_graph("residual", convolved, plan, source, {}, token)
+    return _scalar_sum(name, anchor, list(residuals.values()))

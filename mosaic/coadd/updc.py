@@ -48,6 +48,8 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 from dask.base import tokenize
+from dask.graph_manipulation import clone
+from dask.highlevelgraph import HighLevelGraph
 
 from mosaic.coadd import baselines
 from mosaic.coadd.drizzle import drizzle_mosaic
@@ -414,6 +416,98 @@ def _filled(a) -> da.Array:
     return da.where(da.isfinite(a), a, 0.0)
 
 
+def _support(sci0, den, den_floor: float):
+    """``(covered, ok, support)`` of one tile: pixels with data, pixels the normalisation allows
+    to update, and the iterate's support (either)."""
+    covered = np.isfinite(sci0)
+    ok = den > den_floor
+    return covered, ok, covered | ok
+
+
+def _start_block(sci, sci0, den, *, den_floor: float, fill: float):
+    """One tile of ``f_n`` as the iteration starts from it: the stored iterate (float64), ``fill``
+    on support pixels that have none yet, zero off the support."""
+    _, _, support = _support(sci0, den, den_floor)
+    sci = sci.astype(np.float64)
+    return np.where(np.isfinite(sci), sci, np.where(support, fill, 0.0))
+
+
+def _update_block(sci, sci0, den, num, *rest, multiplicative: bool, tau: float, den_floor: float, fill: float, errors: bool):
+    """One tile of ``f_{n+1}`` (eq. 1 or Landweber, then eq. 2) and its variances, stacked (float32).
+
+    ``rest`` is, with ``errors``, the iterate's variances (:data:`VARIANCES` order), the
+    back-projected variances, iteration 0's WHT and VAR_RNOISE. The planes out are ``sci``, then
+    with ``errors`` each of :data:`VARIANCES`, ``err`` and ``wht`` (see :func:`_planes`).
+    NumPy or CuPy blocks alike.
+    """
+    covered, ok, support = _support(sci0, den, den_floor)
+    f = _start_block(sci, sci0, den, den_floor=den_floor, fill=fill)
+    if multiplicative:
+        q = np.where(ok, num / np.where(ok, den, 1.0), 1.0)
+        f_new = f * q
+    else:
+        f_new = baselines.landweber_update(f, num, den, tau=tau, ok=ok)
+    # eq. 2: a pixel whose update would be negative keeps its value
+    keep = (f_new < 0) | ~ok
+    out = [np.where(support, np.where(keep, f, f_new), np.nan)]
+    if errors:
+        n = len(VARIANCES)
+        prev, back, (wht0, rn0) = rest[:n], rest[n : 2 * n], rest[2 * n :]
+        new = []
+        for v, var_n in zip(prev, back, strict=True):
+            v = _zero_nan(v)
+            if multiplicative:
+                new.append(multiplicative_update(v, f, q, var_n, den, keep))
+            else:
+                new.append(additive_update(v, tau, var_n, den, keep))
+        out += [np.where(support, v, np.nan) for v in new]
+        out.append(total_error(new, support))
+        out.append(weight_map_from_variance(_zero_nan(wht0), _zero_nan(rn0), new[1], covered))
+    return np.stack([o.astype(np.float32) for o in out])
+
+
+def _zero_nan(a):
+    """``a`` in float64, zero where not finite."""
+    a = a.astype(np.float64)
+    return np.where(np.isfinite(a), a, 0.0)
+
+
+def _read_after(a: da.Array, gate: da.Array) -> da.Array:
+    """``a``, stored data, read tile by tile once the same tile of ``gate`` is computed.
+
+    ``a`` is a read of an array held in a key of its own (``from_array`` with its source not
+    inlined: the store's arrays); anything else is returned as it is. dask marks its reads as
+    data producers, and so any task they are fused into: distributed queues those like root
+    tasks, behind every other task that is ready. An update fused with its reads waited so,
+    while the back-projected tiles it needed piled up. These reads are plain tasks that wait
+    for ``gate`` (the tile's back-projection), so each is made when its update is near.
+    """
+    source = f"original-{a.name}"
+    layers = a.__dask_graph__().layers
+    if source not in layers or a.chunks != gate.chunks:
+        log.debug("%s is not a stored read on the tiles of %s; used as it is", a.name, gate.name)
+        return a
+    name = f"read-after-{tokenize(a.name, gate.name)}"
+    dsk = {source: layers[source][source]}
+    starts = [np.cumsum((0, *c)) for c in a.chunks]
+    for i in range(a.numblocks[0]):
+        for j in range(a.numblocks[1]):
+            region = (slice(int(starts[0][i]), int(starts[0][i + 1])), slice(int(starts[1][j]), int(starts[1][j + 1])))
+            dsk[(name, i, j)] = (_read_region, source, region, (gate.name, i, j))
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[gate])
+    return da.Array(graph, name, chunks=a.chunks, dtype=a.dtype, meta=a._meta)
+
+
+def _read_region(source, region, gate):
+    """``source[region]`` as an array; ``gate`` is only waited for."""
+    return np.asarray(source[region])
+
+
+def _planes(errors: bool) -> list[str]:
+    """The planes :func:`_update_block` stacks, in order."""
+    return ["sci", *VARIANCES, "err", "wht"] if errors else ["sci"]
+
+
 def _step(
     prev: xr.Dataset, it0: xr.Dataset, den, *, correct, multiplicative: bool, tau: float, den_floor: float, errors: bool, fill: float,
     on_device,
@@ -426,39 +520,40 @@ def _step(
     edge. Support pixels without data start at ``fill`` (the sky), since a multiplicative
     update cannot grow a pixel from 0. ``on_device`` moves the inputs to the array module the
     iteration runs on (:func:`_mover`); the outputs come back to the host.
+
+    *Memory.* The forward model starts from its own reading of the stored iterate (a clone of
+    its graph), and the update of a tile is one task, whose stored inputs (the iterate, the
+    normalisation, the variances) are read again once the tile's back-projection is done
+    (:func:`_read_after`). So no tile of the mosaic is held from the start of the iteration to
+    its end, and nothing the update needs is made long before it: a worker holds the tiles in
+    flight, not the mosaic.
     """
-    covered = on_device(da.isfinite(it0["sci"].data))
-    den = on_device(den)
-    ok = den > den_floor
-    support = covered | ok
-    sci = on_device(prev["sci"].data.astype(np.float64))
-    f = da.where(da.isfinite(sci), sci, da.where(support, fill, 0.0))
+    f_in = (prev["sci"].data, it0["sci"].data, den)
+    start = functools.partial(_start_block, den_floor=den_floor, fill=fill)
+    forward_in = clone(*f_in, seed=tokenize(*f_in, "forward"))
+    f = da.map_blocks(start, *(on_device(a) for a in forward_in), dtype=np.float64, token="updc-start")
     bp = correct(f)
-    if multiplicative:
-        q = da.where(ok, bp.num / da.where(ok, den, 1.0), 1.0)
-        f_new = f * q
-    else:
-        f_new = baselines.landweber_update(f, bp.num, den, tau=tau, ok=ok)
-    # eq. 2: a pixel whose update would be negative keeps its value
-    keep = (f_new < 0) | ~ok
-    f_next = da.where(keep, f, f_new)
-    out = {"sci": da.where(support, f_next, np.nan).astype(np.float32)}
+    stored = list(f_in)
     if errors:
-        new = []
-        for name, var_n in zip(VARIANCES, bp.var, strict=True):
-            v = on_device(_filled(prev[name].data))
-            if multiplicative:
-                new.append(multiplicative_update(v, f, q, var_n, den, keep))
-            else:
-                new.append(additive_update(v, tau, var_n, den, keep))
-        for name, v in zip(VARIANCES, new, strict=True):
-            out[name] = da.where(support, v, np.nan).astype(np.float32)
-        out["err"] = total_error(new, support).astype(np.float32)
-        rn0 = on_device(_filled(it0["var_rnoise"].data))
-        out["wht"] = weight_map_from_variance(on_device(_filled(it0["wht"].data)), rn0, new[1], covered).astype(np.float32)
-    else:
+        stored += [prev[v].data for v in VARIANCES] + [it0["wht"].data, it0["var_rnoise"].data]
+    stored = [_read_after(a, bp.num) for a in stored]
+    inputs = [*stored[:3], bp.num]
+    if errors:
+        n = len(VARIANCES)
+        inputs += stored[3 : 3 + n] + list(bp.var) + stored[3 + n :]
+    planes = _planes(errors)
+    update = functools.partial(
+        _update_block, multiplicative=multiplicative, tau=tau, den_floor=den_floor, fill=fill, errors=errors,
+    )
+    inputs = [on_device(da.asarray(a)).rechunk(bp.num.chunks) for a in inputs]
+    stacked = da.map_blocks(
+        update, *inputs, new_axis=0, chunks=((len(planes),), *bp.num.chunks), dtype=np.float32,
+        token="updc-update",
+    )
+    stacked = _on_host(stacked)
+    out = {name: stacked[i] for i, name in enumerate(planes)}
+    if not errors:
         out["wht"] = it0["wht"].data
-    out = {k: _on_host(v) for k, v in out.items()}
     return xr.Dataset({k: (("y", "x"), v) for k, v in out.items()}, attrs=dict(it0.attrs)), _on_host(bp.resid)
 
 

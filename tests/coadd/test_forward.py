@@ -274,3 +274,36 @@ def test_pairs_of_a_tile_form_one_chain(sim, exposures, psf, image):
         assert all(b[0][2:] == tile for k in keys for b in [before[k]] if b)
     assert max(len(keys) for keys in by_tile.values()) > 1  # some chain has links to check
 
+
+
+def test_pairs_read_their_own_cut_outs_and_let_go_of_tile_sums(sim, exposures, psf, image):
+    # with a reader, each pair task reads its cut-out itself: no cut-out is a task of its own,
+    # which the scheduler would read ahead of its chain and hold; and a tile's arrays are taken
+    # from its sum after its residual, so the sum goes when they do, not at the graph's end
+    from dask.core import get_dependencies
+
+    from mosaic.cli.drizzle import CalCutouts
+
+    grid = sim.grid.with_tiling((40, 56))
+    plan = plan_forward(exposures, grid, prepare_psfs(psf, 3))
+    reader = CalCutouts(exposures["path"].values, exposures.attrs["bad_bits"])
+    f = da.from_array(image, chunks=grid.chunks)
+    bp = backproject(f, plan, ExposureSource(exposures, reader=reader, variances=True), variances=True)
+    graph = dict(bp.num.__dask_graph__())
+    pairs = {k for k in graph if isinstance(k, tuple) and str(k[0]).endswith("-pair")}
+    assert len(pairs) == plan.n_pairs
+    allowed = ("-pair", "-window", "-wcs", "-grid-wcs")
+    assert all(str(d[0] if isinstance(d, tuple) else d).endswith(allowed) for k in pairs for d in get_dependencies(graph, k))
+    blocks = [k for k in graph if isinstance(k, tuple) and str(k[0]).endswith("-num-0")]
+    assert len(blocks) == grid.n_tiles[0] * grid.n_tiles[1]
+    for k in blocks:
+        after = [d for d in get_dependencies(graph, k) if str(d[0]).endswith("-residual-tile")]
+        assert [d[2:] for d in after] in ([k[1:]], [])  # its own tile's residual (none on a tile no pair reaches)
+    assert sum(1 for k in blocks for d in get_dependencies(graph, k) if str(d[0]).endswith("-residual-tile")) == len(plan.pairs)
+    # the numbers are those of the whole-image operators
+    num, resid, *var = dask.compute(bp.num, bp.resid, *bp.var)
+    ref = reference(image, exposures, grid, [psf] * 3)
+    assert_close(num, ref["num"], "N")
+    np.testing.assert_allclose(resid[0], ref["resid"], rtol=RTOL)
+    for name, v, r in zip(VARS, var, ref["var"], strict=True):
+        assert_close(v, r, name)

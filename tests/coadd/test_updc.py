@@ -388,3 +388,51 @@ def test_each_pair_is_computed_once_per_pass(tmp_path, monkeypatch, small_field,
     n_pairs = forward.plan_forward(exposures, grid, prepare_psfs(psf, exposures.sizes["exposure"])).n_pairs
     assert n_pairs > 4
     assert calls == {"weight": n_pairs, "correction": 2 * n_pairs}
+
+
+def test_forward_model_and_update_share_no_task(tmp_path, small_field, exposures, psf):
+    """No tile is held from the start of an iteration to its end.
+
+    The forward model starts from its own reading of the stored iterate and normalisation, and
+    the update of a tile (one task) reads them again, after the tile's back-projection: before,
+    the iterate, the normalisation and the parts of the update that need no back-projection
+    were made first and held, the whole mosaic of each, until the back-projection was done.
+    """
+    from dask.core import get_dependencies
+
+    from mosaic.coadd.forward import backproject, plan_forward
+    from mosaic.coadd.updc import ExposureSource, _step
+
+    grid = small_field.grid.with_tiling((97, 61))
+    store = Store(tmp_path / "s.zarr")
+    it0 = updc(exposures, grid, psf, n_iterations=0, store=store).iterations[0]
+    den = store.read_product("field", exposures.attrs["band"], "updc/norm")["norm"].data
+    plan = plan_forward(exposures, grid, prepare_psfs(psf, exposures.sizes["exposure"]))
+    source = ExposureSource(exposures, variances=True)
+    ds, _ = _step(
+        it0, it0, den, correct=lambda f: backproject(f, plan, source, variances=True), multiplicative=True, tau=1.0,
+        den_floor=0.0, errors=True, fill=0.0, on_device=lambda a: a,
+    )
+    graph = dict(ds["sci"].data.__dask_graph__())
+
+    def named(prefix):
+        return [k for k in graph if isinstance(k, tuple) and str(k[0]).startswith(prefix)]
+
+    start, update = named("updc-start"), named("updc-update")
+    assert len(start) == len(update) == grid.n_tiles[0] * grid.n_tiles[1]
+    forward, todo = set(), list(start)
+    while todo:
+        k = todo.pop()
+        if k not in forward:
+            forward.add(k)
+            todo.extend(get_dependencies(graph, k))
+    for k in update:
+        deps = get_dependencies(graph, k)
+        assert deps and deps.isdisjoint(forward)
+        # its tile of the iterate, normalisation, three variances and WHT (the iterate is iteration 0
+        # here), each read once the tile's back-projection is done, and the four back-projected planes
+        reads = [d for d in deps if str(d[0]).startswith("read-after")]
+        assert len(reads) == 6 and len(deps) == 6 + 1 + len(VARS)
+        assert all(d[1:] == k[2:] for d in deps)
+        gates = {g for d in reads for g in get_dependencies(graph, d) if isinstance(g, tuple)}
+        assert len(gates) == 1 and gates <= deps
