@@ -411,11 +411,6 @@ def _product(ds: xr.Dataset, it0: xr.Dataset, background: float) -> xr.Dataset:
     return out
 
 
-def _filled(a) -> da.Array:
-    a = da.asarray(a).astype(np.float64)
-    return da.where(da.isfinite(a), a, 0.0)
-
-
 def _support(sci0, den, den_floor: float):
     """``(covered, ok, support)`` of one tile: pixels with data, pixels the normalisation allows
     to update, and the iterate's support (either)."""
@@ -467,7 +462,7 @@ def _update_block(sci, sci0, den, num, *rest, multiplicative: bool, tau: float, 
 
 
 def _zero_nan(a):
-    """``a`` in float64, zero where not finite."""
+    """``a`` in float64, zero where not finite (NumPy, CuPy or dask arrays)."""
     a = a.astype(np.float64)
     return np.where(np.isfinite(a), a, 0.0)
 
@@ -673,8 +668,8 @@ def updc(
     fill = max(bkg, mock_floor)
     source = ExposureSource(exposures, reader=cutout_reader, variances=errors)
     if method == "rl":
-        d, mask = on_device(_filled(it0["sci"].data)), on_device(da.isfinite(it0["sci"].data))
-        v0 = [on_device(_filled(it0[v].data)) for v in VARIANCES] if errors else []
+        d, mask = on_device(_zero_nan(it0["sci"].data)), on_device(da.isfinite(it0["sci"].data))
+        v0 = [on_device(_zero_nan(it0[v].data)) for v in VARIANCES] if errors else []
         psf = groups[0].psf
 
         def correct(f):
@@ -721,7 +716,7 @@ def updc(
             callback(n, iterations[-1])
     last = f"{prefix}{n_iterations:02d}"
     if final_residual and "residual" not in ck.info(last):
-        (r,) = _compute([residual(on_device(_filled(iterations[-1]["sci"].data)))], f"{method} residual of iteration {n_iterations}", client)
+        (r,) = _compute([residual(on_device(_zero_nan(iterations[-1]["sci"].data)))], f"{method} residual of iteration {n_iterations}", client)
         ck.set_info(last, residual=float(r[0]), n_pixels=int(r[1]))
         log.info("%s data residual of iteration %d: %.6g over %d pixels", method, n_iterations, r[0], r[1])
     residuals = [ck.info(f"{prefix}{n:02d}").get("residual") for n in range(n_iterations + 1)]
