@@ -22,7 +22,6 @@ interpolant is periodic beyond it.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import uuid
@@ -39,6 +38,9 @@ from mosaic.registry import algorithm
 __all__ = ["read_psf", "write_psf", "psf_files_for", "psf_groups", "exposure_stem", "resample_psf"]
 
 log = logging.getLogger(__name__)
+
+#: Two PSF files are one PSF when their normalised values differ by at most this fraction of the peak.
+SAME_PSF_TOLERANCE = 1e-6
 
 #: relative difference of pixel scales below which a PSF is used as it is
 SCALE_RTOL = 1e-6
@@ -305,7 +307,9 @@ def psf_groups(psf_paths_per_exposure: Sequence) -> dict[Path, list[int]]:
     """Group exposures that share a PSF, so that they can share one convolution.
 
     Two exposures share a PSF when they name the same file, or files whose normalised PSFs
-    and ``PIXELSCL`` are identical (compared by a SHA-256 of the data).
+    have the same shape and ``PIXELSCL`` and agree to ``SAME_PSF_TOLERANCE`` of the peak (a
+    copy renormalised or written at another precision is the same PSF; bit-for-bit equality
+    would depend on the order of the normalising sum).
 
     Parameters
     ----------
@@ -319,25 +323,32 @@ def psf_groups(psf_paths_per_exposure: Sequence) -> dict[Path, list[int]]:
         in order of first appearance; every exposure is in exactly one group.
     """
     groups: dict[Path, list[int]] = {}
-    by_digest: dict[str, Path] = {}
-    digest_of_file: dict[str, str] = {}
+    representatives: list[tuple[Path, np.ndarray, float | None]] = []
+    key_of_file: dict[str, Path] = {}
     for k, given in enumerate(psf_paths_per_exposure):
         if given is None:
             msg = f"exposure {k} has no PSF file (got None); expected a path for every exposure"
             raise InputError(msg)
         path = Path(given)
         real = os.path.realpath(path)
-        digest = digest_of_file.get(real)
-        if digest is None:
+        key = key_of_file.get(real)
+        if key is None:
             psf, scale, _ = _load(path)
-            h = hashlib.sha256()
-            h.update(repr((psf.shape, scale)).encode())
-            h.update(np.ascontiguousarray(psf).tobytes())
-            digest = digest_of_file[real] = h.hexdigest()
-        key = by_digest.setdefault(digest, path)
+            key = next((first for first, rep, s in representatives if _same_psf(psf, scale, rep, s)), None)
+            if key is None:
+                representatives.append((path, psf, scale))
+                key = path
+            key_of_file[real] = key
         groups.setdefault(key, []).append(k)
     log.debug("%d exposures share %d PSFs", sum(len(v) for v in groups.values()), len(groups))
     return groups
+
+
+def _same_psf(a: np.ndarray, scale_a, b: np.ndarray, scale_b) -> bool:
+    """Whether two normalised PSFs are one: same shape and pixel scale, values within the tolerance of the peak."""
+    if a.shape != b.shape or scale_a != scale_b:
+        return False
+    return bool(np.max(np.abs(a - b)) <= SAME_PSF_TOLERANCE * max(np.max(np.abs(a)), np.max(np.abs(b))))
 
 
 def write_psf(path, psf, *, pixel_scale_arcsec: float, band: str | None = None) -> Path:

@@ -162,6 +162,18 @@ def test_groups(tmp_path):
     assert groups == {a: [0, 2, 3], b: [1, 5], a_coarse: [4]}
 
 
+def test_groups_tell_psfs_apart_above_the_tolerance(tmp_path):
+    g = _gaussian(11)
+    a = write_psf(tmp_path / "a.fits", g, pixel_scale_arcsec=0.03)
+    # a change of 1e-5 of the peak in one pixel is another PSF; 1e-7 (float32 round-off) is not
+    bumped, rounded = g.copy(), g.copy()
+    bumped[0, 0] += 1e-5 * g.max()
+    rounded[5, 5] += 1e-7 * g.max()
+    far = _write_raw(tmp_path / "far.fits", bumped, PIXELSCL=0.03)
+    near = _write_raw(tmp_path / "near.fits", rounded.astype(np.float32), PIXELSCL=0.03)
+    assert psf_groups([a, far, near, far]) == {a: [0, 2], far: [1, 3]}
+
+
 def test_groups_reject_bad_entries(tmp_path):
     a = write_psf(tmp_path / "a.fits", _gaussian(11), pixel_scale_arcsec=0.03)
     with pytest.raises(InputError, match="exposure 1 has no PSF"):
