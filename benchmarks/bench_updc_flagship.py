@@ -4,7 +4,7 @@ Run (the field is simulated once, ~1-2 h on 2 cores)::
 
     mosaic simulate flagship/ --flagship --workers 2
     python benchmarks/bench_updc_flagship.py flagship/ [--psf 301] [--iterations 2] [--areas 0.25 0.5 1]
-                                              [--tile 1024] [--workers 2] [--memory-limit 4GB]
+                                              [--tile 1024] [--workers 2] [--memory-limit 4GB] [--staging on|off|both]
 
 For each fraction of the 9587 x 9559 flagship grid (a region from its lower-left corner, with the
 exposures that touch it) UPDC runs ``--iterations`` iterations from the drizzle mosaic on a
@@ -15,7 +15,9 @@ iteration relative to the smallest area against the area ratio and against the r
 pixels mocked (the peers: linear growth; regions from the corner grow into the deeper middle of
 the field, so the pixels grow faster than the area), and the peak memory of all processes (RSS summed over this process and the workers, sampled every 50
 ms). ``--psf 1501`` makes the paper's 1501² PSF (``mosaic.psf.model.jwst_psf``, cached in the
-field's folder). Nothing here gates anything on time.
+field's folder). ``--staging both`` runs each area twice, with the tiles kept in memory between
+neighbours and then staged on disk (:mod:`mosaic.coadd.staging`, the default), and prints the
+ratios of the second to the first. Nothing here gates anything on time.
 """
 
 from __future__ import annotations
@@ -76,6 +78,10 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (default 2)")
     p.add_argument("--memory-limit", default="6GB", help="per worker (default 6GB)")
     p.add_argument("--scratch", default=None, help="folder for the stores (default a temporary one, removed)")
+    p.add_argument(
+        "--staging", choices=("on", "off", "both"), default="on",
+        help="stage tiles on disk between neighbours (updc's default), keep them in memory, or both in turn (the peer)",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
@@ -100,7 +106,8 @@ def main(argv=None) -> int:
         ):
             everything = read_exposures(files)
             shapes = [(everything.sizes["y"], everything.sizes["x"])] * len(files)
-            for fraction in sorted(args.areas):
+            modes = {"on": [True], "off": [False], "both": [False, True]}[args.staging]
+            for fraction, staging in ((f, m) for f in sorted(args.areas) for m in modes):
                 sub = _region(grid, fraction, args.tile)
                 used = [k for k, w in enumerate(everything.attrs["wcs"]) if sub.touches(w, shapes[k])]
                 exposures = read_exposures([files[k] for k in used])
@@ -112,30 +119,37 @@ def main(argv=None) -> int:
                     updc(
                         exposures, sub, psf, n_iterations=args.iterations, store=Store(scratch / f"area_{fraction:g}.zarr"),
                         cutout_reader=reader, client=client, final_residual=False, save=(),
-                        callback=lambda n, ds: stamps.append(time.perf_counter()),
+                        callback=lambda n, ds: stamps.append(time.perf_counter()), staging=staging,
                     )
                 steps = np.diff(stamps)
                 rows.append(
-                    {"fraction": fraction, "shape": sub.shape, "n_exp": len(used), "n_in": n_in / 1e6, "it0": steps[0],
+                    {"fraction": fraction, "staging": staging, "shape": sub.shape, "n_exp": len(used), "n_in": n_in / 1e6, "it0": steps[0],
                      "per_it": float(np.mean(steps[1:])), "peak": pm.peak / GiB,
                      "client": pm.by_process[os.getpid()] / GiB, "worker": pm.largest_child() / GiB}
                 )
                 r = rows[-1]
-                print(f"area {fraction:g}: {r['shape'][0]}x{r['shape'][1]}, {r['n_exp']} exposures: iteration 0 {r['it0']:.0f} s, "
+                print(f"area {fraction:g}, staging {'on' if staging else 'off'}: {r['shape'][0]}x{r['shape'][1]}, {r['n_exp']} exposures: "
+                      f"iteration 0 {r['it0']:.0f} s, "
                       f"{r['per_it']:.0f} s per iteration ({' '.join(f'{t:.0f}' for t in steps[1:])}), peak {r['peak']:.2f} GiB "
                       f"(client and scheduler {r['client']:.2f}, largest worker {r['worker']:.2f})", flush=True)
                 shutil.rmtree(scratch / f"area_{fraction:g}.zarr", ignore_errors=True)
     finally:
         if not args.scratch:
             shutil.rmtree(scratch, ignore_errors=True)
-    base = rows[0]
     print(f"\nPSF {args.psf}², tiles {args.tile}², LocalCluster {args.workers} workers x 1 thread, {args.memory_limit} each")
-    print("| area | grid | exposures | exposure pixels mocked (M) | iteration 0 s | s per iteration | time ratio | area ratio | pixels ratio | peak GiB (all processes) | client, largest worker GiB |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| area | staging | grid | exposures | exposure pixels mocked (M) | iteration 0 s | s per iteration | time ratio | area ratio "
+          "| pixels ratio | peak GiB (all processes) | client, largest worker GiB |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
+        # the peer: the smallest area run the same way
+        base = next(b for b in rows if b["staging"] == r["staging"])
         area = (r["shape"][0] * r["shape"][1]) / (base["shape"][0] * base["shape"][1])
-        print(f"| {r['fraction']:g} | {r['shape'][0]}x{r['shape'][1]} | {r['n_exp']} | {r['n_in']:.1f} | {r['it0']:.0f} | {r['per_it']:.0f} | "
-              f"{r['per_it'] / base['per_it']:.2f} | {area:.2f} | {r['n_in'] / base['n_in']:.2f} | {r['peak']:.2f} | {r['client']:.2f}, {r['worker']:.2f} |")
+        print(f"| {r['fraction']:g} | {'on' if r['staging'] else 'off'} | {r['shape'][0]}x{r['shape'][1]} | {r['n_exp']} | {r['n_in']:.1f} | "
+              f"{r['it0']:.0f} | {r['per_it']:.0f} | {r['per_it'] / base['per_it']:.2f} | {area:.2f} | {r['n_in'] / base['n_in']:.2f} | "
+              f"{r['peak']:.2f} | {r['client']:.2f}, {r['worker']:.2f} |")
+    for off, on in zip(rows[::2], rows[1::2], strict=False) if args.staging == "both" else ():
+        print(f"area {off['fraction']:g}: staging on against off: {on['per_it'] / off['per_it']:.2f}x the time per iteration, "
+              f"{on['peak'] / off['peak']:.2f}x the peak memory, {on['worker'] / off['worker']:.2f}x the largest worker's")
     return 0
 
 

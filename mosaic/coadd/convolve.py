@@ -16,6 +16,10 @@ so memory is set by the tile and the PSF, not the mosaic:
     convolution. Unlike ``dask.array.map_overlap`` the halo may exceed a chunk: the slices are
     explicit tasks on every tile within reach, not a depth-limited exchange with neighbours.
 
+A staged image (:mod:`mosaic.coadd.staging`) is convolved like the halo method, but each
+output tile reads its outer region from disk, once the tiles under it are written, instead of
+gathering slices of tiles held in memory.
+
 The halo is the default: it holds only input slices (``tile²`` each) between tasks where
 overlap-add holds convolved pieces (``(tile + 2h)²`` each), it rounds once instead of once per
 piece, and it needs fewer tasks; the two ran equally fast, within run-to-run noise, in
@@ -39,6 +43,7 @@ from dask.array.utils import meta_from_array
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
+from mosaic.coadd.staging import Staged
 from mosaic.ops.convolve import PreparedPSF, array_module, fft_convolve, psf_halo, result_dtype
 from mosaic.registry import algorithm
 
@@ -142,8 +147,11 @@ def convolve_tiled(image, psf, *, adjoint: bool = False, method: str = "halo"):
 
     Parameters
     ----------
-    image : dask.array.Array
-        2-D image, any chunks (NumPy or CuPy blocks); zero outside its bounds.
+    image : dask.array.Array or Staged
+        2-D image, any chunks (NumPy or CuPy blocks); zero outside its bounds. A staged image
+        (:func:`mosaic.coadd.staging.stage`) is read back window by window: each output tile
+        reads its outer region from disk once the tiles under it are written, so no tile waits
+        in memory for its neighbours (``method`` is then not used).
     psf : numpy.ndarray or PreparedPSF
         PSF with odd sides, centred on its middle pixel (see
         :func:`mosaic.ops.convolve.fft_convolve`). It may be larger than a chunk.
@@ -168,6 +176,8 @@ def convolve_tiled(image, psf, *, adjoint: bool = False, method: str = "halo"):
     The PSF travels inside the graph, once: a 1501² float64 PSF makes a graph of about 17 MiB,
     for which ``distributed`` warns "Sending large graph"; that is expected and harmless.
     """
+    if isinstance(image, Staged):
+        return _convolve_staged(image, psf, adjoint)
     if not isinstance(image, da.Array):
         msg = f"image must be a dask array; got {type(image).__name__}; expected dask.array.Array (use da.from_array)"
         raise TypeError(msg)
@@ -180,14 +190,11 @@ def convolve_tiled(image, psf, *, adjoint: bool = False, method: str = "halo"):
     if method not in METHODS:
         msg = f"method must be one of {METHODS}; got {method!r}"
         raise ValueError(msg)
-    prepared = _square(psf if isinstance(psf, PreparedPSF) else PreparedPSF(psf))
-    h = psf_halo(prepared.shape)
+    # one padded shape for every tile: one cached transfer function per worker
+    prepared, h, fft_shape = _prepare(psf, image.chunks)
     dtype = result_dtype(image.dtype)
     meta = meta_from_array(image, ndim=2, dtype=dtype)
     in_meta = meta_from_array(image, ndim=2)
-    t_max = tuple(max(c, default=0) for c in image.chunks)
-    # one padded shape for every tile: one cached transfer function per worker
-    fft_shape = tuple(scipy.fft.next_fast_len(t + 2 * h, real=True) for t in t_max)
 
     token = tokenize(image, prepared.psf, adjoint, method)
     name = f"convolve-{method}-{token}"
@@ -200,6 +207,42 @@ def convolve_tiled(image, psf, *, adjoint: bool = False, method: str = "halo"):
     log.debug("convolve_tiled %s: %d tasks for %s blocks, halo %d", method, len(dsk), image.numblocks, h)
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[image])
     return da.Array(graph, name, chunks=image.chunks, dtype=dtype, meta=meta)
+
+
+def _prepare(psf, chunks):
+    """The PSF padded to a square (a PreparedPSF), its halo, and the one padded FFT shape of every tile."""
+    prepared = _square(psf if isinstance(psf, PreparedPSF) else PreparedPSF(psf))
+    h = psf_halo(prepared.shape)
+    t_max = tuple(max(c, default=0) for c in chunks)
+    fft_shape = tuple(scipy.fft.next_fast_len(t + 2 * h, real=True) for t in t_max)
+    return prepared, h, fft_shape
+
+
+def _convolve_staged(staged: Staged, psf, adjoint: bool) -> da.Array:
+    """:func:`convolve_tiled` of a staged image: each output tile convolves a window read from disk."""
+    prepared, h, fft_shape = _prepare(psf, staged.chunks)
+    dtype = result_dtype(staged.dtype)
+    meta = meta_from_array(staged.meta, ndim=2, dtype=dtype)
+    token = tokenize(staged.path, staged.written.name, prepared.psf, adjoint)
+    name = f"convolve-staged-{token}"
+    psf_key = f"convolve-psf-{tokenize(prepared.psf)}"
+    dsk: dict = {psf_key: prepared}
+    bounds = [_bounds(c) for c in staged.chunks]
+    for (a, (y0, y1)), (b, (x0, x1)) in product(enumerate(bounds[0]), enumerate(bounds[1])):
+        region = (slice(y0 - h, y1 + h), slice(x0 - h, x1 + h))
+        dsk[(name, a, b)] = (_convolve_read, psf_key, staged.window(region), adjoint, fft_shape, meta)
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[staged.written])
+    return da.Array(graph, name, chunks=staged.chunks, dtype=dtype, meta=meta)
+
+
+def _convolve_read(prepared: PreparedPSF, window, adjoint: bool, fft_shape, meta):
+    """Output tile of a staged convolution: the window read back (host), on ``meta``'s module, its valid part."""
+    h = prepared.shape[0] // 2
+    core = (window.shape[0] - 2 * h, window.shape[1] - 2 * h)
+    if 0 in core:
+        return np.zeros(core, dtype=meta.dtype, like=meta)
+    window = array_module(meta).asarray(window, dtype=meta.dtype)
+    return fft_convolve(window, prepared, adjoint=adjoint, mode="valid", fft_shape=fft_shape)
 
 
 def _overlap_add_graph(dsk, image, name, psf_key, h, adjoint, fft_shape, dtype, meta) -> None:

@@ -30,6 +30,10 @@ keeps it on one worker. The graph is written low-level (a key per window, cut-ou
 building it is linear in the number of pairs. Convolutions and updates run on the mosaic's
 array module (CuPy chunks on GPU workers); the overlaps are CPU code (compiled with Numba), so
 a tile's window comes to the host once and its sums go back to the device once.
+
+*Staging.* Given a folder (``staging=``), ``f``, ``B_G f`` and the tiles' sums are written to
+disk tile by tile (:mod:`mosaic.coadd.staging`), and the convolutions and pair windows read the
+windows they need back from there; otherwise each waits for the neighbouring tiles in memory.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import functools
 import logging
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import dask.array as da
 import numpy as np
@@ -50,6 +55,7 @@ from drizzle.utils import estimate_pixel_scale_ratio
 from mosaic.coadd.convolve import convolve_tiled
 from mosaic.coadd.drizzle import _PortableWCS, exposure_cutouts, exposure_wcs
 from mosaic.coadd.errors import VARIANCES, ratio_variances
+from mosaic.coadd.staging import Staged, stage
 from mosaic.exceptions import InputError
 from mosaic.io.grid import MosaicGrid
 from mosaic.ops.convolve import array_module, to_host
@@ -559,7 +565,10 @@ def _pair_graph(kind, image_by_group, plan: ForwardPlan, source, options: dict, 
                 continue
             window_key = None
             image = image_by_group[gi] if image_by_group is not None else None
-            if image is not None:
+            if isinstance(image, Staged):
+                window_key = (f"{name}-window", gi, *t.index)
+                dsk[window_key] = image.window(pairs[0].window)
+            elif image is not None:
                 win = pairs[0].window
                 wshape = (win[0].stop - win[0].start, win[1].stop - win[1].start)
                 pieces = region_pieces(image.chunks, win)
@@ -593,7 +602,7 @@ def _pair_graph(kind, image_by_group, plan: ForwardPlan, source, options: dict, 
                 residuals[(gi, t.index)] = (f"{name}-residual-tile", gi, *t.index)
                 dsk[residuals[(gi, t.index)]] = (_residual_of_tile, acc)
     if image_by_group is not None:
-        deps += [im for im in image_by_group if im is not None]
+        deps += [im.written if isinstance(im, Staged) else im for im in image_by_group if im is not None]
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=deps)
     # one layer holds every pair task; arrays and scalars made from it depend on this anchor
     anchor = Delayed(grid_key, graph, layer=name)
@@ -651,6 +660,7 @@ def backproject(
     correction: str = "ratio",
     mock_floor: float = 0.0,
     variances: bool = False,
+    staging=None,
 ) -> BackProjection:
     """The back-projection ``N = sum_G B_G^*(sum_k D_k(x_k))`` of corrections formed against mocks of ``f``.
 
@@ -671,6 +681,11 @@ def backproject(
         Mocks at or below it give the neutral ratio 1.
     variances : bool
         Also co-add ratio variances (``source`` must deliver the ``var_*`` arrays).
+    staging : path-like, optional
+        A folder (every worker can reach) where ``f``, ``B_G f`` and the tiles' sums are
+        staged (:mod:`mosaic.coadd.staging`) before the tasks that need windows of them: then
+        no tile waits in memory for its neighbours, and the memory held is set by the tile and
+        the PSF, not the mosaic. The results are the same to the bit.
 
     Returns
     -------
@@ -681,22 +696,41 @@ def backproject(
         raise ValueError(msg)
     f = _as_grid_array(f, plan.grid)
     meta = _meta(f)
-    convolved = [convolve_tiled(f, g.psf) for g in plan.groups]
     options = {"correction": correction, "mock_floor": float(mock_floor), "variances": bool(variances)}
     token = tokenize(f.name, plan.token(), source.token, options)
+    put = _stager(staging, token)
+    convolved = _forward(f, plan, put)
     name, anchor, roots, residuals = _pair_graph("correction", convolved, plan, source, options, token)
     num = None
     var = [None] * len(VARIANCES) if variances else []
     for gi, group in enumerate(plan.groups):
         u = _tile_array(name, anchor, roots, plan, gi, "num", None, meta, residuals)
-        term = convolve_tiled(u, group.psf, adjoint=True)
+        term = convolve_tiled(put(u, f"num-{gi}"), group.psf, adjoint=True)
         num = term if num is None else num + term
         for vi in range(len(var)):
             uv = _tile_array(name, anchor, roots, plan, gi, "var", vi, meta, residuals)
-            tv = convolve_tiled(uv, group.squared, adjoint=True)
+            tv = convolve_tiled(put(uv, f"var{vi}-{gi}"), group.squared, adjoint=True)
             var[vi] = tv if var[vi] is None else var[vi] + tv
     resid = _scalar_sum(name, anchor, list(residuals.values()))
     return BackProjection(num=num, resid=resid, var=tuple(var))
+
+
+def _stager(staging, token: str):
+    """``put(array, label)``: the array staged in ``staging/<token>/<label>``, or as it is without ``staging``."""
+    if staging is None:
+        return lambda a, label: a
+    folder = Path(staging) / token
+
+    def put(a, label):
+        return stage(a, folder / label)
+
+    return put
+
+
+def _forward(f, plan: ForwardPlan, put) -> list:
+    """``B_G f`` for each PSF group, as ``put`` leaves it (staged, ``f`` too, or dask arrays)."""
+    fs = put(f, "f")
+    return [put(convolve_tiled(fs, g.psf), f"bf-{gi}") for gi, g in enumerate(plan.groups)]
 
 
 def _scalar_sum(name, anchor, tile_residuals) -> da.Array:
@@ -720,27 +754,29 @@ def _sum_residuals(*parts) -> np.ndarray:
     return np.sum(parts, axis=0) if parts else np.zeros(2, dtype=np.float64)
 
 
-def normalisation(plan: ForwardPlan, source, *, like=None) -> da.Array:
+def normalisation(plan: ForwardPlan, source, *, like=None, staging=None) -> da.Array:
     """The coverage normalisation ``sum_G B_G^*(sum_{k in G} D_k(w_k))`` on the grid (float64).
 
     It is Richardson-Lucy's ``A^T W 1``: the per-pixel ``1/L_E`` of eq. 1 where exposures
-    cover the mosaic unevenly. ``like`` (an array) sets the array module of the chunks.
+    cover the mosaic unevenly. ``like`` (an array) sets the array module of the chunks;
+    ``staging`` as in :func:`backproject`.
     """
     meta = _meta(da.asarray(like)) if like is not None else np.empty((0, 0), np.float64)
     token = tokenize(plan.token(), source.token, "weight")
+    put = _stager(staging, token)
     name, anchor, roots, _ = _pair_graph("weight", None, plan, source, {}, token)
     den = None
     for gi, group in enumerate(plan.groups):
         u = _tile_array(name, anchor, roots, plan, gi, "num", None, meta)
-        term = convolve_tiled(u, group.psf, adjoint=True)
+        term = convolve_tiled(put(u, f"weight-{gi}"), group.psf, adjoint=True)
         den = term if den is None else den + term
     return den
 
 
-def data_residual(f, plan: ForwardPlan, source) -> da.Array:
-    """``[sum_k sum_i w (g_k - m_k)^2, number of pixels]`` for the mosaic ``f`` (lazy, float64)."""
+def data_residual(f, plan: ForwardPlan, source, *, staging=None) -> da.Array:
+    """``[sum_k sum_i w (g_k - m_k)^2, number of pixels]`` for the mosaic ``f`` (lazy, float64); ``staging`` as in :func:`backproject`."""
     f = _as_grid_array(f, plan.grid)
-    convolved = [convolve_tiled(f, g.psf) for g in plan.groups]
     token = tokenize(f.name, plan.token(), source.token, "residual")
+    convolved = _forward(f, plan, _stager(staging, token))
     name, anchor, _, residuals = _pair_graph("residual", convolved, plan, source, {}, token)
     return _scalar_sum(name, anchor, list(residuals.values()))

@@ -33,14 +33,26 @@ written. The result equals the NumPy run to round-off.
 the drizzle attributes in ``iter_00``) with the coverage normalisation (``<method>/norm``).
 The manifest records the data residual ``sum_k sum_i w (g - m)^2`` of each iterate. A re-run
 continues after the last complete iteration; one whose settings differ is refused.
+
+*Staging.* A convolution with halos and a pair window that reaches over a seam need parts of
+neighbouring tiles, so in a graph held in memory a tile waits for its neighbours: a front of
+tiles as wide as the mosaic (at the flagship's scale, 40 of its 100 tiles, 4 planes each). With
+a store, each iteration stages the iterate, its convolution and the tiles' sums in a temporary
+folder of the store's group (:mod:`mosaic.coadd.staging`): a tile is written as soon as it is
+made, and the tasks that need a window read it back from disk. The memory held is then set by
+the tile and the PSF; the numbers are the same to the bit. The folder is removed after each
+iteration (and by :meth:`~mosaic.io.store.Store.clean_temporaries` after a killed run).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
+import shutil
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -305,6 +317,23 @@ class _Checkpoints:
             # mark_complete stamps the time; an explicit "completed" keeps the original one
             self.store.mark_complete(self.field, self.band, name, **{**entry, **info})
 
+    @contextlib.contextmanager
+    def staging(self, method: str, *, enabled: bool = True):
+        """A new temporary folder in the store's group for staged arrays, removed on exit (None
+        without a store, or not ``enabled``).
+
+        Its name is one :meth:`~mosaic.io.store.Store.clean_temporaries` removes, should a
+        killed run leave it behind.
+        """
+        if self.store is None or not enabled:
+            yield None
+            return
+        path = self.store.group_path(self.field, self.band) / f".{method}-staging.tmp-{uuid.uuid4().hex[:12]}"
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
     def read(self, name: str) -> xr.Dataset:
         if self.store is None:
             return self._memory[name][0]
@@ -521,7 +550,8 @@ def _step(
     normalisation, the variances) are read again once the tile's back-projection is done
     (:func:`_read_after`). So no tile of the mosaic is held from the start of the iteration to
     its end, and nothing the update needs is made long before it: a worker holds the tiles in
-    flight, not the mosaic.
+    flight, not the mosaic. What the tiles' neighbours need is staged by ``correct`` (see the
+    module notes).
     """
     f_in = (prev["sci"].data, it0["sci"].data, den)
     start = functools.partial(_start_block, den_floor=den_floor, fill=fill)
@@ -577,6 +607,7 @@ def updc(
     callback=None,
     final_residual: bool = True,
     array: str = "numpy",
+    staging: bool = True,
 ) -> UPDCResult:
     """Run UPDC (or a baseline) for ``n_iterations``, checkpointing every iteration.
 
@@ -632,6 +663,11 @@ def updc(
     array : {"numpy", "cupy"}
         Iterate on host arrays, or on CuPy chunks on the workers' GPUs (needs CuPy and a CUDA
         device where the tasks run; see the module notes).
+    staging : bool
+        With a store: stage the iterate, its convolutions and the tiles' sums in a temporary
+        folder of the store's group (:mod:`mosaic.coadd.staging`), so that tiles do not wait
+        in memory for their neighbours' halos; the folder is removed after each iteration. The
+        results are the same to the bit. Without a store nothing is staged.
 
     Returns
     -------
@@ -663,64 +699,67 @@ def updc(
         outdir.mkdir(parents=True, exist_ok=True)
 
     it0, info0, fresh = _iteration_zero(ck, exposures, grid, method, weight, token, background, errors, cutout_reader)
-    bkg, mock_floor = float(info0["background"]), float(info0["mock_floor"])
-    den, den_floor = _normalisation(ck, plan, exposures, it0, method, groups, cutout_reader)
-    fill = max(bkg, mock_floor)
-    source = ExposureSource(exposures, reader=cutout_reader, variances=errors)
-    if method == "rl":
-        d, mask = on_device(_zero_nan(it0["sci"].data)), on_device(da.isfinite(it0["sci"].data))
-        v0 = [on_device(_zero_nan(it0[v].data)) for v in VARIANCES] if errors else []
-        psf = groups[0].psf
+    with ck.staging(method, enabled=staging) as scratch:
+        bkg, mock_floor = float(info0["background"]), float(info0["mock_floor"])
+        den, den_floor = _normalisation(ck, plan, exposures, it0, method, groups, cutout_reader, scratch)
+        fill = max(bkg, mock_floor)
+        source = ExposureSource(exposures, reader=cutout_reader, variances=errors)
+        if method == "rl":
+            d, mask = on_device(_zero_nan(it0["sci"].data)), on_device(da.isfinite(it0["sci"].data))
+            v0 = [on_device(_zero_nan(it0[v].data)) for v in VARIANCES] if errors else []
+            psf = groups[0].psf
 
-        def correct(f):
-            return baselines.single_image_backproject(f, d, mask, psf, variances=v0, mock_floor=mock_floor)
+            def correct(f):
+                return baselines.single_image_backproject(f, d, mask, psf, variances=v0, mock_floor=mock_floor)
 
-        def residual(f):
-            return baselines.single_image_residual(f, d, mask, psf)
-    else:
-        corr = "ratio" if method == "updc" else "difference"
+            def residual(f):
+                return baselines.single_image_residual(f, d, mask, psf)
+        else:
+            corr = "ratio" if method == "updc" else "difference"
 
-        def correct(f):
-            return backproject(f, plan, source, correction=corr, mock_floor=mock_floor, variances=errors)
+            def correct(f):
+                return backproject(f, plan, source, correction=corr, mock_floor=mock_floor, variances=errors, staging=scratch)
 
-        def residual(f):
-            return data_residual(f, plan, source)
+            def residual(f):
+                return data_residual(f, plan, source, staging=scratch)
 
-    iterations = [it0]
-    files = {}
-    prefix = f"{method}/iter_"
-    _save(files, 0, save, outdir, name, it0, it0, bkg, grid, method, overwrite, fresh=fresh)
-    if callback is not None and fresh:
-        callback(0, it0)
-    for n in range(1, n_iterations + 1):
-        key = f"{prefix}{n:02d}"
-        if ck.complete(key):
+        iterations = [it0]
+        files = {}
+        prefix = f"{method}/iter_"
+        _save(files, 0, save, outdir, name, it0, it0, bkg, grid, method, overwrite, fresh=fresh)
+        if callback is not None and fresh:
+            callback(0, it0)
+        for n in range(1, n_iterations + 1):
+            key = f"{prefix}{n:02d}"
+            if ck.complete(key):
+                iterations.append(ck.read(key))
+                _save(files, n, save, outdir, name, iterations[-1], it0, bkg, grid, method, overwrite, fresh=False)
+                continue
+            t0 = time.perf_counter()
+            ds, resid = _step(
+                iterations[-1], it0, den, correct=correct, multiplicative=method != "landweber",
+                tau=float(tau), den_floor=den_floor, errors=errors, fill=fill, on_device=on_device,
+            )
+            ds.attrs.update({"product": method, "iteration": n})
+            (r,) = ck.write(key, ds, [resid], description=f"{method} iteration {n}/{n_iterations}")
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+            ck.set_info(f"{prefix}{n - 1:02d}", residual=float(r[0]), n_pixels=int(r[1]))
+            log.info(
+                "%s iteration %d/%d done in %.1f s; data residual of iteration %d: %.6g over %d pixels (%.4g per pixel)",
+                method, n, n_iterations, time.perf_counter() - t0, n - 1, r[0], r[1], r[0] / max(r[1], 1),
+            )
             iterations.append(ck.read(key))
-            _save(files, n, save, outdir, name, iterations[-1], it0, bkg, grid, method, overwrite, fresh=False)
-            continue
-        t0 = time.perf_counter()
-        ds, resid = _step(
-            iterations[-1], it0, den, correct=correct, multiplicative=method != "landweber",
-            tau=float(tau), den_floor=den_floor, errors=errors, fill=fill, on_device=on_device,
-        )
-        ds.attrs.update({"product": method, "iteration": n})
-        (r,) = ck.write(key, ds, [resid], description=f"{method} iteration {n}/{n_iterations}")
-        ck.set_info(f"{prefix}{n - 1:02d}", residual=float(r[0]), n_pixels=int(r[1]))
-        log.info(
-            "%s iteration %d/%d done in %.1f s; data residual of iteration %d: %.6g over %d pixels (%.4g per pixel)",
-            method, n, n_iterations, time.perf_counter() - t0, n - 1, r[0], r[1], r[0] / max(r[1], 1),
-        )
-        iterations.append(ck.read(key))
-        _save(files, n, save, outdir, name, iterations[-1], it0, bkg, grid, method, overwrite, fresh=True)
-        if callback is not None:
-            callback(n, iterations[-1])
-    last = f"{prefix}{n_iterations:02d}"
-    if final_residual and "residual" not in ck.info(last):
-        (r,) = _compute([residual(on_device(_zero_nan(iterations[-1]["sci"].data)))], f"{method} residual of iteration {n_iterations}", client)
-        ck.set_info(last, residual=float(r[0]), n_pixels=int(r[1]))
-        log.info("%s data residual of iteration %d: %.6g over %d pixels", method, n_iterations, r[0], r[1])
-    residuals = [ck.info(f"{prefix}{n:02d}").get("residual") for n in range(n_iterations + 1)]
-    return UPDCResult(method=method, iterations=iterations, residuals=residuals, background=bkg, grid=grid, files=files, fill=fill)
+            _save(files, n, save, outdir, name, iterations[-1], it0, bkg, grid, method, overwrite, fresh=True)
+            if callback is not None:
+                callback(n, iterations[-1])
+        last = f"{prefix}{n_iterations:02d}"
+        if final_residual and "residual" not in ck.info(last):
+            (r,) = _compute([residual(on_device(_zero_nan(iterations[-1]["sci"].data)))], f"{method} residual of iteration {n_iterations}", client)
+            ck.set_info(last, residual=float(r[0]), n_pixels=int(r[1]))
+            log.info("%s data residual of iteration %d: %.6g over %d pixels", method, n_iterations, r[0], r[1])
+        residuals = [ck.info(f"{prefix}{n:02d}").get("residual") for n in range(n_iterations + 1)]
+        return UPDCResult(method=method, iterations=iterations, residuals=residuals, background=bkg, grid=grid, files=files, fill=fill)
 
 
 def _mover(array: str):
@@ -813,14 +852,14 @@ def _sky_info(sample, background, token) -> dict:
     return {"token": token, "background": bkg, "mock_floor": MOCK_FLOOR * scale}
 
 
-def _normalisation(ck, plan, exposures, it0, method, groups, reader):
+def _normalisation(ck, plan, exposures, it0, method, groups, reader, scratch):
     """``sum_G B_G^*(sum_k D_k(w_k))`` (or ``B^*(mask)`` for ``"rl"``), written once, and its floor."""
     key = f"{method}/norm"
     if not ck.complete(key):
         if method == "rl":
             den = baselines.single_image_normalisation(da.isfinite(it0["sci"].data), groups[0].psf)
         else:
-            den = normalisation(plan, ExposureSource(exposures, reader=reader))
+            den = normalisation(plan, ExposureSource(exposures, reader=reader), staging=scratch)
         ds = xr.Dataset({"norm": (("y", "x"), den)})
 
         def info(extra):

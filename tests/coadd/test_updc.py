@@ -436,3 +436,52 @@ def test_forward_model_and_update_share_no_task(tmp_path, small_field, exposures
         assert all(d[1:] == k[2:] for d in deps)
         gates = {g for d in reads for g in get_dependencies(graph, d) if isinstance(g, tuple)}
         assert len(gates) == 1 and gates <= deps
+
+
+def test_staging_changes_no_number_and_leaves_no_folder(tmp_path, monkeypatch, small_field, exposures, psf):
+    """With a store the iterations stage through a temporary folder of the store's group: the
+    products equal those of the in-memory graph to the bit, and the folder goes after each
+    iteration, and after a run stopped half way."""
+    import mosaic.coadd.forward as forward
+
+    staged_paths = []
+    real_stage = forward.stage
+
+    def recording(a, path):
+        staged_paths.append(path)
+        return real_stage(a, path)
+
+    monkeypatch.setattr(forward, "stage", recording)
+    grid = small_field.grid.with_tiling((97, 61))
+    kept = updc(exposures, grid, psf, n_iterations=2, store=Store(tmp_path / "a.zarr"), staging=False)
+    assert staged_paths == []
+    store = Store(tmp_path / "b.zarr")
+    with pytest.raises(_Stop):
+        updc(exposures, grid, psf, n_iterations=2, store=store, callback=_stop_after(1))
+    staged = updc(exposures, grid, psf, n_iterations=2, store=store)
+    group = store.group_path("field", exposures.attrs["band"])
+    assert staged_paths and all(p.is_relative_to(group) and ".updc-staging.tmp-" in str(p) for p in staged_paths)
+    assert not list(group.glob(".*staging*")) and not any(p.exists() for p in staged_paths)
+    for a, b in zip(kept.iterations, staged.iterations, strict=True):
+        a, b = a.compute(), b.compute()
+        for v in PRODUCT_VARS:
+            np.testing.assert_array_equal(b[v].values, a[v].values, err_msg=v)
+    assert staged.residuals == kept.residuals
+
+
+def test_a_staging_folder_left_by_a_killed_run_is_a_temporary(tmp_path, small_field, exposures, psf):
+    # a run killed mid-iteration cannot remove its staging folder; the store's clean-up must
+    import dask.array as da
+
+    from mosaic.coadd.staging import stage
+    from mosaic.coadd.updc import _Checkpoints
+
+    store = Store(tmp_path / "s.zarr")
+    ck = _Checkpoints(store, "field", "F200W", small_field.grid)
+    staging = ck.staging("updc")
+    folder = staging.__enter__()  # never left, as in a killed run
+    staged = stage(da.ones((8, 8), chunks=4), folder / "token" / "f")
+    staged.written.compute()
+    assert (folder / "token" / "f" / "zarr.json").exists()
+    assert store.clean_temporaries() == [folder]
+    assert not folder.exists()
