@@ -16,12 +16,14 @@ class PeakMemory:
 
     ``baseline`` is the RSS when the context was entered; ``peak - baseline`` is what the
     work inside added. ``by_process`` holds each process's own peak RSS (bytes) by pid, this
-    process (the client, and a LocalCluster's scheduler) under ``os.getpid()``.
+    process (the client, and a LocalCluster's scheduler) under ``os.getpid()``. :meth:`mark`
+    ends a phase: it returns the phase's peak and starts the next one.
     """
 
     def __init__(self, interval: float = 0.02):
         self.interval = interval
         self.peak = 0
+        self.phase_peak = 0
         self.baseline = 0
         self.by_process: dict[int, int] = {}
         self._stop = threading.Event()
@@ -50,13 +52,21 @@ class PeakMemory:
         me = os.getpid()
         return max((v for pid, v in self.by_process.items() if pid != me), default=0)
 
+    def mark(self) -> int:
+        """The peak summed RSS (bytes) since the last mark (or the start); starts a new phase."""
+        now = self._rss(self.by_process)
+        peak, self.phase_peak = max(self.phase_peak, now), now
+        return peak
+
     def _run(self):
         while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss(self.by_process))
+            rss = self._rss(self.by_process)
+            self.peak = max(self.peak, rss)
+            self.phase_peak = max(self.phase_peak, rss)
             time.sleep(self.interval)
 
     def __enter__(self):
-        self.baseline = self.peak = self._rss(self.by_process)
+        self.baseline = self.peak = self.phase_peak = self._rss(self.by_process)
         self._thread.start()
         return self
 
