@@ -126,7 +126,8 @@ def demo(out, *, seed: int = 1, iterations: int = 10, workers: int = 2, size: in
     from mosaic.viz.report import Section, write_report  # noqa: PLC0415
     from mosaic.viz.rgb import write_rgb  # noqa: PLC0415
 
-    out = Path(out)
+    # absolute, so that the field config's paths are not taken relative to ``out`` a second time
+    out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     sims = {}
