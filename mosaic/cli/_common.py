@@ -66,9 +66,9 @@ def local_client(n_workers: int):
 
 def add_preprocessing_arguments(p: argparse.ArgumentParser) -> None:
     """``--destripe``, ``--outliers``, ``--flatten-background`` and ``--prep-dir``, for commands that read exposures."""
-    g = p.add_argument_group("preprocessing (seed 000 sec. 2.1), run first, in this order")
-    g.add_argument("--destripe", action="store_true", help="remove 1/f striping per amplifier (writes _1fc.fits)")
+    g = p.add_argument_group("preprocessing (seed 000 sec. 2.1), run first: outliers, then destripe, then background")
     g.add_argument("--outliers", action="store_true", help="flag cosmic rays and hot pixels across exposures and replace them (writes _crf.fits)")
+    g.add_argument("--destripe", action="store_true", help="remove 1/f striping per amplifier (writes _1fc.fits)")
     g.add_argument(
         "--flatten-background", action="store_true",
         help="flatten each exposure's background (ICL, gradients) to its sky level (writes _bkg.fits)",
@@ -78,30 +78,28 @@ def add_preprocessing_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def preprocess(files, args, default_dir: Path, *, client=None) -> list[str]:
-    """The exposures to coadd: ``files``, destriped and cleaned of outliers as ``args`` asks.
+    """The exposures to coadd: ``files``, preprocessed as ``args`` asks, in :data:`mosaic.prep.ORDER`
+    (the order of ``mosaic run``: outliers, destripe, background).
 
     Outputs already in the folder (from an interrupted run) are redone only with ``--overwrite``;
     without it an existing output is an error naming it.
     """
-    if not (args.destripe or args.outliers or args.flatten_background):
-        return [str(f) for f in files]
+    import importlib  # noqa: PLC0415
+
+    from mosaic.prep import ORDER  # noqa: PLC0415
+
+    wanted = {"outliers": args.outliers, "destripe": args.destripe, "background": args.flatten_background}
+    options = {"background": {"box_size": args.flatten_box}}
+    paths = [str(f) for f in files]
+    if not any(wanted.values()):
+        return paths
     folder = Path(args.prep_dir) if args.prep_dir else Path(default_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    paths = [str(f) for f in files]
     overwrite = bool(getattr(args, "overwrite", False))
-    if args.destripe:
-        from mosaic.prep.destripe import destripe_exposures  # noqa: PLC0415
-
-        log.info("preprocessing: 1/f striping of %d exposures -> %s", len(paths), folder)
-        paths = [str(p) for p in destripe_exposures(paths, folder, overwrite=overwrite, client=client)]
-    if args.outliers:
-        from mosaic.prep.outliers import clean_exposures  # noqa: PLC0415
-
-        log.info("preprocessing: outliers across %d exposures -> %s", len(paths), folder)
-        paths = [str(p) for p in clean_exposures(paths, folder, overwrite=overwrite, client=client)]
-    if args.flatten_background:
-        from mosaic.prep.background import flatten_background  # noqa: PLC0415
-
-        log.info("preprocessing: background structure of %d exposures -> %s", len(paths), folder)
-        paths = [str(p) for p in flatten_background(paths, folder, box_size=args.flatten_box, overwrite=overwrite, client=client)]
+    for name, module, function in ORDER:
+        if not wanted[name]:
+            continue
+        step = getattr(importlib.import_module(module), function)
+        log.info("preprocessing: %s of %d exposures -> %s", name, len(paths), folder)
+        paths = [str(p) for p in step(paths, folder, overwrite=overwrite, client=client, **options.get(name, {}))]
     return paths

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mosaic.config import ConfigError, FieldConfig
+from mosaic.prep import ORDER as PREP_ORDER
 
 __all__ = [
     "BandRun",
@@ -518,10 +519,9 @@ class PreviewStep(Step):
 
 #: the steps of a band, in order
 STEPS: tuple[Step, ...] = (
-    ExposureStep("outliers", "mosaic.prep.outliers", "clean_exposures"),
-    ExposureStep("destripe", "mosaic.prep.destripe", "destripe_exposures"),
-    # the background's structure (ICL, gradients) out, the sky level kept for UPDC's positivity
-    ExposureStep("background", "mosaic.prep.background", "flatten_background"),
+    # preprocessing in mosaic.prep.ORDER; the background step takes the background's structure
+    # (ICL, gradients) out and keeps the sky level, for UPDC's positivity
+    *(ExposureStep(name, module, function) for name, module, function in PREP_ORDER),
     DrizzleStep(),
     UPDCStep(),
     CatalogStep(),

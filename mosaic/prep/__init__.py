@@ -21,9 +21,19 @@ from astropy.io import fits
 from mosaic.exceptions import InputError
 from mosaic.io.cal import read_wcs, write_cal
 
-__all__ = ["SUFFIXES", "cleaned_path", "exposure_arrays", "output_paths", "read_inputs", "write_cleaned"]
+__all__ = ["ORDER", "SUFFIXES", "cleaned_path", "exposure_arrays", "output_paths", "read_inputs", "write_cleaned"]
 
 log = logging.getLogger(__name__)
+
+#: the preprocessing steps, in the one order that every entry point (``mosaic run`` and the
+#: commands' ``--outliers``/``--destripe``/``--flatten-background``) runs them: ``(name, module,
+#: function)``. Outliers come first, so that cosmic rays do not bias the stripe and background
+#: models; the background's structure goes last, from exposures already clean.
+ORDER = (
+    ("outliers", "mosaic.prep.outliers", "clean_exposures"),
+    ("destripe", "mosaic.prep.destripe", "destripe_exposures"),
+    ("background", "mosaic.prep.background", "flatten_background"),
+)
 
 #: JWST product suffixes that an output name replaces
 SUFFIXES = ("_cal", "_crf", "_1fc", "_bkg")

@@ -26,3 +26,23 @@ def test_destripe_cli(striped, tmp_path, capsys):
     assert rc == 0 and len(list(tmp_path.glob("*_1fc.fits"))) == 1
     rc = main(["destripe", *map(str, striped.exposures), "--out", str(tmp_path), "--amps", "4"])
     assert rc == 1 and "exists" in capsys.readouterr().err
+
+
+def test_commands_preprocess_in_the_pipelines_order(cr_field, tmp_path):
+    """``--outliers --destripe`` on a command gives the exposures of the pipeline's order (outliers, then destripe)."""
+    import argparse
+
+    from mosaic.cli._common import preprocess
+    from mosaic.prep import ORDER
+    from mosaic.prep.destripe import destripe_exposures
+    from mosaic.prep.outliers import clean_exposures
+
+    assert [name for name, _, _ in ORDER] == ["outliers", "destripe", "background"]
+    args = argparse.Namespace(outliers=True, destripe=True, flatten_background=False, flatten_box=64, prep_dir=None, overwrite=False)
+    files = [str(p) for p in cr_field.exposures[:3]]
+    got = preprocess(files, args, tmp_path / "cli")
+    ref = destripe_exposures(clean_exposures(files, tmp_path / "a"), tmp_path / "b")
+    assert [p.rsplit("/", 1)[1] for p in got] == [p.name for p in ref]
+    assert all(p.endswith("_1fc.fits") for p in got)
+    for a, b in zip(got, ref, strict=True):
+        np.testing.assert_array_equal(fits.getdata(a, "SCI"), fits.getdata(b, "SCI"))
