@@ -1,9 +1,13 @@
 """The ``mosaic`` command.
 
-Each subcommand lives in its own module under ``mosaic.cli`` with ``add_parser(subparsers)``,
-which registers it and sets ``func`` to a ``run(args) -> int``; every such module (not starting
-with ``_``) is found, so a new command is one new file. Errors about input end the
-command with one line on stderr and a non-zero exit code.
+Each subcommand lives in its own module ``mosaic.cli.<name>`` with ``add_parser(subparsers)``,
+which registers it and sets ``func`` to a ``run(args) -> int``. A new command is one new module
+plus one line in :data:`COMMANDS` (its name and the one-line help of ``mosaic --help``).
+
+Start-up is lazy: ``mosaic --help`` and ``mosaic --version`` read only :data:`COMMANDS`, and a
+command line imports only the module of the command it names, whose heavy imports (dask, scipy,
+astropy, the simulator) sit inside its ``run``. Errors about input end the command with one line
+on stderr and a non-zero exit code.
 """
 
 from __future__ import annotations
@@ -11,30 +15,69 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import pkgutil
 import sys
 
 from mosaic import __version__
-from mosaic.exceptions import InputError
 
-__all__ = ["main", "build_parser", "commands"]
+__all__ = ["main", "build_parser", "commands", "COMMANDS"]
 
-#: subcommands listed first by ``mosaic --help``, in this order; the rest follow alphabetically
-FIRST = ("demo", "run", "batch", "simulate", "info", "drizzle", "updc")
+#: every subcommand, in the order ``mosaic --help`` lists them, with its one-line help (the same
+#: text as its module's ``add_parser`` gives; a test keeps the two equal)
+COMMANDS = {
+    "demo": "run the whole job on a small simulated field",
+    "run": "run a field from a YAML config (preprocess, drizzle, UPDC, catalogues, previews); resumable",
+    "batch": "run the fields of a survey manifest on one cluster; resumable",
+    "simulate": "simulate a dithered NIRCam field (cal files, truth, PSFs)",
+    "info": "describe _cal.fits exposures",
+    "drizzle": "drizzle _cal.fits exposures into an _i2d.fits mosaic (UPDC iteration 0)",
+    "updc": "deconvolved, super-resolved mosaic (UPDC) of _cal.fits exposures",
+    "algorithms": "list the algorithms with their parameters",
+    "background": "background and RMS maps of a FITS image (photutils Background2D, tiled; ICL option)",
+    "cluster": "show what a cluster configuration would start (local, cuda, slurm, pbs, address)",
+    "destripe": "remove 1/f striping from exposures; write _1fc.fits",
+    "detect": "detect and measure sources in a mosaic (segmentation + photometry, or DAOFIND)",
+    "filter": "Gaussian, median or NaN-safe convolution filter of a FITS image, tiled",
+    "masks": "value-sliced / derivative source masks scored against a reference catalogue",
+    "match": "cross-match two catalogues on the sky",
+    "outliers": "flag cosmic rays and hot pixels against the other exposures; write _crf.fits",
+    "preview": "write a PNG preview of a FITS image or zarr array of any size",
+    "psf": "build a PSF from the stars of an image (hybrid model + stars, or empirical ePSF)",
+    "rgb": "write an RGB composite PNG of images of several bands",
+    "stats": "exact robust statistics of a FITS image (sigma-clipped, biweight, MAD, percentiles)",
+}
+
+#: options of ``mosaic`` itself that take a value (skipped when looking for the command's name)
+_VALUED_OPTIONS = ("--log-level", "--log-file")
 
 
 def commands() -> list[str]:
-    """The subcommand modules of ``mosaic.cli``."""
-    import mosaic.cli as pkg  # noqa: PLC0415
+    """The names of the subcommands, in the order of ``mosaic --help``."""
+    return list(COMMANDS)
 
-    found = {m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_")}
-    return [n for n in FIRST if n in found] + sorted(found.difference(FIRST))
+
+def _command_named(argv: list[str]) -> str | None:
+    """The subcommand that ``argv`` names (its first word that is not an option of ``mosaic``), or None."""
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word in _VALUED_OPTIONS:
+            skip = True
+        elif not word.startswith("-"):
+            return word if word in COMMANDS else None
+    return None
 
 
 log = logging.getLogger("mosaic")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None, *, full: bool = False) -> argparse.ArgumentParser:
+    """The parser of ``mosaic``.
+
+    Only the command named in ``argv`` has its own options (its module is imported); the others
+    are listed with their help. ``full=True`` imports every command and gives each its options.
+    """
+    chosen = _command_named(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
         prog="mosaic",
         description="Deconvolved, super-resolved JWST NIRCam mosaics and catalogues on dask.",
@@ -48,8 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-file", default=None, help="also write the log to this file")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in commands():
-        importlib.import_module(f"mosaic.cli.{name}").add_parser(sub)
+    for name, help_ in COMMANDS.items():
+        if full or name == chosen:
+            importlib.import_module(f"mosaic.cli.{name}").add_parser(sub)
+        else:
+            sub.add_parser(name, help=help_, add_help=False)
     return parser
 
 
@@ -95,7 +141,9 @@ def _setup_logging(level: str, log_file: str | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ``mosaic`` command; returns the exit code."""
-    parser = build_parser()
+    from mosaic.exceptions import InputError  # noqa: PLC0415
+
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)

@@ -19,12 +19,8 @@ import argparse
 import logging
 from pathlib import Path
 
-import dask.array as da
-import numpy as np
-
 from mosaic.cli._common import local_client, positive_float, positive_int, refuse_existing
 from mosaic.exceptions import InputError
-from mosaic.io.images import read_fits_image, write_fits_image
 from mosaic.ops.background import ESTIMATORS, RMS_ESTIMATORS
 
 __all__ = ["add_parser", "check_output", "run"]
@@ -71,7 +67,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``mosaic background``; returns the exit code."""
+    import dask.array as da  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+
     from mosaic.image.background import background_2d, icl_background  # noqa: PLC0415
+    from mosaic.io.images import read_fits_image, write_fits_image  # noqa: PLC0415
 
     out = check_output(args.out, args.overwrite)
     if args.workers < 0:

@@ -19,12 +19,21 @@ from mosaic.cli._common import (
     refuse_existing,
 )
 from mosaic.exceptions import InputError
-from mosaic.io.cal import CalCutouts
 from mosaic.ops.drizzle import KERNELS, WEIGHTS
 
 __all__ = ["add_parser", "run"]
 
 log = logging.getLogger(__name__)
+
+
+def __getattr__(name: str):
+    # ``CalCutouts`` was imported here; it stays reachable without importing dask at start-up
+    if name == "CalCutouts":
+        from mosaic.io.cal import CalCutouts  # noqa: PLC0415
+
+        return CalCutouts
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -61,7 +70,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Run ``mosaic drizzle``; returns the exit code. Bad input raises :class:`InputError`."""
     from mosaic.coadd.drizzle import drizzle_mosaic  # noqa: PLC0415
-    from mosaic.io.cal import read_exposures  # noqa: PLC0415
+    from mosaic.io.cal import CalCutouts, read_exposures  # noqa: PLC0415
     from mosaic.io.grid import MosaicGrid  # noqa: PLC0415
     from mosaic.io.products import write_drizzle_products  # noqa: PLC0415
     from mosaic.io.store import Store  # noqa: PLC0415

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
-import numpy as np
-from astropy.table import Table
-
-from mosaic.io.cal import bad_bits_from, exposure_header_info, good_fraction
+if TYPE_CHECKING:
+    from astropy.table import Table
 
 __all__ = ["add_parser", "run", "info_table"]
 
@@ -21,6 +20,10 @@ def add_parser(sub) -> None:
 
 def info_table(paths, *, bad_bits=None) -> Table:
     """One row per exposure; reads headers and, in row blocks, SCI and DQ."""
+    from astropy.table import Table  # noqa: PLC0415
+
+    from mosaic.io.cal import bad_bits_from, exposure_header_info, good_fraction  # noqa: PLC0415
+
     bits = bad_bits_from(bad_bits)
     rows = []
     for p in paths:
@@ -44,6 +47,8 @@ def info_table(paths, *, bad_bits=None) -> Table:
 
 
 def run(args) -> int:
+    import numpy as np  # noqa: PLC0415
+
     table = info_table(args.files, bad_bits=args.bad_bits)
     table.pprint_all()
     if len(set(table["band"])) > 1:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
-from mosaic.simulate import SimConfig, flagship_config, simulate_field
-
 __all__ = ["add_parser", "run"]
 
 log = logging.getLogger(__name__)
@@ -40,6 +38,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from mosaic.simulate import SimConfig, flagship_config, simulate_field  # noqa: PLC0415
+
     base = flagship_config() if args.flagship else SimConfig()
     changes = {
         "band": args.band.upper(),
