@@ -43,6 +43,7 @@ COMMANDS = {
     "preview": "write a PNG preview of a FITS image or zarr array of any size",
     "psf": "build a PSF from the stars of an image (hybrid model + stars, or empirical ePSF)",
     "rgb": "write an RGB composite PNG of images of several bands",
+    "serve": "serve the algorithms, images and field runs over HTTP (REST API and a web page)",
     "stats": "exact robust statistics of a FITS image (sigma-clipped, biweight, MAD, percentiles)",
 }
 

@@ -1,0 +1,99 @@
+"""A real ``mosaic serve`` process on 127.0.0.1 and a small seeded image to serve."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.wcs import WCS
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("fastapi")
+
+#: a cluster of threads inside the service process: real futures, nothing outlives a killed service
+THREADS = {"kind": "local", "processes": False, "n_workers": 1, "threads_per_worker": 2, "dashboard_address": ":0"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_image(path: Path, *, seed: int = 3, shape=(160, 192)) -> Path:
+    """Gaussian sources on a sloped sky with noise, a TAN WCS, FILTER and BUNIT."""
+    rng = np.random.default_rng(seed)
+    ny, nx = shape
+    y, x = np.mgrid[:ny, :nx]
+    data = 0.2 + 0.001 * x + rng.normal(0.0, 0.05, shape)
+    for _ in range(12):
+        x0, y0, flux, s = rng.uniform(10, nx - 10), rng.uniform(10, ny - 10), rng.uniform(2, 20), rng.uniform(1.2, 3.0)
+        data += flux / (2 * np.pi * s * s) * np.exp(-((x - x0) ** 2 + (y - y0) ** 2) / (2 * s * s))
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crval = [3.58, -30.39]
+    wcs.wcs.crpix = [nx / 2, ny / 2]
+    wcs.wcs.cdelt = [-8.5e-6, 8.5e-6]
+    header = wcs.to_header()
+    header["BUNIT"] = "MJy/sr"
+    primary = fits.PrimaryHDU()
+    primary.header["FILTER"] = "F200W"
+    fits.HDUList([primary, fits.ImageHDU(data.astype(np.float32), header=header, name="SCI")]).writeto(path)
+    return path
+
+
+class Service:
+    """A ``mosaic serve`` subprocess in its own process group."""
+
+    def __init__(self, data: Path, store: Path, *, args=(), log: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cmd = [sys.executable, "-m", "mosaic", "--log-file", str(log), "serve", "--data", str(data), "--store", str(store),
+               "--port", str(self.port), "--cluster", json.dumps(THREADS), *args]
+        env = {**os.environ, "MOSAIC_PROGRESS": "0"}
+        self.stderr = log.with_suffix(".stderr")
+        with self.stderr.open("wb") as err:
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env, start_new_session=True)
+        self.http = httpx.Client(base_url=self.url, timeout=120)
+        deadline = time.monotonic() + 90
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mosaic serve exited with {self.proc.returncode}: {self.stderr.read_text()[-3000:]}")
+            try:
+                if self.http.get("/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError("mosaic serve did not answer /health within 90 s")
+            time.sleep(0.2)
+
+    def kill(self, sig=signal.SIGKILL) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(timeout=60)
+        self.http.close()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """``(Service, data dir, image path, outside file)``: one image under the data directory."""
+    root = tmp_path_factory.mktemp("service")
+    data = root / "data"
+    (data / "field").mkdir(parents=True)
+    image = write_image(data / "field" / "image.fits")
+    outside = write_image(root / "outside.fits", seed=4)
+    (data / "link.fits").symlink_to(outside)  # a symlink leading out: never served
+    service = Service(data, root / "store.zarr", args=["--max-upload-mb", "1"], log=root / "serve.log")
+    yield service, data, image, outside
+    service.kill(signal.SIGTERM)
