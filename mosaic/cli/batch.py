@@ -2,8 +2,8 @@
 
     mosaic batch SURVEY.yaml [--fields NAME ...] [--overwrite] [--check]
 
-Runs every field (and band) of the survey manifest (see :func:`mosaic.config.load_survey` and
-``examples/survey.yaml``) with one store and one cluster. The status of every field/band
+Runs every field (and band) of the survey manifest (see mosaic.config.load_survey and
+examples/survey.yaml) with one store and one cluster. The status of every field/band
 (started, complete, failed with its error) is kept in the store: run the same command again
 after a kill and complete fields are skipped, the others continue. A field that fails does not
 stop the others; the run ends with a table of the failures and exit code 1.

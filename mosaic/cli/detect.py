@@ -6,8 +6,8 @@
                   [--store STORE.zarr] [--field NAME] [--overwrite]
 
 IMAGE is an ``_i2d.fits`` mosaic (SCI, ERR, WHT) or a plain FITS image. The threshold is
-``--threshold`` times the background RMS: the ERR extension where there is one, else the
-sigma-clipped standard deviation of the image (from a strided sample). Pixels that are NaN or
+``--threshold`` times the noise: the ERR extension where there is one ("x ERR" in the log),
+else the sigma-clipped standard deviation of the image (from a strided sample). Pixels that are NaN or
 have zero weight are masked. An image without a celestial WCS gives a catalogue whose RA/Dec
 are NaN, with a warning (positions in pixels are still exact).
 """
@@ -41,7 +41,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("image", metavar="IMAGE", help="_i2d.fits mosaic or FITS image")
     p.add_argument("--out", required=True, metavar="CAT", help="catalogue file (.ecsv or .parquet)")
     p.add_argument("--method", choices=METHODS, default="segmentation", help="detection method (default segmentation)")
-    p.add_argument("--threshold", type=positive_float, default=1.5, help="threshold in units of the background RMS (default 1.5)")
+    p.add_argument("--threshold", type=positive_float, default=1.5, help="threshold in units of ERR (else of the image's clipped std) (default 1.5)")
     p.add_argument("--npixels", type=positive_int, default=10, help="minimum connected pixels of a source (default 10)")
     p.add_argument("--deblend", action="store_true", help="deblend overlapping sources (multi-threshold + watershed)")
     p.add_argument(

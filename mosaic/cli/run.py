@@ -3,7 +3,7 @@
     mosaic run FIELD.yaml [--bands F200W ...] [--overwrite] [--check]
 
 Runs preprocessing, drizzle, UPDC, catalogues and previews for every band of the field as the
-config says (see :mod:`mosaic.config` and ``examples/field.yaml``), records every step in the
+config says (see mosaic.config and examples/field.yaml), records every step in the
 store, and ends with a summary table. Run the same command again after a kill: complete steps
 and UPDC iterations are read back, not redone. The exit code is 1 when a band failed.
 """
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from mosaic.pipeline import check_config, run_field  # noqa: PLC0415
 
     config = load_field(args.config)
-    check_config(config)
+    check_config(config, plan=args.check)  # a run plans its bands itself before it starts
     if args.check:
         for band, cfg in config.bands.items():
             log.info("%s %s: %d exposures, PSF %s", config.field, band, len(cfg.exposure_paths()), cfg.psf)

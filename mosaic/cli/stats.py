@@ -60,19 +60,36 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 0:
         msg = f"--workers {args.workers!r} is negative; expected 0 (threads) or a number of processes"
         raise InputError(msg)
-    image = read_fits_image(args.image, ext=args.ext, tile=args.tile).data
+    fits_image = read_fits_image(args.image, ext=args.ext, tile=args.tile)
     with local_client(args.workers):
-        stats = image_statistics(image, sigma=args.sigma, maxiters=args.maxiters)
-    stats = {"file": str(args.image), **stats}
+        stats = image_statistics(fits_image.data, sigma=args.sigma, maxiters=args.maxiters)
+    unit = str(fits_image.header.get("BUNIT", "")).strip()
+    stats = {"file": str(args.image), "unit": unit or None, **stats}
     if args.json:
         print(json.dumps(_jsonable(stats)))
         return 0
+    print(_text(stats, sigma=args.sigma, unit=unit))
+    return 0
+
+
+#: the text output's names of the statistics whose JSON key alone would not say what they are
+_LABELS = {"mean": "clipped mean", "median": "clipped median", "std": "clipped std"}
+_COUNTS = {"n_pixels", "n_nan", "n_inf", "n_valid", "n_masked"}
+
+
+def _text(stats: dict, *, sigma: float, unit: str) -> str:
+    """The statistics as aligned lines: counts, then values in the image's unit (BUNIT)."""
+    lines = [f"{'file':>18}  {stats['file']}", f"{'unit':>18}  {unit or '(no BUNIT)'}"]
     for key, value in stats.items():
+        if key in ("file", "unit"):
+            continue
         if key == "percentiles":
             for q, v in value.items():
-                print(f"{'p' + format(q, 'g'):>18}  {v:.8g}")
-        elif isinstance(value, float):
-            print(f"{key:>18}  {value:.8g}")
+                note = "  (the median of all finite pixels, not clipped)" if float(q) == 50 else ""
+                lines.append(f"{'p' + format(q, 'g'):>18}  {v:.8g}{note}")
+        elif isinstance(value, float) and key not in _COUNTS:
+            note = f"  (sigma-clipped at {sigma:g} sigma)" if key in _LABELS else ""
+            lines.append(f"{_LABELS.get(key, key):>18}  {value:.8g}{note}")
         else:
-            print(f"{key:>18}  {value}")
-    return 0
+            lines.append(f"{key:>18}  {value}")
+    return "\n".join(lines)

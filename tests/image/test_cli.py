@@ -67,3 +67,16 @@ def test_stats_command_json_equals_astropy(i2d, capsys):
     assert got["n_nan"] == 72 and got["n_valid"] == kept.size
     np.testing.assert_allclose([got["mean"], got["median"], got["std"]], astats.sigma_clipped_stats(kept), rtol=1e-5)
     assert got["median"] == pytest.approx(float(np.median(astats.sigma_clip(kept, masked=False))), rel=1e-7)
+
+
+def test_stats_command_text_says_which_median_is_clipped_and_the_unit(i2d, capsys):
+    path, data = i2d
+    capsys.readouterr()
+    assert main(["stats", str(path), "--tile", "50"]) == 0
+    rows = {line[:18].strip(): line[18:].split() for line in capsys.readouterr().out.splitlines()}
+    kept = data[np.isfinite(data)]
+    assert rows["unit"][0] == fits.getheader(path, "SCI").get("BUNIT", "(no")
+    assert float(rows["clipped median"][0]) == pytest.approx(float(astats.sigma_clipped_stats(kept)[1]), rel=1e-6)
+    assert "sigma-clipped" in " ".join(rows["clipped median"])
+    assert float(rows["p50"][0]) == pytest.approx(float(np.median(kept)), rel=1e-6)
+    assert "not clipped" in " ".join(rows["p50"])
