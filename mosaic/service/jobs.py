@@ -121,6 +121,7 @@ def execute_run(run_dir: str, raw: dict, base: str, store_path: str, cancel_name
     if root.getEffectiveLevel() > logging.INFO:
         root.setLevel(logging.INFO)
     t0 = time.perf_counter()
+    started = _now()
     try:
         config = field_from_mapping(raw, base=base)
         check_config(config)
@@ -133,7 +134,8 @@ def execute_run(run_dir: str, raw: dict, base: str, store_path: str, cancel_name
                 raise RunCancelled(f"cancelled before {run.band} {step}")
             names = [s.name for s in STEPS if s.enabled(run)]
             fraction = (bands.index(run.band) + names.index(step) / len(names)) / len(bands)
-            _write_json(folder / "progress.json", {"band": run.band, "step": step, "fraction": round(fraction, 4), "updated": _now()})
+            _write_json(folder / "progress.json", {"band": run.band, "step": step, "fraction": round(fraction, 4),
+                                                    "started": started, "updated": _now()})
 
         steps = tuple(_Watched(s, before) for s in STEPS)
         reports = []
@@ -142,8 +144,9 @@ def execute_run(run_dir: str, raw: dict, base: str, store_path: str, cancel_name
                 if cancel.is_set():
                     raise RunCancelled(f"cancelled before band {band}")
                 reports.append(run_band(config, band, store, client=client, steps=steps))
-        if any(r.error and r.error.startswith("RunCancelled") for r in reports):
-            raise RunCancelled("cancelled")
+        stopped = [r.error for r in reports if r.error and r.error.startswith("RunCancelled")]
+        if stopped:
+            raise RunCancelled(stopped[0].removeprefix("RunCancelled: "))
         summary = {
             "ok": all(r.ok for r in reports),
             "seconds": round(time.perf_counter() - t0, 3),
@@ -154,7 +157,7 @@ def execute_run(run_dir: str, raw: dict, base: str, store_path: str, cancel_name
                 for r in reports
             ],
         }
-        _write_json(folder / "progress.json", {"band": None, "step": None, "fraction": 1.0, "updated": _now()})
+        _write_json(folder / "progress.json", {"band": None, "step": None, "fraction": 1.0, "started": started, "updated": _now()})
         return summary
     finally:
         root.removeHandler(handler)
@@ -346,6 +349,7 @@ class RunManager:
         if job.get("status") == "queued" and progress:
             job["status"] = "running"
         fraction = 1.0 if job.get("status") == "complete" else float(progress.get("fraction", 0.0))
+        job["started"] = job.get("started") or progress.get("started")
         job["step"] = progress.get("step")
         job["band"] = progress.get("band")
         job["progress"] = round(fraction, 4)

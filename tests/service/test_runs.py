@@ -1,0 +1,145 @@
+"""Field runs as jobs of a real ``mosaic serve``: equal to ``mosaic run``, cancellable, and a killed
+service loses nothing finished and reports what it did not finish."""
+
+from __future__ import annotations
+
+import io
+import signal
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from matplotlib import image as mimage
+
+from mosaic.config import field_from_mapping
+from mosaic.io.store import Store
+from mosaic.pipeline import run_field
+from mosaic.simulate import SimConfig, simulate_field
+
+from .conftest import Service
+
+#: drizzle, one UPDC iteration and its catalogue: a quick whole run
+QUICK = {
+    "field": "tiny",
+    "bands": {"F200W": {"inputs": "sim/*_cal.fits", "psf": "sim"}},
+    "grid": {"tile": 128},
+    "updc": {"iterations": 1, "save": [1]},
+    "catalogs": {"enabled": True, "threshold": 3.0, "npixels": 5, "iterations": [1]},
+    "products": {"previews": True},
+}
+
+
+def _wait(http, run_id, until, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = http.get(f"/runs/{run_id}").json()
+        if until(job):
+            return job
+        time.sleep(0.25)
+    raise AssertionError(f"run {run_id} still {job['status']} at {job.get('step')} after {timeout} s: {job.get('log')}")
+
+
+@pytest.fixture(scope="module")
+def field_service(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    data = root / "data"
+    simulate_field(data / "sim", SimConfig(size=96, psf_size=21, n_exposures=3, seed=7, n_galaxies=6, n_stars=3, n_pairs=1, n_wavelengths=3))
+    (root / "elsewhere").mkdir()
+    first = sorted((data / "sim").glob("*_cal.fits"))[0]
+    (root / "elsewhere" / first.name).write_bytes(first.read_bytes())
+    live = SimpleNamespace(root=root, data=data, service=Service(data, root / "store.zarr", log=root / "serve.log"))
+    yield live
+    live.service.kill(signal.SIGTERM)
+
+
+def test_run_equals_mosaic_run_and_survives_a_killed_service(field_service, tmp_path):
+    root, data, service = field_service.root, field_service.data, field_service.service
+    r = service.http.post("/runs", json={"config": QUICK})
+    assert r.status_code == 201, r.text
+    quick = r.json()["id"]
+    job = _wait(service.http, quick, lambda j: j["status"] in ("complete", "failed", "cancelled"))
+    assert job["status"] == "complete", job
+    assert job["progress"] == 1.0 and len(job["log"]) <= 40
+    log = service.http.get(f"/runs/{quick}", params={"log_lines": 2000}).json()["log"]
+    assert any("drizzle: done" in line for line in log) and any("previews: done" in line for line in log)
+    steps = {s["step"]: s["status"] for s in job["summary"]["bands"][0]["steps"]}
+    assert steps["drizzle"] == steps["updc"] == steps["catalogs"] == "done" and steps["destripe"] == "off"
+
+    # the reference: mosaic run's own function on the same config, here, into another store
+    reference = field_from_mapping({**QUICK, "products": {**QUICK["products"], "outdir": str(tmp_path / "ref")}}, base=data)
+    report = run_field(reference, start_cluster=False, store=Store(tmp_path / "ref.zarr"))
+    assert report.ok
+    images = {i["path"].split("/")[-1]: i["id"] for i in job["images"]}
+    got = fits.getdata(io.BytesIO(service.http.get(f"/images/{images['tiny_f200w_drizzle_i2d.fits']}/file").content), "SCI")
+    want = fits.getdata(tmp_path / "ref" / "tiny_f200w_drizzle_i2d.fits", "SCI")
+    np.testing.assert_array_equal(got, want)
+    from mosaic.viz.preview import write_preview
+
+    png = service.http.get(f"/preview/{images['tiny_f200w_drizzle_i2d.fits']}", params={"max_size": 128})
+    np.testing.assert_array_equal(mimage.imread(io.BytesIO(png.content)),
+                                  mimage.imread(write_preview(tmp_path / "p.png", tmp_path / "ref" / "tiny_f200w_drizzle_i2d.fits", max_size=128)))
+    (cat,) = job["catalogs"]
+    table = service.http.get(f"/catalogs/{cat['id']}").json()
+    from astropy.table import Table
+
+    ref_cat = Table.read(next((tmp_path / "ref" / "catalogs").glob("*.ecsv")))
+    flux = [c["name"] for c in table["columns"]].index("kron_flux")
+    assert table["n_rows"] == len(ref_cat) > 2
+    np.testing.assert_allclose([row[flux] for row in table["rows"]], np.asarray(ref_cat["kron_flux"]), rtol=1e-10)
+
+    # a long run, killed with the service while it iterates
+    slow = {**QUICK, "field": "slow", "updc": {"enabled": True, "iterations": 200, "save": [200]}, "catalogs": {"enabled": False}}
+    r = service.http.post("/runs", json={"config": slow})
+    assert r.status_code == 201, r.text
+    slow_id = r.json()["id"]
+    running = _wait(service.http, slow_id, lambda j: j["step"] == "updc" or j["status"] in ("complete", "failed"))
+    assert running["status"] == "running" and 0 < running["progress"] < 1
+    service.kill(signal.SIGKILL)
+
+    again = field_service.service = Service(data, root / "store.zarr", log=root / "serve2.log")
+    killed = again.http.get(f"/runs/{slow_id}").json()
+    assert killed["status"] == "failed" and "service stopped" in killed["error"] and "updc" in killed["error"]
+    kept = again.http.get(f"/runs/{quick}").json()
+    assert kept["status"] == "complete" and kept["images"] == job["images"]
+    assert again.http.get(f"/catalogs/{cat['id']}").json()["rows"] == table["rows"]
+    listed = {r["id"]: r["status"] for r in again.http.get("/runs").json()["runs"]}
+    assert listed == {quick: "complete", slow_id: "failed"}
+
+
+def test_cancel_then_retry_resumes_from_the_store(field_service):
+    root, data, service = field_service.root, field_service.data, field_service.service
+    config = {**QUICK, "field": "cancelled", "preprocessing": {"outliers": {"enabled": True}}, "updc": {"enabled": False},
+              "catalogs": {"enabled": False}, "products": {"previews": False}}
+    run_id = service.http.post("/runs", json={"config": config}).json()["id"]
+    _wait(service.http, run_id, lambda j: j["step"] == "outliers" or j["status"] != "queued")
+    r = service.http.delete(f"/runs/{run_id}")
+    assert r.status_code == 200 and r.json()["status"] in ("cancelling", "cancelled")
+    job = _wait(service.http, run_id, lambda j: j["status"] in ("complete", "failed", "cancelled"))
+    assert job["status"] == "cancelled", job
+    manifest = Store(root / "store.zarr").manifest("cancelled", "F200W")
+    assert manifest["pipeline/outliers"]["state"] == "complete"
+    assert manifest.get("pipeline/drizzle", {}).get("state") != "complete" and "error" in job and "drizzle" in job["error"]
+    retried = service.http.post(f"/runs/{run_id}/retry")
+    assert retried.status_code == 201, retried.text
+    job = _wait(service.http, run_id, lambda j: j["status"] in ("complete", "failed", "cancelled"))
+    assert job["status"] == "complete" and job["attempts"] == 2
+    steps = {s["step"]: s["status"] for s in job["summary"]["bands"][0]["steps"]}
+    assert steps["outliers"] == "resumed" and steps["drizzle"] == "done"
+    assert service.http.post(f"/runs/{run_id}/retry").status_code == 409
+
+
+def test_bad_configs_are_422_naming_the_key(field_service):
+    root, data, service = field_service.root, field_service.data, field_service.service
+    outside = {**QUICK, "bands": {"F200W": {"inputs": str(root / "elsewhere" / "*_cal.fits"), "psf": "sim"}}}
+    for config, words in (
+        ({**QUICK, "grid": {"tile": 128, "pixels": 3}}, "pixels"),
+        ({**QUICK, "bands": {"F200W": {"inputs": "../elsewhere/*_cal.fits", "psf": "sim"}}}, "outside the data directory"),
+        (outside, "bands.F200W"),
+        ({**QUICK, "updc": {"method": "magic"}}, "updc.method"),
+    ):
+        r = service.http.post("/runs", json={"config": config})
+        assert r.status_code == 422 and words in r.json()["error"], (config, r.text)
+    assert service.http.post("/runs", json={"config": [1, 2]}).status_code == 422
+    assert service.http.delete("/runs/run-nope").status_code == 404
