@@ -109,7 +109,7 @@ def test_run_equals_mosaic_run_and_survives_a_killed_service(field_service, tmp_
 
 
 def test_cancel_then_retry_resumes_from_the_store(field_service):
-    root, data, service = field_service.root, field_service.data, field_service.service
+    root, service = field_service.root, field_service.service
     config = {**QUICK, "field": "cancelled", "preprocessing": {"outliers": {"enabled": True}}, "updc": {"enabled": False},
               "catalogs": {"enabled": False}, "products": {"previews": False}}
     run_id = service.http.post("/runs", json={"config": config}).json()["id"]
@@ -131,7 +131,7 @@ def test_cancel_then_retry_resumes_from_the_store(field_service):
 
 
 def test_bad_configs_are_422_naming_the_key(field_service):
-    root, data, service = field_service.root, field_service.data, field_service.service
+    root, service = field_service.root, field_service.service
     outside = {**QUICK, "bands": {"F200W": {"inputs": str(root / "elsewhere" / "*_cal.fits"), "psf": "sim"}}}
     for config, words in (
         ({**QUICK, "grid": {"tile": 128, "pixels": 3}}, "pixels"),
