@@ -97,3 +97,20 @@ def served(tmp_path_factory):
     service = Service(data, root / "store.zarr", args=["--max-upload-mb", "1"], log=root / "serve.log")
     yield service, data, image, outside
     service.kill(signal.SIGTERM)
+
+
+def browse(url: str, *, screenshot: Path | None = None) -> tuple[str, list[str]]:
+    """``(DOM after the page's scripts ran, console lines)`` of ``url`` in headless chromium (or skip)."""
+    import shutil
+
+    browser = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+    if browser is None:
+        pytest.skip("no chromium on this machine (CI installs Debian's chromium: .ci/browser.sh)")
+    args = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
+            "--virtual-time-budget=15000", "--window-size=1400,1000"]
+    if screenshot is not None:
+        shot = subprocess.run([*args, f"--screenshot={screenshot}", url], capture_output=True, text=True, timeout=120)
+        assert shot.returncode == 0, shot.stderr[-2000:]
+    dom = subprocess.run([*args, "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    return dom.stdout, [ln for ln in dom.stderr.splitlines() if "CONSOLE" in ln]

@@ -191,3 +191,18 @@ def test_uploads_are_limited_and_validated(served, tmp_path):
     assert r.status_code == 422
     assert sorted(p.name for p in uploads.iterdir()) == before  # nothing kept, no temporary left
     assert json.loads(service.http.get("/openapi.json").text)["paths"]["/images"]["post"]
+
+
+def test_page_in_a_headless_browser(served, tmp_path):
+    from .conftest import browse
+
+    service, *_ = served
+    i = _image_id(service.http, "field/image.fits")
+    dom, console = browse(f"{service.url}/?image={i}", screenshot=tmp_path / "page.png")
+    assert console == []
+    assert "field/image.fits" in dom and f'src="/preview/{i}?stretch=asinh' in dom
+    processable = [a["name"] for a in service.http.get("/algorithms").json()["algorithms"] if a["processable"]]
+    assert all(f'<option value="{n}">' in dom for n in processable)
+    assert 'name="box_size"' in dom  # the form of the first algorithm, background_2d, from the registry
+    shot = mimage.imread(tmp_path / "page.png")
+    assert shot.shape[:2] == (1000, 1400) and shot[..., :3].std() > 0.01  # something was drawn

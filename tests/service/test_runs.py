@@ -58,7 +58,7 @@ def test_run_equals_mosaic_run_and_survives_a_killed_service(field_service, tmp_
     root, data, service = field_service.root, field_service.data, field_service.service
     r = service.http.post("/runs", json={"config": QUICK})
     assert r.status_code == 201, r.text
-    quick = r.json()["id"]
+    quick = field_service.quick = r.json()["id"]
     job = _wait(service.http, quick, lambda j: j["status"] in ("complete", "failed", "cancelled"))
     assert job["status"] == "complete", job
     assert job["progress"] == 1.0 and len(job["log"]) <= 40
@@ -106,6 +106,22 @@ def test_run_equals_mosaic_run_and_survives_a_killed_service(field_service, tmp_
     assert again.http.get(f"/catalogs/{cat['id']}").json()["rows"] == table["rows"]
     listed = {r["id"]: r["status"] for r in again.http.get("/runs").json()["runs"]}
     assert listed == {quick: "complete", slow_id: "failed"}
+
+
+def test_page_shows_a_finished_run_and_its_preview(field_service):
+    from .conftest import browse
+
+    service = field_service.service
+    quick = getattr(field_service, "quick", None)
+    if quick is None:
+        pytest.skip("needs the run of test_run_equals_mosaic_run_and_survives_a_killed_service")
+    job = service.http.get(f"/runs/{quick}").json()
+    dom, console = browse(f"{service.url}/?run={quick}")
+    assert console == []
+    assert f'data-id="{quick}"' in dom and 'class="status-complete"' in dom and '<progress max="1" value="1">' in dom
+    shown = job["images"][-1]
+    assert f'src="/preview/{shown["id"]}?stretch=asinh' in dom and f'id="viewer-title">{shown["path"]}<' in dom
+    assert all(c["path"] in dom for c in job["catalogs"])
 
 
 def test_cancel_then_retry_resumes_from_the_store(field_service):
