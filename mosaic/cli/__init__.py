@@ -16,6 +16,8 @@ import argparse
 import importlib
 import logging
 import sys
+import warnings
+from pathlib import Path
 
 from mosaic import __version__
 
@@ -121,13 +123,37 @@ class _QuietLibraries(logging.Filter):
         return not any(record.name == n or record.name.startswith(n + ".") for n in _NOISY_LOGGERS)
 
 
+class _QuietShutdown(logging.Filter):
+    """Log a local cluster's end as what it is: the nanny kills its worker process when the process
+    has not exited 4 s after the worker closed (its results are in, the scheduler has already
+    removed it). A routine end of every run, so DEBUG, not a WARNING a user must read."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "distributed.nanny" and record.levelno == logging.WARNING:
+            text = record.getMessage()
+            if text.startswith("Worker process still alive after") or (text.startswith("Worker process ") and "was killed by signal" in text):
+                record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> str:
+    """A library's warning as one log line: category and message, no source line."""
+    text = " ".join(str(message).split())
+    return f"{category.__name__}: {text} ({Path(filename).name}:{lineno})"
+
+
 def _setup_logging(level: str, log_file: str | None) -> None:
     handlers = [logging.StreamHandler(sys.stderr)]
     if log_file:
         handlers.append(logging.FileHandler(log_file))
     threshold = max(logging.WARNING, getattr(logging, level))
     for handler in handlers:
+        # the shutdown filter runs first: it demotes records that the threshold then drops
+        handler.addFilter(_QuietShutdown())
         handler.addFilter(_QuietLibraries(threshold))
+    # warnings from libraries go to the log (logger py.warnings), one line each
+    warnings.formatwarning = _one_line_warning
+    logging.captureWarnings(True)
     fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=getattr(logging, level), format=fmt, datefmt="%H:%M:%S", handlers=handlers, force=True)
     for noisy in _NOISY_LOGGERS:
@@ -153,7 +179,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (InputError, FileNotFoundError, FileExistsError, ValueError) as err:
-        print(f"mosaic {args.command}: error: {err}", file=sys.stderr)
+        print(f"mosaic {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 1
+    except OSError as err:  # a read-only folder, a full disk, a vanished file: one line, no traceback
+        print(f"mosaic {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 1
+    except Exception as err:  # a fault no check foresaw: one line here, the traceback at --log-level DEBUG
+        log.debug("traceback of the error", exc_info=True)
+        text = " ".join(str(err).split())
+        print(f"mosaic {args.command}: error: unexpected {type(err).__name__}: {text} (--log-level DEBUG shows where)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"mosaic {args.command}: interrupted", file=sys.stderr)
