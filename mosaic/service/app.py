@@ -21,10 +21,13 @@ threads of the web process beyond waiting for them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
+import os
 import secrets
+import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,6 +135,34 @@ def _table_json(table) -> dict:
                                                                                         if isinstance(v, str | int | float)})}
 
 
+class Memo:
+    """Previews and statistics kept in a folder, keyed by the file's path, size, time and the request.
+
+    Concurrent requests for one key wait for the first to make it, instead of each reading the image.
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def get(self, source: Path, request: tuple, suffix: str, make) -> bytes:
+        st = source.stat()
+        key = hashlib.sha1(repr((str(source), st.st_size, st.st_mtime_ns, request)).encode()).hexdigest()
+        path = self.folder / f"{key}{suffix}"
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            if not path.exists():
+                tmp = self.folder / f".{key}.{uuid.uuid4().hex[:8]}{suffix}"
+                try:
+                    make(tmp)
+                    os.replace(tmp, path)
+                finally:
+                    tmp.unlink(missing_ok=True)
+        return path.read_bytes()
+
+
 def create_app(settings: Settings, *, client=None) -> FastAPI:
     """The service's application.
 
@@ -151,6 +182,7 @@ def create_app(settings: Settings, *, client=None) -> FastAPI:
         d.mkdir(parents=True, exist_ok=True)
     index = FileIndex({"data": data_dir, "results": results, "runs": runs_dir})
     runs = RunManager(runs_dir, data_dir, Path(settings.store), client=client)
+    memo = Memo(cache)
 
     app = FastAPI(title="mosaic service", version="1",
                   description="Algorithms of mosaic's registry on FITS images, and field runs on a dask cluster.")
@@ -356,13 +388,13 @@ def create_app(settings: Settings, *, client=None) -> FastAPI:
             if value not in allowed:
                 raise ServiceError(422, f"{key} {value!r} is unknown; expected one of {list(allowed)}", parameter=key, allowed=list(allowed))
         entry = image(image_id)
-        out = cache / f".preview-{uuid.uuid4().hex}.png"
-        try:
-            with computing(f"preview of {image_id}"):
-                write_preview(out, entry.path, max_size=max_size, stretch=stretch, interval=interval, percent=percent, cmap=cmap)
-            return Response(out.read_bytes(), media_type="image/png")
-        finally:
-            out.unlink(missing_ok=True)
+
+        def make(out: Path):
+            write_preview(out, entry.path, max_size=max_size, stretch=stretch, interval=interval, percent=percent, cmap=cmap)
+
+        with computing(f"preview of {image_id}"):
+            png = memo.get(entry.path, ("preview", stretch, interval, percent, max_size, cmap), ".png", make)
+        return Response(png, media_type="image/png")
 
     @app.get("/statistics/{image_id}", summary="Robust statistics of an image (mosaic.image.stats.image_statistics)")
     def statistics(image_id: str, sigma: float = Query(3.0, gt=0), maxiters: int = Query(5, ge=1, le=100)):
@@ -370,9 +402,14 @@ def create_app(settings: Settings, *, client=None) -> FastAPI:
         from mosaic.io.images import read_fits_image  # noqa: PLC0415
 
         entry = image(image_id)
-        with computing(f"statistics of {image_id}"):
+
+        def make(out: Path):
             stats = image_statistics(read_fits_image(entry.path).data, sigma=sigma, maxiters=maxiters)
-        return {"id": image_id, **_jsonable(stats)}
+            out.write_text(json.dumps(_jsonable(stats)))
+
+        with computing(f"statistics of {image_id}"):
+            stats = json.loads(memo.get(entry.path, ("statistics", sigma, maxiters), ".json", make))
+        return {"id": image_id, **stats}
 
     @app.get("/catalogs", summary="The catalogues: results of /process and run products")
     def list_catalogs():

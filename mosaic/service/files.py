@@ -16,6 +16,8 @@ import logging
 import math
 import os
 import re
+import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -104,6 +106,8 @@ class FileIndex:
 
     def __init__(self, roots: dict[str, Path]):
         self.roots = {k: Path(v).resolve() for k, v in roots.items()}
+        self._recent: dict[tuple, tuple[float, dict]] = {}
+        self._lock = threading.Lock()
         for r in self.roots.values():
             r.mkdir(parents=True, exist_ok=True)
 
@@ -131,8 +135,19 @@ class FileIndex:
         return out
 
     def find(self, file_id: str, suffixes) -> Entry | None:
-        """The entry with this id, or None."""
-        return next((e for e in self.scan(suffixes) if e.id == file_id), None)
+        """The entry with this id, or None (the folders are walked again at most once a second)."""
+        key = tuple(suffixes)
+        now = time.monotonic()
+        with self._lock:
+            seen = self._recent.get(key)
+        if seen is None or now - seen[0] > 1.0 or file_id not in seen[1]:
+            entries = {e.id: e for e in self.scan(suffixes)}
+            with self._lock:
+                self._recent[key] = (now, entries)
+        else:
+            entries = seen[1]
+        entry = entries.get(file_id)
+        return entry if entry is not None and entry.path.is_file() else None
 
 
 def image_metadata(entry: Entry) -> dict:

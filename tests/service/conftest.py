@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -85,19 +86,37 @@ class Service:
         self.http.close()
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """``(Service, data dir, image path, outside file)``: one image under the data directory."""
+@pytest.fixture(scope="session")
+def live(tmp_path_factory):
+    """One ``mosaic serve`` for the session (a test may replace ``live.service`` with a restarted one).
+
+    Its data directory holds an image (``field/image.fits``), a symlink leading out of it
+    (``link.fits``) and a tiny simulated field (``sim/``); ``outside.fits`` and ``elsewhere/``
+    (a copy of one exposure) lie beside it. Uploads are limited to 1 MiB.
+    """
+    from mosaic.simulate import SimConfig, simulate_field
+
     root = tmp_path_factory.mktemp("service")
     data = root / "data"
     (data / "field").mkdir(parents=True)
     image = write_image(data / "field" / "image.fits")
     outside = write_image(root / "outside.fits", seed=4)
     (data / "link.fits").symlink_to(outside)  # a symlink leading out: never served
+    simulate_field(data / "sim", SimConfig(size=96, psf_size=21, n_exposures=3, seed=7, n_galaxies=6, n_stars=3, n_pairs=1,
+                                           n_wavelengths=3))
+    (root / "elsewhere").mkdir()
+    first = sorted((data / "sim").glob("*_cal.fits"))[0]
+    (root / "elsewhere" / first.name).write_bytes(first.read_bytes())
     service = Service(data, root / "store.zarr", args=["--max-upload-mb", "1"], log=root / "serve.log")
-    yield service, data, image, outside
-    service.kill(signal.SIGTERM)
+    box = SimpleNamespace(root=root, data=data, image=image, outside=outside, service=service)
+    yield box
+    box.service.kill(signal.SIGTERM)
 
+
+@pytest.fixture
+def served(live):
+    """``(Service, data dir, image path, outside file)``."""
+    return live.service, live.data, live.image, live.outside
 
 def browse(url: str, *, screenshot: Path | None = None) -> tuple[str, list[str]]:
     """``(DOM after the page's scripts ran, console lines)`` of ``url`` in headless chromium (or skip)."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import signal
 import time
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,7 +15,6 @@ from matplotlib import image as mimage
 from mosaic.config import field_from_mapping
 from mosaic.io.store import Store
 from mosaic.pipeline import run_field
-from mosaic.simulate import SimConfig, simulate_field
 
 from .conftest import Service
 
@@ -41,17 +39,9 @@ def _wait(http, run_id, until, timeout=120):
     raise AssertionError(f"run {run_id} still {job['status']} at {job.get('step')} after {timeout} s: {job.get('log')}")
 
 
-@pytest.fixture(scope="module")
-def field_service(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
-    data = root / "data"
-    simulate_field(data / "sim", SimConfig(size=96, psf_size=21, n_exposures=3, seed=7, n_galaxies=6, n_stars=3, n_pairs=1, n_wavelengths=3))
-    (root / "elsewhere").mkdir()
-    first = sorted((data / "sim").glob("*_cal.fits"))[0]
-    (root / "elsewhere" / first.name).write_bytes(first.read_bytes())
-    live = SimpleNamespace(root=root, data=data, service=Service(data, root / "store.zarr", log=root / "serve.log"))
-    yield live
-    live.service.kill(signal.SIGTERM)
+@pytest.fixture
+def field_service(live):
+    return live
 
 
 def test_run_equals_mosaic_run_and_survives_a_killed_service(field_service, tmp_path):
@@ -98,7 +88,7 @@ def test_run_equals_mosaic_run_and_survives_a_killed_service(field_service, tmp_
     assert running["status"] == "running" and 0 < running["progress"] < 1
     service.kill(signal.SIGKILL)
 
-    again = field_service.service = Service(data, root / "store.zarr", log=root / "serve2.log")
+    again = field_service.service = Service(data, root / "store.zarr", args=["--max-upload-mb", "1"], log=root / "serve2.log")
     killed = again.http.get(f"/runs/{slow_id}").json()
     assert killed["status"] == "failed" and "service stopped" in killed["error"] and "updc" in killed["error"]
     kept = again.http.get(f"/runs/{quick}").json()
