@@ -80,18 +80,18 @@ def _from_blocks(b, d, coarse):
 
 
 def _nircam_blocks(r_m, ops, basis):
-    """``B_m^H B_m`` ``(ny, nx, k, k)`` and ``B_m^H r_m`` ``(k, ny, nx)`` per fine frequency."""
-    k = basis.shape[1]
-    b_m = np.zeros((ops.n_filter, k, *ops.shape), dtype=np.complex128)
-    step = max(1, _CHUNK_BYTES // (16 * ops.shape[0] * ops.shape[1] * max(k, ops.n_filter)))
+    """``B_m^H B_m`` ``(k, k, ny, nx)`` and ``B_m^H r_m`` ``(k, ny, nx)`` per fine frequency."""
+    k, n_pix = basis.shape[1], ops.shape[0] * ops.shape[1]
+    b_m = np.zeros((ops.n_filter * k, n_pix), dtype=np.complex128)
+    step = max(1, _CHUNK_BYTES // (16 * n_pix))
     for start in range(0, ops.n_wave, step):
         sl = slice(start, start + step)
-        otf = ops.otf("m", sl)
+        otf = ops.otf("m", sl).reshape(-1, n_pix)
         # sum_l L_m[f, l] V[l, c] OTF_l(nu)
-        weights = ops.throughput[:, sl, None] * basis[None, sl, :]
-        b_m += np.einsum("flc,lyx->fcyx", weights, otf, optimize=True)
-    gram = np.einsum("fayx,fbyx->yxab", b_m.conj(), b_m, optimize=True)
-    rhs = np.einsum("fcyx,fyx->cyx", b_m.conj(), scipy.fft.fft2(r_m, axes=(1, 2)), optimize=True)
+        b_m += (ops.throughput[:, None, sl] * basis.T[None, :, sl]).reshape(-1, len(otf)) @ otf
+    b_m = b_m.reshape(ops.n_filter, k, *ops.shape)
+    gram = np.einsum("fayx,fbyx->abyx", b_m.conj(), b_m)
+    rhs = np.einsum("fcyx,fyx->cyx", b_m.conj(), scipy.fft.fft2(r_m, axes=(1, 2)))
     return gram, rhs
 
 
@@ -144,8 +144,8 @@ def solve_exact(images, cube, ops: FusionOperators, subspace: Subspace, *, gamma
     system = (gamma * d * d) * gram_h
     rhs = (gamma * d * d) * rhs_h + _to_blocks(rhs_m, d, coarse).transpose(0, 2, 1).reshape(len(rhs_h), -1)
     # NIRCam and Sobolev terms are diagonal in fine frequency: one k x k block per alias
-    diag = gram_m + mu * sobolev_symbol(ops.shape)[:, :, None, None] * np.eye(k)
-    diag = _to_blocks(diag.transpose(2, 3, 0, 1), d, coarse)  # (blocks, k, k, a)
+    diag = gram_m + mu * np.eye(k)[:, :, None, None] * sobolev_symbol(ops.shape)
+    diag = _to_blocks(diag, d, coarse)  # (blocks, k, k, a)
     for a in range(d * d):
         system[:, a * k : (a + 1) * k, a * k : (a + 1) * k] += diag[..., a]
     log.debug("solving %d Fourier blocks of %d unknowns", len(system), d * d * k)
