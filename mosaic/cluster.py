@@ -56,6 +56,7 @@ __all__ = [
     "make_cluster",
     "job_script",
     "describe",
+    "dashboard_listening",
 ]
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,10 @@ KINDS = ("local", "cuda", "slurm", "pbs", "address")
 
 #: dask's recommendation: return freed memory to the OS early, so workers' memory reports are true
 MALLOC_TRIM_THRESHOLD = 65536
+
+#: where the dashboard of a cluster mosaic starts listens unless ``dashboard_address`` says otherwise:
+#: this host only (reach it through ssh -L or JupyterHub's proxy); ':8787' listens on every interface
+DEFAULT_DASHBOARD = "127.0.0.1:8787"
 
 
 class ClusterDependencyError(InputError, ImportError):
@@ -304,6 +309,17 @@ def _check_together(kind: str, options: dict, where: str) -> None:
         if len(tls) == 1:
             msg = f"{where}: {tls[0]!r} given without {({'tls_client_cert', 'tls_client_key'} - set(tls)).pop()!r}; TLS needs both"
             raise InputError(msg)
+        tls_given = [k for k in ("tls_ca_file", "tls_client_cert", "tls_client_key") if k in options]
+        if "address" in options and (tls_given or options.get("require_encryption")) and not str(options["address"]).startswith("tls://"):
+            what = f"TLS files ({', '.join(tls_given)})" if tls_given else "require_encryption"
+            msg = (
+                f"{where}.address: got {options['address']!r} with {what}; expected a 'tls://' address "
+                f"(a tcp:// or schemeless address would connect in plaintext)"
+            )
+            raise InputError(msg)
+        if options.get("require_encryption") and not {"tls_client_cert", "tls_client_key"} <= options.keys():
+            msg = f"{where}.require_encryption: true needs 'tls_client_cert' and 'tls_client_key' (and usually 'tls_ca_file')"
+            raise InputError(msg)
     if kind in ("slurm", "pbs"):
         if "n_jobs" in options and ("minimum_jobs" in options or "maximum_jobs" in options):
             msg = f"{where}: 'n_jobs' (a fixed number of jobs) and 'minimum_jobs'/'maximum_jobs' (adaptive) exclude each other; give one"
@@ -427,14 +443,14 @@ def _local_kwargs(options: Mapping) -> dict:
         "local_directory": _local_directory(options),
         "processes": options.get("processes", True),
     }
-    if "dashboard_address" in options:
-        kwargs["dashboard_address"] = options["dashboard_address"]
+    kwargs["dashboard_address"] = options.get("dashboard_address", DEFAULT_DASHBOARD)
     return kwargs
 
 
 def _cuda_kwargs(options: Mapping) -> dict:
     kwargs = {k: options[k] for k in ("n_workers", "memory_limit", "device_memory_limit", "rmm_pool_size", "rmm_managed_memory", "protocol", "dashboard_address") if k in options}
     kwargs["threads_per_worker"] = options.get("threads_per_worker", 1)
+    kwargs["dashboard_address"] = options.get("dashboard_address", DEFAULT_DASHBOARD)
     kwargs["local_directory"] = _local_directory(options)
     if "devices" in options:
         kwargs["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, _device_list(options["devices"])))
@@ -456,7 +472,7 @@ def _jobqueue_kwargs(options: Mapping) -> dict:
             extra += ["--lifetime-stagger", str(options["lifetime_stagger"])]
     if extra:
         kwargs["worker_extra_args"] = extra
-    kwargs["scheduler_options"] = {"dashboard_address": options.get("dashboard_address", ":8787")}
+    kwargs["scheduler_options"] = {"dashboard_address": options.get("dashboard_address", DEFAULT_DASHBOARD)}
     return kwargs
 
 
@@ -630,7 +646,10 @@ def _client(Client, spec: ClusterSpec) -> Iterator[Any]:
         if "timeout" in opts:
             kwargs["timeout"] = parse_timedelta(opts["timeout"])
         target = {"scheduler_file": os.fspath(opts["scheduler_file"])} if "scheduler_file" in opts else {"address": opts["address"]}
-        with Client(**target, **kwargs) as client:
+        if "scheduler_file" in opts and kwargs["security"] is not None:
+            _check_file_scheme(opts["scheduler_file"])
+        client = _connect(Client, target, kwargs)
+        with client:
             log.info("connected to scheduler %s; dask dashboard: %s", client.scheduler.address, client.dashboard_link)
             yield client
         return
@@ -638,8 +657,61 @@ def _client(Client, spec: ClusterSpec) -> Iterator[Any]:
         if spec.kind in ("slurm", "pbs"):
             _scale(cluster, spec.options)
         with Client(cluster) as client:
-            log.info("%s cluster started; dask dashboard: %s", spec.kind, client.dashboard_link)
+            log.info("%s cluster started; dask dashboard: %s", spec.kind, _dashboard_words(cluster, client))
             yield client
+
+
+def _scheduler_file_address(path) -> str | None:
+    import json  # noqa: PLC0415
+
+    try:
+        return str(json.loads(Path(path).read_text()).get("address"))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _check_file_scheme(path) -> None:
+    """TLS files with a scheduler file: its address must be tls://, or the client would connect in plaintext."""
+    address = _scheduler_file_address(path)
+    if address is not None and not address.startswith("tls://"):
+        msg = f"cluster.scheduler_file: {path} gives the address {address!r} and TLS files are set; expected a 'tls://' scheduler"
+        raise InputError(msg)
+
+
+def _connect(Client, target: dict, kwargs: dict):
+    """A client of an existing scheduler; a failure to connect is one :class:`InputError` line."""
+    where = target.get("address") or f"the scheduler file {target.get('scheduler_file')}"
+    try:
+        return Client(**target, **kwargs)
+    except (OSError, TimeoutError, ValueError) as err:  # ssl.SSLError and refused connections are OSErrors
+        text = " ".join(str(err).split()) or type(err).__name__
+        msg = f"cluster: could not connect to {where} ({type(err).__name__}: {text}); expected a running scheduler there (check address, TLS files and timeout)"
+        raise InputError(msg) from None
+
+
+def dashboard_listening(cluster) -> list[str]:
+    """``host:port`` of every socket the cluster's dashboard listens on (empty where unknown, e.g. a remote scheduler)."""
+    server = getattr(getattr(cluster, "scheduler", None), "http_server", None)
+    sockets = getattr(server, "_sockets", None) or {}
+    out = []
+    for sock in sockets.values():
+        try:
+            host, port = sock.getsockname()[:2]
+        except (OSError, ValueError):
+            continue
+        out.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    return sorted(set(out))
+
+
+def _dashboard_words(cluster, client) -> str:
+    """The dashboard's link from where it really listens, and who can reach it."""
+    bound = dashboard_listening(cluster)
+    if not bound:
+        return str(client.dashboard_link)
+    wide = [b for b in bound if b.split(":")[0] in ("0.0.0.0", "[::]")]
+    if wide:
+        return f"{client.dashboard_link} (listening on {', '.join(bound)}: every interface, reachable from other hosts)"
+    return f"http://{bound[0]}/status (listening on {', '.join(bound)} only)"
 
 
 def describe(spec: Mapping | ClusterSpec | None = None, /, **overrides) -> str:
@@ -671,7 +743,7 @@ def describe(spec: Mapping | ClusterSpec | None = None, /, **overrides) -> str:
             f"workers: {k['n_workers']} {'processes' if k['processes'] else 'threads-only'} x {k['threads_per_worker']} threads\n"
             f"memory limit per worker: {memory}\n"
             f"spill directory: {k['local_directory']}\n"
-            f"dashboard: {k.get('dashboard_address', ':8787 (dask default; the next free port if taken)')}\n"
+            f"dashboard: {_dashboard_text(k['dashboard_address'])}\n"
             f"worker environment: MALLOC_TRIM_THRESHOLD_={MALLOC_TRIM_THRESHOLD} (unless set in dask config)"
         )
     if spec.kind == "cuda":
@@ -683,8 +755,17 @@ def describe(spec: Mapping | ClusterSpec | None = None, /, **overrides) -> str:
             lines.append("note: dask-cuda is not installed here; pip install 'mosaic-jwst[gpu]'")
         return "\n".join(lines)
     if spec.kind == "address":
-        target = o.get("address") or f"the scheduler file {o['scheduler_file']}"
-        tls = "with TLS" if _security_keys(o) else "without TLS"
+        if "address" in o:
+            target = o["address"]
+            tls = "with TLS" if str(target).startswith("tls://") else "without TLS (plaintext)"
+        else:
+            address = _scheduler_file_address(o["scheduler_file"])
+            target = f"the scheduler file {o['scheduler_file']}"
+            if address is None:
+                tls = "(the file cannot be read yet: its address decides TLS" + (", which the TLS files require)" if _security_keys(o) else ")")
+            else:
+                target += f" ({address})"
+                tls = "with TLS" if address.startswith("tls://") else "without TLS (plaintext)"
         return f"kind: address (an existing scheduler)\nconnect to: {target} {tls}"
     scaling = (
         f"adaptive, {o.get('minimum_jobs', 0)} to {o['maximum_jobs']} jobs"
@@ -694,6 +775,15 @@ def describe(spec: Mapping | ClusterSpec | None = None, /, **overrides) -> str:
     if "walltime" in o and "lifetime" not in o:
         header += "note: walltime without lifetime: workers die with the job and lose their results; set lifetime < walltime\n"
     return header + "job script:\n" + job_script(spec)
+
+
+def _dashboard_text(address) -> str:
+    if address is None:
+        return "none"
+    host = str(address).rsplit(":", 1)[0]
+    if host in ("127.0.0.1", "localhost", "[::1]", "::1"):
+        return f"{address} (this host only; the next free port if taken)"
+    return f"{address} (every interface: reachable from other hosts; the next free port if taken)"
 
 
 def _security_keys(options: Mapping) -> list[str]:

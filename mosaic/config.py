@@ -123,15 +123,27 @@ def _choice(allowed):
     return parse
 
 
+#: the longest field name: it becomes a folder of the store and part of every product's file name
+MAX_NAME = 100
+
+
+def _printable(text: str) -> bool:
+    return all(c.isprintable() for c in text)
+
+
 def _name(v, w, b):
     if not isinstance(v, str) or not v or v.startswith(".") or "/" in v or v != v.strip():
         _bad(w, v, "a non-empty name without '/', a leading '.' or surrounding spaces")
+    if not _printable(v) or len(v) > MAX_NAME:
+        _bad(w, v[:40] + ("..." if len(v) > 40 else ""), f"a name of printable characters, at most {MAX_NAME} long (got {len(v)})")
     return v
 
 
 def _path(v, w, base):
     if not isinstance(v, str | Path) or not str(v).strip():
         _bad(w, v, "a path (relative paths are taken from the config file's folder)")
+    if "\x00" in str(v):
+        _bad(w, v, "a path without NUL characters")
     p = Path(v).expanduser()
     return p if p.is_absolute() else (Path(base) / p).resolve()
 
@@ -339,6 +351,14 @@ class DrizzleConfig:
     weight: str = _option("ivm", parse=_choice(_WEIGHTS))
 
 
+def _updc_pedestal(v, w, b):
+    if v is None or v == "auto":
+        return v
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
+        _bad(w, v, "'auto', a number >= 0 (MJy/sr) or null")
+    return float(v)
+
+
 @dataclass(frozen=True)
 class UPDCConfig:
     """UPDC (or a baseline) from the drizzle mosaic (:func:`mosaic.coadd.updc.updc`).
@@ -360,6 +380,11 @@ class UPDCConfig:
         Propagate VAR_* and ERR.
     array : {"numpy", "cupy"}
         Iterate on host arrays, or on CuPy chunks on the workers' GPUs (a ``cuda`` cluster).
+    pedestal : "auto", float or None
+        ``s`` of the read-noise-corrected ratio ``(g + s) / (m + s)``: ``auto`` from VAR_RNOISE
+        and the gain, a value (MJy/sr), or null for the plain ratio.
+    damping : float
+        Damp the update where the data are fitted to within this many sigmas (0: none).
     """
 
     enabled: bool = _option(True, parse=_bool)
@@ -371,6 +396,8 @@ class UPDCConfig:
     tau: float = _option(1.0, parse=_float(minimum=0.0, maximum=2.0, open_min=True))
     errors: bool = _option(True, parse=_bool)
     array: str = _option("numpy", parse=_choice(_ARRAYS))
+    pedestal: float | str | None = _option("auto", parse=_updc_pedestal)
+    damping: float = _option(0.0, parse=_float(minimum=0.0))
 
     def _check(self, where):
         if self.save is not None and any(s > self.iterations for s in self.save):
@@ -539,6 +566,9 @@ class FieldConfig:
                 raise ConfigError(f"{self._where()}{err}") from None
         if self.grid.header is not None and not self.grid.header.is_file():
             raise ConfigError(f"{self._where()}grid.header: {self.grid.header} is not a file; expected a FITS header of the grid")
+        for key, path in (("store", self.store_path), ("products.outdir", self.outdir)):
+            if path.exists() and not path.is_dir():
+                raise ConfigError(f"{self._where()}{key}: {path} is a file; expected a folder (or a path to create one)")
 
     def _where(self) -> str:
         return f"{self.source}: " if self.source is not None else ""
@@ -587,15 +617,32 @@ def _read_yaml(path: Path, what: str) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such {what} file; expected a YAML file")
+    data = path.read_bytes()
+    if b"\x00" in data:
+        raise ConfigError(f"{path}: has NUL bytes (a binary file?); expected a YAML text file")
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: byte {err.start} is not UTF-8 (a binary file?); expected a YAML text file") from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(err)}") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{path}: got a {type(raw).__name__} at the top level; expected a mapping of config keys")
     return dict(raw)
+
+
+def _yaml_problem(err) -> str:
+    """One line of a YAML error: what and where (line, column), without the parser's excerpt and caret."""
+    problem = getattr(err, "problem", None) or getattr(err, "context", None) or type(err).__name__
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    context = getattr(err, "context", None)
+    extra = f" ({context})" if context and context != problem else ""
+    return " ".join(f"{problem}{extra}{where}".split())
 
 
 def field_from_mapping(raw: Mapping, *, base, source=None, where: str = "", default_name: str | None = None) -> FieldConfig:

@@ -9,10 +9,12 @@ all subclasses of :class:`MosaicWarning`, so that users can filter them.
 
 __all__ = [
     "InputError",
+    "LimitError",
     "MissingFileError",
     "MosaicWarning",
     "DeblendModeWarning",
     "ExposureExcludedWarning",
+    "ExtremeValueWarning",
     "FewExposuresWarning",
     "NoDetectionsWarning",
     "NonFiniteDataWarning",
@@ -25,6 +27,11 @@ class InputError(ValueError):
     """Bad input: a missing or malformed file, key or value."""
 
 
+class LimitError(InputError):
+    """A run refused before it starts: it would pass a configured limit (grid side, bytes, free
+    space), or its inputs would make it so (a broken WCS scale, exposures far from the others)."""
+
+
 class MissingFileError(InputError, FileNotFoundError):
     """An input file (or folder) that does not exist."""
 
@@ -35,6 +42,10 @@ class MosaicWarning(UserWarning):
 
 class ExposureExcludedWarning(MosaicWarning):
     """An exposure was left out (all NaN, all flagged)."""
+
+
+class ExtremeValueWarning(MosaicWarning):
+    """Pixels with values beyond float32's safe range (|x| > 1e30) were left out."""
 
 
 class NoOverlapWarning(MosaicWarning):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,13 +24,14 @@ import xarray as xr
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
-from mosaic.exceptions import ExposureExcludedWarning, InputError
+from mosaic.exceptions import ExposureExcludedWarning, ExtremeValueWarning, InputError, LimitError
 
 __all__ = [
     "CalCutouts",
     "DQ",
     "DEFAULT_BAD_BITS",
     "EXTENSIONS",
+    "SAFE_ABS",
     "bad_bits_from",
     "read_exposures",
     "read_wcs",
@@ -84,6 +86,23 @@ DEFAULT_BAD_BITS = DQ["DO_NOT_USE"] | DQ["NON_SCIENCE"]
 EXTENSIONS = ("SCI", "ERR", "DQ", "VAR_POISSON", "VAR_RNOISE", "VAR_FLAT")
 _REQUIRED = ("SCI",)
 
+#: pixels whose SCI or VAR_* magnitude exceeds this are left out: sums of a few of them overflow float32
+SAFE_ABS = 1e30
+
+#: exposures of one set whose pixel scales differ by more than this factor are refused (a broken WCS)
+_SCALE_FACTOR = 1.5
+
+
+def usable(sci, dq, bad_bits: int, variances=()):
+    """Pixels to combine: finite SCI within ±:data:`SAFE_ABS`, no bad DQ bit, no variance beyond ±SAFE_ABS.
+
+    NumPy or dask arrays alike. A missing variance (NaN) does not make a pixel unusable.
+    """
+    good = np.isfinite(sci) & (abs(sci) <= SAFE_ABS) & ((dq & np.uint32(bad_bits)) == 0)
+    for v in variances:
+        good = good & ~(abs(v) > SAFE_ABS)
+    return good
+
 
 def bad_bits_from(spec) -> int:
     """DQ bits meaning "bad" from an int or names like ``"DO_NOT_USE+SATURATED"``."""
@@ -114,11 +133,41 @@ def _open(path: Path):
         msg = f"{path}: no such file; expected a JWST _cal.fits exposure"
         raise InputError(msg)
     try:
-        hdul = fits.open(path, memmap=True, lazy_load_hdus=False)
-    except Exception as err:  # astropy raises OSError, TypeError or ValueError by case
-        msg = f"{path}: not a readable FITS file ({err}); expected a JWST _cal.fits exposure"
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message=".*truncated.*")  # astropy only warns of a truncated file
+            hdul = fits.open(path, memmap=True, lazy_load_hdus=False)
+    except Exception as err:  # astropy raises OSError, TypeError, ValueError or warns, by case
+        msg = f"{path}: not a readable FITS file ({_one_line(err)}); expected a JWST _cal.fits exposure"
         raise InputError(msg) from None
+    try:
+        _check_whole(path, hdul)
+    except BaseException:
+        hdul.close()
+        raise
     return hdul
+
+
+def _one_line(err) -> str:
+    return " ".join(str(err).split())
+
+
+def _check_whole(path: Path, hdul) -> None:
+    """Raise :class:`InputError` when an image's data reach past the end of the file (a truncated copy)."""
+    size = os.path.getsize(path)
+    for i, hdu in enumerate(hdul):
+        if not isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU):
+            continue
+        h = hdu.header
+        naxis = int(h.get("NAXIS", 0) or 0)
+        if naxis == 0:
+            continue
+        n = abs(int(h.get("BITPIX", 8))) // 8
+        for k in range(1, naxis + 1):
+            n *= int(h.get(f"NAXIS{k}", 0) or 0)
+        end = int(hdul.fileinfo(i)["datLoc"]) + n
+        if end > size:
+            msg = f"{path}: truncated: {hdu.name or i} needs bytes up to {end:,} but the file has {size:,}; expected a whole FITS file"
+            raise InputError(msg)
 
 
 def read_wcs(path, *, prefer_gwcs: bool = True):
@@ -173,6 +222,16 @@ def _try_gwcs(path: Path):
 def exposure_header_info(path) -> dict:
     """Metadata of one exposure from its headers (no pixel data read)."""
     path = Path(path)
+    try:
+        return _header_info(path)
+    except InputError:
+        raise
+    except Exception as err:  # a malformed header: astropy raises VerifyError, KeyError, ValueError... by case
+        msg = f"{path}: headers cannot be read ({type(err).__name__}: {_one_line(err)}); expected a JWST _cal.fits exposure"
+        raise InputError(msg) from None
+
+
+def _header_info(path: Path) -> dict:
     with _open(path) as hdul:
         for ext in _REQUIRED:
             if ext not in hdul:
@@ -251,8 +310,17 @@ def read_exposures(
     single_band: bool = True,
     check_data: bool = True,
     prefer_gwcs: bool = True,
+    weight: str = "ivm",
 ) -> xr.Dataset:
     """Read JWST ``_cal.fits`` exposures lazily into an exposure set.
+
+    Inputs are validated once, here: headers and WCS of every file (a truncated file, a WCS
+    without a finite pixel scale or with a scale unlike the others' is an error naming the
+    file); with ``check_data``, one pass over the pixels excludes, with an
+    :class:`~mosaic.exceptions.ExposureExcludedWarning` naming it and why, an exposure with no
+    usable pixel or (for ``weight="ivm"``) no finite, positive VAR_RNOISE, or (for
+    ``weight="exptime"``) no positive exposure time; pixels beyond ±:data:`SAFE_ABS` are left
+    out with an :class:`~mosaic.exceptions.ExtremeValueWarning`. All excluded is an error.
 
     Parameters
     ----------
@@ -266,10 +334,11 @@ def read_exposures(
     single_band : bool
         Whether exposures of more than one filter are an error.
     check_data : bool
-        Read each exposure once (in row blocks) to exclude all-NaN or all-flagged ones
-        with a warning.
+        Read each exposure once (in row blocks) to exclude unusable ones with a warning.
     prefer_gwcs : bool
         Use the ASDF gwcs where ``stdatamodels`` is installed and the file has one.
+    weight : {"ivm", "exptime", "uniform"}
+        The weighting the exposures are for: what an exposure must carry to count.
 
     Returns
     -------
@@ -299,24 +368,22 @@ def read_exposures(
         if i["shape"] != shape:
             msg = f"{i['path']}: shape {i['shape']}; expected {shape} like {infos[0]['path']}"
             raise InputError(msg)
+    _check_scales(infos)
 
     if check_data:
-        kept = []
+        kept, why = [], {}
         for i in infos:
             if "DQ" not in i["extensions"]:
                 log.info("%s: no DQ extension; all finite pixels are taken as good", i["path"])
-            frac = good_fraction(i["path"], bits)
-            i["good_fraction"] = frac
-            if frac == 0.0:
-                warnings.warn(
-                    f"{i['path']}: every pixel is NaN or flagged; exposure excluded",
-                    ExposureExcludedWarning,
-                    stacklevel=2,
-                )
+            reason = _excluded(i, _scan(i, bits), weight)
+            if reason is not None:
+                why[i["path"]] = reason
+                warnings.warn(f"{i['path']}: {reason}; exposure excluded", ExposureExcludedWarning, stacklevel=2)
                 continue
             kept.append(i)
         if not kept:
-            msg = f"all {len(infos)} exposures are NaN or flagged everywhere; nothing to combine"
+            detail = "; ".join(f"{p}: {r}" for p, r in why.items())
+            msg = f"all {len(infos)} exposures are excluded ({detail}); nothing to combine"
             raise InputError(msg)
         infos = kept
 
@@ -340,7 +407,7 @@ def read_exposures(
                 arrays.append(da.full(shape, np.nan, dtype=dtype, chunks=shape))
         data[ext.lower()] = (("exposure", "y", "x"), da.stack(arrays))
     sci, dq = data["sci"][1], data["dq"][1]
-    good = da.isfinite(sci) & ((dq & np.uint32(bits)) == 0)
+    good = usable(sci, dq, bits, [data[v][1] for v in ("var_poisson", "var_rnoise", "var_flat")])
     data["good"] = (("exposure", "y", "x"), good)
 
     coords = {
@@ -354,11 +421,97 @@ def read_exposures(
         "wcs_header": ("exposure", [i["wcs_header"] for i in infos]),
     }
     ds = xr.Dataset(data, coords=coords)
-    ds.attrs["wcs"] = [i["wcs"] for i in infos]
+    from mosaic.io.grid import ExposureList  # noqa: PLC0415
+
+    ds.attrs["wcs"] = ExposureList([i["wcs"] for i in infos], names=[i["path"] for i in infos])
     ds.attrs["bad_bits"] = bits
     ds.attrs["band"] = infos[0]["band"] if len({i["band"] for i in infos}) == 1 else "MIXED"
     log.info("read %d exposures of %s (%d x %d)", len(infos), ds.attrs["band"], *shape)
     return ds
+
+
+def _check_scales(infos) -> None:
+    """Refuse exposures whose WCS gives no finite pixel scale, or one unlike the set's."""
+    from mosaic.io.grid import _local_pixel_scale_arcsec  # noqa: PLC0415
+
+    scales = np.array([_local_pixel_scale_arcsec(i["wcs"], i["shape"]) for i in infos])
+    for i, s in zip(infos, scales, strict=True):
+        if not (np.isfinite(s) and 0 < s < 3600.0 * 180.0):
+            msg = f"{i['path']}: the SCI WCS gives a pixel scale of {s!r} arcsec; expected a finite, positive scale (is the WCS broken?)"
+            raise LimitError(msg)
+    # the scale most exposures agree with (a broken WCS is refused, not the many good ones)
+    agree = [np.count_nonzero(np.abs(np.log(scales / s)) <= np.log(_SCALE_FACTOR)) for s in scales]
+    ref = float(np.median(scales[np.asarray(agree) == max(agree)]))
+    for i, s in zip(infos, scales, strict=True):
+        if abs(np.log(s / ref)) > np.log(_SCALE_FACTOR):
+            msg = (
+                f"{i['path']}: the SCI WCS gives {s:.4g} arcsec per pixel, the other exposures {ref:.4g}; "
+                f"expected exposures of one detector scale within {_SCALE_FACTOR}x (is its WCS broken?)"
+            )
+            raise LimitError(msg)
+
+
+def _scan(info: dict, bits: int, rows: int = 256) -> dict:
+    """Counts over one exposure's pixels, read in row blocks: what :func:`_excluded` decides on."""
+    path = info["path"]
+    counts = {"pixels": 0, "flagged_ok": 0, "usable": 0, "extreme": 0, "rnoise_ok": 0, "err_bad": 0}
+    try:
+        with fits.open(path, memmap=True, do_not_scale_image_data=True) as hdul:
+            hdus = {ext: hdul[ext] for ext in EXTENSIONS if ext in hdul}
+            ny = hdus["SCI"].header["NAXIS2"]
+            for y in range(0, ny, rows):
+                block = {}
+                for ext, hdu in hdus.items():
+                    block[ext] = _unscaled(hdu, hdu.data[y : y + rows], np.uint32 if ext == "DQ" else np.float32)
+                sci = block["SCI"]
+                dq = block.get("DQ", np.zeros(sci.shape, np.uint32))
+                variances = [block[v] for v in ("VAR_POISSON", "VAR_RNOISE", "VAR_FLAT") if v in block]
+                with np.errstate(invalid="ignore", over="ignore"):
+                    basic = np.isfinite(sci) & ((dq & np.uint32(bits)) == 0)
+                    good = usable(sci, dq, bits, variances)
+                    counts["pixels"] += sci.size
+                    counts["flagged_ok"] += int(basic.sum())
+                    counts["usable"] += int(good.sum())
+                    counts["extreme"] += int((basic & ~good).sum())
+                    if "VAR_RNOISE" in block:
+                        v = block["VAR_RNOISE"]
+                        counts["rnoise_ok"] += int((good & np.isfinite(v) & (v > 0)).sum())
+                    if "ERR" in block:
+                        e = block["ERR"]
+                        counts["err_bad"] += int((good & ~(np.isfinite(e) & (e >= 0))).sum())
+    except InputError:
+        raise
+    except Exception as err:  # a damaged data area: astropy raises TypeError, ValueError or OSError by case
+        msg = f"{path}: pixel data cannot be read ({_one_line(err)}); expected a whole JWST _cal.fits exposure"
+        raise InputError(msg) from None
+    return counts
+
+
+def _excluded(info: dict, counts: dict, weight: str) -> str | None:
+    """Why an exposure cannot count (None: it counts); warnings and log lines for lesser faults."""
+    path = info["path"]
+    info["good_fraction"] = counts["usable"] / max(counts["pixels"], 1)
+    if counts["extreme"]:
+        warnings.warn(
+            f"{path}: {counts['extreme']} pixels with SCI or VAR_* beyond ±{SAFE_ABS:g} are left out (float32 sums would overflow)",
+            ExtremeValueWarning, stacklevel=3,
+        )
+    if counts["flagged_ok"] == 0:
+        return "every pixel is NaN or flagged"
+    if counts["usable"] == 0:
+        return f"every finite, unflagged pixel has SCI or VAR_* beyond ±{SAFE_ABS:g}"
+    if weight == "ivm":
+        if "VAR_RNOISE" not in info["extensions"]:
+            return "no VAR_RNOISE extension, so its inverse-variance (ivm) weight is 0 everywhere"
+        if counts["rnoise_ok"] == 0:
+            return "VAR_RNOISE is zero, negative or NaN on every usable pixel, so its inverse-variance (ivm) weight is 0"
+        if counts["rnoise_ok"] < counts["usable"]:
+            log.warning("%s: %d usable pixels have VAR_RNOISE <= 0 or NaN; they get weight 0", path, counts["usable"] - counts["rnoise_ok"])
+    if weight == "exptime" and not (np.isfinite(info["exptime"]) and info["exptime"] > 0):
+        return f"exposure time {info['exptime']!r} (EFFEXPTM/EXPTIME); weight 'exptime' needs a positive one"
+    if counts["err_bad"]:
+        log.warning("%s: %d usable pixels have a negative or NaN ERR", path, counts["err_bad"])
+    return None
 
 
 def _band_of(infos, path):
@@ -371,7 +524,8 @@ class CalCutouts:
     A ``cutout_reader`` for :func:`mosaic.coadd.drizzle.drizzle_mosaic`: with it, every
     (exposure, tile) task reads only its own cut-out, so a mosaic is made tile by tile in memory
     set by the tile. The arrays are those of :func:`read_exposures`: a missing VAR_* extension
-    reads as NaN, a missing DQ as 0, and ``good`` is finite SCI with none of ``bad_bits`` set.
+    reads as NaN, a missing DQ as 0, and ``good`` is :func:`usable` (finite SCI with none of
+    ``bad_bits`` set, no value beyond ±:data:`SAFE_ABS`).
 
     The rows of a cut-out are read with plain file reads at offsets found once per process
     (:func:`_layout`), not through memory maps: pages of a mapped file count in the worker's
@@ -407,7 +561,9 @@ class CalCutouts:
                         out[ext.lower()] = np.asarray(hdul[ext].section[ys, xs], dtype=dtype)
                 else:
                     out[ext.lower()] = _scaled(lay.rows(fh, ys)[:, xs], lay.bzero, lay.bscale, dtype)
-        out["good"] = np.isfinite(out["sci"]) & ((out.pop("dq") & np.uint32(self.bad_bits)) == 0)
+        with np.errstate(invalid="ignore"):
+            variances = [out[v] for v in ("var_poisson", "var_rnoise", "var_flat")]
+            out["good"] = usable(out["sci"], out.pop("dq"), self.bad_bits, variances)
         return out
 
 
@@ -537,7 +693,12 @@ def write_cal(
                 if k in meta:
                     hdu.header[k] = meta[k]
         hdus.append(hdu)
-    tmp = path.with_name(f".{path.name}.part")
-    fits.HDUList(hdus).writeto(tmp, overwrite=True)
-    os.replace(tmp, path)
+    # a random name opened exclusively: never written through a planted file or link
+    tmp = path.with_name(f".{path.name}.part-{uuid.uuid4().hex[:12]}")
+    try:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "wb") as fh:
+            fits.HDUList(hdus).writeto(fh)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path

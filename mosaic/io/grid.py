@@ -11,18 +11,38 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 
+import dask.config
 import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS, WCSHDO_P17
 from astropy.wcs.utils import proj_plane_pixel_scales
 from scipy.spatial import ConvexHull
 
-__all__ = ["Tile", "MosaicGrid", "footprint", "tile_starts"]
+__all__ = ["DEFAULT_MAX_GRID_SIDE", "ExposureList", "Tile", "MosaicGrid", "footprint", "max_grid_side", "tile_starts"]
 
 log = logging.getLogger(__name__)
 
 #: samples along each detector edge used to trace a distorted footprint
 _EDGE_SAMPLES = 33
+
+#: the largest output grid side (pixels) planned unless dask's ``mosaic.limits.max-grid-side`` says otherwise
+DEFAULT_MAX_GRID_SIDE = 50_000
+
+#: footprints farther than this from the tangent point cannot be projected honestly (TAN diverges at 90 deg)
+_MAX_TANGENT_DEG = 60.0
+
+
+def max_grid_side() -> int:
+    """The largest output grid side in pixels: dask config ``mosaic.limits.max-grid-side`` (default 50,000)."""
+    value = dask.config.get("mosaic.limits.max-grid-side", default=DEFAULT_MAX_GRID_SIDE)
+    try:
+        side = int(value)
+    except (TypeError, ValueError):
+        side = 0
+    if side < 1:
+        msg = f"dask config mosaic.limits.max-grid-side: got {value!r}; expected a positive number of pixels"
+        raise ValueError(msg)
+    return side
 
 
 @dataclass(frozen=True)
@@ -165,8 +185,15 @@ class MosaicGrid:
         halo: int = 0,
         pixel_scale_arcsec: float | None = None,
         crval: tuple[float, float] | None = None,
+        names=None,
+        max_side: int | None = None,
     ) -> MosaicGrid:
         """The grid that covers every exposure's footprint.
+
+        Nothing is allocated before the grid's size is known: a grid wider than ``max_side``
+        on either axis, an exposure whose WCS gives no finite pixel scale or footprint, and an
+        exposure too far from the others to share a tangent plane are refused with an
+        :class:`~mosaic.exceptions.LimitError` naming the exposures that stretch the grid.
 
         Parameters
         ----------
@@ -182,34 +209,62 @@ class MosaicGrid:
             Use this output pixel scale instead of ``psr`` times the input scale.
         crval : (ra, dec), optional
             Tangent point; by default the centre of the footprints.
+        names : list of str, optional
+            The exposures' names (file paths) for messages; by default those a list from
+            :func:`mosaic.io.cal.read_exposures` carries, else ``exposure <k>``.
+        max_side : int, optional
+            The largest side allowed, in output pixels (default :func:`max_grid_side`).
         """
+        from mosaic.exceptions import LimitError  # noqa: PLC0415
+
         if len(wcs_list) == 0:
             msg = "no exposures given; expected at least one WCS to build the output grid from"
             raise ValueError(msg)
         if len(wcs_list) != len(shapes):
             msg = f"got {len(wcs_list)} WCSs but {len(shapes)} shapes; expected one shape per WCS"
             raise ValueError(msg)
+        names = _exposure_names(wcs_list, names)
+        limit = max_grid_side() if max_side is None else int(max_side)
+        in_scales = [_local_pixel_scale_arcsec(w, shp) for w, shp in zip(wcs_list, shapes, strict=True)]
+        broken = [f"{n} ({s!r} arcsec/px)" for n, s in zip(names, in_scales, strict=True) if not (np.isfinite(s) and s > 0)]
+        if broken:
+            msg = f"{', '.join(broken)}: the WCS gives no finite, positive pixel scale; expected a celestial WCS of the detector"
+            raise LimitError(msg)
         if pixel_scale_arcsec is None:
-            if not psr > 0:
+            if not (np.isfinite(psr) and psr > 0):
                 msg = f"psr must be positive; got {psr!r}"
                 raise ValueError(msg)
-            in_scales = []
-            for w, shp in zip(wcs_list, shapes, strict=True):
-                in_scales.append(_local_pixel_scale_arcsec(w, shp))
             pixel_scale_arcsec = psr * float(np.median(in_scales))
-        elif not pixel_scale_arcsec > 0:
-            msg = f"pixel_scale_arcsec must be positive; got {pixel_scale_arcsec!r}"
+        elif not (np.isfinite(pixel_scale_arcsec) and pixel_scale_arcsec > 0):
+            msg = f"pixel_scale_arcsec must be a positive number; got {pixel_scale_arcsec!r}"
             raise ValueError(msg)
 
-        sky = np.concatenate([footprint(w, s) for w, s in zip(wcs_list, shapes, strict=True)])
+        prints = [footprint(w, s) for w, s in zip(wcs_list, shapes, strict=True)]
+        broken = [n for n, p in zip(names, prints, strict=True) if not np.all(np.isfinite(p))]
+        if broken:
+            msg = f"{', '.join(broken)}: the WCS maps the detector's edges to no finite sky position; expected a celestial WCS of the detector"
+            raise LimitError(msg)
+        scale_deg = pixel_scale_arcsec / 3600.0
+        reach = _check_spread(prints, names, scale_deg, limit)
+        sky = np.concatenate(prints)
         if crval is None:
             vec = _radec_to_xyz(sky[:, 0], sky[:, 1]).mean(axis=0)
             crval = _xyz_to_radec(vec)
-        scale_deg = pixel_scale_arcsec / 3600.0
         probe = _tan_wcs(crval, scale_deg, rotation_deg, (1.0, 1.0), (1, 1))
         px, py = probe.world_to_pixel_values(sky[:, 0], sky[:, 1])
+        if not (np.all(np.isfinite(px)) and np.all(np.isfinite(py))):
+            msg = f"exposures {', '.join(names)}: their footprints do not project onto a tangent plane at {crval}; expected exposures within {_MAX_TANGENT_DEG:g} deg of it"
+            raise LimitError(msg)
         x0, x1 = np.floor(px.min() + 0.5), np.ceil(px.max() + 0.5)
         y0, y1 = np.floor(py.min() + 0.5), np.ceil(py.max() + 0.5)
+        if max(x1 - x0, y1 - y0) > limit:
+            farthest = "; ".join(f"{names[k]} ({reach[k]:.3g} deg)" for k in np.argsort(-reach)[:3])
+            msg = (
+                f"the output grid would be {int(y1 - y0):,} x {int(x1 - x0):,} pixels at {pixel_scale_arcsec:.4g} arcsec/px (psr {psr}); "
+                f"expected at most {limit:,} a side (dask config mosaic.limits.max-grid-side); farthest from the exposures' centre: "
+                f"{farthest}: raise psr or the limit, or give fewer exposures"
+            )
+            raise LimitError(msg)
         nx, ny = int(x1 - x0), int(y1 - y0)
         # pixel (i, j) of the new grid is probe pixel (i + x0, j + y0): shift CRPIX (1-based)
         wcs = _tan_wcs(crval, scale_deg, rotation_deg, (1.0 - x0, 1.0 - y0), (ny, nx))
@@ -371,15 +426,71 @@ class MosaicGrid:
         return index
 
 
+class ExposureList(list):
+    """A list of WCSs that knows the names (file paths) of its exposures, for messages."""
+
+    def __init__(self, items=(), names=()):
+        super().__init__(items)
+        self.names = [str(n) for n in names]
+
+
+def _exposure_names(wcs_list, names) -> list[str]:
+    if names is None:
+        names = getattr(wcs_list, "names", None)
+    if names is None or len(names) != len(wcs_list):
+        return [f"exposure {k}" for k in range(len(wcs_list))]
+    return [str(n) for n in names]
+
+
+def _check_spread(prints, names, scale_deg: float, limit: int) -> np.ndarray:
+    """Refuse exposures too far from the others: beyond the tangent plane, or stretching the grid past ``limit``.
+
+    The reference is the median of the exposures' centres (unit vectors), which a few strays
+    do not move; an exposure whose footprint reaches farther from it than half the largest
+    grid side (or than :data:`_MAX_TANGENT_DEG`) is named with its distance.
+    """
+    from mosaic.exceptions import LimitError  # noqa: PLC0415
+
+    centres = np.array([_radec_to_xyz(p[:, 0], p[:, 1]).mean(axis=0) for p in prints])
+    ref = np.median(centres, axis=0)
+    if not np.linalg.norm(ref) > 0:
+        ref = centres[0]
+    ref = ref / np.linalg.norm(ref)
+    reach = []  # farthest footprint point of each exposure from the reference, deg
+    for p in prints:
+        cosang = np.clip(_radec_to_xyz(p[:, 0], p[:, 1]) @ ref, -1.0, 1.0)
+        reach.append(float(np.rad2deg(np.arccos(cosang.min()))))
+    reach = np.array(reach)
+    half = 0.5 * limit * scale_deg
+    far = (reach > _MAX_TANGENT_DEG) | (reach > half)
+    if far.any() and not far.all():
+        order = np.argsort(-reach)
+        named = [f"{names[k]} ({reach[k]:.3g} deg from the others' centre)" for k in order if far[k]]
+        msg = (
+            f"{len(named)} exposure(s) lie too far from the others for one output grid "
+            f"(at most {half:.3g} deg from their centre at {limit:,} px a side, {scale_deg * 3600:.4g} arcsec/px): "
+            f"{'; '.join(named)}; expected exposures of one field: remove them, or raise dask config mosaic.limits.max-grid-side"
+        )
+        raise LimitError(msg)
+    if np.any(reach > _MAX_TANGENT_DEG):
+        msg = (
+            f"exposures {', '.join(names)} span {reach.max():.3g} deg of sky; expected one field within "
+            f"{_MAX_TANGENT_DEG:g} deg of its centre (one tangent plane)"
+        )
+        raise LimitError(msg)
+    return reach
+
+
 def _local_pixel_scale_arcsec(wcs: WCS, shape) -> float:
-    """Pixel scale at the detector centre, from the full (distorted) WCS."""
+    """Pixel scale at the detector centre, from the full (distorted) WCS (NaN where the WCS gives none)."""
     cy, cx = (shape[0] - 1) / 2.0, (shape[1] - 1) / 2.0
     x = np.array([cx, cx + 1.0, cx])
     y = np.array([cy, cy, cy + 1.0])
-    ra, dec = wcs.pixel_to_world_values(x, y)
-    xyz = _radec_to_xyz(ra, dec)
-    area = np.linalg.norm(np.cross(xyz[1] - xyz[0], xyz[2] - xyz[0]))
-    return float(np.rad2deg(np.sqrt(area)) * 3600.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        ra, dec = wcs.pixel_to_world_values(x, y)
+        xyz = _radec_to_xyz(ra, dec)
+        area = np.linalg.norm(np.cross(xyz[1] - xyz[0], xyz[2] - xyz[0]))
+        return float(np.rad2deg(np.sqrt(area)) * 3600.0)
 
 
 def _radec_to_xyz(ra, dec) -> np.ndarray:

@@ -18,8 +18,10 @@ mechanism for writers of other layouts (:func:`mosaic.io.products.write_i2d`).
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import shutil
 import uuid
 import warnings
 from collections.abc import Mapping, Sequence
@@ -41,6 +43,7 @@ __all__ = [
     "lay_out_fits",
     "open_image",
     "read_fits_image",
+    "refuse_input_as_output",
     "write_fits_image",
 ]
 
@@ -81,10 +84,63 @@ def _open(path: Path):
         msg = f"{path}: no such image; expected a FITS file"
         raise MissingFileError(msg)
     try:
-        return fits.open(path, memmap=False, lazy_load_hdus=True)
-    except (OSError, ValueError, TypeError) as err:
-        msg = f"{path}: cannot be read as FITS ({err}); expected a FITS image"
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message=".*truncated.*")  # astropy only warns of a truncated file
+            return fits.open(path, memmap=False, lazy_load_hdus=True)
+    except (OSError, ValueError, TypeError, UserWarning) as err:
+        msg = f"{path}: cannot be read as FITS ({' '.join(str(err).split())}); expected a FITS image"
         raise InputError(msg) from None
+
+
+def _check_whole(path: Path, ext, hdu) -> None:
+    """Raise :class:`InputError` when the image's data reach past the end of the file (a truncated copy)."""
+    if not isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU):
+        return  # compressed images: astropy checks their table
+    h = hdu.header
+    n = abs(int(h.get("BITPIX", 8))) // 8
+    for k in range(1, int(h.get("NAXIS", 0)) + 1):
+        n *= int(h.get(f"NAXIS{k}", 0) or 0)
+    end = int(hdu.fileinfo()["datLoc"]) + n
+    size = path.stat().st_size
+    if end > size:
+        msg = f"{path}[{ext}]: truncated: the image needs bytes up to {end:,} but the file has {size:,}; expected a whole FITS file"
+        raise InputError(msg)
+
+
+#: dask names of the arrays read from files here: name -> the file (to refuse writing over an input)
+_SOURCES: dict[str, str] = {}
+
+
+def _source_files(arrays) -> set[str]:
+    """The files (resolved) that dask arrays are computed from, as far as this module read them."""
+    out = set()
+    for a in arrays:
+        graph = getattr(a, "__dask_graph__", lambda: None)()
+        if graph is None:
+            continue
+        names = getattr(graph, "layers", None) or {}
+        for name in names:
+            if name in _SOURCES:
+                out.add(_SOURCES[name])
+    return out
+
+
+def refuse_input_as_output(path, inputs=(), arrays=()) -> None:
+    """Refuse to write ``path`` when it is (resolves to) one of ``inputs`` or a file ``arrays`` are read from.
+
+    Even with ``overwrite``: the output is renamed over its input when whole, so the input
+    would be gone.
+
+    Raises
+    ------
+    InputError
+        Naming the file.
+    """
+    target = os.path.realpath(path)
+    sources = {os.path.realpath(p) for p in inputs} | _source_files(arrays)
+    if target in sources:
+        msg = f"{path}: is an input of this command; expected another output file (writing it would destroy the input, --overwrite or not)"
+        raise InputError(msg)
 
 
 def _image_hdu(hdul, path: Path, ext):
@@ -100,7 +156,7 @@ def _image_hdu(hdul, path: Path, ext):
     except (KeyError, IndexError):
         msg = f"{path}: no extension {ext!r}; expected one of {names}"
         raise InputError(msg) from None
-    if not hdu.is_image or hdu.header.get("NAXIS") != 2:
+    if not hdu.is_image or not hasattr(hdu, "section") or hdu.header.get("NAXIS") != 2:
         msg = f"{path}[{ext}]: not a 2-D image (NAXIS={hdu.header.get('NAXIS')}); expected NAXIS=2"
         raise InputError(msg)
     return ext, hdu
@@ -113,6 +169,7 @@ def _lazy(path: Path, ext, hdu, tile: int, dtype) -> da.Array:
     stat = path.stat()
     # the name changes when the file is replaced: a cluster never serves another file's chunks
     name = "fits-" + tokenize(str(path.resolve()), ext, stat.st_mtime_ns, stat.st_size, dtype.str, tile)
+    _SOURCES[name] = os.path.realpath(path)
     source = _FitsSection(path, ext, shape, dtype)
     return da.from_array(source, chunks=(tile, tile), asarray=False, lock=False, meta=np.empty((0, 0), dtype=dtype), name=name)
 
@@ -206,6 +263,11 @@ class FitsImage:
         tile = self.data.chunks[0][0]
         with _open(self.path) as hdul:
             ext, hdu = _image_hdu(hdul, self.path, name)
+            try:
+                _check_whole(self.path, ext, hdu)
+            except (KeyError, ValueError, TypeError) as err:
+                msg = f"{self.path}[{name}]: the headers cannot be read ({type(err).__name__}: {err}); expected a 2-D FITS image"
+                raise InputError(msg) from None
             shape = (hdu.header["NAXIS2"], hdu.header["NAXIS1"])
             if shape != self.data.shape:
                 msg = f"{self.path}[{name}]: shape {shape} differs from {self.ext} {self.data.shape}; expected one shape"
@@ -241,9 +303,16 @@ def read_fits_image(path, *, ext=None, tile: int = 1024, dtype=None) -> FitsImag
     """
     path = Path(path)
     with _open(path) as hdul:
-        key, hdu = _image_hdu(hdul, path, ext)
-        data = _lazy(path, key, hdu, int(tile), dtype)
-        image = FitsImage(path, key, data, hdu.header.copy(), hdul[0].header.copy(), tuple(h.name for h in hdul))
+        try:
+            key, hdu = _image_hdu(hdul, path, ext)
+            _check_whole(path, key, hdu)
+            data = _lazy(path, key, hdu, int(tile), dtype)
+            image = FitsImage(path, key, data, hdu.header.copy(), hdul[0].header.copy(), tuple(h.name for h in hdul))
+        except InputError:
+            raise
+        except Exception as err:  # a malformed header: astropy raises VerifyError, KeyError, AttributeError... by case
+            msg = f"{path}: the image's headers cannot be read ({type(err).__name__}: {' '.join(str(err).split())}); expected a 2-D FITS image"
+            raise InputError(msg) from None
     log.info("read %s[%s]: %d x %d %s", path, key, *data.shape, data.dtype)
     return image
 
@@ -332,10 +401,11 @@ class PendingFile:
         The temporary and the final name.
     """
 
-    def __init__(self, writes, tmp: Path, final: Path):
+    def __init__(self, writes, tmp: Path, final: Path, size: int = 0):
         self.writes = writes
         self.tmp = tmp
         self.final = final
+        self.size = int(size)
 
     def commit(self) -> Path:
         """Rename the complete file to its final name."""
@@ -353,10 +423,31 @@ class PendingFile:
 
         try:
             compute(self.writes, description=description or f"writing {self.final.name}")
+        except OSError as err:
+            self.abort()
+            raise _write_error(self.final, err, self.size) from None
         except BaseException:
             self.abort()
             raise
         return self.commit()
+
+
+def _write_error(path: Path, err: OSError, size: int) -> Exception:
+    """One line for an output that cannot be written: a full disk (with the space needed), no permission."""
+    folder = Path(path).absolute().parent
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        try:
+            free = shutil.disk_usage(folder).free
+        except OSError:
+            free = None
+        from dask.utils import format_bytes  # noqa: PLC0415
+
+        have = f"{format_bytes(free)} free" if free is not None else "free space unknown"
+        what = "the disk is full" if err.errno == errno.ENOSPC else "the disk quota is exceeded"
+        return InputError(f"{path}: {what}: the file needs {format_bytes(size)} ({have} on {folder}); free space or choose another output folder")
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return InputError(f"{path}: cannot write in {folder} ({os.strerror(err.errno)}); expected a writable output folder")
+    return InputError(f"{path}: cannot be written ({' '.join(str(err).split())}); expected a writable output folder with room for it")
 
 
 def _padded(n: int) -> int:
@@ -452,8 +543,19 @@ def lay_out_fits(path, primary: fits.Header, extensions: Sequence[tuple[fits.Hea
     # absolute: workers in another directory write to the same file
     tmp = path.absolute().with_name(f".{path.name}.part-{uuid.uuid4().hex[:8]}")
     targets = []
+    size = len(primary.tostring()) + sum(
+        len(h.tostring()) + _padded(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize) for h, a in extensions
+    )
+    free = None
     try:
-        with open(tmp, "wb") as fh:
+        free = shutil.disk_usage(path.absolute().parent).free
+    except OSError:
+        pass
+    if free is not None and size > free:
+        raise _write_error(path, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), size)
+    try:
+        # exclusive and random: never through a planted file or link of that name
+        with open(tmp, "xb") as fh:
             fh.write(primary.tostring().encode("ascii"))
             for header, array in extensions:
                 fh.write(header.tostring().encode("ascii"))
@@ -462,11 +564,14 @@ def lay_out_fits(path, primary: fits.Header, extensions: Sequence[tuple[fits.Hea
                 fh.seek(offset + _padded(int(np.prod(array.shape)) * np.dtype(array.dtype).itemsize))
                 targets.append(_FitsImageTarget(tmp, offset, array.shape, array.dtype))
             fh.truncate()
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise _write_error(path, err, size) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     writes = da.store([a for _, a in extensions], targets, lock=False, compute=False)
-    return PendingFile(writes, tmp, path)
+    return PendingFile(writes, tmp, path, size)
 
 
 def write_fits_image(path, images: Mapping, *, header=None, wcs=None, primary=None, history: Sequence[str] = (),
@@ -507,6 +612,7 @@ def write_fits_image(path, images: Mapping, *, header=None, wcs=None, primary=No
     if path.exists() and not overwrite:
         msg = f"{path}: exists; pass overwrite=True (--overwrite) to replace it"
         raise FileExistsError(msg)
+    refuse_input_as_output(path, arrays=[a for a in images.values() if isinstance(a, da.Array)])
     if not images:
         msg = f"{path}: no image to write; expected a mapping of extension name to a 2-D image"
         raise ValueError(msg)

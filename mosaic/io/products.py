@@ -20,7 +20,7 @@ import xarray as xr
 from astropy.io import fits
 
 from mosaic.io.grid import MosaicGrid
-from mosaic.io.images import PendingFile, extension_header, lay_out_fits
+from mosaic.io.images import PendingFile, extension_header, lay_out_fits, refuse_input_as_output
 
 __all__ = ["I2D_EXTENSIONS", "PendingFile", "write_drizzle_products", "write_i2d"]
 
@@ -126,6 +126,7 @@ def write_i2d(
     if path.exists() and not overwrite:
         msg = f"{path}: exists; pass overwrite=True (--overwrite) to replace it"
         raise FileExistsError(msg)
+    refuse_input_as_output(path, mosaic.attrs.get("exposure_paths", ()), [mosaic[v].data for v in mosaic.data_vars])
     if "sci" not in mosaic:
         msg = f"{path}: the mosaic has no 'sci' variable; expected {sorted(I2D_EXTENSIONS.values())}"
         raise ValueError(msg)
@@ -202,6 +203,8 @@ def write_drizzle_products(
     if out is not None and Path(out).exists() and not overwrite:
         msg = f"{out}: exists; pass overwrite=True (--overwrite) to replace it"
         raise FileExistsError(msg)
+    if out is not None:
+        refuse_input_as_output(out, mosaic.attrs.get("exposure_paths", ()), [mosaic[v].data for v in mosaic.data_vars])
     result = {}
     source = mosaic
     if store is not None:

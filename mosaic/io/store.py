@@ -12,20 +12,37 @@ Layout (DESIGN.md)::
         catalogs/
 
 Each product is an xarray dataset written to ``.<name>.tmp-<token>`` in its parent group, then
-renamed to ``<name>`` and recorded in the manifest. A crash leaves at most a temporary group
-that no reader looks at; a re-run asks :meth:`Store.is_complete` and skips what is done. Arrays
-are written chunk by chunk by the tasks that compute them (dask's ``to_zarr``), so no process
-ever holds a whole mosaic. The store lives on a filesystem path (local or shared, as on HPC).
+renamed to ``<name>`` and recorded in the manifest with the size and CRC-32 of every file it
+holds (every chunk of every array). A crash leaves at most a temporary group that no reader
+looks at; a re-run asks :meth:`Store.is_complete` and skips what is done. ``is_complete``
+verifies: a chunk missing or of another size is found at once, a chunk whose bytes changed the
+first time a :class:`Store` object (a run) looks at the product; a damaged product is not complete (a checkpoint
+is recomputed) and :meth:`Store.read_product` refuses it by name. Arrays are written chunk by
+chunk by the tasks that compute them (dask's ``to_zarr``), so no process ever holds a whole
+mosaic. The store lives on a filesystem path (local or shared, as on HPC).
+
+*One writer.* A process that writes takes the store's lock, ``.mosaic-writer.lock`` in its
+root: a file created atomically holding the owner's host, pid and start. Another process on
+any host is refused while the owner lives; a lock whose process is gone (same host: the pid is
+dead, or is another process now) is taken over with a warning. The lock is taken by the first
+write (and by :meth:`Store.writing`, which runs and field runs hold for their whole length) and
+given back when the process ends.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import logging
 import os
 import shutil
+import socket
+import sys
+import threading
 import time
 import uuid
+import zlib
 from pathlib import Path
 
 import dask.array as da
@@ -33,11 +50,158 @@ import numpy as np
 import xarray as xr
 import zarr
 
-__all__ = ["Store"]
+from mosaic.exceptions import InputError
+
+__all__ = ["DamagedProductError", "Store", "StoreLockedError"]
 
 log = logging.getLogger(__name__)
 
 _MANIFEST_KEY = "mosaic_manifest"
+_CHECKSUMS = "checksums"
+LOCK_NAME = ".mosaic-writer.lock"
+
+
+class StoreLockedError(InputError):
+    """Another process is writing the store."""
+
+
+class DamagedProductError(InputError):
+    """A product recorded as complete whose files no longer match their checksums."""
+
+
+# -- the writer lock ------------------------------------------------------------------------------
+
+#: locks this process holds: lock path -> {"depth": open writing() contexts, "sticky": taken by a write}
+_HELD: dict[str, dict] = {}
+_HELD_GUARD = threading.RLock()
+
+
+def _start_time(pid: int) -> str | None:
+    """The kernel's start time of a process (Linux), to tell a reused pid from the owner."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid: int, start: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    now = _start_time(pid)
+    return start is None or now is None or now == start
+
+
+def _owner() -> dict:
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "start": _start_time(os.getpid()),
+        "since": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "command": " ".join(sys.argv)[:300],
+    }
+
+
+def _read_lock(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}
+
+
+def _mine(owner: dict | None) -> bool:
+    return bool(owner) and owner.get("host") == socket.gethostname() and owner.get("pid") == os.getpid()
+
+
+def _take(lock: Path, store: Path) -> None:
+    """Create the lock file atomically (a whole file linked into place), or refuse."""
+    for _ in range(5):
+        tmp = lock.with_name(f"{lock.name}.{uuid.uuid4().hex}")
+        tmp.write_text(json.dumps(_owner()))
+        try:
+            os.link(tmp, lock)
+            return
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+        owner = _read_lock(lock)
+        if owner is None:
+            continue  # released meanwhile: try again
+        if _mine(owner):
+            return
+        same_host = owner.get("host") == socket.gethostname()
+        pid = owner.get("pid")
+        if same_host and isinstance(pid, int) and not _alive(pid, owner.get("start")):
+            log.warning("%s: taking over the lock of pid %s on %s (since %s), which is no longer running", store, pid, owner.get("host"), owner.get("since"))
+            stale = lock.with_name(f"{lock.name}.stale-{uuid.uuid4().hex}")
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(lock, stale)  # only one of several takers wins the rename
+                stale.unlink(missing_ok=True)
+            continue
+        who = f"pid {pid} on {owner.get('host')}, since {owner.get('since')}: {owner.get('command')!r}" if owner else "an unreadable lock"
+        msg = (
+            f"{store}: in use by another writer ({who}); expected one writer per store: wait for it to finish or use another "
+            f"store; if that process is gone{'' if same_host else ' (it ran on another host)'}, remove {lock}"
+        )
+        raise StoreLockedError(msg)
+    msg = f"{store}: could not take the writer lock {lock}; expected to create it (is the folder writable?)"
+    raise StoreLockedError(msg)
+
+
+def _release(lock: str) -> None:
+    path = Path(lock)
+    if _mine(_read_lock(path)):
+        path.unlink(missing_ok=True)
+
+
+@atexit.register
+def _release_all() -> None:
+    with _HELD_GUARD:
+        for lock in list(_HELD):
+            _release(lock)
+        _HELD.clear()
+
+
+# -- checksums --------------------------------------------------------------------------------------
+
+def _crc(path: Path) -> int:
+    crc = 0
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            crc = zlib.crc32(block, crc)
+    return crc
+
+
+def _checksums(root: Path) -> dict:
+    """``{relative path: [size, crc32]}`` of every file under a product's folder."""
+    out = {}
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            p = Path(dirpath) / f
+            out[p.relative_to(root).as_posix()] = [p.stat().st_size, _crc(p)]
+    return dict(sorted(out.items()))
+
+
+def _damage(root: Path, recorded: dict, *, content: bool) -> str | None:
+    """What is wrong with a product's files against their record (None: nothing)."""
+    for rel, (size, crc) in recorded.items():
+        p = root / rel
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            return f"{rel} is missing"
+        if st.st_size != size:
+            return f"{rel} has {st.st_size} bytes, not {size}"
+        if content and _crc(p) != crc:
+            return f"{rel} does not match its checksum"
+    return None
 
 
 def _check_name(kind: str, value: str) -> str:
@@ -66,9 +230,56 @@ class Store:
         root = self.path / "zarr.json"
         if not root.exists():
             zarr.open_group(str(self.path), mode="a", zarr_format=3)
+        # products this object has verified byte for byte: (path, digest of their checksums);
+        # later looks only check that every file is there with its size
+        self._verified: set = set()
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r})"
+
+    # -- the writer lock -----------------------------------------------------------------
+
+    @property
+    def lock_path(self) -> Path:
+        """The lock file of the store's writer."""
+        return self.path / LOCK_NAME
+
+    @contextlib.contextmanager
+    def writing(self):
+        """Hold the store's writer lock for a block (a run); a second writer is refused.
+
+        Re-entrant within a process (fields of a batch share the lock); the lock is given back
+        when the outermost block ends, unless a write outside any block took it first.
+
+        Raises
+        ------
+        StoreLockedError
+            Naming the owner (host, pid, since, command) and the lock file.
+        """
+        key = str(self.lock_path.absolute())
+        with _HELD_GUARD:
+            if key not in _HELD:
+                _take(self.lock_path, self.path)
+                _HELD[key] = {"depth": 0, "sticky": False}
+            _HELD[key]["depth"] += 1
+        try:
+            yield self
+        finally:
+            with _HELD_GUARD:
+                state = _HELD.get(key)
+                if state is not None:
+                    state["depth"] -= 1
+                    if state["depth"] <= 0 and not state["sticky"]:
+                        del _HELD[key]
+                        _release(key)
+
+    def _writer(self) -> None:
+        """Take the lock for the rest of the process, unless it is held already."""
+        key = str(self.lock_path.absolute())
+        with _HELD_GUARD:
+            if key not in _HELD:
+                _take(self.lock_path, self.path)
+                _HELD[key] = {"depth": 0, "sticky": True}
 
     # -- paths ---------------------------------------------------------------------------
 
@@ -103,11 +314,12 @@ class Store:
     def _write_manifest(self, field: str, band: str, manifest: dict) -> None:
         # the manifest lives in the group's own zarr.json attributes; the file is replaced
         # whole (os.replace) so that a kill never leaves it half-written
+        self._writer()
         meta = self._group_metadata(field, band)
         meta.setdefault("attributes", {})[_MANIFEST_KEY] = manifest
         path = self.group_path(field, band) / "zarr.json"
         tmp = path.with_name(f".zarr.json.{uuid.uuid4().hex}")
-        with tmp.open("w") as fh:
+        with tmp.open("x") as fh:
             json.dump(meta, fh, indent=1)
         os.replace(tmp, path)
 
@@ -118,8 +330,51 @@ class Store:
         self._write_manifest(field, band, manifest)
 
     def is_complete(self, field: str, band: str, name: str) -> bool:
-        """Whether a product was written whole (recorded and present on disk)."""
-        return name in self.manifest(field, band) and self.product_path(field, band, name).exists()
+        """Whether a product was written whole and is intact (recorded, present, its checksums matching).
+
+        A damaged product (a chunk missing, truncated or changed) is not complete: it is logged
+        by name, and whoever made it makes it again.
+        """
+        entry = self.manifest(field, band).get(name)
+        if entry is None or not self.product_path(field, band, name).exists():
+            return False
+        damage = self._damage(field, band, name, entry)
+        if damage is not None:
+            log.warning("%s: product %s/%s/%s is damaged (%s); it is not complete and will be recomputed", self.path, field, band, name, damage)
+            return False
+        return True
+
+    def damage(self, field: str, band: str, name: str) -> str | None:
+        """What is wrong with a recorded product's files (None: intact, or not recorded)."""
+        entry = self.manifest(field, band).get(name)
+        if entry is None:
+            return None
+        if not self.product_path(field, band, name).exists():
+            return "its folder is missing"
+        return self._damage(field, band, name, entry)
+
+    def damaged(self, field: str, band: str) -> dict[str, str]:
+        """``{product: what is wrong}`` of every damaged product of a field/band."""
+        out = {}
+        for name, entry in self.manifest(field, band).items():
+            if _CHECKSUMS in entry:
+                what = self.damage(field, band, name)
+                if what is not None:
+                    out[name] = what
+        return out
+
+    def _damage(self, field, band, name, entry) -> str | None:
+        recorded = entry.get(_CHECKSUMS)
+        if not recorded:
+            return None  # written before checksums were kept
+        root = self.product_path(field, band, name)
+        key = (str(root), hash(json.dumps(recorded, sort_keys=True)))
+        damage = _damage(root, recorded, content=key not in self._verified)
+        if damage is None:
+            self._verified.add(key)
+        else:
+            self._verified.discard(key)
+        return damage
 
     def forget(self, field: str, band: str, name: str) -> None:
         """Remove a product and its manifest entry (to redo it)."""
@@ -158,6 +413,7 @@ class Store:
             after. (Not xarray's Delayed write: its graph is finalised with renamed keys, so
             arrays computed beside it would run every shared task again.)
         """
+        self._writer()
         final = self.product_path(field, band, name)
         if final.exists() and not overwrite and self.is_complete(field, band, name):
             msg = f"{self.path}: product {field}/{band}/{name} is complete; pass overwrite=True to redo it"
@@ -185,7 +441,22 @@ class Store:
         return (list(writes) if isinstance(writes, tuple) else [writes]), pending
 
     def read_product(self, field: str, band: str, name: str) -> xr.Dataset:
-        """A complete product as a lazy dataset."""
+        """A complete product as a lazy dataset.
+
+        Raises
+        ------
+        DamagedProductError
+            The product is recorded but its files do not match their checksums (named, with the fix).
+        KeyError
+            The product is not complete.
+        """
+        damage = self.damage(field, band, name)
+        if damage is not None:
+            msg = (
+                f"{self.path}: product {field}/{band}/{name} is damaged ({damage}); expected the files written with it: "
+                f"run the command that made it again (a damaged product is recomputed), or pass --overwrite"
+            )
+            raise DamagedProductError(msg)
         if not self.is_complete(field, band, name):
             msg = f"{self.path}: product {field}/{band}/{name} is not complete; complete ones: {sorted(self.manifest(field, band))}"
             raise KeyError(msg)
@@ -193,6 +464,7 @@ class Store:
 
     def clean_temporaries(self) -> list[Path]:
         """Remove temporary groups left by interrupted writes; returns what was removed."""
+        self._writer()
         removed = [p for p in self.path.rglob(".*.tmp-*") if p.is_dir()]
         for p in removed:
             shutil.rmtree(p, ignore_errors=True)
@@ -207,10 +479,11 @@ class _PendingProduct:
         self.tmp, self.final = tmp, final
 
     def commit(self, **info) -> Path:
+        sums = _checksums(self.tmp)
         if self.final.exists():
             shutil.rmtree(self.final)
         os.replace(self.tmp, self.final)
-        self.store.mark_complete(self.field, self.band, self.name, **info)
+        self.store.mark_complete(self.field, self.band, self.name, **info, **{_CHECKSUMS: sums})
         log.info("store: %s/%s/%s complete", self.field, self.band, self.name)
         return self.final
 

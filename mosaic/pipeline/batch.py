@@ -108,7 +108,7 @@ def run_survey(
             raise ConfigError(f"fields {unknown}: not in {survey.source}; expected some of {names}")
         chosen = [f for f in survey.fields if f.field in set(fields)]
     for cfg in chosen:
-        check_config(cfg)
+        check_config(cfg)  # options only: each field plans its bands when it starts, and fails alone
     store = Store(survey.store)
     if client is None and start_cluster:
         from mosaic.cluster import cluster_client  # noqa: PLC0415
@@ -119,7 +119,7 @@ def run_survey(
     t0 = time.perf_counter()
     report = SurveyReport()
     log.info("survey %s: %d field(s) -> %s (store %s)", survey.source, len(chosen), survey.outdir, store.path)
-    with context as active:
+    with store.writing(), context as active:
 
         def one(cfg) -> FieldReport:
             try:

@@ -7,8 +7,12 @@ for the same configuration and inputs, with all its files on disk, is not touche
 that was killed or failed continues with its first step that is not complete. One band
 failing does not stop the others.
 
-The store must be driven by one process at a time (temporary groups left by a killed run are
-removed when its field/band starts again).
+Before anything is allocated, every band is planned (:func:`plan_band`: the output grid from
+the headers, bytes of products and staging, memory per tile task) and refused beyond the limits
+of :mod:`mosaic.io.plan`; ``mosaic run --check`` runs the same plan. The store is driven by one
+process at a time: a run holds the store's lock (:meth:`mosaic.io.store.Store.writing`), and a
+second writer is refused. Temporary groups left by a killed run are removed when its field/band
+starts again, and a product or checkpoint whose checksums no longer match is recomputed.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import numpy as np
 from mosaic.config import ConfigError, FieldConfig
 from mosaic.pipeline.steps import STEPS, BandRun, Step, digest, file_token
 
-__all__ = ["BandReport", "FieldReport", "StepRow", "check_config", "format_table", "run_band", "run_field"]
+__all__ = ["BandReport", "FieldReport", "PlanRefusedError", "StepRow", "check_config", "format_table", "plan_band", "run_band", "run_field"]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +36,10 @@ STATUS = "pipeline/run"
 
 #: (module, function) of the colour composite: ``fn(path, {band: (data, wcs)}, mapping=..., max_size=...) -> Path``
 RGB_FUNCTION = ("mosaic.viz.rgb", "write_rgb")
+
+
+class PlanRefusedError(ConfigError):
+    """A band refused by its pre-flight plan (:func:`plan_band`): beyond a limit, or inputs that would pass one."""
 
 
 @dataclass
@@ -147,13 +155,22 @@ def _available(module: str, function: str) -> bool:
         return False
 
 
-def check_config(config: FieldConfig, steps: tuple[Step, ...] = STEPS) -> None:
-    """Check what a config asks of the steps: options they take, functions that exist.
+def check_config(config: FieldConfig, steps: tuple[Step, ...] = STEPS, *, plan: bool = False) -> None:
+    """Check what a config asks of the steps: options they take, functions that exist; and plan every band.
+
+    Parameters
+    ----------
+    config : FieldConfig
+    steps : tuple of Step
+    plan : bool
+        Also plan every band (:func:`plan_band`: reads the exposures' and PSFs' headers), as
+        ``mosaic run --check`` does and every run does before it starts.
 
     Raises
     ------
     ConfigError
-        Naming the file and the key (``preprocessing.outliers.snr``).
+        Naming the file and the key (``preprocessing.outliers.snr``), or the band and the
+        exposures a plan refuses.
     """
     prefix = f"{config.source}: " if config.source is not None else ""
     try:
@@ -163,6 +180,83 @@ def check_config(config: FieldConfig, steps: tuple[Step, ...] = STEPS) -> None:
             raise ConfigError(f"products.rgb: needs {'.'.join(RGB_FUNCTION)}, which this installation lacks; expected null")
     except ConfigError as err:
         raise ConfigError(f"{prefix}{err}") from None
+    if plan:
+        for band in config.bands:
+            log.info("plan: %s", plan_band(config, band).describe())
+
+
+def plan_band(config: FieldConfig, band: str):
+    """The pre-flight plan of one band (:class:`mosaic.io.plan.RunPlan`), checked against the limits.
+
+    Reads headers only: the exposures' (a truncated file, a broken WCS, exposures that stretch
+    the grid past ``mosaic.limits.max-grid-side`` are refused by name) and the PSFs' (one that
+    cannot be normalised is refused by name).
+
+    Raises
+    ------
+    PlanRefusedError
+        Naming the config file, the band, what passes which limit, and the exposures to blame.
+    ConfigError
+        For inputs that cannot be read (named).
+    """
+    from mosaic.exceptions import InputError, LimitError  # noqa: PLC0415
+    from mosaic.io.plan import plan_run  # noqa: PLC0415
+    from mosaic.pipeline.steps import psf_for_exposures  # noqa: PLC0415
+
+    prefix = f"{config.source}: bands.{band}" if config.source is not None else f"bands.{band}"
+    try:
+        bcfg = config.bands[band]
+        paths = bcfg.exposure_paths(f"bands.{band}.inputs")
+        psfs = psf_for_exposures(paths, band, bcfg.psf, where=f"bands.{band}.psf")
+        grid, scale = _planned_grid(config, paths)
+        psf_size = _psf_side(sorted(set(psfs)), scale)
+        u = config.updc
+        plan = plan_run(
+            grid, name=f"{config.field}/{band}", n_exposures=len(paths), drizzle=config.drizzle.enabled,
+            iterations=u.iterations if u.enabled else 0, saved=len(u.saved()) if u.enabled else 0, psf_size=psf_size,
+        )
+        plan.check(outdir=config.outdir, store=config.store_path)
+    except LimitError as err:
+        raise PlanRefusedError(f"{prefix}: {err}") from None
+    except (InputError, OSError) as err:
+        raise ConfigError(f"{prefix}: {err}") from None
+    return plan
+
+
+def _planned_grid(config: FieldConfig, paths):
+    """The output grid of a band from headers alone, and its pixel scale (arcsec)."""
+    from astropy.io import fits  # noqa: PLC0415
+
+    from mosaic.io.cal import _check_scales, exposure_header_info  # noqa: PLC0415
+    from mosaic.io.grid import MosaicGrid, max_grid_side  # noqa: PLC0415
+
+    g = config.grid
+    infos = [exposure_header_info(p) for p in paths]
+    _check_scales(infos)
+    if g.header is not None:
+        grid = MosaicGrid.from_header(fits.Header.fromstring(g.header.read_text(), sep="\n"), tile=g.tile, halo=g.halo)
+        if max(grid.shape) > max_grid_side():
+            raise ConfigError(
+                f"grid.header: {g.header} describes a {grid.shape[0]:,} x {grid.shape[1]:,} grid; expected at most "
+                f"{max_grid_side():,} a side (dask config mosaic.limits.max-grid-side)"
+            )
+    else:
+        grid = MosaicGrid.from_exposures(
+            [i["wcs"] for i in infos], [i["shape"] for i in infos], psr=g.psr, rotation_deg=g.rotation, tile=g.tile, halo=g.halo,
+            names=[i["path"] for i in infos],
+        )
+    return grid, grid.pixel_scale_arcsec
+
+
+def _psf_side(paths, scale_arcsec: float) -> int:
+    """The largest PSF side on the output grid, each PSF checked (:func:`mosaic.psf.files.check_psf`)."""
+    from mosaic.psf.files import check_psf  # noqa: PLC0415
+
+    side = 0
+    for p in paths:
+        n, psf_scale = check_psf(p)
+        side = max(side, int(round(n * psf_scale / scale_arcsec)) if psf_scale else n)
+    return side
 
 
 def _band_token(config: FieldConfig, run: BandRun) -> str:
@@ -250,6 +344,7 @@ def run_band(
     current = None
     try:
         run = BandRun.start(config, band, store, client=client, overwrite=overwrite)
+        _recompute_damaged(config, band, store)
         token = _band_token(config, run)
         status = store.manifest(config.field, band).get(STATUS, {})
         if status.get("status") == "complete" and status.get("token") == token and not overwrite:
@@ -285,6 +380,22 @@ def run_band(
         except Exception:  # the store itself may be what failed
             log.exception("%s/%s: could not record the failure in %s", config.field, band, store.path)
     return report
+
+
+def _recompute_damaged(config: FieldConfig, band: str, store) -> None:
+    """Forget the products whose files no longer match their checksums, and reopen the steps that made them."""
+    damaged = store.damaged(config.field, band)
+    if not damaged:
+        return
+    manifest = store.manifest(config.field, band)
+    for name, what in damaged.items():
+        log.warning("%s/%s: %s is damaged in %s (%s); recomputing it", config.field, band, name, store.path, what)
+        store.forget(config.field, band, name)
+        head = name.split("/")[0]
+        step = "updc" if head == config.updc.method else head
+        record = manifest.get(f"pipeline/{step}")
+        if record is not None and record.get("state") == "complete":
+            store.mark_complete(config.field, band, f"pipeline/{step}", **{**record, "state": "started"})
 
 
 def _recorded_rows(run: BandRun, steps) -> tuple[list[StepRow], bool]:
@@ -396,19 +507,34 @@ def run_field(
     missing = [b for b in chosen if b not in config.bands]
     if missing:
         raise ConfigError(f"bands {missing}: not in the config of field {config.field!r}; expected some of {sorted(config.bands)}")
+    t0 = time.perf_counter()
+    report = FieldReport(config.field)
+    planned = []
+    for band in chosen:  # before any allocation; a refused band fails alone
+        try:
+            log.info("plan: %s", plan_band(config, band).describe())
+        except PlanRefusedError as err:
+            log.error("%s/%s refused: %s", config.field, band, err)
+            report.bands.append(BandReport(config.field, band, "failed", error=f"{type(err).__name__}: {err}", failed_step="plan"))
+            continue
+        except ConfigError as err:  # unreadable inputs: the step that reads them fails and records why
+            log.debug("%s/%s: not planned: %s", config.field, band, err)
+        planned.append(band)
+    if not planned:
+        report.seconds = time.perf_counter() - t0
+        log.info("%s", report.table())
+        return report
     store = store if store is not None else Store(config.store_path)
     config.outdir.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
     if client is None and start_cluster:
         from mosaic.cluster import cluster_client  # noqa: PLC0415
 
         context = cluster_client(dict(config.cluster) if config.cluster is not None else None)
     else:
         context = nullcontext(client)
-    report = FieldReport(config.field)
-    log.info("field %s: bands %s -> %s (store %s)", config.field, chosen, config.outdir, store.path)
-    with context as active:
-        for band in chosen:
+    log.info("field %s: bands %s -> %s (store %s)", config.field, planned, config.outdir, store.path)
+    with store.writing(), context as active:
+        for band in planned:
             report.bands.append(run_band(config, band, store, client=active, overwrite=overwrite))
         report.rgb = _rgb(config, store, report)
     report.seconds = time.perf_counter() - t0

@@ -35,7 +35,7 @@ from astropy.io import fits
 from mosaic.exceptions import InputError
 from mosaic.registry import algorithm
 
-__all__ = ["read_psf", "write_psf", "psf_files_for", "psf_groups", "exposure_stem", "resample_psf"]
+__all__ = ["check_psf", "read_psf", "write_psf", "psf_files_for", "psf_groups", "exposure_stem", "resample_psf"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,11 @@ SAME_PSF_TOLERANCE = 1e-6
 
 #: relative difference of pixel scales below which a PSF is used as it is
 SCALE_RTOL = 1e-6
+
+#: the least sum of a PSF relative to the sum of its absolute values: below it the negative
+#: pixels cancel most of the light (a mean-subtracted or differenced image), and normalising
+#: such a PSF to sum 1 blows its values up
+MIN_SUM_FRACTION = 0.5
 
 _SCALE_KEY = "PIXELSCL"
 #: suffixes of exposure products that share the PSF of their exposure (cal, outliers, 1/f)
@@ -92,6 +97,13 @@ def _check_array(psf, where: str) -> np.ndarray:
         raise InputError(msg)
     if not total > np.finfo(np.float64).tiny:
         msg = f"{where}: PSF sums to {total!r}, so it cannot be normalised; expected a positive sum"
+        raise InputError(msg)
+    absolute = float(np.abs(psf).sum())
+    if total < MIN_SUM_FRACTION * absolute:
+        msg = (
+            f"{where}: PSF sums to {total:.3g} against {absolute:.3g} for its absolute values, so negative pixels cancel "
+            f"most of its light (a mean-subtracted image?); expected a PSF whose sum is at least {MIN_SUM_FRACTION} of its absolute sum"
+        )
         raise InputError(msg)
     return psf
 
@@ -235,6 +247,18 @@ def read_psf(path, *, pixel_scale_arcsec: float | None = None, ext=None) -> tupl
         path, scale, target, psf.shape[0], out.shape[0],
     )
     return out, target
+
+
+def check_psf(path, *, ext=None) -> tuple[int, float | None]:
+    """Validate a PSF file as :func:`read_psf` does, without resampling: its side and ``PIXELSCL``.
+
+    Raises
+    ------
+    mosaic.exceptions.InputError
+        As :func:`read_psf`, naming the file.
+    """
+    psf, scale, _ = _load(path, ext)
+    return psf.shape[0], scale
 
 
 def exposure_stem(path) -> str:
@@ -381,7 +405,9 @@ def write_psf(path, psf, *, pixel_scale_arcsec: float, band: str | None = None) 
         header["FILTER"] = str(band).upper()
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:12]}")
     try:
-        fits.PrimaryHDU(psf, header=header).writeto(tmp)
+        # exclusive: never through a planted file or link
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "wb") as fh:
+            fits.PrimaryHDU(psf, header=header).writeto(fh)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

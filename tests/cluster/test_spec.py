@@ -239,3 +239,65 @@ def test_deploy_configs_give_valid_specs_and_job_scripts():
         assert "--nthreads 8" in script and "--nworkers 4" in script and "--interface ib0" in script
         assert "--lifetime 340m --lifetime-stagger 10m" in script and "--local-directory $TMPDIR" in script
     assert "-l select=1:ncpus=32:mem=240gb" in _directives(pbs, "#PBS")
+
+
+# -- hardening (issue 22): the dashboard on loopback, TLS never silently dropped ----------------------
+
+
+def test_local_cluster_dashboard_listens_on_loopback_and_the_log_says_where(caplog):
+    """By default the dashboard of a cluster mosaic starts is reachable from this host only, and
+    the logged link is the socket's own address (read back from the listening socket)."""
+    from mosaic.cluster import cluster_client, dashboard_listening
+
+    spec = {"kind": "local", "processes": False, "n_workers": 1, "threads_per_worker": 1}
+    with caplog.at_level("INFO", logger="mosaic.cluster"), cluster_client({**spec, "dashboard_address": "127.0.0.1:0"}) as client:
+        bound = dashboard_listening(client.cluster)
+    assert len(bound) == 1 and bound[0].startswith("127.0.0.1:")
+    assert f"http://{bound[0]}/status (listening on {bound[0]} only)" in caplog.text
+    # the default is loopback too; ':0' (every interface) is allowed and said to be reachable from other hosts
+    from mosaic.cluster import DEFAULT_DASHBOARD, _local_kwargs
+
+    assert _local_kwargs({})["dashboard_address"] == DEFAULT_DASHBOARD == "127.0.0.1:8787"
+    caplog.clear()
+    with caplog.at_level("INFO", logger="mosaic.cluster"), cluster_client({**spec, "dashboard_address": ":0"}) as client:
+        bound = dashboard_listening(client.cluster)
+    assert bound[0].startswith("0.0.0.0:") and "reachable from other hosts" in caplog.text
+    assert "this host only" in describe({"kind": "local"}) and "reachable from other hosts" in describe({"kind": "local", "dashboard_address": ":8787"})
+
+
+@pytest.mark.parametrize("address", ["tcp://h:8786", "h:8786"])
+def test_tls_files_with_a_plaintext_address_are_refused(address):
+    spec = {"kind": "address", "address": address, "tls_ca_file": "ca.pem", "tls_client_cert": "c.pem", "tls_client_key": "k.pem"}
+    with pytest.raises(ValueError, match=rf"cluster\.address: got '{address}' with TLS files .*expected a 'tls://' address"):
+        validate_cluster_spec(spec)
+    with pytest.raises(ValueError, match="require_encryption: true needs 'tls_client_cert'"):
+        validate_cluster_spec({"kind": "address", "scheduler_file": "s.json", "tls_ca_file": "ca.pem", "require_encryption": True})
+
+
+def test_cluster_info_says_tls_only_when_the_connection_is_tls(tmp_path):
+    import json
+
+    files = {"tls_ca_file": "ca.pem", "tls_client_cert": "c.pem", "tls_client_key": "k.pem"}
+    assert describe({"kind": "address", "address": "tls://h:8786", **files}).endswith("tls://h:8786 with TLS")
+    assert describe({"kind": "address", "address": "tcp://h:8786"}).endswith("without TLS (plaintext)")
+    sched = tmp_path / "scheduler.json"
+    sched.write_text(json.dumps({"address": "tcp://h:8786"}))
+    text = describe({"kind": "address", "scheduler_file": str(sched), **files})
+    assert "(tcp://h:8786) without TLS" in text
+    # and connecting refuses it, before any plaintext connection
+    from mosaic.cluster import cluster_client
+
+    for name in files.values():
+        (tmp_path / name).write_text("x")
+    spec = {"kind": "address", "scheduler_file": str(sched), **{k: str(tmp_path / v) for k, v in files.items()}}
+    with pytest.raises(ValueError, match=r"scheduler\.json gives the address 'tcp://h:8786' and TLS files are set"), cluster_client(spec):
+        pass
+
+
+def test_connection_failure_is_one_line():
+    from mosaic.cluster import cluster_client
+
+    with pytest.raises(ValueError, match=r"cluster: could not connect to tcp://127\.0\.0\.1:9 \(.*expected a running scheduler"), cluster_client(
+        {"kind": "address", "address": "tcp://127.0.0.1:9", "timeout": 1}
+    ):
+        pass

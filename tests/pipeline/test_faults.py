@@ -154,3 +154,29 @@ def test_killed_run_resumes_to_the_products_of_an_undisturbed_run(tmp_path, tiny
 
 def _mtime(store: Store, name: str) -> int:
     return (store.product_path("tiny", "F200W", name) / "sci" / "zarr.json").stat().st_mtime_ns
+
+
+def test_damaged_checkpoint_and_product_are_recomputed_to_the_same_bits(tmp_path, tiny_field):
+    """A chunk of a checkpoint deleted, one of the drizzle product given random bytes: the re-run
+    recomputes both (not NaN, not 'complete, not redone') and ends with the products of the first run."""
+    raw = field_mapping(tiny_field, grid={"tile": 64}, updc={"iterations": 2, "save": [2]})
+    config = field_from_mapping({**raw, "products": {"outdir": "run", "previews": False}}, base=tmp_path)
+    assert run_field(config, start_cluster=False).ok
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    for p in config.outdir.glob("*_i2d.fits"):
+        (reference / p.name).write_bytes(p.read_bytes())
+    store = Store(config.store_path)
+    iter1 = store.product_path("tiny", "F200W", "updc/iter_01") / "sci" / "c"
+    drizzle = store.product_path("tiny", "F200W", "drizzle") / "sci" / "c"
+    chunk = sorted(p for p in iter1.rglob("*") if p.is_file())[0]
+    chunk.unlink()
+    victim = sorted(p for p in drizzle.rglob("*") if p.is_file())[-1]
+    victim.write_bytes(np.random.default_rng(1).bytes(victim.stat().st_size))
+    report = run_field(config, start_cluster=False)
+    assert report.ok
+    rows = {r.step: r for r in report.bands[0].rows}
+    assert rows["drizzle"].status == "done"
+    assert rows["updc"].detail == "updc: computed 1; from the store 0, 2"
+    assert Store(config.store_path).damaged("tiny", "F200W") == {}
+    assert_same_files(reference, config.outdir)
