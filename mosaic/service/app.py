@@ -22,6 +22,7 @@ threads of the web process beyond waiting for them.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import math
@@ -381,7 +382,7 @@ def create_app(settings: Settings, *, client=None) -> FastAPI:
              response_class=Response, responses={200: {"content": {"image/png": {}}}})
     def preview(image_id: str, stretch: str = "asinh", interval: str = "percentile", percent: float = Query(99.5, gt=0, le=100),
                 max_size: int = Query(1024, ge=8, le=MAX_PREVIEW), cmap: str = "gray"):
-        from mosaic.viz.preview import write_preview  # noqa: PLC0415
+        from mosaic.viz.preview import preview_array, write_png  # noqa: PLC0415
         from mosaic.viz.stretch import INTERVALS, STRETCHES  # noqa: PLC0415
 
         for key, value, allowed in (("stretch", stretch, STRETCHES), ("interval", interval, INTERVALS)):
@@ -389,8 +390,13 @@ def create_app(settings: Settings, *, client=None) -> FastAPI:
                 raise ServiceError(422, f"{key} {value!r} is unknown; expected one of {list(allowed)}", parameter=key, allowed=list(allowed))
         entry = image(image_id)
 
+        # write_preview's two halves: the block means (the costly read, kept per size) and the stretch
+        def block_means(out: Path):
+            np.save(out, preview_array(entry.path, max_size=max_size))
+
         def make(out: Path):
-            write_preview(out, entry.path, max_size=max_size, stretch=stretch, interval=interval, percent=percent, cmap=cmap)
+            small = np.load(io.BytesIO(memo.get(entry.path, ("block means", max_size), ".npy", block_means)))
+            write_png(out, small, stretch=stretch, interval=interval, percent=percent, cmap=cmap)
 
         with computing(f"preview of {image_id}"):
             png = memo.get(entry.path, ("preview", stretch, interval, percent, max_size, cmap), ".png", make)
