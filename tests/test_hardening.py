@@ -325,3 +325,100 @@ def test_a_damaged_product_is_not_complete_and_is_named_when_read(tmp_path, dama
     # rewriting it makes it whole again
     store2.write_product("f", "F200W", "drizzle", {"sci": np.zeros((4, 4), np.float32)})
     assert store2.is_complete("f", "F200W", "drizzle")
+
+
+# -- 6. outputs that are inputs, one-line errors ---------------------------------------------------
+
+
+def _image(path, value=1.0, size=64):
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.full((size, size), value, np.float32), name="SCI")]).writeto(path)
+    return Path(path)
+
+
+def test_an_output_that_is_an_input_is_refused_even_with_overwrite(tmp_path, capsys):
+    paths = _field(tmp_path, 2)
+    before = paths[0].read_bytes()
+    assert main(["drizzle", *map(str, paths), "--out", str(paths[0]), "--overwrite"]) == 1
+    assert "is an input of this command" in _error_line(capsys)
+    link = tmp_path / "link.fits"
+    link.symlink_to(paths[1])
+    assert main(["drizzle", *map(str, paths), "--out", str(link), "--overwrite"]) == 1
+    assert "is an input of this command" in _error_line(capsys)
+    image = _image(tmp_path / "img.fits")
+    image_bytes = image.read_bytes()
+    assert main(["filter", str(image), "--out", str(image), "--overwrite", "--kind", "gaussian", "--sigma", "1"]) == 1
+    assert "is an input of this command" in _error_line(capsys)
+    assert paths[0].read_bytes() == before and paths[1].is_file() and image.read_bytes() == image_bytes
+    # another file is fine
+    assert main(["filter", str(image), "--out", str(tmp_path / "f.fits"), "--kind", "gaussian", "--sigma", "1"]) == 0
+
+
+def test_truncated_files_are_one_line_errors_naming_them(tmp_path, capsys):
+    cal = _field(tmp_path, 1)[0]
+    cut_cal = tmp_path / "cut_cal.fits"
+    cut_cal.write_bytes(cal.read_bytes()[: cal.stat().st_size - 5000])
+    for argv in (["info", str(cut_cal)], ["drizzle", str(cut_cal), "--out", str(tmp_path / "m.fits")]):
+        assert main(argv) == 1
+        line = _error_line(capsys)
+        assert "cut_cal.fits" in line and "truncated" in line, line
+    image = _image(tmp_path / "img.fits", size=200)
+    cut = tmp_path / "cut.fits"
+    cut.write_bytes(image.read_bytes()[:-40000])
+    for argv in (
+        ["stats", str(cut)], ["preview", str(cut), "--out", str(tmp_path / "p.png")],
+        ["filter", str(cut), "--out", str(tmp_path / "f.fits"), "--kind", "gaussian", "--sigma", "1"],
+        ["rgb", str(cut), str(cut), str(cut), "--out", str(tmp_path / "c.png")],
+    ):
+        assert main(argv) == 1
+        line = _error_line(capsys)
+        assert "cut.fits" in line and ("truncated" in line or "cannot be read" in line), (argv[0], line)
+
+
+def test_read_only_folder_and_file_size_limit_are_one_line_errors_with_the_space_needed(tmp_path, capsys):
+    from dask.utils import format_bytes
+
+    image = _image(tmp_path / "img.fits", size=300)
+    # /sys refuses every write, root's included
+    assert main(["filter", str(image), "--out", "/sys/out.fits", "--kind", "gaussian", "--sigma", "1"]) == 1
+    assert "cannot write in /sys (Permission denied)" in _error_line(capsys)
+    # a write past what the process may write (ulimit -f) fails like a full disk: the message says how much was needed
+    reference = tmp_path / "ref.fits"
+    assert main(["filter", str(image), "--out", str(reference), "--kind", "gaussian", "--sigma", "1"]) == 0
+    capsys.readouterr()
+    code = (
+        "import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (100000, 100000)); from mosaic.cli import main; "
+        f"sys.exit(main(['filter', {str(image)!r}, '--out', {str(tmp_path / 'big.fits')!r}, '--kind', 'gaussian', '--sigma', '1']))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env={**os.environ, "MOSAIC_PROGRESS": "0"})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert f"big.fits: the file needs {format_bytes(reference.stat().st_size)}" in proc.stderr
+    assert not list(tmp_path.glob(".big.fits*"))
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        (b"field: [unclosed\nbands: {}\n", r"field\.yaml: not valid YAML: .* at line \d+, column \d+$"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00binary", r"field\.yaml: has NUL bytes \(a binary file\?\)"),
+        (b"field: \xff\xfe junk\n", r"field\.yaml: byte 7 is not UTF-8"),
+        (b'field: "a\\0b"\nbands: {}\n', r"field: got 'a\\x00b'; expected a name of printable characters"),
+        (b"field: " + b"x" * 300 + b"\nbands: {}\n", r"field: got 'x{40}\.\.\.'; expected a name of printable characters, at most 100 long \(got 300\)"),
+    ],
+)
+def test_bad_yaml_and_names_are_one_line_errors_naming_the_file(tmp_path, capsys, text, match):
+    import re
+
+    path = tmp_path / "field.yaml"
+    path.write_bytes(text)
+    assert main(["run", str(path), "--check"]) == 1
+    line = _error_line(capsys)
+    assert "^" not in line and re.search(match, line), line
+
+
+def test_check_refuses_a_store_path_that_is_a_file(tmp_path, capsys):
+    paths = _field(tmp_path, 1)
+    (tmp_path / "store.zarr").write_text("not a store")
+    config = _config(tmp_path, paths, _psf(tmp_path / "psf.fits"), store=str(tmp_path / "store.zarr"))
+    assert main(["run", str(config), "--check"]) == 1
+    assert "store: " in (line := _error_line(capsys)) and "store.zarr is a file; expected a folder" in line

@@ -134,7 +134,7 @@ def _open(path: Path):
         raise InputError(msg)
     try:
         with warnings.catch_warnings():
-            warnings.filterwarnings("error", message=".*truncated.*")  # astropy only warns of a truncated file
+            warnings.filterwarnings("ignore", message=".*truncated.*")  # found below, by name
             hdul = fits.open(path, memmap=True, lazy_load_hdus=False)
     except Exception as err:  # astropy raises OSError, TypeError, ValueError or warns, by case
         msg = f"{path}: not a readable FITS file ({_one_line(err)}); expected a JWST _cal.fits exposure"

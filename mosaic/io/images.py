@@ -85,7 +85,7 @@ def _open(path: Path):
         raise MissingFileError(msg)
     try:
         with warnings.catch_warnings():
-            warnings.filterwarnings("error", message=".*truncated.*")  # astropy only warns of a truncated file
+            warnings.filterwarnings("ignore", message=".*truncated.*")  # found by _check_whole, by name
             return fits.open(path, memmap=False, lazy_load_hdus=True)
     except (OSError, ValueError, TypeError, UserWarning) as err:
         msg = f"{path}: cannot be read as FITS ({' '.join(str(err).split())}); expected a FITS image"
@@ -435,6 +435,10 @@ class PendingFile:
 def _write_error(path: Path, err: OSError, size: int) -> Exception:
     """One line for an output that cannot be written: a full disk (with the space needed), no permission."""
     folder = Path(path).absolute().parent
+    if err.errno == errno.EFBIG:
+        from dask.utils import format_bytes  # noqa: PLC0415
+
+        return InputError(f"{path}: the file needs {format_bytes(size)}, more than this process may write (ulimit -f); raise the limit or write a smaller product")
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
         try:
             free = shutil.disk_usage(folder).free
@@ -546,16 +550,11 @@ def lay_out_fits(path, primary: fits.Header, extensions: Sequence[tuple[fits.Hea
     size = len(primary.tostring()) + sum(
         len(h.tostring()) + _padded(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize) for h, a in extensions
     )
-    free = None
-    try:
-        free = shutil.disk_usage(path.absolute().parent).free
-    except OSError:
-        pass
-    if free is not None and size > free:
-        raise _write_error(path, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), size)
     try:
         # exclusive and random: never through a planted file or link of that name
         with open(tmp, "xb") as fh:
+            if size > shutil.disk_usage(tmp.parent).free:  # refused now, not after computing every tile
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
             fh.write(primary.tostring().encode("ascii"))
             for header, array in extensions:
                 fh.write(header.tostring().encode("ascii"))
