@@ -76,6 +76,34 @@ def test_bad_images_are_named(tmp_path):
     assert not (tmp_path / "r.html").exists()
 
 
+def test_report_does_not_follow_a_link_planted_at_the_old_temporary_name(tmp_path):
+    """A link at ``.report.html.tmp`` (the fixed temporary name of old) must not be written through."""
+    victim = tmp_path / "elsewhere" / "precious.txt"
+    victim.parent.mkdir()
+    victim.write_text("keep me")
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / ".report.html.tmp").symlink_to(victim)
+    path = write_report(folder / "report.html", "t", [Section("s", text=["hello"])])
+    assert victim.read_text() == "keep me"
+    assert (folder / ".report.html.tmp").is_symlink()
+    assert path.is_file() and not path.is_symlink() and "hello" in path.read_text()
+    assert path.stat().st_mode & 0o444 == 0o444  # readable, as a report is for reading
+    assert sorted(p.name for p in folder.iterdir()) == [".report.html.tmp", "report.html"]
+
+
+def test_a_failed_write_leaves_no_temporary_file(tmp_path, monkeypatch):
+    import mosaic.viz.report as report_module
+
+    def no_rename(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(report_module.os, "replace", no_rename)
+    with pytest.raises(OSError, match="No space"):
+        write_report(tmp_path / "report.html", "t", [Section("s", text=["x"])])
+    assert list(tmp_path.iterdir()) == []
+
+
 def _browser():
     for name in ("chromium", "chromium-browser", "google-chrome"):
         if shutil.which(name):

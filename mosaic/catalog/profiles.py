@@ -5,6 +5,11 @@ local), so a star in a lazy mosaic reads only its neighbourhood; the values equa
 whole-image ``RadialProfile`` / ``CurveOfGrowth``. As in fig. 16 the profile is normalised by
 the flux within ``norm_radius`` and the curve of growth (encircled energy) by the flux within
 ``ee_radius`` (or of a reference image's star, e.g. the drizzle mosaic's).
+
+:func:`star_fwhm` measures a star's FWHM as the diameter of the circle whose area is that of
+the star's half-maximum isophote, on a cut-out upsampled by a cubic spline: the FWHM of a
+circular profile whatever its shape (Gaussian, Moffat, a deconvolved core with rings), where a
+Gaussian fit would be pulled by the wings.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import numpy as np
 
 from mosaic.registry import algorithm
 
-__all__ = ["StarProfile", "star_profile"]
+__all__ = ["StarProfile", "star_fwhm", "star_profile"]
 
 
 @dataclass
@@ -49,9 +54,13 @@ class StarProfile:
         """Profile over the flux within ``norm_radius`` (fig. 16, left)."""
         return self.profile / self.norm_flux
 
-    def encircled_energy(self, total: float | None = None) -> np.ndarray:
-        """Curve of growth over ``total`` (default: its own last value) (fig. 16, right)."""
-        return self.cog / (self.cog[-1] if total is None else total)
+    def encircled_energy(self, total: float) -> np.ndarray:
+        """Curve of growth over ``total``, the star's total flux (fig. 16, right).
+
+        The total is given, never the curve's own last value: that would force every curve to
+        1 at the largest radius and hide the flux outside it.
+        """
+        return self.cog / total
 
 
 def _cut(a, region):
@@ -112,3 +121,62 @@ def star_profile(image, x: float, y: float, *, edge_radii, cog_radii=None, norm_
         cog_error=np.full(len(cog_radii), np.nan) if err is None else np.asarray(cog.profile_error),
         norm_flux=float(norm),
     )
+
+
+@algorithm("catalog")
+def star_fwhm(image, x: float, y: float, *, radius: float = 8.0, upsample: int = 4, search: float = 1.5) -> float:
+    """FWHM (pixels) of the star at ``(x, y)``: the diameter of the circle as large as its half-maximum isophote.
+
+    The cut-out of ``radius`` pixels around the star is upsampled ``upsample`` times per axis
+    by a cubic spline; the peak is the largest value within ``search`` pixels of ``(x, y)``;
+    the isophote is the connected region above half the peak that holds it, and the FWHM is
+    ``2 sqrt(area / pi)``. NaN when the star is not the brightest thing near ``(x, y)`` (no
+    positive peak), or when its isophote reaches the cut-out's border (a FWHM above about
+    ``2 radius``, or a star on the coverage edge). Within a few per cent for a FWHM of 3
+    pixels or more (Gaussian, Moffat); an undersampled star (2 pixels) comes out some 6 % wide.
+
+    Parameters
+    ----------
+    image : array
+        Background-subtracted image (NumPy or dask); NaN pixels count as 0.
+    x, y : float
+        Star centre in pixels (e.g. its true position).
+    radius : float
+        Half-size of the cut-out (pixels).
+    upsample : int
+        Spline subdivisions per pixel.
+    search : float
+        Distance (pixels) from ``(x, y)`` within which the peak is taken.
+    """
+    from scipy import ndimage  # noqa: PLC0415
+
+    if not (radius > 1 and int(upsample) >= 1 and search >= 0):
+        msg = f"radius {radius!r}, upsample {upsample!r} and search {search!r} must be > 1, >= 1 and >= 0"
+        raise ValueError(msg)
+    ny, nx = np.shape(image)
+    if not (-0.5 <= x < nx - 0.5 and -0.5 <= y < ny - 0.5):
+        msg = f"star position ({x!r}, {y!r}) lies outside the {ny} x {nx} image"
+        raise ValueError(msg)
+    r = int(np.ceil(radius))
+    y0, y1 = max(int(round(y)) - r, 0), min(int(round(y)) + r + 1, ny)
+    x0, x1 = max(int(round(x)) - r, 0), min(int(round(x)) + r + 1, nx)
+    cut = np.nan_to_num(np.asarray(image[y0:y1, x0:x1], dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    up = int(upsample)
+    # sample the spline at the centres of the sub-pixels (pixel centres at integers)
+    fy = (np.arange(cut.shape[0] * up) + 0.5) / up - 0.5
+    fx = (np.arange(cut.shape[1] * up) + 0.5) / up - 0.5
+    gy, gx = np.meshgrid(fy, fx, indexing="ij")
+    fine = ndimage.map_coordinates(cut, [gy, gx], order=3, mode="nearest")
+    near = (gx - (x - x0)) ** 2 + (gy - (y - y0)) ** 2 <= search**2
+    if not near.any():
+        return float("nan")
+    peak = float(fine[near].max())
+    if not peak > 0:
+        return float("nan")
+    labels, _ = ndimage.label(fine >= 0.5 * peak)
+    at = np.unravel_index(np.argmax(np.where(near, fine, -np.inf)), fine.shape)
+    region = labels == labels[at]
+    if region[0].any() or region[-1].any() or region[:, 0].any() or region[:, -1].any():
+        return float("nan")
+    area = region.sum() / up**2
+    return float(2.0 * np.sqrt(area / np.pi))
