@@ -39,6 +39,7 @@ COMMANDS = {
     "destripe": "remove 1/f striping from exposures; write _1fc.fits",
     "detect": "detect and measure sources in a mosaic (segmentation + photometry, or DAOFIND)",
     "filter": "Gaussian, median or NaN-safe convolution filter of a FITS image, tiled",
+    "fuse": "fuse NIRCam images with a NIRSpec IFU cube into a cube at NIRCam resolution (seed 003)",
     "masks": "value-sliced / derivative source masks scored against a reference catalogue",
     "match": "cross-match two catalogues on the sky",
     "outliers": "flag cosmic rays and hot pixels against the other exposures; write _crf.fits",

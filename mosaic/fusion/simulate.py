@@ -29,7 +29,7 @@ from mosaic.fusion.calibrate import throughput_matrix
 from mosaic.fusion.operators import FusionOperators
 from mosaic.psf.model import psf_monochromatic
 
-__all__ = ["FusionScene", "simulate_scene", "scene_psfs", "LINES_UM"]
+__all__ = ["FusionScene", "simulate_scene", "scene_psfs", "scene_wcs", "write_scene", "LINES_UM"]
 
 #: emission lines in the scene (microns)
 LINES_UM = {"Pa_alpha": 1.8756, "H2_S3": 1.9576, "H2_S2": 2.0338, "H2_S1": 2.1218, "Br_gamma": 2.1661}
@@ -127,19 +127,21 @@ def simulate_scene(
     snr_images: float = 200.0,
     snr_cube: float = 50.0,
     psf_size: int = 15,
+    psfs=None,
     seed: int = 0,
 ) -> FusionScene:
     """Simulate the scene, its NIRCam images and IFU cube, with Gaussian noise.
 
     ``snr_images`` and ``snr_cube`` are the peak of the noiseless data over the noise sigma
-    (the cube's peak taken over all channels).
+    (the cube's peak taken over all channels). ``psfs``, the pair :func:`scene_psfs` returns
+    for these wavelengths, saves computing them again.
     """
     rng = np.random.default_rng(seed)
     wavelengths = np.linspace(*wavelength_range, n_wave)
     shape = (coarse_shape[0] * factor, coarse_shape[1] * factor)
     maps, spectra = _maps(shape, SPAXEL_ARCSEC / factor), _spectra(wavelengths)
     truth = sum(np.multiply.outer(spectra[n], maps[n]) for n in maps)
-    psf_m, psf_h = scene_psfs(wavelengths, factor=factor, size=psf_size)
+    psf_m, psf_h = scene_psfs(wavelengths, factor=factor, size=psf_size) if psfs is None else psfs
     ops = FusionOperators(
         psf_m=psf_m, psf_h=psf_h, throughput=throughput_matrix(filters, wavelengths), factor=factor, coarse_shape=coarse_shape
     )
@@ -148,3 +150,49 @@ def simulate_scene(
     images = images + rng.normal(0.0, sigma_m, images.shape)
     cube = cube + rng.normal(0.0, sigma_h, cube.shape)
     return FusionScene(truth, images, cube, wavelengths, tuple(filters), ops, float(sigma_m), float(sigma_h))
+
+
+def scene_wcs(coarse_shape, wavelengths, *, ra=83.8187, dec=-5.4194):
+    """A north-up 3-D WCS for the IFU cube of a scene: 0.1" spaxels, linear wavelengths in microns."""
+    from astropy.wcs import WCS  # noqa: PLC0415
+
+    w = WCS(naxis=3)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN", "WAVE"]
+    w.wcs.cunit = ["deg", "deg", "um"]
+    w.wcs.crpix = [coarse_shape[1] / 2 + 0.5, coarse_shape[0] / 2 + 0.5, 1.0]
+    w.wcs.crval = [ra, dec, float(wavelengths[0])]
+    w.wcs.cdelt = [-SPAXEL_ARCSEC / 3600, SPAXEL_ARCSEC / 3600, float(np.mean(np.diff(wavelengths)))]
+    return w
+
+
+def write_scene(scene: FusionScene, out_dir) -> dict:
+    """Write a scene as FITS: ``ifu_s3d.fits`` (SCI cube), one ``nircam_<filter>.fits`` per filter, ``truth.fits``.
+
+    The images are on the fine grid (0.1"/d, aligned with the cube); returns the paths by name.
+    """
+    from pathlib import Path  # noqa: PLC0415
+
+    from astropy.io import fits  # noqa: PLC0415
+
+    from mosaic.fusion.prepare import fine_wcs  # noqa: PLC0415
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    wcs3 = scene_wcs(scene.cube.shape[1:], scene.wavelengths)
+    fine = fine_wcs(wcs3, scene.ops.factor)
+    paths = {"cube": out / "ifu_s3d.fits", "truth": out / "truth.fits"}
+    hdr = wcs3.to_header()
+    hdr["BUNIT"] = "MJy/sr"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(scene.cube.astype(np.float32), header=hdr, name="SCI")]).writeto(paths["cube"], overwrite=True)
+    for name, image in zip(scene.filters, scene.images, strict=True):
+        h = fine.to_header()
+        h["FILTER"], h["BUNIT"] = name, "MJy/sr"
+        paths[name] = out / f"nircam_{name.lower()}.fits"
+        fits.HDUList([fits.PrimaryHDU(header=fits.Header({"FILTER": name})), fits.ImageHDU(image.astype(np.float32), header=h, name="SCI")]).writeto(
+            paths[name], overwrite=True
+        )
+    th = fine.to_header()
+    th["WCSAXES"] = 3
+    th["CTYPE3"], th["CUNIT3"], th["CRPIX3"], th["CRVAL3"], th["CDELT3"] = "WAVE", "um", 1.0, float(scene.wavelengths[0]), float(np.mean(np.diff(scene.wavelengths)))
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(scene.truth.astype(np.float32), header=th, name="SCI")]).writeto(paths["truth"], overwrite=True)
+    return paths

@@ -95,24 +95,46 @@ def _nircam_blocks(r_m, ops, basis):
     return gram, rhs
 
 
+def _real_matmul(z, m):
+    """``z @ m`` for complex ``z`` ``(n, l)`` and real ``m`` ``(l, p)`` as one real BLAS product (no copies of ``z``)."""
+    l, p = m.shape
+    m2 = np.zeros((l, 2, 2, p))
+    m2[:, 0, 0], m2[:, 1, 1] = m, m
+    out = z.view(np.float64).reshape(len(z), 2 * l) @ m2.reshape(2 * l, 2 * p)
+    return out.view(np.complex128) if p == 1 else out[:, :p] + 1j * out[:, p:]
+
+
 def _nirspec_blocks(r_h, ops, basis):
-    """``B_h^H B_h`` ``(h*w, d^2 k, d^2 k)`` and ``B_h^H r_h`` ``(h*w, d^2 k)`` per coarse frequency."""
+    """``B_h^H B_h`` ``(h*w, d^2 k, d^2 k)`` and ``B_h^H r_h`` ``(h*w, d^2 k)`` per coarse frequency.
+
+    ``B_h^H B_h[(a, c), (b, e)] = sum_l conj(g_l(a)) g_l(b) V[l, c] V[l, e]``: the alias products
+    ``conj(g_l(a)) g_l(b)`` of a chunk of wavelengths times ``V[l, c] V[l, e]`` is one real
+    matrix product (BLAS) over the wavelengths.
+    """
     d, coarse, k = ops.factor, ops.coarse_shape, basis.shape[1]
-    n_blocks, n_unknown = coarse[0] * coarse[1], d * d * k
-    gram = np.zeros((n_blocks, n_unknown, n_unknown), dtype=np.complex128)
-    rhs = np.zeros((n_blocks, n_unknown), dtype=np.complex128)
-    phase = sampling_phase(ops.shape, ops.offset) / (d * d)
-    spec_h = scipy.fft.fft2(r_h, axes=(1, 2)).reshape(ops.n_wave, n_blocks).T
-    step = max(1, _CHUNK_BYTES // (16 * n_blocks * n_unknown))
+    n_blocks, n_alias = coarse[0] * coarse[1], d * d
+    # (a, b) and (b, a) are complex conjugates (V is real): products for a <= b only
+    ia, ib = np.triu_indices(n_alias)
+    upper = np.zeros((n_blocks * len(ia), k * k), dtype=np.complex128)
+    rhs = np.zeros((n_blocks * n_alias, k), dtype=np.complex128)
+    phase = sampling_phase(ops.shape, ops.offset) / n_alias
+    spec_h = scipy.fft.fft2(r_h, axes=(1, 2)).reshape(ops.n_wave, n_blocks)
+    outer_v = (basis[:, :, None] * basis[:, None, :]).reshape(ops.n_wave, k * k)
+    step = max(1, _CHUNK_BYTES // (16 * n_blocks * len(ia)))
     for start in range(0, ops.n_wave, step):
         sl = slice(start, start + step)
         g = ops.otf("h", sl) * phase * ops.ifu_throughput[sl, None, None]
-        g = _to_blocks(g, d, coarse)  # (blocks, l, a)
-        rows = (g[:, :, :, None] * basis[None, sl, None, :]).reshape(n_blocks, -1, n_unknown)
-        rows_h = rows.conj().transpose(0, 2, 1)
-        gram += rows_h @ rows
-        rhs += (rows_h @ spec_h[:, sl, None])[..., 0]
-    return gram, rhs
+        g = np.ascontiguousarray(_to_blocks(g, d, coarse).transpose(0, 2, 1))  # (blocks, a, l)
+        n_l = g.shape[2]
+        pairs = g.conj()[:, ia, :] * g[:, ib, :]  # (blocks, a <= b, l)
+        upper += _real_matmul(pairs.reshape(-1, n_l), outer_v[sl])
+        rhs += _real_matmul((g.conj() * spec_h[sl].T[:, None, :]).reshape(-1, n_l), basis[sl])
+    upper = upper.reshape(n_blocks, len(ia), k, k)
+    gram = np.empty((n_blocks, n_alias, n_alias, k, k), dtype=np.complex128)
+    gram[:, ia, ib] = upper
+    gram[:, ib, ia] = upper.conj()
+    gram = gram.transpose(0, 1, 3, 2, 4)
+    return gram.reshape(n_blocks, n_alias * k, n_alias * k), rhs.reshape(n_blocks, n_alias * k)
 
 
 def solve_exact(images, cube, ops: FusionOperators, subspace: Subspace, *, gamma: float, mu: float) -> np.ndarray:
