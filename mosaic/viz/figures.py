@@ -298,14 +298,19 @@ def pair_panels(cutouts: Mapping, positions, pixel_scale: float, *, panel: float
     return fig
 
 
-def plot_convergence(convergence, fwhm=None, *, truth_fwhm: float | None = None):
-    """χ²/N per iteration (left) and, given a table of ``iteration, median_fwhm`` (arcsec), the FWHM (right)."""
+def plot_convergence(convergence, fwhm=None, *, truth_fwhm: float | None = None, recorded: Mapping | None = None):
+    """χ²/N per iteration (left) and, given a table of ``iteration, median_fwhm`` (arcsec), the FWHM (right).
+
+    ``recorded`` (``{iteration: χ²/N}``, e.g. every iteration's value kept by UPDC) is drawn as a line beside the table's points.
+    """
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     n = 1 if fwhm is None else 2
     fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 4.0), squeeze=False)
     fig.subplots_adjust(left=0.08, right=0.98, bottom=0.13, top=0.96, wspace=0.25)
     a1 = axes[0][0]
+    if recorded:
+        a1.plot(list(recorded), list(recorded.values()), "-", color="0.6", lw=2, label="χ²/N kept by UPDC, every iteration")
     a1.plot(convergence["iteration"], convergence["chi2_per_pixel"], "o-", label="χ²/N (mean)")
     if "robust_chi2" in convergence.colnames:
         a1.plot(convergence["iteration"], convergence["robust_chi2"], "s--", label="median-based χ²/N")
