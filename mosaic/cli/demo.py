@@ -270,6 +270,11 @@ def write_demo_report(out: Path, sims: dict, config, report, saved, *, seed: int
 
     stretch = SharedStretch.from_reference(images[saved[0]], name="the drizzle mosaic")
     before_after = image_panels({names[n]: images[n] for n in saved}, wcs, stretch)
+    # the other band: drizzle and the last iteration, on the stretch of its own drizzle mosaic
+    blue = {n: fits.getdata(_i2d(bands["F150W"], labels[n]), "SCI").astype(float) for n in (saved[0], saved[-1])}
+    blue_stretch = SharedStretch.from_reference(blue[saved[0]], name="the F150W drizzle mosaic")
+    blue_wcs = WCS(fits.getheader(_i2d(bands["F150W"], labels[saved[0]]), "SCI"))
+    blue_fig = image_panels({f"F150W {names[n]}": im for n, im in blue.items()}, blue_wcs, blue_stretch)
     pixels, rgb_stretch, rgb_wcs, rgb = _composites(bands, [labels[saved[0]], last], out)
     rgb_fig = rgb_panels({names[saved[0]]: pixels[labels[saved[0]]], names[saved[-1]]: pixels[last]}, rgb_wcs)
     pair_fig = _pair_figure({**{names[n]: images[n] for n in saved}, "truth (not convolved)": truth_image}, wcs, truth)
@@ -317,6 +322,7 @@ def write_demo_report(out: Path, sims: dict, config, report, saved, *, seed: int
                   "and east (E) as the WCS says. Grey-blue: no data."],
             figures=[
                 (before_after, f"F200W: {stretch.describe('MJy/sr')}, the same for every panel; sky subtracted."),
+                (blue_fig, f"F150W: {blue_stretch.describe('MJy/sr')}, the same for both panels; sky subtracted."),
                 (rgb_fig, "colour composites (F200W red, F150W blue, both green); each channel has the same stretch in both "
                           "panels: " + "; ".join(f"{c}: {s.describe('MJy/sr').split(' (')[0]}" for c, s in zip(("red", "green", "blue"), rgb_stretch, strict=True))
                           + f" (the 0.5th and 99.9th percentiles of the drizzle composite's channels). Files: {rgb[labels[saved[0]]].name}, {rgb[last].name}."),
