@@ -12,10 +12,9 @@ The truth cube is a sum of spatial maps times spectra on the fine (NIRCam, 0.1"/
 - a nebular background with thin (0.02-0.03") filaments, continuum plus H2 and Br gamma lines.
 
 NIRCam images are ``NIRCam(X)`` (top-hat throughputs of :mod:`mosaic.fusion.calibrate`,
-monochromatic JWST-like PSFs from :func:`mosaic.psf.model.psf_monochromatic` at each IFU
-wavelength) and the IFU cube is ``NIRSpec(X)`` (the same diffraction PSF, widened by the spaxel's
-``d x d`` area and a Gaussian for the slicer, then sampled every ``d`` pixels), each with Gaussian
-noise. The scene is periodic (the forward models are), so sources keep away from the edges.
+monochromatic JWST-like PSFs at each IFU wavelength, :func:`mosaic.fusion.prepare.psf_cubes`)
+and the IFU cube is ``NIRSpec(X)`` (the same diffraction PSF, widened by the spaxel's ``d x d``
+area and a Gaussian for the slicer, then sampled every ``d`` pixels), each with Gaussian noise. The scene is periodic (the forward models are), so sources keep away from the edges.
 """
 
 from __future__ import annotations
@@ -23,11 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.signal
 
 from mosaic.fusion.calibrate import throughput_matrix
 from mosaic.fusion.operators import FusionOperators
-from mosaic.psf.model import psf_monochromatic
+from mosaic.fusion.prepare import psf_cubes
 
 __all__ = ["FusionScene", "simulate_scene", "scene_psfs", "scene_wcs", "write_scene", "LINES_UM"]
 
@@ -95,26 +93,13 @@ def _maps(shape, pix_arcsec):
     return {"titan": titan, "cloud": cloud, "disk": ppd, "jet": jet, "star": star, "ridge": ridge}
 
 
-def scene_psfs(wavelengths, *, factor: int, size: int = 15, slicer_sigma_arcsec: float = 0.03):
-    """NIRCam and NIRSpec PSF cubes ``(n_wave, size, size)`` on the fine grid (``0.1 / factor`` arcsec).
+def scene_psfs(wavelengths, *, factor: int, size: int = 15):
+    """NIRCam and NIRSpec PSF cubes of side ``size + 2 factor`` (odd) on the fine grid (``0.1 / factor`` arcsec).
 
-    NIRCam: the monochromatic JWST-like PSF at each wavelength. NIRSpec: the same convolved
-    with the ``factor x factor`` spaxel and a Gaussian of ``slicer_sigma_arcsec`` (the slicer's
-    extra blur), ``size + 2 factor`` pixels wide. Each sums to 1.
+    :func:`mosaic.fusion.prepare.psf_cubes` computed at every wavelength (no interpolation).
     """
-    pix = SPAXEL_ARCSEC / factor
-    big = size + 2 * factor + (size + 2 * factor + 1) % 2
-    yy, xx = np.mgrid[:big, :big] - big // 2
-    slicer = np.exp(-(yy**2 + xx**2) * pix**2 / (2 * slicer_sigma_arcsec**2))
-    box = np.ones((factor, factor)) if factor % 2 else np.pad(np.ones((factor, factor)), ((0, 1), (0, 1)))
-    psf_m, psf_h = [], []
-    for lam in np.asarray(wavelengths, dtype=np.float64):
-        mono = psf_monochromatic(lam, pixel_scale_arcsec=pix, size=big, oversample=3)
-        core = mono[factor : big - factor, factor : big - factor]
-        psf_m.append(core / core.sum())
-        h = scipy.signal.fftconvolve(scipy.signal.fftconvolve(mono, box, mode="same"), slicer, mode="same")
-        psf_h.append(h / h.sum())
-    return np.array(psf_m), np.array(psf_h)
+    side = (size + 2 * factor) | 1
+    return psf_cubes(wavelengths, factor=factor, spaxel_arcsec=SPAXEL_ARCSEC, size=side, n_samples=len(wavelengths))
 
 
 def simulate_scene(

@@ -16,7 +16,7 @@ FILTERS = ("F182M", "F187N", "F200W", "F210M", "F212N")
 
 @pytest.fixture(scope="module")
 def scene_files(tmp_path_factory):
-    scene = simulate_scene(coarse_shape=(18, 18), n_wave=30, seed=5, psf_size=21)
+    scene = simulate_scene(coarse_shape=(18, 18), n_wave=30, seed=5)
     return scene, write_scene(scene, tmp_path_factory.mktemp("fusion_scene"))
 
 
