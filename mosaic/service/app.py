@@ -52,7 +52,7 @@ from mosaic.service.files import (
     image_metadata,
     store_upload,
 )
-from mosaic.service.jobs import RunManager
+from mosaic.service.jobs import RunConflict, RunManager
 
 __all__ = ["ServiceError", "Settings", "create_app"]
 
@@ -466,6 +466,8 @@ def create_app(settings: Settings, *, client=None) -> FastAPI:
             raise ServiceError(503, "this service has no cluster; start `mosaic serve` with one to run fields")
         try:
             return runs.submit(config)
+        except RunConflict as err:
+            raise ServiceError(409, str(err)) from None
         except (ConfigError, InputError, FileNotFoundError) as err:
             raise ServiceError(422, f"config: {err}") from None
 
@@ -489,7 +491,7 @@ def create_app(settings: Settings, *, client=None) -> FastAPI:
             raise ServiceError(503, "this service has no cluster; start `mosaic serve` with one to run fields")
         try:
             return runs.retry(run_id)
-        except ValueError as err:
+        except (ValueError, RunConflict) as err:
             raise ServiceError(409, str(err)) from None
 
     return app

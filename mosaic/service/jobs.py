@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["RunCancelled", "RunManager", "execute_run"]
+__all__ = ["RunCancelled", "RunConflict", "RunManager", "execute_run"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,10 @@ OVERRIDDEN = ("store", "cluster")
 
 class RunCancelled(RuntimeError):
     """The run was cancelled before this step."""
+
+
+class RunConflict(RuntimeError):
+    """Another run of the same field is not finished (the store takes one run of a field at a time)."""
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -258,11 +262,17 @@ class RunManager:
         folder = self.folder / run_id
         products = folder / "products"
         checked = self.check(raw, products)
+        field = checked.get("field", "field")
+        for other in self.ids():
+            job = _read_json(self._job_file(other))
+            if other != run_id and job.get("field") == field and job.get("status") not in FINAL:
+                raise RunConflict(f"run {other} of field {field!r} is {job.get('status')}; wait for it or cancel it "
+                                  f"(the store takes one run of a field at a time)")
         folder.mkdir(parents=True, exist_ok=True)
         products.mkdir(exist_ok=True)
         (folder / "progress.json").unlink(missing_ok=True)
         job = _read_json(self._job_file(run_id)) if not new else {}
-        job.update(id=run_id, field=checked.get("field", "field"), status="queued", submitted=_now(), started=None,
+        job.update(id=run_id, field=field, status="queued", submitted=_now(), started=None,
                    finished=None, error=None, summary=None, config=checked, attempts=job.get("attempts", 0) + 1)
         _write_json(self._job_file(run_id), job)
         import yaml  # noqa: PLC0415

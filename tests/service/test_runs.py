@@ -120,6 +120,8 @@ def test_cancel_then_retry_resumes_from_the_store(field_service):
               "catalogs": {"enabled": False}, "products": {"previews": False}}
     run_id = service.http.post("/runs", json={"config": config}).json()["id"]
     _wait(service.http, run_id, lambda j: j["step"] == "outliers" or j["status"] != "queued")
+    twice = service.http.post("/runs", json={"config": config})
+    assert twice.status_code == 409 and run_id in twice.json()["error"]
     r = service.http.delete(f"/runs/{run_id}")
     assert r.status_code == 200 and r.json()["status"] in ("cancelling", "cancelled")
     job = _wait(service.http, run_id, lambda j: j["status"] in ("complete", "failed", "cancelled"))
