@@ -8,6 +8,7 @@ without the bad exposure or pixels, the bytes of the file actually written.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -52,6 +53,8 @@ def _field(tmp_path, n=3, **kw):
 
 def _error_line(capsys) -> str:
     err = capsys.readouterr().err
+    # a handler an earlier test left on a closed stream reports itself ('--- Logging error ---'); not the command's output
+    err = re.sub(r"--- Logging error ---\n.*?\nArguments: [^\n]*\n", "", err, flags=re.S)
     assert "Traceback" not in err
     lines = [ln for ln in err.splitlines() if ": error: " in ln]
     assert len(lines) == 1, err
@@ -407,8 +410,6 @@ def test_read_only_folder_and_file_size_limit_are_one_line_errors_with_the_space
     ],
 )
 def test_bad_yaml_and_names_are_one_line_errors_naming_the_file(tmp_path, capsys, text, match):
-    import re
-
     path = tmp_path / "field.yaml"
     path.write_bytes(text)
     assert main(["run", str(path), "--check"]) == 1
@@ -422,3 +423,28 @@ def test_check_refuses_a_store_path_that_is_a_file(tmp_path, capsys):
     config = _config(tmp_path, paths, _psf(tmp_path / "psf.fits"), store=str(tmp_path / "store.zarr"))
     assert main(["run", str(config), "--check"]) == 1
     assert "store: " in (line := _error_line(capsys)) and "store.zarr is a file; expected a folder" in line
+
+
+def test_plan_refuses_tile_tasks_larger_than_a_worker(tmp_path, capsys):
+    from mosaic.io.plan import plan_run
+
+    paths = _field(tmp_path, 2)
+    psf = _psf(tmp_path / "psf.fits")
+    ds = read_exposures(paths)
+    grid = MosaicGrid.from_exposures(ds.attrs["wcs"], [(SIZE, SIZE)] * 2, psr=0.5, tile=1024)
+    # the 15-px PSF at 0.031"/px is 30 px on the 0.0155"/px grid
+    need = plan_run(grid, name="f/F200W", n_exposures=2, iterations=1, saved=1, psf_size=30).worker_bytes
+    cluster = {"kind": "local", "processes": False, "n_workers": 1, "memory_limit": need - 1}
+    assert main(["run", str(_config(tmp_path, paths, psf, cluster=cluster, grid={"tile": 1024})), "--check"]) == 1
+    assert "a tile task needs about" in _error_line(capsys)
+    cluster["memory_limit"] = need
+    assert main(["run", str(_config(tmp_path, paths, psf, cluster=cluster, grid={"tile": 1024})), "--check"]) == 0
+
+
+def test_verification_by_size_only_is_a_config_key(tmp_path):
+    store, root = _stored(tmp_path)
+    chunk = root / "sci" / "c" / "0" / "1"
+    chunk.write_bytes(bytes(reversed(chunk.read_bytes())))  # same size, other bytes
+    with dask.config.set({"mosaic.store.verify": "size"}):
+        assert type(store)(store.path).is_complete("f", "F200W", "drizzle")
+    assert not type(store)(store.path).is_complete("f", "F200W", "drizzle")

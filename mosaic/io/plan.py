@@ -92,8 +92,9 @@ class RunPlan:
             f"about {format_bytes(self.worker_bytes)} per tile task"
         )
 
-    def check(self, *, outdir, store) -> None:
-        """Refuse a run beyond the byte limit, or one whose files and store would not fit their disks.
+    def check(self, *, outdir, store, worker_memory=None) -> None:
+        """Refuse a run beyond the byte limit, one whose files and store would not fit their disks,
+        or one whose tile tasks would not fit a worker's ``worker_memory`` (bytes, where known).
 
         Raises
         ------
@@ -105,6 +106,12 @@ class RunPlan:
             msg = (
                 f"{self.name}: the run would write about {format_bytes(self.total_bytes)} ({self.shape[0]:,} x {self.shape[1]:,} grid); "
                 f"expected at most {format_bytes(limit)} (dask config mosaic.limits.max-bytes): raise psr, save fewer iterations, or raise the limit"
+            )
+            raise LimitError(msg)
+        if worker_memory is not None and self.worker_bytes > worker_memory:
+            msg = (
+                f"{self.name}: a tile task needs about {format_bytes(self.worker_bytes)} and a worker has {format_bytes(worker_memory)} "
+                f"(cluster memory_limit); expected tasks that fit: lower grid.tile, or give the workers more memory"
             )
             raise LimitError(msg)
         needs = {}
@@ -166,7 +173,7 @@ def plan_run(
     file_bytes = (i2d if drizzle else 0) + saved * i2d
     store_bytes = (i2d if drizzle or iterations else 0) + iterations * pixels * 4 * _PLANES
     staging_bytes = pixels * 8 * 6 if iterations else 0
-    ty, tx = grid.tile
+    ty, tx = min(grid.tile[0], ny), min(grid.tile[1], nx)
     side = max(ty, tx) + 2 * grid.halo + (psf_size if iterations else 0)
     # a tile's arrays in float64 (a dozen planes) and the FFTs of a padded tile (complex128, three)
     worker_bytes = side * side * 8 * 12 + (2 * side) ** 2 * 16 * 3

@@ -16,7 +16,8 @@ renamed to ``<name>`` and recorded in the manifest with the size and CRC-32 of e
 holds (every chunk of every array). A crash leaves at most a temporary group that no reader
 looks at; a re-run asks :meth:`Store.is_complete` and skips what is done. ``is_complete``
 verifies: a chunk missing or of another size is found at once, a chunk whose bytes changed the
-first time a :class:`Store` object (a run) looks at the product; a damaged product is not complete (a checkpoint
+first time a :class:`Store` object (a run) looks at the product (CRC-32 at about 1 GB/s; dask
+config ``mosaic.store.verify: size`` checks sizes only); a damaged product is not complete (a checkpoint
 is recomputed) and :meth:`Store.read_product` refuses it by name. Arrays are written chunk by
 chunk by the tasks that compute them (dask's ``to_zarr``), so no process ever holds a whole
 mosaic. The store lives on a filesystem path (local or shared, as on HPC).
@@ -187,6 +188,18 @@ def _checksums(root: Path) -> dict:
             p = Path(dirpath) / f
             out[p.relative_to(root).as_posix()] = [p.stat().st_size, _crc(p)]
     return dict(sorted(out.items()))
+
+
+def _verify_content() -> bool:
+    """Whether a product's bytes are checked (dask config ``mosaic.store.verify``: ``content``, the
+    default, or ``size``: only that every file is there with its size, for stores too large to reread)."""
+    import dask.config  # noqa: PLC0415
+
+    value = dask.config.get("mosaic.store.verify", default="content")
+    if value not in ("content", "size"):
+        msg = f"dask config mosaic.store.verify: got {value!r}; expected 'content' or 'size'"
+        raise ValueError(msg)
+    return value == "content"
 
 
 def _damage(root: Path, recorded: dict, *, content: bool) -> str | None:
@@ -369,7 +382,7 @@ class Store:
             return None  # written before checksums were kept
         root = self.product_path(field, band, name)
         key = (str(root), hash(json.dumps(recorded, sort_keys=True)))
-        damage = _damage(root, recorded, content=key not in self._verified)
+        damage = _damage(root, recorded, content=key not in self._verified and _verify_content())
         if damage is None:
             self._verified.add(key)
         else:
@@ -484,6 +497,8 @@ class _PendingProduct:
             shutil.rmtree(self.final)
         os.replace(self.tmp, self.final)
         self.store.mark_complete(self.field, self.band, self.name, **info, **{_CHECKSUMS: sums})
+        # just read whole to make the sums: verified for this store object
+        self.store._verified.add((str(self.final), hash(json.dumps(sums, sort_keys=True))))
         log.info("store: %s/%s/%s complete", self.field, self.band, self.name)
         return self.final
 

@@ -215,12 +215,30 @@ def plan_band(config: FieldConfig, band: str):
             grid, name=f"{config.field}/{band}", n_exposures=len(paths), drizzle=config.drizzle.enabled,
             iterations=u.iterations if u.enabled else 0, saved=len(u.saved()) if u.enabled else 0, psf_size=psf_size,
         )
-        plan.check(outdir=config.outdir, store=config.store_path)
+        plan.check(outdir=config.outdir, store=config.store_path, worker_memory=_worker_memory(config))
     except LimitError as err:
         raise PlanRefusedError(f"{prefix}: {err}") from None
     except (InputError, OSError) as err:
         raise ConfigError(f"{prefix}: {err}") from None
     return plan
+
+
+def _worker_memory(config: FieldConfig) -> int | None:
+    """A worker's memory limit in bytes where the config gives one as a size (else None: unknown here)."""
+    from dask.utils import parse_bytes  # noqa: PLC0415
+
+    spec = dict(config.cluster or {})
+    value = spec.get("memory_limit", spec.get("memory"))
+    if isinstance(value, str) and value != "auto":
+        try:
+            total = parse_bytes(value)
+        except ValueError:
+            return None
+        # jobqueue's memory is per job, shared by its processes
+        return total // int(spec.get("processes", 1)) if "memory" in spec and isinstance(spec.get("processes"), int) else total
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return None
 
 
 def _planned_grid(config: FieldConfig, paths):
