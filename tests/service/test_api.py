@@ -71,7 +71,7 @@ def test_preview_equals_the_library(served, tmp_path):
     np.testing.assert_array_equal(got, want)
 
 
-def test_chain_background_then_detect_equals_the_direct_calls(served):
+def test_chain_background_then_detect_equals_the_direct_calls(served, tmp_path):
     from mosaic.catalog.detect import detect_segmentation
     from mosaic.catalog.photometry import source_catalog
     from mosaic.image.background import background_2d
@@ -97,6 +97,27 @@ def test_chain_background_then_detect_equals_the_direct_calls(served):
     ecsv = service.http.get(f"/catalogs/{out['id']}", params={"format": "ecsv"})
     assert ecsv.status_code == 200 and ecsv.text.startswith("# %ECSV")
     assert out["id"] in {c["id"] for c in service.http.get("/catalogs").json()["catalogs"]}
+    parquet = service.http.get(f"/catalogs/{out['id']}", params={"format": "parquet"})
+    (tmp_path / "c.parquet").write_bytes(parquet.content)
+    from astropy.table import Table
+
+    np.testing.assert_allclose(Table.read(tmp_path / "c.parquet")["segment_flux"], np.asarray(want["segment_flux"]), rtol=1e-12)
+
+
+def test_detect_shorthand_is_daofind(served):
+    from mosaic.catalog.daofind import detect_daofind
+
+    service, _, image, _ = served
+    i = _image_id(service.http, "field/image.fits")
+    r = service.http.post(f"/detect/{i}", json={"method": "daofind", "threshold": 0.3, "fwhm": 2.5})
+    assert r.status_code == 200, r.text
+    got = service.http.get(f"/catalogs/{r.json()['id']}").json()
+    want = detect_daofind(read_fits_image(image, dtype=np.float64).data, 0.3, fwhm=2.5)
+    cols = [c["name"] for c in got["columns"]]
+    assert got["n_rows"] == len(want) > 3
+    np.testing.assert_allclose([row[cols.index("flux")] for row in got["rows"]], np.asarray(want["flux"]), rtol=1e-12)
+    bad = service.http.post(f"/detect/{i}", json={"method": "psf"})
+    assert bad.status_code == 422 and bad.json()["allowed"] == ["segmentation", "daofind"]
 
 
 def test_filter_result_is_an_image_equal_to_scipy(served):
