@@ -324,7 +324,7 @@ def write_demo_report(out: Path, sims: dict, config, report, saved, *, seed: int
                 (before_after, f"F200W: {stretch.describe('MJy/sr')}, the same for every panel; sky subtracted."),
                 (blue_fig, f"F150W: {blue_stretch.describe('MJy/sr')}, the same for both panels; sky subtracted."),
                 (rgb_fig, "colour composites (F200W red, F150W blue, both green); each channel has the same stretch in both "
-                          "panels: " + "; ".join(f"{c}: {s.describe('MJy/sr').split(' (')[0]}" for c, s in zip(("red", "green", "blue"), rgb_stretch, strict=True))
+                          "panels: " + "; ".join(f"{c}: {s.describe('MJy/sr', source=False)}" for c, s in zip(("red", "green", "blue"), rgb_stretch, strict=True))
                           + f" (the 0.5th and 99.9th percentiles of the drizzle composite's channels). Files: {rgb[labels[saved[0]]].name}, {rgb[last].name}."),
             ],
         ),

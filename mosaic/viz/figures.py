@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from astropy.visualization import AsinhStretch, ImageNormalize
+from astropy.visualization import AsinhStretch
 from astropy.wcs.utils import proj_plane_pixel_scales
 
 __all__ = [
@@ -108,14 +108,49 @@ class SharedStretch:
         v = self.vmin + (self.vmax - self.vmin) * np.asarray(AsinhStretch(self.a).inverse(y))
         return np.array([float(f"{t:.2g}") for t in v])
 
-    def norm(self) -> ImageNormalize:
-        # invalid=None: NaN stays NaN, shown in the colour map's "bad" colour (no data)
-        return ImageNormalize(vmin=self.vmin, vmax=self.vmax, stretch=AsinhStretch(self.a), clip=True, invalid=None)
+    def norm(self):
+        """A matplotlib normaliser: clipped to the limits, then astropy's ``AsinhStretch(a)``; NaN and masked
+        pixels stay masked (shown in the colour map's "bad" colour), which astropy's clipping
+        ``ImageNormalize`` does not do for the masked arrays matplotlib hands it."""
+        return _AsinhNorm(self.vmin, self.vmax, self.a)
 
-    def describe(self, unit: str = "") -> str:
-        """E.g. ``asinh (a = 0.1) from -0.02 to 3.1 MJy/sr (the 0.5th and 99.9th percentiles of the drizzle mosaic)``."""
+    def describe(self, unit: str = "", *, source: bool = True) -> str:
+        """E.g. ``asinh stretch, a = 0.1, from -0.02 to 3.1 MJy/sr (the 0.5th and 99.9th percentiles of the drizzle mosaic)``."""
         u = f" {unit}" if unit else ""
-        return f"asinh stretch (a = {self.a:.2g}) from {self.vmin:.3g} to {self.vmax:.3g}{u}" + (f" ({self.source})" if self.source else "")
+        text = f"asinh stretch, a = {self.a:.2g}, from {self.vmin:.3g} to {self.vmax:.3g}{u}"
+        return text + (f" ({self.source})" if source and self.source else "")
+
+
+def _asinh_norm_class():
+    from matplotlib.colors import Normalize  # noqa: PLC0415
+
+    class AsinhNorm(Normalize):
+        def __init__(self, vmin, vmax, a):
+            super().__init__(vmin=vmin, vmax=vmax, clip=True)
+            self.a = a
+
+        def __call__(self, value, clip=None):
+            data = np.ma.masked_invalid(np.ma.asarray(value, dtype=np.float64))
+            x = np.clip((data.filled(self.vmin) - self.vmin) / (self.vmax - self.vmin), 0.0, 1.0)
+            y = np.arcsinh(x / self.a) / np.arcsinh(1.0 / self.a)  # astropy's AsinhStretch(a)
+            out = np.ma.array(y, mask=np.ma.getmaskarray(data))
+            return out if np.ndim(value) else out[()]
+
+        def inverse(self, value):
+            y = np.asarray(value, dtype=np.float64)
+            return self.vmin + (self.vmax - self.vmin) * self.a * np.sinh(y * np.arcsinh(1.0 / self.a))
+
+    return AsinhNorm
+
+
+def _AsinhNorm(vmin, vmax, a):  # noqa: N802 - a class made on first use (matplotlib imported lazily)
+    global _ASINH_NORM
+    if _ASINH_NORM is None:
+        _ASINH_NORM = _asinh_norm_class()
+    return _ASINH_NORM(vmin, vmax, a)
+
+
+_ASINH_NORM = None
 
 
 def shared_rgb(channels: Mapping, reference, *, percent=(0.5, 99.9), a: float | None = None) -> tuple[dict, list[SharedStretch]]:

@@ -8,6 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from astropy.visualization import AsinhStretch  # noqa: E402
 from astropy.wcs import WCS  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
@@ -85,8 +86,17 @@ def test_panels_share_one_stretch_and_draw_the_bar_from_the_pixel_scale():
     # one stretch: the same limits and softening, and the same value gives the same colour
     assert {(im.norm.vmin, im.norm.vmax) for im in images} == {(stretch.vmin, stretch.vmax)}
     assert images[0].norm(1.0) == images[1].norm(1.0)
-    assert np.isnan(images[1].norm(np.array([np.nan]))[0])  # NaN shown as no data, not as black
+    # NaN stays masked (matplotlib hands the norm a masked array) and is drawn in the no-data colour
+    assert images[1].norm(np.ma.masked_invalid([np.nan, 1.0])).mask.tolist() == [True, False]
     assert matplotlib.colors.to_hex(images[1].cmap.get_bad()) == NO_DATA
+    fig.canvas.draw()
+    drawn = images[1].make_image(fig.canvas.get_renderer(), unsampled=True)[0]
+    no_data = tuple(int(NO_DATA[i : i + 2], 16) for i in (1, 3, 5))
+    column = [tuple(int(v) for v in r[0][:3]) for r in drawn]  # the first column, at the data's resolution
+    assert column.count(no_data) == 10  # b's ten NaN rows
+    # the stretch is astropy's asinh between the limits
+    x = (1.0 - stretch.vmin) / (stretch.vmax - stretch.vmin)
+    assert images[0].norm(1.0) == pytest.approx(float(AsinhStretch(stretch.a)(np.array([x]))[0]))
     # the bar is 0.25" (the largest round length within a fifth of 120 x 0.0155" = 1.86"), in pixels
     for ax in fig.axes:
         if ax.get_title():
