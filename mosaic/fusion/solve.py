@@ -159,6 +159,7 @@ def solve_exact(images, cube, ops: FusionOperators, subspace: Subspace, *, gamma
         ``Z``; the fused cube is ``subspace.expand(Z)``.
     """
     _check_weights(gamma, mu)
+    _check_data(images, cube, ops, subspace)
     d, coarse, k = ops.factor, ops.coarse_shape, subspace.n_components
     r_m, r_h = mean_residuals(images, cube, ops, subspace)
     gram_m, rhs_m = _nircam_blocks(r_m, ops, subspace.basis)
@@ -171,9 +172,32 @@ def solve_exact(images, cube, ops: FusionOperators, subspace: Subspace, *, gamma
     for a in range(d * d):
         system[:, a * k : (a + 1) * k, a * k : (a + 1) * k] += diag[..., a]
     log.debug("solving %d Fourier blocks of %d unknowns", len(system), d * d * k)
-    z_hat = np.linalg.solve(system, rhs[..., None])[..., 0]
+    try:
+        # Hermitian positive definite unless some direction is constrained by no term: Cholesky
+        # fails, or a pivot vanishes against the largest diagonal element
+        pivots = np.abs(np.diagonal(np.linalg.cholesky(system), axis1=1, axis2=2)) ** 2
+        if pivots.min() <= 1e-12 * np.abs(np.diagonal(system, axis1=1, axis2=2)).max():
+            raise np.linalg.LinAlgError
+        z_hat = np.linalg.solve(system, rhs[..., None])[..., 0]
+    except np.linalg.LinAlgError:
+        msg = (
+            f"the fusion normal equations are singular (mu={mu}, gamma={gamma}, {ops.n_filter} filters, "
+            f"k={k}): some frequencies are constrained by no term; use mu > 0"
+        )
+        raise ValueError(msg) from None
     z_hat = z_hat.reshape(-1, d * d, k).transpose(0, 2, 1)
     return scipy.fft.ifft2(_from_blocks(z_hat, d, coarse), axes=(1, 2)).real
+
+
+def _check_data(images, cube, ops, subspace):
+    expected = {"images": (ops.n_filter, *ops.shape), "IFU cube": (ops.n_wave, *ops.coarse_shape)}
+    for (name, shape), value in zip(expected.items(), (images, cube), strict=True):
+        if tuple(np.shape(value)) != shape:
+            msg = f"{name}: got shape {tuple(np.shape(value))!r}; expected {shape!r} for these operators"
+            raise ValueError(msg)
+    if subspace.basis.shape[0] != ops.n_wave:
+        msg = f"subspace: {subspace.basis.shape[0]} wavelengths; expected {ops.n_wave}"
+        raise ValueError(msg)
 
 
 def _check_weights(gamma, mu):
@@ -200,6 +224,7 @@ def solve_cg(
     norm falls to ``rtol`` of the right-hand side's.
     """
     _check_weights(gamma, mu)
+    _check_data(images, cube, ops, subspace)
     basis, k = subspace.basis, subspace.n_components
     shape = (k, *ops.shape)
     r_m, r_h = mean_residuals(images, cube, ops, subspace)

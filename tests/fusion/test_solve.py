@@ -47,3 +47,13 @@ def test_bad_weights(make_problem):
     ops, images, cube, sub = make_problem(0)
     with pytest.raises(ValueError, match="gamma and mu must be finite and >= 0"):
         solve_exact(images, cube, ops, sub, gamma=-1.0, mu=0.1)
+
+
+def test_bad_shapes_and_singular_systems(make_problem):
+    ops, images, cube, sub = make_problem(0)
+    with pytest.raises(ValueError, match=r"IFU cube: got shape \(10, 6, 7\); expected \(10, 6, 8\)"):
+        solve_exact(images, cube[:, :, :7], ops, sub, gamma=1.0, mu=0.1)
+    # one filter, three components, no regulariser: high frequencies of Z are undetermined
+    ops1, images1, cube1, sub1 = make_problem(0, n_filter=1, k=3)
+    with pytest.raises(ValueError, match="normal equations are singular"):
+        solve_exact(images1, cube1, ops1, sub1, gamma=1.0, mu=0.0)
