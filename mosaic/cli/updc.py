@@ -5,6 +5,7 @@
                 [--weight ivm|exptime|uniform] [--background median|none|VALUE]
                 [--store STORE.zarr] [--field NAME] [--name STEM] [--tile PIX]
                 [--rotation DEG] [--workers N] [--overwrite] [--array numpy|cupy]
+                [--pedestal auto|none|VALUE] [--damping SIGMAS]
 
 Iterations are checkpointed in the store (default ``OUTDIR/mosaic.zarr``): a run that was
 stopped continues after its last complete iteration when the same command is given again.
@@ -82,6 +83,28 @@ def _background(text: str):
         raise argparse.ArgumentTypeError(f"{text!r} is not 'median', 'none' or a number (MJy/sr)") from None
 
 
+def _pedestal(text: str):
+    if text.lower() in ("auto", "none"):
+        return text.lower() if text.lower() == "auto" else None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not 'auto', 'none' or a number >= 0 (MJy/sr)")
+    return value
+
+
+def _sigmas(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of sigmas >= 0 (0: no damping)")
+    return value
+
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register the ``updc`` subcommand on ``subparsers``; returns its parser."""
     p = subparsers.add_parser(
@@ -110,6 +133,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--background", type=_background, default="median", metavar="median|none|VALUE",
         help="sky removed from the products (default median)",
+    )
+    p.add_argument(
+        "--pedestal", type=_pedestal, default="auto", metavar="auto|none|VALUE",
+        help="s of the read-noise-corrected ratio (g+s)/(m+s): auto (default; from VAR_RNOISE and the gain), "
+        "none (the plain ratio: needs positive data), or a value in MJy/sr",
+    )
+    p.add_argument(
+        "--damping", type=_sigmas, default=0.0, metavar="SIGMAS",
+        help="damp the update where the data are fitted to within SIGMAS x their ERR (default 0: no damping; try 1-3)",
     )
     p.add_argument("--store", metavar="STORE.zarr", help="checkpoint store (default OUTDIR/mosaic.zarr)")
     p.add_argument("--field", default="field", help="field name in the store (default 'field')")
@@ -170,7 +202,11 @@ def run(args: argparse.Namespace) -> int:
             exposures, grid, psfs, n_iterations=args.iterations, method=args.method, blot=args.blot,
             weight=args.weight, background=args.background, store=store, field=args.field, save=save,
             outdir=out, name=args.name, overwrite=args.overwrite, cutout_reader=reader, client=client, array=args.array,
+            pedestal=args.pedestal, damping=args.damping,
         )
+    for n, chi2 in enumerate(result.chi2):
+        if chi2 is not None:
+            log.info("%s: iteration %d: chi2/dof %.4g (residuals in units of the exposures' ERR)", args.method, n, chi2)
     for n, path in sorted(result.files.items()):
         log.info("%s: iteration %d -> %s", args.method, n, path)
     return 0

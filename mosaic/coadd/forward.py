@@ -6,8 +6,12 @@ in PSF group ``G`` (exposures that share one PSF),
 - the mock ``m_k = D_k^h(B_G f)``: the mosaic ``f`` convolved with the PSF and blotted onto the
   exposure's pixels, and
 - the back-projection ``N = sum_G B_G^*(sum_{k in G} D_k(x_k))`` of a per-pixel correction
-  ``x_k`` formed from the data ``g_k`` and the mock: ``w g / m`` (``"ratio"``, Richardson-Lucy)
-  or ``w (g - m)`` (``"difference"``, Landweber), ``w`` the input weights.
+  ``x_k`` formed from the data ``g_k`` and the mock: ``w (g + s) / (m + s)`` (``"ratio"``,
+  Richardson-Lucy with the read-noise pedestal ``s`` of Snyder, Hammoud & White; ``s = 0`` is
+  the plain ratio) or ``w (g - m)`` (``"difference"``, Landweber), ``w`` the input weights,
+  optionally damped where the data are already fitted within their errors
+  (:func:`damping_factor`). Each pair also sums the data residual and the chi-squared against
+  the exposures' variances over the pixels it owns.
 
 ``D_k`` is the linear drizzle with pixfrac 1 (as :func:`mosaic.ops.drizzle.drizzle_linear`),
 ``D_k^h`` its exact transpose (as :func:`~mosaic.ops.drizzle.blot_exact`, the default) or
@@ -73,6 +77,8 @@ from mosaic.ops.pixmap import calc_pixmap, pixel_corners
 
 __all__ = [
     "CORRECTIONS",
+    "DAMPING_POWER",
+    "RESIDUAL_SIZE",
     "VARIANCES",
     "BackProjection",
     "PairOverlaps",
@@ -80,6 +86,7 @@ __all__ = [
     "Pair",
     "backproject",
     "blot_halo",
+    "damping_factor",
     "data_residual",
     "normalisation",
     "pair_correction",
@@ -93,6 +100,10 @@ log = logging.getLogger(__name__)
 
 #: per-pixel corrections a back-projection can drizzle
 CORRECTIONS = ("ratio", "difference")
+#: exponent ``K`` of the damping function (:func:`damping_factor`; White 1994 and ``dampar`` use 10)
+DAMPING_POWER = 10
+#: ``[sum w (g - m)^2, pixels, sum (g - m)^2 / var, pixels with a variance]``: a tile's residual entries
+RESIDUAL_SIZE = 4
 
 
 # -- geometry -----------------------------------------------------------------------------------
@@ -381,6 +392,42 @@ def pair_weight(cut: dict, pixmap, *, shape, core, reach: float, weight: str = "
     return PairOverlaps(pixmap, shape).drizzle(w)[0][core]
 
 
+def damping_factor(g, m, variance, damping: float):
+    """``u`` in ``[0, 1]``: how much of a pixel's correction survives damping (1 without it).
+
+    Damped Richardson-Lucy in the manner of White (1994) and ``dampar`` of IRAF and MATLAB:
+    with ``z = (g - m)^2 / (damping^2 var)`` (the residual in units of ``damping`` times the
+    pixel's error), ``u = z^(K-1) (K - (K-1) z)`` for ``z < 1`` and 1 beyond, ``K =``
+    :data:`DAMPING_POWER`. ``u`` rises smoothly (zero slope at ``z = 1``) from 0 where the data
+    are fitted to within their errors, so the ratio ``1 + u (r - 1)`` (or the difference
+    ``u (g - m)``) stops feeding noise back; pixels without a variance are not damped.
+    """
+    if not damping > 0:
+        return np.ones(np.shape(g))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(variance > 0, (g - m) ** 2 / (damping * damping * np.where(variance > 0, variance, 1.0)), np.inf)
+    zc = np.minimum(z, 1.0)
+    k = DAMPING_POWER
+    return np.where(z < 1.0, zc ** (k - 1) * (k - (k - 1) * zc), 1.0)
+
+
+def _variance(cut: dict, shape) -> np.ndarray:
+    """The exposure pixels' total variance (NaN or missing components count 0)."""
+    total = np.zeros(shape, dtype=np.float64)
+    for name in VARIANCES:
+        v = cut.get(name)
+        if v is not None:
+            v = np.asarray(v, dtype=np.float64)
+            total += np.where(np.isfinite(v), v, 0.0)
+    return total
+
+
+def _chi2(d, variance, own) -> tuple[float, int]:
+    """``(sum d^2 / var, count)`` over owned pixels that have a variance."""
+    ok = own & (variance > 0)
+    return float(np.sum(d[ok] ** 2 / variance[ok])), int(ok.sum())
+
+
 def pair_correction(
     window,
     cut: dict,
@@ -395,6 +442,8 @@ def pair_correction(
     exptime: float = 1.0,
     mock_floor: float = 0.0,
     variances: bool = False,
+    pedestal: float = 0.0,
+    damping: float = 0.0,
 ) -> dict:
     """One pair's share of a back-projection: mock, correction, drizzle onto the core.
 
@@ -403,8 +452,8 @@ def pair_correction(
     window : array
         The window of ``B f`` (float64).
     cut : dict
-        The cut-out: ``sci`` (``g``), ``good``, ``var_rnoise`` (and the other ``var_*`` when
-        ``variances``).
+        The cut-out: ``sci`` (``g``), ``good``, ``var_rnoise`` (and the other ``var_*``, for
+        damping, the chi-squared and ``variances``; missing ones count 0).
     pixmap : array
         ``(ny, nx, 2)`` positions of the cut-out's pixels in the window frame.
     core : tuple of slice
@@ -412,18 +461,25 @@ def pair_correction(
     reach : float
         Drizzle kernel radius (output pixels): pixels farther from the core are left out.
     correction : {"ratio", "difference"}
-        ``x = w g / m`` (set to ``w`` where ``m <= mock_floor``: such pixels neither raise nor
-        lower the estimate) or ``x = w (g - m)``.
+        ``x = w (g + s) / (m + s)`` with ``s = pedestal`` (set to ``w`` where
+        ``m + s <= mock_floor``: such pixels neither raise nor lower the estimate; clipped at 0
+        where ``g + s < 0``) or ``x = w (g - m)``.
     variances : bool
-        Also co-add ``D²(w² v / m²)`` for each exposure variance ``v``: the variances of the
-        drizzled ratios with squared drizzle weights (see :mod:`mosaic.coadd.errors`).
+        Also co-add ``D²(w² v / (m + s)²)`` for each exposure variance ``v``: the variances of
+        the drizzled ratios with squared drizzle weights (see :mod:`mosaic.coadd.errors`).
+    pedestal : float
+        ``s`` of the read-noise-corrected ratio (Snyder, Hammoud & White 1993); 0 is the plain
+        Richardson-Lucy ratio.
+    damping : float
+        Damping threshold in units of the pixel's error (:func:`damping_factor`); 0: none.
 
     Returns
     -------
     dict
         ``num``: ``D(x)`` on the core (float64); ``resid``: ``sum w (g - m)^2`` over the pixels
-        the core owns; ``npix``: how many such pixels have ``w > 0``; ``var``: tuple of
-        ``D²(w² v / m²)`` on the core, one per :data:`VARIANCES` (empty unless ``variances``).
+        the core owns; ``npix``: how many such pixels have ``w > 0``; ``chi2`` and ``nchi``:
+        ``sum (g - m)^2 / var`` and the count over those with a variance; ``var``: tuple of
+        ``D²(w² v / (m + s)²)`` on the core, one per :data:`VARIANCES` (empty unless ``variances``).
     """
     xp = array_module(window)
     window = to_host(window).astype(np.float64, copy=False)
@@ -433,22 +489,29 @@ def pair_correction(
     use = w > 0
     g = np.where(use, np.asarray(cut["sci"], dtype=np.float64), 0.0)
     m = np.where(use, m, 0.0)
+    variance = _variance(cut, g.shape)
+    u = damping_factor(g, m, variance, damping)
     if correction == "ratio":
-        ok = use & (m > mock_floor)
-        ratio = np.divide(g, m, out=np.ones_like(g), where=ok)
-        x = w * ratio
+        ok = use & (m + pedestal > mock_floor)
+        ratio = np.divide(np.maximum(g + pedestal, 0.0), m + pedestal, out=np.ones_like(g), where=ok)
+        x = w * (1.0 + u * (ratio - 1.0)) if damping > 0 else w * ratio
     elif correction == "difference":
-        x = w * (g - m)
+        x = w * u * (g - m)
     else:
         msg = f"correction {correction!r} is not supported; expected one of {CORRECTIONS}"
         raise ValueError(msg)
-    per_pixel = ratio_variances(cut, w, m, ratio=correction == "ratio", mock_floor=mock_floor) if variances else ()
+    if variances:
+        against = m + pedestal if correction == "ratio" else m
+        per_pixel = ratio_variances(cut, w * u, against, ratio=correction == "ratio", mock_floor=mock_floor)
+    else:
+        per_pixel = ()
     num, *var = overlaps.drizzle(x, squared=per_pixel)
     own = use & _owned(pixmap, core)
     d = g - m
+    chi2, nchi = _chi2(d, variance, own)
     return {
         "num": xp.asarray(num[core]), "resid": float(np.sum(w[own] * d[own] ** 2)), "npix": int(own.sum()),
-        "var": tuple(xp.asarray(v[core]) for v in var),
+        "chi2": chi2, "nchi": nchi, "var": tuple(xp.asarray(v[core]) for v in var),
     }
 
 
@@ -456,8 +519,10 @@ def _pair_residual(window, cut, pixmap, *, core, reach, blot, interp, weight, ex
     w = _weights(cut, pixmap, core, reach, weight=weight, exptime=exptime)
     m = pair_mock(window, pixmap, blot=blot, interp=interp)
     own = (w > 0) & _owned(pixmap, core)
-    d = np.asarray(cut["sci"], dtype=np.float64)[own] - m[own]
-    return {"resid": float(np.sum(w[own] * d * d)), "npix": int(own.sum())}
+    g = np.asarray(cut["sci"], dtype=np.float64)
+    d = np.where(own, g - m, 0.0)
+    chi2, nchi = _chi2(d, _variance(cut, g.shape), own)
+    return {"resid": float(np.sum(w[own] * d[own] ** 2)), "npix": int(own.sum()), "chi2": chi2, "nchi": nchi}
 
 
 # -- tasks ------------------------------------------------------------------------------------------
@@ -525,6 +590,9 @@ class BackProjection:
         ``N = sum_G B_G^*(sum_{k in G} D_k(x_k))`` on the grid (float64, tile chunks).
     resid : dask.array.Array
         ``[sum_k sum_i w (g - m)^2, number of pixels]`` of the mosaic that was mocked.
+    chi2 : dask.array.Array
+        ``[sum_k sum_i (g - m)^2 / var, number of pixels with a variance]`` (``var`` the
+        exposures' ERR squared).
     var : tuple of dask.array.Array
         ``sum_G B_G^{*2}(sum_k D_k²(w² v / m²))`` per :data:`VARIANCES` (empty unless asked).
     """
@@ -532,6 +600,7 @@ class BackProjection:
     num: da.Array
     resid: da.Array
     var: tuple = ()
+    chi2: da.Array | None = None
 
 
 def _pair_graph(kind, image_by_group, plan: ForwardPlan, source, options: dict, token: str):
@@ -544,7 +613,7 @@ def _pair_graph(kind, image_by_group, plan: ForwardPlan, source, options: dict, 
     Tiles are the parallelism. Returns ``(name, anchor, tile_roots, residuals)``: ``anchor`` a
     Delayed holding the graph's one layer, ``tile_roots[(g, tile)]`` the key of the last link of
     group ``g``'s chain on a tile (the sum of its pairs), ``residuals[(g, tile)]`` the key of
-    that tile's ``[resid, npix]`` (none for ``kind="weight"``). The arrays taken from a tile's
+    that tile's ``[resid, npix, chi2, nchi]`` (none for ``kind="weight"``). The arrays taken from a tile's
     sum wait for its residual (:func:`_tile_array`), so the sum is let go as soon as its arrays
     are: a residual left for the end of the graph would hold every tile's sum until then.
     """
@@ -660,6 +729,8 @@ def backproject(
     correction: str = "ratio",
     mock_floor: float = 0.0,
     variances: bool = False,
+    pedestal: float = 0.0,
+    damping: float = 0.0,
     staging=None,
 ) -> BackProjection:
     """The back-projection ``N = sum_G B_G^*(sum_k D_k(x_k))`` of corrections formed against mocks of ``f``.
@@ -678,9 +749,13 @@ def backproject(
     correction : {"ratio", "difference"}
         See :func:`pair_correction`.
     mock_floor : float
-        Mocks at or below it give the neutral ratio 1.
+        Mocks (plus the pedestal) at or below it give the neutral ratio 1.
     variances : bool
         Also co-add ratio variances (``source`` must deliver the ``var_*`` arrays).
+    pedestal : float
+        ``s`` of the ratio ``(g + s) / (m + s)`` (:func:`pair_correction`).
+    damping : float
+        Damping threshold in units of the data's errors (:func:`damping_factor`); 0: none.
     staging : path-like, optional
         A folder (every worker can reach) where ``f``, ``B_G f`` and the tiles' sums are
         staged (:mod:`mosaic.coadd.staging`) before the tasks that need windows of them: then
@@ -696,7 +771,10 @@ def backproject(
         raise ValueError(msg)
     f = _as_grid_array(f, plan.grid)
     meta = _meta(f)
-    options = {"correction": correction, "mock_floor": float(mock_floor), "variances": bool(variances)}
+    options = {
+        "correction": correction, "mock_floor": float(mock_floor), "variances": bool(variances),
+        "pedestal": float(pedestal), "damping": float(damping),
+    }
     token = tokenize(f.name, plan.token(), source.token, options)
     put = _stager(staging, token)
     convolved = _forward(f, plan, put)
@@ -712,7 +790,8 @@ def backproject(
             tv = convolve_tiled(put(uv, f"var{vi}-{gi}"), group.squared, adjoint=True)
             var[vi] = tv if var[vi] is None else var[vi] + tv
     resid = _scalar_sum(name, anchor, list(residuals.values()))
-    return BackProjection(num=num, resid=resid, var=tuple(var))
+    chi2 = _scalar_sum(name, anchor, list(residuals.values()), part="chi2")
+    return BackProjection(num=num, resid=resid, var=tuple(var), chi2=chi2)
 
 
 def _stager(staging, token: str):
@@ -733,25 +812,31 @@ def _forward(f, plan: ForwardPlan, put) -> list:
     return [put(convolve_tiled(fs, g.psf), f"bf-{gi}") for gi, g in enumerate(plan.groups)]
 
 
-def _scalar_sum(name, anchor, tile_residuals) -> da.Array:
-    """``[sum of "resid", sum of "npix"]`` over the tiles' ``[resid, npix]`` (keys in the anchor's layer), a float64 array of 2.
+def _scalar_sum(name, anchor, tile_residuals, part: str = "resid") -> da.Array:
+    """The sums of the tiles' ``[resid, npix]`` (``part="resid"``) or ``[chi2, nchi]`` (``"chi2"``), a float64 array of 2.
+
+    The tiles' numbers are in ``tile_residuals`` (keys in the anchor's layer, each ``[resid,
+    npix, chi2, nchi]``).
 
     The tiles' two numbers are tasks of their own (:func:`_pair_graph`), so that the sum
     depends on small arrays only: one task depending on the tile sums themselves would hold
     every tile's corrections and variances at once -- the whole mosaic's worth.
     """
-    key = f"{name}-residual"
-    layer = {(key, 0): (_sum_residuals, *tile_residuals)}
+    key = f"{name}-{'residual' if part == 'resid' else part}"
+    layer = {(key, 0): (functools.partial(_sum_residuals, _PARTS[part]), *tile_residuals)}
     graph = HighLevelGraph.from_collections(key, layer, dependencies=[anchor])
     return da.Array(graph, key, chunks=((2,),), dtype=np.float64)
 
 
 def _residual_of_tile(sums) -> np.ndarray:
-    return np.array([sums["resid"], sums["npix"]], dtype=np.float64)
+    return np.array([sums["resid"], sums["npix"], sums["chi2"], sums["nchi"]], dtype=np.float64)
 
 
-def _sum_residuals(*parts) -> np.ndarray:
-    return np.sum(parts, axis=0) if parts else np.zeros(2, dtype=np.float64)
+_PARTS = {"resid": slice(0, 2), "chi2": slice(2, 4)}
+
+
+def _sum_residuals(part, *tiles) -> np.ndarray:
+    return np.sum([t[part] for t in tiles], axis=0) if tiles else np.zeros(2, dtype=np.float64)
 
 
 def normalisation(plan: ForwardPlan, source, *, like=None, staging=None) -> da.Array:
@@ -773,10 +858,15 @@ def normalisation(plan: ForwardPlan, source, *, like=None, staging=None) -> da.A
     return den
 
 
-def data_residual(f, plan: ForwardPlan, source, *, staging=None) -> da.Array:
-    """``[sum_k sum_i w (g_k - m_k)^2, number of pixels]`` for the mosaic ``f`` (lazy, float64); ``staging`` as in :func:`backproject`."""
+def data_residual(f, plan: ForwardPlan, source, *, staging=None, chi2: bool = False) -> da.Array:
+    """``[sum_k sum_i w (g_k - m_k)^2, number of pixels]`` for the mosaic ``f`` (lazy, float64).
+
+    With ``chi2``, also ``sum_k sum_i (g_k - m_k)^2 / var`` and the number of pixels with a
+    variance (:data:`RESIDUAL_SIZE` entries). ``staging`` as in :func:`backproject`.
+    """
     f = _as_grid_array(f, plan.grid)
     token = tokenize(f.name, plan.token(), source.token, "residual")
     convolved = _forward(f, plan, _stager(staging, token))
     name, anchor, _, residuals = _pair_graph("residual", convolved, plan, source, {}, token)
-    return _scalar_sum(name, anchor, list(residuals.values()))
+    resid = _scalar_sum(name, anchor, list(residuals.values()))
+    return da.concatenate([resid, _scalar_sum(name, anchor, list(residuals.values()), part="chi2")]) if chi2 else resid

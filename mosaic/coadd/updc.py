@@ -3,8 +3,10 @@
 Starting from the drizzle mosaic ``f_0`` (pixfrac 1, square kernel, on the grid given -- psr 0.5
 in the paper), each iteration is the multi-frame Richardson-Lucy step
 
-    f_{n+1} = P+( f_n * sum_G B_G^*(sum_k D_k(w_k g_k / m_k)) / sum_G B_G^*(sum_k D_k(w_k)) ),
+    f_{n+1} + s = P+( (f_n + s) * sum_G B_G^*(sum_k D_k(w_k (g_k + s) / (m_k + s))) / sum_G B_G^*(sum_k D_k(w_k)) ),
     m_k = D_k^h(B_k f_n),
+
+(``s`` the read-noise pedestal below; ``s = 0`` is eq. 1 as printed)
 
 with the per-pixel coverage normalisation in the denominator (the ``1/L_E`` of eq. 1 where
 exposures cover the mosaic unevenly; bad and uncovered pixels have ``w = 0`` and contribute
@@ -14,14 +16,46 @@ previous value. The graphs are in :mod:`mosaic.coadd.forward`; baselines in the 
 (multi-frame Landweber, single-image Richardson-Lucy) in :mod:`mosaic.coadd.baselines`;
 VAR_* and ERR in :mod:`mosaic.coadd.errors`.
 
-*Sky.* A multiplicative update needs data that are positive where the model is: iterate on
-exposures that carry their sky (the simulator's pedestal, or real data before background
-subtraction). The sky is removed from the products afterwards: ``background="median"`` (the
-default) takes the sigma-clipped median of the drizzle mosaic (a strided sample of it, so no
-task holds the mosaic) -- the sky of a field that is mostly sky; a number gives a known
-pedestal; None keeps it. The store keeps the iterate itself (sky included), so a resumed run
-is bit for bit the run that was stopped; the background is subtracted in :meth:`UPDCResult.product`
-and in the ``_i2d.fits`` files.
+*Noise: the read-noise-corrected ratio.* Real data have read noise, and on faint skies or after
+background subtraction many pixels (of the exposures and of the drizzle mosaic) are negative;
+the plain ratio ``g / m`` then flips the sign of a pixel (a negative ratio) or freezes it (a
+negative pixel times a positive ratio stays negative for good, and eq. 2 keeps it). Every
+method therefore updates ``h = f + s`` with the data ``g + s``: the ratio is
+
+    (g + s) / (m + s),
+
+the read-noise correction of Snyder, Hammoud & White (1993, JOSA A 10, 1014): Poisson counts
+plus Gaussian read noise of variance ``sigma^2`` (electrons) are nearly Poisson once
+``sigma^2`` is added, so Richardson-Lucy on ``g + sigma^2`` is the maximum-likelihood step for
+such data. ``s`` (``pedestal="auto"``) is that ``sigma^2`` in the data's units, ``VAR_RNOISE /
+c`` with the gain ``c`` (MJy/sr per electron) from a straight-line fit of VAR_POISSON against
+SCI, plus the sky subtracted from the data if any (the fit's intercept; VAR_POISSON still holds
+the sky's photons): background-subtracted input then iterates exactly as the same input with
+its sky. ``s`` is at least :data:`PEDESTAL_SIGMAS` times the exposures' noise per pixel, so
+``g + s`` and ``h`` are positive on all but rare outliers (ratios are clipped at 0; ``h``
+starts at least at :data:`PEDESTAL_FLOOR` ``s``). On noiseless data ``g = m`` gives the ratio 1
+for any ``s``: the fixed point is that of eq. 1. The update keeps the flux: ``sum den h'`` is
+``sum w (g + s)``, and ``sum den s = sum w s``, so ``sum den f' = sum w g`` at every iteration.
+``s`` is not in the products: the store keeps ``f`` (the data's units, sky included), and
+``f = h - s``. Landweber moves ``f`` by the same differences as before (``s`` cancels) and gets
+no positivity projection: eq. 2 held up its negative lobes and added 3-18 % of the flux.
+``pedestal=None`` gives eq. 1-2 as printed: the plain ratio, eq. 2 for every method, no
+margin prior (see :func:`_update_block`).
+
+*Damping and convergence.* ``damping`` (in sigmas) pulls the ratio (or difference) of each
+exposure pixel to neutral where ``|g - m|`` is within that many times its error (White's damped
+RL, :func:`mosaic.coadd.forward.damping_factor`): fitted data stop feeding noise back. Every
+iterate's chi-squared per degree of freedom against the exposures' ERR (the drizzle mosaic's
+ERR for ``"rl"``), ``sum (g - m)^2 / ERR^2`` over the data pixels divided by their number, is
+logged, kept in the store's manifest (``chi2_dof``, beside the data residual) and in
+:attr:`UPDCResult.chi2`: near 1 the data are fitted to their noise and more iterations add noise.
+
+*Sky.* The sky is removed from the products: ``background="median"`` (the default) takes the
+sigma-clipped median of the drizzle mosaic (a strided sample of it, so no task holds the
+mosaic) -- the sky of a field that is mostly sky; a number gives a known level; None keeps it.
+The store keeps the iterate itself (sky included), so a resumed run is bit for bit the run
+that was stopped; the background is subtracted in :meth:`UPDCResult.product` and in the
+``_i2d.fits`` files.
 
 *GPU.* With ``array="cupy"`` each iteration moves its inputs to CuPy chunks: the convolutions
 (cuFFT), the update and the error propagation run on the workers' GPUs (a dask-cuda cluster,
@@ -31,7 +65,8 @@ written. The result equals the NumPy run to round-off.
 
 *Store.* Every iteration is written whole (``<method>/iter_NN``: sci, err, wht, var_*; con and
 the drizzle attributes in ``iter_00``) with the coverage normalisation (``<method>/norm``).
-The manifest records the data residual ``sum_k sum_i w (g - m)^2`` of each iterate. A re-run
+The manifest records the data residual ``sum_k sum_i w (g - m)^2`` and the chi-squared per
+degree of freedom of each iterate, and the pedestal in ``iter_00``. A re-run
 continues after the last complete iteration; one whose settings differ is refused.
 
 *Staging.* A convolution with halos and a pair window that reaches over a seam need parts of
@@ -72,7 +107,20 @@ from mosaic.io.grid import MosaicGrid
 from mosaic.ops.convolve import PreparedPSF, to_host
 from mosaic.registry import algorithm
 
-__all__ = ["ARRAYS", "METHODS", "ExposureSource", "PSFGroup", "UPDCResult", "check_save", "prepare_psfs", "updc"]
+__all__ = [
+    "ARRAYS",
+    "MARGIN_PRIOR",
+    "METHODS",
+    "PEDESTAL_FLOOR",
+    "PEDESTAL_SIGMAS",
+    "ExposureSource",
+    "PSFGroup",
+    "UPDCResult",
+    "check_save",
+    "noise_sums",
+    "prepare_psfs",
+    "updc",
+]
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +134,15 @@ DEFAULT_SAVE = (0, 5, 10)
 MOCK_FLOOR = 1e-6
 #: normalisation below this fraction of its maximum: the pixel is not updated
 NORM_FLOOR = 1e-6
+#: prior weight (a fraction of the normalisation's maximum) that pulls the margin's updates to
+#: neutral: pixels that only the PSF wings of edge pixels reach otherwise random-walk upwards
+#: (multiplicative noise: growth is unbounded, decay stops at 0), 7 % of the field's flux by
+#: iteration 10 on a faint sky; data-covered pixels are not touched
+MARGIN_PRIOR = 0.1
+#: the automatic pedestal is at least this many times the exposures' median noise per pixel
+PEDESTAL_SIGMAS = 5.0
+#: ``f + s`` starts at least at this fraction of the pedestal ``s`` (a multiplicative update cannot lift a zero)
+PEDESTAL_FLOOR = 1e-3
 _SAMPLE_PIXELS = 1_000_000
 
 
@@ -223,12 +280,14 @@ class ExposureSource:
         from storage (e.g. :class:`mosaic.cli.drizzle.CalCutouts`); then every pair task reads
         only its own cut-out and tiles share no input, so memory is set by the tile.
     variances : bool
-        Also deliver ``var_poisson``, ``var_rnoise`` and ``var_flat``.
+        Kept for callers: ``var_poisson``, ``var_rnoise`` and ``var_flat`` are always delivered
+        (damping and the chi-squared need the data's errors).
     """
 
     def __init__(self, exposures: xr.Dataset, *, reader=None, variances: bool = False):
         self.reader = reader
-        self.names = ["sci", "good", "var_rnoise", *(v for v in VARIANCES if v != "var_rnoise" and variances)]
+        # every variance: damping and the chi-squared need the data's errors even without ``variances``
+        self.names = ["sci", "good", "var_rnoise", *(v for v in VARIANCES if v != "var_rnoise")]
         arrays = {}
         for v in self.names:
             if v == "good" and "good" not in exposures:
@@ -411,6 +470,12 @@ class UPDCResult:
     fill : float
         Start value of the pixels the data reach through the PSF but do not cover (the
         iterate's margin): the sky, or the mock floor if the sky is not positive.
+    chi2 : list of float
+        chi-squared per degree of freedom of each iterate against the exposures' ERR (the
+        drizzle mosaic's for ``"rl"``): ``sum_k sum_i (g - m)^2 / ERR^2`` over the data pixels,
+        divided by their number (None where it was not measured).
+    pedestal : float
+        The pedestal ``s`` of the update (0: the plain ratio).
     """
 
     method: str
@@ -420,6 +485,8 @@ class UPDCResult:
     grid: MosaicGrid
     files: dict = field(default_factory=dict)
     fill: float = 0.0
+    chi2: list = field(default_factory=list)
+    pedestal: float = 0.0
 
     def product(self, n: int = -1) -> xr.Dataset:
         """Iteration ``n`` as an i2d product: sky subtracted, ``con`` of iteration 0."""
@@ -448,16 +515,28 @@ def _support(sci0, den, den_floor: float):
     return covered, ok, covered | ok
 
 
-def _start_block(sci, sci0, den, *, den_floor: float, fill: float):
+def _start_block(sci, sci0, den, *, den_floor: float, fill: float, pedestal: float = 0.0):
     """One tile of ``f_n`` as the iteration starts from it: the stored iterate (float64), ``fill``
-    on support pixels that have none yet, zero off the support."""
+    on support pixels that have none yet, zero off the support; with a pedestal ``s``, at least
+    ``(PEDESTAL_FLOOR - 1) s`` on the support, so that ``f + s`` is positive."""
     _, _, support = _support(sci0, den, den_floor)
     sci = sci.astype(np.float64)
-    return np.where(np.isfinite(sci), sci, np.where(support, fill, 0.0))
+    f = np.where(np.isfinite(sci), sci, np.where(support, fill, 0.0))
+    if pedestal > 0:
+        f = np.where(support, np.maximum(f, (PEDESTAL_FLOOR - 1.0) * pedestal), f)
+    return f
 
 
-def _update_block(sci, sci0, den, num, *rest, multiplicative: bool, tau: float, den_floor: float, fill: float, errors: bool):
+def _update_block(
+    sci, sci0, den, num, *rest, multiplicative: bool, tau: float, den_floor: float, fill: float, errors: bool, pedestal: float = 0.0,
+    noise_aware: bool = False,
+):
     """One tile of ``f_{n+1}`` (eq. 1 or Landweber, then eq. 2) and its variances, stacked (float32).
+
+    The updates act on ``h = f + s`` (``s`` the pedestal; see the module notes): ``h q`` or
+    ``h + tau N / den``; eq. 2 keeps ``h`` where the new one would be negative. ``noise_aware``
+    (a pedestal was asked for) leaves Landweber unprojected and pulls the margin's updates to
+    neutral (:data:`MARGIN_PRIOR`); without it the update is eq. 1-2 as printed.
 
     ``rest`` is, with ``errors``, the iterate's variances (:data:`VARIANCES` order), the
     back-projected variances, iteration 0's WHT and VAR_RNOISE. The planes out are ``sci``, then
@@ -465,15 +544,19 @@ def _update_block(sci, sci0, den, num, *rest, multiplicative: bool, tau: float, 
     NumPy or CuPy blocks alike.
     """
     covered, ok, support = _support(sci0, den, den_floor)
-    f = _start_block(sci, sci0, den, den_floor=den_floor, fill=fill)
+    f = _start_block(sci, sci0, den, den_floor=den_floor, fill=fill, pedestal=pedestal)
+    h = f + pedestal
+    # margin pixels (no data, reached by PSF wings only) are pulled to neutral by a prior weight
+    lam = np.where(covered | (not noise_aware), 0.0, MARGIN_PRIOR * den_floor / NORM_FLOOR)
     if multiplicative:
-        q = np.where(ok, num / np.where(ok, den, 1.0), 1.0)
-        f_new = f * q
+        q = np.where(ok, (num + lam) / np.where(ok, den + lam, 1.0), 1.0)
+        h_new = h * q
     else:
-        f_new = baselines.landweber_update(f, num, den, tau=tau, ok=ok)
-    # eq. 2: a pixel whose update would be negative keeps its value
-    keep = (f_new < 0) | ~ok
-    out = [np.where(support, np.where(keep, f, f_new), np.nan)]
+        h_new = baselines.landweber_update(h, num, den + lam, tau=tau, ok=ok)
+    # eq. 2: a pixel whose update would be negative keeps its value; not for the linear
+    # Landweber step, whose negative lobes it would hold up (adding flux at every iteration)
+    keep = ((h_new < 0) & (multiplicative or not noise_aware)) | ~ok
+    out = [np.where(support, np.where(keep, h, h_new) - pedestal, np.nan)]
     if errors:
         n = len(VARIANCES)
         prev, back, (wht0, rn0) = rest[:n], rest[n : 2 * n], rest[2 * n :]
@@ -481,7 +564,7 @@ def _update_block(sci, sci0, den, num, *rest, multiplicative: bool, tau: float, 
         for v, var_n in zip(prev, back, strict=True):
             v = _zero_nan(v)
             if multiplicative:
-                new.append(multiplicative_update(v, f, q, var_n, den, keep))
+                new.append(multiplicative_update(v, h, q, var_n, den, keep))
             else:
                 new.append(additive_update(v, tau, var_n, den, keep))
         out += [np.where(support, v, np.nan) for v in new]
@@ -534,7 +617,7 @@ def _planes(errors: bool) -> list[str]:
 
 def _step(
     prev: xr.Dataset, it0: xr.Dataset, den, *, correct, multiplicative: bool, tau: float, den_floor: float, errors: bool, fill: float,
-    on_device,
+    on_device, pedestal: float = 0.0, noise_aware: bool = False,
 ):
     """One update: ``(dataset of f_{n+1}, delayed residual of f_n)``.
 
@@ -542,8 +625,10 @@ def _step(
     the data reach through the PSF (``den`` above its floor) -- a margin around the coverage
     where light from sources beyond the exposures' edges can go instead of piling up on the
     edge. Support pixels without data start at ``fill`` (the sky), since a multiplicative
-    update cannot grow a pixel from 0. ``on_device`` moves the inputs to the array module the
-    iteration runs on (:func:`_mover`); the outputs come back to the host.
+    update cannot grow a pixel from 0, and (with a pedestal) their updates are pulled to
+    neutral by the prior weight :data:`MARGIN_PRIOR` (few data constrain them). ``on_device``
+    moves the inputs to the array module the iteration runs on (:func:`_mover`); the outputs
+    come back to the host.
 
     *Memory.* The forward model starts from its own reading of the stored iterate (a clone of
     its graph), and the update of a tile is one task, whose stored inputs (the iterate, the
@@ -554,7 +639,7 @@ def _step(
     module notes).
     """
     f_in = (prev["sci"].data, it0["sci"].data, den)
-    start = functools.partial(_start_block, den_floor=den_floor, fill=fill)
+    start = functools.partial(_start_block, den_floor=den_floor, fill=fill, pedestal=pedestal)
     forward_in = clone(*f_in, seed=tokenize(*f_in, "forward"))
     f = da.map_blocks(start, *(on_device(a) for a in forward_in), dtype=np.float64, token="updc-start")
     bp = correct(f)
@@ -568,7 +653,8 @@ def _step(
         inputs += stored[3 : 3 + n] + list(bp.var) + stored[3 + n :]
     planes = _planes(errors)
     update = functools.partial(
-        _update_block, multiplicative=multiplicative, tau=tau, den_floor=den_floor, fill=fill, errors=errors,
+        _update_block, multiplicative=multiplicative, tau=tau, den_floor=den_floor, fill=fill, errors=errors, pedestal=pedestal,
+        noise_aware=noise_aware,
     )
     inputs = [on_device(da.asarray(a)).rechunk(bp.num.chunks) for a in inputs]
     stacked = da.map_blocks(
@@ -579,7 +665,8 @@ def _step(
     out = {name: stacked[i] for i, name in enumerate(planes)}
     if not errors:
         out["wht"] = it0["wht"].data
-    return xr.Dataset({k: (("y", "x"), v) for k, v in out.items()}, attrs=dict(it0.attrs)), _on_host(bp.resid)
+    resid = bp.resid if bp.chi2 is None else da.concatenate([bp.resid, bp.chi2])
+    return xr.Dataset({k: (("y", "x"), v) for k, v in out.items()}, attrs=dict(it0.attrs)), _on_host(resid)
 
 
 @algorithm("coaddition")
@@ -608,6 +695,8 @@ def updc(
     final_residual: bool = True,
     array: str = "numpy",
     staging: bool = True,
+    pedestal="auto",
+    damping: float = 0.0,
 ) -> UPDCResult:
     """Run UPDC (or a baseline) for ``n_iterations``, checkpointing every iteration.
 
@@ -668,6 +757,14 @@ def updc(
         folder of the store's group (:mod:`mosaic.coadd.staging`), so that tiles do not wait
         in memory for their neighbours' halos; the folder is removed after each iteration. The
         results are the same to the bit. Without a store nothing is staged.
+    pedestal : "auto", float or None
+        ``s`` of the read-noise-corrected update (see the module notes): ``"auto"`` (default)
+        from VAR_RNOISE and the gain the VAR_POISSON of the exposures imply, at least
+        :data:`PEDESTAL_SIGMAS` times their noise; a number (data units, MJy/sr) as given;
+        None or 0 for the plain ratio of eq. 1 (the data must then be positive).
+    damping : float
+        Damping threshold in units of the exposures' ERR (0: none): where ``|g - m|`` is within
+        it the correction is pulled to neutral (:func:`mosaic.coadd.forward.damping_factor`).
 
     Returns
     -------
@@ -683,6 +780,12 @@ def updc(
     if not (background is None or background == "median" or _is_finite_number(background)):
         msg = f"background {background!r} is not supported; expected 'median', a number (MJy/sr) or None"
         raise InputError(msg)
+    if not (pedestal is None or pedestal == "auto" or (_is_finite_number(pedestal) and pedestal >= 0)):
+        msg = f"pedestal {pedestal!r} is not supported; expected 'auto', a number >= 0 (MJy/sr) or None"
+        raise InputError(msg)
+    if not (_is_finite_number(damping) and damping >= 0):
+        msg = f"damping {damping!r} is not allowed; expected a number of sigmas >= 0 (0: no damping)"
+        raise InputError(msg)
     save = check_save(save, n_iterations)
     on_device = _mover(array)
     n_exp = exposures.sizes["exposure"]
@@ -690,7 +793,7 @@ def updc(
     plan = plan_forward(exposures, grid, groups, blot=blot, interp=interp, weight=weight)
     band = str(exposures.attrs.get("band", "UNKNOWN"))
     ck = _Checkpoints(store, field, band, grid, client)
-    token = tokenize(plan.token(), method, float(tau), bool(errors), str(background))
+    token = tokenize(plan.token(), method, float(tau), bool(errors), str(background), str(pedestal), float(damping))
     if overwrite:
         ck.forget(method)
     name = name or method
@@ -698,30 +801,37 @@ def updc(
     if outdir is not None:
         outdir.mkdir(parents=True, exist_ok=True)
 
-    it0, info0, fresh = _iteration_zero(ck, exposures, grid, method, weight, token, background, errors, cutout_reader)
+    it0, info0, fresh = _iteration_zero(ck, exposures, grid, method, weight, token, background, errors, cutout_reader, pedestal)
     with ck.staging(method, enabled=staging) as scratch:
-        bkg, mock_floor = float(info0["background"]), float(info0["mock_floor"])
+        bkg, mock_floor, ped = float(info0["background"]), float(info0["mock_floor"]), float(info0["pedestal"])
         den, den_floor = _normalisation(ck, plan, exposures, it0, method, groups, cutout_reader, scratch)
         fill = max(bkg, mock_floor)
         source = ExposureSource(exposures, reader=cutout_reader, variances=errors)
         if method == "rl":
             d, mask = on_device(_zero_nan(it0["sci"].data)), on_device(da.isfinite(it0["sci"].data))
-            v0 = [on_device(_zero_nan(it0[v].data)) for v in VARIANCES] if errors else []
+            # the drizzle mosaic's variances (for errors, damping and chi-squared) when it has them
+            v0 = [on_device(_zero_nan(it0[v].data)) for v in VARIANCES if v in it0]
+            var_d = sum(v0[1:], v0[0]) if len(v0) == len(VARIANCES) else None
             psf = groups[0].psf
 
             def correct(f):
-                return baselines.single_image_backproject(f, d, mask, psf, variances=v0, mock_floor=mock_floor)
+                return baselines.single_image_backproject(
+                    f, d, mask, psf, variances=v0 if errors else (), mock_floor=mock_floor, pedestal=ped, damping=damping, variance=var_d,
+                )
 
             def residual(f):
-                return baselines.single_image_residual(f, d, mask, psf)
+                return baselines.single_image_residual(f, d, mask, psf, variance=var_d)
         else:
             corr = "ratio" if method == "updc" else "difference"
 
             def correct(f):
-                return backproject(f, plan, source, correction=corr, mock_floor=mock_floor, variances=errors, staging=scratch)
+                return backproject(
+                    f, plan, source, correction=corr, mock_floor=mock_floor, variances=errors, staging=scratch,
+                    pedestal=ped if corr == "ratio" else 0.0, damping=damping,
+                )
 
             def residual(f):
-                return data_residual(f, plan, source, staging=scratch)
+                return data_residual(f, plan, source, staging=scratch, chi2=True)
 
         iterations = [it0]
         files = {}
@@ -738,16 +848,18 @@ def updc(
             t0 = time.perf_counter()
             ds, resid = _step(
                 iterations[-1], it0, den, correct=correct, multiplicative=method != "landweber",
-                tau=float(tau), den_floor=den_floor, errors=errors, fill=fill, on_device=on_device,
+                tau=float(tau), den_floor=den_floor, errors=errors, fill=fill, on_device=on_device, pedestal=ped,
+                noise_aware=pedestal is not None,
             )
             ds.attrs.update({"product": method, "iteration": n})
             (r,) = ck.write(key, ds, [resid], description=f"{method} iteration {n}/{n_iterations}")
             if scratch is not None:
                 shutil.rmtree(scratch, ignore_errors=True)
-            ck.set_info(f"{prefix}{n - 1:02d}", residual=float(r[0]), n_pixels=int(r[1]))
+            ck.set_info(f"{prefix}{n - 1:02d}", **_residual_info(r))
             log.info(
-                "%s iteration %d/%d done in %.1f s; data residual of iteration %d: %.6g over %d pixels (%.4g per pixel)",
-                method, n, n_iterations, time.perf_counter() - t0, n - 1, r[0], r[1], r[0] / max(r[1], 1),
+                "%s iteration %d/%d done in %.1f s; iteration %d: chi2/dof %.4g (residuals in units of the exposures' ERR, "
+                "%d pixels), data residual %.6g (MJy/sr)^2 weighted, %.4g per pixel",
+                method, n, n_iterations, time.perf_counter() - t0, n - 1, _chi2_dof(r), r[3], r[0], r[0] / max(r[1], 1),
             )
             iterations.append(ck.read(key))
             _save(files, n, save, outdir, name, iterations[-1], it0, bkg, grid, method, overwrite, fresh=True)
@@ -756,10 +868,30 @@ def updc(
         last = f"{prefix}{n_iterations:02d}"
         if final_residual and "residual" not in ck.info(last):
             (r,) = _compute([residual(on_device(_zero_nan(iterations[-1]["sci"].data)))], f"{method} residual of iteration {n_iterations}", client)
-            ck.set_info(last, residual=float(r[0]), n_pixels=int(r[1]))
-            log.info("%s data residual of iteration %d: %.6g over %d pixels", method, n_iterations, r[0], r[1])
-        residuals = [ck.info(f"{prefix}{n:02d}").get("residual") for n in range(n_iterations + 1)]
-        return UPDCResult(method=method, iterations=iterations, residuals=residuals, background=bkg, grid=grid, files=files, fill=fill)
+            ck.set_info(last, **_residual_info(r))
+            log.info(
+                "%s iteration %d: chi2/dof %.4g (in units of the exposures' ERR, %d pixels), data residual %.6g (MJy/sr)^2 over %d pixels",
+                method, n_iterations, _chi2_dof(r), r[3], r[0], r[1],
+            )
+        infos = [ck.info(f"{prefix}{n:02d}") for n in range(n_iterations + 1)]
+        return UPDCResult(
+            method=method, iterations=iterations, residuals=[i.get("residual") for i in infos], background=bkg, grid=grid,
+            files=files, fill=fill, chi2=[i.get("chi2_dof") for i in infos], pedestal=ped,
+        )
+
+
+def _chi2_dof(r) -> float:
+    """chi-squared per degree of freedom (per data pixel with a variance) of a residual array; NaN without variances."""
+    return float(r[2]) / float(r[3]) if r[3] > 0 else float("nan")
+
+
+def _residual_info(r) -> dict:
+    """A residual array (:data:`mosaic.coadd.forward.RESIDUAL_SIZE` entries) as manifest entries."""
+    dof = _chi2_dof(r)
+    return {
+        "residual": float(r[0]), "n_pixels": int(r[1]), "chi2": float(r[2]), "chi2_pixels": int(r[3]),
+        "chi2_dof": dof if np.isfinite(dof) else None,
+    }
 
 
 def _mover(array: str):
@@ -806,8 +938,8 @@ def _compute(items, description, client):
     return compute(*items, description=description, client=client)
 
 
-def _iteration_zero(ck, exposures, grid, method, weight, token, background, errors, reader):
-    """The drizzle mosaic (pixfrac 1), its sky and the mock floor: computed once, then read."""
+def _iteration_zero(ck, exposures, grid, method, weight, token, background, errors, reader, pedestal="auto"):
+    """The drizzle mosaic (pixfrac 1), its sky, the mock floor and the pedestal: computed once, then read."""
     key = f"{method}/iter_00"
     if ck.complete(key):
         info = ck.info(key)
@@ -828,10 +960,76 @@ def _iteration_zero(ck, exposures, grid, method, weight, token, background, erro
     sample = sci[::step, ::step]
 
     def info(extra):
-        return _sky_info(extra[0], background, token)
+        return {**_sky_info(extra[0], background, token), **_pedestal_info(extra[1], pedestal)}
 
-    ck.write(key, mosaic, [sample], description=f"{method} iteration 0 (drizzle)", info=info)
+    ck.write(key, mosaic, [sample, noise_sums(exposures)], description=f"{method} iteration 0 (drizzle)", info=info)
     return ck.read(key), ck.info(key), True
+
+
+def noise_sums(exposures: xr.Dataset) -> da.Array:
+    """Per exposure, the sums that give its gain and the sky taken from it (lazy, ``(n, 8)`` float64).
+
+    Over good pixels with ``VAR_POISSON > 0`` (where the ramp fit's Poisson variance is
+    ``c (SCI + b)``, ``c`` in MJy/sr per electron, ``b`` the sky subtracted since, if any):
+    ``n, sum x, sum y, sum x^2, sum x y`` with ``x = SCI``, ``y = VAR_POISSON``; then over good
+    pixels the count, ``sum VAR_RNOISE`` and ``sum`` of the total variance. See :func:`_pedestal_info`.
+    """
+    sci = exposures["sci"].data.astype(np.float64)
+    good = exposures["good"].data if "good" in exposures else da.isfinite(sci)
+    good = good & da.isfinite(sci)
+
+    def var(name):
+        if name not in exposures:
+            return da.zeros_like(sci)
+        v = exposures[name].data.astype(np.float64)
+        return da.where(da.isfinite(v), v, 0.0)
+
+    vp, vr = var("var_poisson"), var("var_rnoise")
+    total = vp + vr + var("var_flat")
+    fit = good & (vp > 0)
+    x, y = da.where(fit, sci, 0.0), da.where(fit, vp, 0.0)
+    good_rn = good & (vr > 0)
+    axes = (1, 2)
+    parts = [
+        fit.sum(axis=axes), x.sum(axis=axes), y.sum(axis=axes), (x * x).sum(axis=axes), (x * y).sum(axis=axes),
+        good_rn.sum(axis=axes), da.where(good_rn, vr, 0.0).sum(axis=axes), da.where(good_rn, total, 0.0).sum(axis=axes),
+    ]
+    return da.stack([p.astype(np.float64) for p in parts], axis=1)
+
+
+def _pedestal_info(sums, pedestal) -> dict:
+    """The pedestal ``s`` of the update from :func:`noise_sums` (``pedestal="auto"``), or as given.
+
+    Per exposure, a straight-line fit ``VAR_POISSON = c SCI + c b`` gives the gain ``c`` (data
+    units per electron) and the sky ``b`` subtracted from the data (0 if none); the read-noise
+    variance in the data's units is ``VAR_RNOISE / c`` (Snyder, Hammoud & White's shift), and
+    ``s_k = VAR_RNOISE / c + b`` is the offset that makes the data Poisson-like again. ``s`` is
+    the median over exposures, at least :data:`PEDESTAL_SIGMAS` times the median noise per
+    pixel (so ``g + s > 0`` on all but a few outliers even when the read noise is a few
+    electrons), or that floor alone where no gain can be fitted.
+    """
+    sums = np.asarray(sums, dtype=np.float64).reshape(-1, 8)
+    if pedestal is None or (pedestal != "auto" and float(pedestal) == 0.0):
+        return {"pedestal": 0.0, "pedestal_mode": "none"}
+    if pedestal != "auto":
+        return {"pedestal": float(pedestal), "pedestal_mode": "given"}
+    shw, noise = [], []
+    for n, sx, sy, sxx, sxy, n_rn, s_rn, s_tot in sums:
+        if n_rn > 0:
+            noise.append(np.sqrt(s_tot / n_rn))
+        spread = sxx - sx * sx / n if n > 2 else 0.0
+        if n > 2 and spread > 0 and n_rn > 0:
+            c = (sxy - sx * sy / n) / spread
+            if c > 0:
+                b = (sy - c * sx) / n / c
+                shw.append(s_rn / n_rn / c + max(b, 0.0))
+    floor = PEDESTAL_SIGMAS * float(np.median(noise)) if noise else 0.0
+    value = max(float(np.median(shw)) if shw else 0.0, floor)
+    log.info(
+        "pedestal %.6g MJy/sr (read-noise-corrected ratio): from VAR_RNOISE and the gain %s, floor %.3g (%g x the noise per pixel)",
+        value, f"{np.median(shw):.6g}" if shw else "(no gain fitted)", floor, PEDESTAL_SIGMAS,
+    )
+    return {"pedestal": value, "pedestal_mode": "auto", "pedestal_shw": float(np.median(shw)) if shw else None, "pedestal_floor": floor}
 
 
 def _sky_info(sample, background, token) -> dict:

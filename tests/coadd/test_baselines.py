@@ -45,22 +45,31 @@ def test_single_image_rl_step_equals_whole_image(field, exposures, psf):
     mask = covered.astype(np.float64)
     den = fftconvolve(mask, psf[::-1, ::-1], mode="same")
     ok = den > 1e-6 * den.max()
-    # the margin the data reach through the PSF starts at the fill value
+    s = result.pedestal
+    assert s > 0
+    # the margin the data reach through the PSF starts at the fill value; the update acts on f + s
     f0 = np.where(covered, d, np.where(ok, result.fill, 0.0))
     c = fftconvolve(f0, psf, mode="same")
-    ratio = np.where(covered, d / np.where(covered, c, 1.0), 0.0)
-    f1 = np.where(ok, f0 * fftconvolve(ratio, psf[::-1, ::-1], mode="same") / np.where(ok, den, 1.0), f0)
-    f1 = np.where(f1 < 0, f0, f1)
+    ratio = np.where(covered, (d + s) / np.where(covered, c + s, 1.0), 0.0)
+    # margin pixels' updates are pulled to neutral by a prior weight of 0.1 x max(den)
+    lam = np.where(covered, 0.0, 0.1 * den.max())
+    num = fftconvolve(ratio, psf[::-1, ::-1], mode="same")
+    h1 = np.where(ok, (f0 + s) * (num + lam) / np.where(ok, den + lam, 1.0), f0 + s)
+    f1 = np.where(h1 < 0, f0, h1 - s)
     np.testing.assert_allclose(it1["sci"].values[ok], f1[ok], rtol=1e-5, atol=1e-5 * np.abs(d).max())
-    # variance: B*^2(M V / (B f)^2) / den^2, adding coherently to q^2 V
-    q = np.where(ok, f1 / np.where(f0 != 0, f0, 1.0), 1.0)
+    # variance: B*^2(M V / (B f + s)^2) / den^2, adding coherently to q^2 V
+    q = np.where(ok, h1 / (f0 + s), 1.0)
     for name in ("var_poisson", "var_rnoise"):
         v0 = np.nan_to_num(it0[name].values.astype(np.float64))
-        scaled = np.divide(v0, c**2, out=np.zeros_like(v0), where=covered)
+        scaled = np.divide(v0, (c + s) ** 2, out=np.zeros_like(v0), where=covered)
         var_n = fftconvolve(scaled, psf[::-1, ::-1] ** 2, mode="same")
-        v1 = (q * np.sqrt(v0) + f0 * np.sqrt(np.maximum(var_n, 0)) / np.where(ok, den, 1.0)) ** 2
+        v1 = (q * np.sqrt(v0) + (f0 + s) * np.sqrt(np.maximum(var_n, 0)) / np.where(ok, den, 1.0)) ** 2
         np.testing.assert_allclose(it1[name].values[covered], v1[covered], rtol=1e-4, atol=1e-4 * v1[covered].max())
     np.testing.assert_allclose(result.residuals[0], np.sum((d - c)[covered] ** 2), rtol=1e-6)
+    # chi-squared per degree of freedom against the drizzle mosaic's own variance
+    var = sum(np.nan_to_num(it0[v].values.astype(np.float64)) for v in ("var_poisson", "var_rnoise", "var_flat"))
+    has = covered & (var > 0)
+    np.testing.assert_allclose(result.chi2[0], np.sum((d - c)[has] ** 2 / var[has]) / has.sum(), rtol=1e-6)
 
 
 @pytest.mark.parametrize("method", ["updc", "landweber", "rl"])
