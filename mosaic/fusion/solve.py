@@ -104,27 +104,28 @@ def _real_matmul(z, m):
     return out.view(np.complex128) if p == 1 else out[:, :p] + 1j * out[:, p:]
 
 
-def _nirspec_blocks(r_h, ops, basis):
+def _nirspec_blocks(r_h, ops, basis, keep):
     """``B_h^H B_h`` ``(h*w, d^2 k, d^2 k)`` and ``B_h^H r_h`` ``(h*w, d^2 k)`` per coarse frequency.
 
+    Only the coarse frequencies ``keep`` (indices into ``h*w``).
     ``B_h^H B_h[(a, c), (b, e)] = sum_l conj(g_l(a)) g_l(b) V[l, c] V[l, e]``: the alias products
     ``conj(g_l(a)) g_l(b)`` of a chunk of wavelengths times ``V[l, c] V[l, e]`` is one real
     matrix product (BLAS) over the wavelengths.
     """
     d, coarse, k = ops.factor, ops.coarse_shape, basis.shape[1]
-    n_blocks, n_alias = coarse[0] * coarse[1], d * d
+    n_blocks, n_alias = len(keep), d * d
     # (a, b) and (b, a) are complex conjugates (V is real): products for a <= b only
     ia, ib = np.triu_indices(n_alias)
     upper = np.zeros((n_blocks * len(ia), k * k), dtype=np.complex128)
     rhs = np.zeros((n_blocks * n_alias, k), dtype=np.complex128)
     phase = sampling_phase(ops.shape, ops.offset) / n_alias
-    spec_h = scipy.fft.fft2(r_h, axes=(1, 2)).reshape(ops.n_wave, n_blocks)
+    spec_h = scipy.fft.fft2(r_h, axes=(1, 2)).reshape(ops.n_wave, -1)[:, keep]
     outer_v = (basis[:, :, None] * basis[:, None, :]).reshape(ops.n_wave, k * k)
     step = max(1, _CHUNK_BYTES // (16 * n_blocks * len(ia)))
     for start in range(0, ops.n_wave, step):
         sl = slice(start, start + step)
         g = ops.otf("h", sl) * phase * ops.ifu_throughput[sl, None, None]
-        g = np.ascontiguousarray(_to_blocks(g, d, coarse).transpose(0, 2, 1))  # (blocks, a, l)
+        g = np.ascontiguousarray(_to_blocks(g, d, coarse)[keep].transpose(0, 2, 1))  # (blocks, a, l)
         n_l = g.shape[2]
         pairs = g.conj()[:, ia, :] * g[:, ib, :]  # (blocks, a <= b, l)
         upper += _real_matmul(pairs.reshape(-1, n_l), outer_v[sl])
@@ -163,12 +164,14 @@ def solve_exact(images, cube, ops: FusionOperators, subspace: Subspace, *, gamma
     d, coarse, k = ops.factor, ops.coarse_shape, subspace.n_components
     r_m, r_h = mean_residuals(images, cube, ops, subspace)
     gram_m, rhs_m = _nircam_blocks(r_m, ops, subspace.basis)
-    gram_h, rhs_h = _nirspec_blocks(r_h, ops, subspace.basis)
+    # Z is real: the block of -kappa is the conjugate of that of kappa, so half the blocks suffice
+    keep = np.flatnonzero((np.arange(coarse[0] * coarse[1]) % coarse[1]) <= coarse[1] // 2)
+    gram_h, rhs_h = _nirspec_blocks(r_h, ops, subspace.basis, keep)
     system = (gamma * d * d) * gram_h
-    rhs = (gamma * d * d) * rhs_h + _to_blocks(rhs_m, d, coarse).transpose(0, 2, 1).reshape(len(rhs_h), -1)
+    rhs = (gamma * d * d) * rhs_h + _to_blocks(rhs_m, d, coarse)[keep].transpose(0, 2, 1).reshape(len(keep), -1)
     # NIRCam and Sobolev terms are diagonal in fine frequency: one k x k block per alias
     diag = gram_m + mu * np.eye(k)[:, :, None, None] * sobolev_symbol(ops.shape)
-    diag = _to_blocks(diag, d, coarse)  # (blocks, k, k, a)
+    diag = _to_blocks(diag, d, coarse)[keep]  # (blocks, k, k, a)
     for a in range(d * d):
         system[:, a * k : (a + 1) * k, a * k : (a + 1) * k] += diag[..., a]
     log.debug("solving %d Fourier blocks of %d unknowns", len(system), d * d * k)
@@ -185,8 +188,14 @@ def solve_exact(images, cube, ops: FusionOperators, subspace: Subspace, *, gamma
             f"k={k}): some frequencies are constrained by no term; use mu > 0"
         )
         raise ValueError(msg) from None
-    z_hat = z_hat.reshape(-1, d * d, k).transpose(0, 2, 1)
-    return scipy.fft.ifft2(_from_blocks(z_hat, d, coarse), axes=(1, 2)).real
+    full = np.zeros((coarse[0] * coarse[1], k, d * d), dtype=np.complex128)
+    full[keep] = z_hat.reshape(-1, d * d, k).transpose(0, 2, 1)
+    z_hat = _from_blocks(full, d, coarse)
+    ny, nx = ops.shape
+    mirror = z_hat[:, (-np.arange(ny)) % ny][:, :, (-np.arange(nx)) % nx].conj()
+    missing = (np.arange(nx) % coarse[1]) > coarse[1] // 2
+    z_hat[:, :, missing] = mirror[:, :, missing]
+    return scipy.fft.ifft2(z_hat, axes=(1, 2)).real
 
 
 def _check_data(images, cube, ops, subspace):
