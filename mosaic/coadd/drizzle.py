@@ -1,24 +1,25 @@
 """The drizzle mosaic (UPDC iteration 0) and blot as tiled dask graphs.
 
-The graph is driven by the output tiles. For every (exposure, tile) pair where the exposure
-lands on the tile, one task takes just the cut-out of the exposure that reaches the tile
-(:func:`mosaic.ops.pixmap.cutout_for_region`), drizzles it onto the tile and returns additive
-partial sums (:class:`mosaic.ops.drizzle.DrizzleSum`); a tree reduction per tile adds them up
-and a last task per tile turns them into SCI, WHT, CON, ERR and VAR_*. A tile's inputs are only
-the exposures that touch it, and a task's memory is set by the tile and its cut-out.
+The graph is driven by the output tiles: one task per tile takes the cut-out of every exposure
+that lands on it (:func:`mosaic.ops.pixmap.cutout_for_region`), computes each cut-out's pixel
+map once, and drizzles them all, in exposure order, in one run of the ``drizzle`` package
+(:func:`mosaic.ops.drizzle.drizzle_block`), as a whole-output loop over the exposures would;
+it returns the tile's SCI, WHT, CON, ERR and VAR_*. A tile's inputs are only the exposures
+that touch it, and a task's memory is set by the tile and its cut-outs. Tasks are coarse
+(seconds each), so scheduling is a small part of the time, and nothing but finished tiles
+moves between workers.
 
 Where the cut-outs come from decides the schedule. Given a ``cutout_reader`` (cut-outs read
-straight from the files, as ``mosaic drizzle`` does), the tiles share no input, dask runs them
-one after another, and the peak memory of the whole run is set by the tile, not the mosaic.
-Taken from the exposure set's dask arrays instead (right for exposures changed in memory),
-each exposure block feeds every tile it lands on, dask computes exposure by exposure, and it
-holds a partial sum for each tile of the exposures in flight.
+straight from the files, as ``mosaic drizzle`` does), the tiles share no input, and the peak
+memory of the whole run is set by the tile, not the mosaic. Taken from the exposure set's dask
+arrays instead (right for exposures changed in memory), each exposure block feeds every tile it
+lands on.
 
 The result equals one whole-output run of the ``drizzle`` package over the same exposures (to
-float32 round-off in the reduction), on any tiling and any scheduler. Two things make that so:
-every task works on its own copy of the WCSs, which reach distributed workers without losing
-digits (:class:`_PortableWCS`), and cut-outs are drizzled onto a canvas that holds their whole
-footprint (:func:`mosaic.ops.drizzle.drizzle_tile`).
+float32 round-off), on any tiling and any scheduler. Two things make that so: every task works
+on its own copy of the WCSs, which reach distributed workers without losing digits
+(:class:`_PortableWCS`), and cut-outs are drizzled onto a canvas that holds their whole
+footprint (:func:`mosaic.ops.drizzle.drizzle_block`).
 """
 
 from __future__ import annotations
@@ -45,16 +46,14 @@ from mosaic.ops.drizzle import (
     INTERPOLATION_HALO,
     KERNELS,
     WEIGHTS,
+    DrizzleInput,
     blot_exact,
     blot_interp,
-    combine_partials,
-    drizzle_partial,
-    drizzle_tile,
-    finalize_partial,
+    drizzle_block,
     kernel_radius,
     weight_map,
 )
-from mosaic.ops.pixmap import LATTICE_STEP, calc_pixmap, cutout_for_region, lattice_pixmap
+from mosaic.ops.pixmap import LATTICE_STEP, calc_pixmap, cutout_for_region, cutout_rows_for_region, lattice_pixmap
 from mosaic.registry import algorithm
 
 __all__ = ["VARIANCES", "blot_to_exposure", "drizzle_mosaic", "exposure_cutouts", "exposure_wcs"]
@@ -65,6 +64,11 @@ log = logging.getLogger(__name__)
 VARIANCES = ("var_poisson", "var_rnoise", "var_flat")
 
 CTX_PLANE_BITS = 32
+
+#: lattice spacing (exposure pixels) of the drizzle's cut-outs: fine, so that each row of a
+#: rotated cut-out maps little more than the pixels that reach its tile (the lattice costs
+#: one WCS evaluation per 64 pixels)
+DRIZZLE_LATTICE_STEP = 8
 
 
 def _exposure_names(exposures: xr.Dataset) -> list[str]:
@@ -114,8 +118,8 @@ def exposure_wcs(exposures: xr.Dataset) -> list:
 
 
 def exposure_cutouts(
-    wcs_list, shape, grid: MosaicGrid, *, margin: float, step: int = LATTICE_STEP
-) -> list[dict[tuple[int, int], tuple[slice, slice]]]:
+    wcs_list, shape, grid: MosaicGrid, *, margin: float, step: int = LATTICE_STEP, rows: bool = False
+) -> list[dict]:
     """For every exposure, the cut-out of it that reaches each tile it lands on.
 
     Parameters
@@ -131,11 +135,14 @@ def exposure_cutouts(
         reach the core (:func:`mosaic.ops.drizzle.kernel_radius` plus a pixel).
     step : int
         Lattice spacing (exposure pixels) of the coarse pixel map.
+    rows : bool
+        Give each cut-out's column range row by row (:class:`mosaic.ops.pixmap.Cutout`)
+        instead of its bounding box.
 
     Returns
     -------
     list of dict
-        Per exposure, ``{tile index: (y slice, x slice) of the exposure}``.
+        Per exposure, ``{tile index: (y slice, x slice) of the exposure}`` (or ``Cutout``).
     """
     out = []
     tiles = grid.tiles()
@@ -143,7 +150,8 @@ def exposure_cutouts(
         lattice = lattice_pixmap(w, grid.wcs, shape, step=step)
         cuts = {}
         for t in tiles:
-            region = cutout_for_region(lattice, t.core, margin=margin)
+            find = cutout_rows_for_region if rows else cutout_for_region
+            region = find(lattice, t.core, margin=margin)
             if region is not None:
                 cuts[t.index] = region
         out.append(cuts)
@@ -221,20 +229,35 @@ def _read_cut(reader, k, region, var_names):
     return (got["sci"], got["good"], got.get("var_rnoise"), *(got[v] for v in var_names))
 
 
-def _drizzle_leaf(
-    cutout, exptime, wcs_exposure, wcs_grid, *,
-    region, core, exposure, n_planes, weight, kernel, pixfrac, pixel_scale_ratio,
+def _drizzle_tile(
+    sources, exptimes, wcs_exposures, wcs_grid, *,
+    regions, core, exposures, n_planes, weight, kernel, pixfrac, pixel_scale_ratios, var_names,
 ):
-    """One (exposure, tile) task: drizzle the cut-out onto the tile core, return partial sums."""
-    sci, good, var_rnoise, *variances = cutout
-    pixmap = calc_pixmap(wcs_exposure.get(), wcs_grid.get(), region, offset=(core[1].start, core[0].start))
-    w = weight_map(good, var_rnoise, weight=weight, exptime=exptime)
+    """One tile's task: every exposure that lands on it, drizzled in one pass; the tile's products.
+
+    ``sources`` holds, per exposure, the cut-out reader or the pieces of the exposure blocks
+    the cut-out is assembled from. Each cut-out's pixel map is computed here, once.
+    """
+    grid_wcs = wcs_grid.get()
     shape = (core[0].stop - core[0].start, core[1].stop - core[1].start)
-    tile = drizzle_tile(
-        sci, pixmap, shape, weight_map=w, variances=variances, pixfrac=pixfrac,
-        kernel=kernel, pixel_scale_ratio=pixel_scale_ratio,
-    )
-    return drizzle_partial(tile, exposure, n_planes=n_planes)
+    inputs = []
+    for i, k in enumerate(exposures):
+        ys, xs = regions[i].region
+        if callable(sources[i]):
+            cutout = _read_cut(sources[i], k, (ys, xs), var_names)
+        else:
+            cutout = _cut(sources[i], (ys.stop - ys.start, xs.stop - xs.start))
+        sci, good, var_rnoise, *variances = cutout
+        pixmap = calc_pixmap(
+            wcs_exposures[i].get(), grid_wcs, (ys, xs), offset=(core[1].start, core[0].start),
+            columns=(regions[i].lo, regions[i].hi),
+        )
+        w = weight_map(good, var_rnoise, weight=weight, exptime=exptimes[i])
+        inputs.append(DrizzleInput(sci, pixmap, w, tuple(variances), k, pixel_scale_ratios[i]))
+    res = drizzle_block(inputs, shape, n_planes=n_planes, pixfrac=pixfrac, kernel=kernel)
+    out = {"sci": res["sci"], "wht": res["wht"], "con": res["con"], "err": res["err"]}
+    out.update(zip(VARIANCES, res["var"], strict=False))
+    return out
 
 
 class _ExposureBlocks:
@@ -296,14 +319,6 @@ def _block(a):
     return a.to_delayed(optimize_graph=False).ravel()[0]
 
 
-def _finalize(part):
-    res = finalize_partial(part)
-    out = {"sci": res["sci"], "wht": res["wht"], "con": res["con"], "err": res["err"]}
-    for name, v in zip(VARIANCES, res["var"], strict=False):
-        out[name] = v
-    return out
-
-
 @algorithm("coaddition")
 def drizzle_mosaic(
     exposures: xr.Dataset,
@@ -315,7 +330,7 @@ def drizzle_mosaic(
     pixel_scale_ratio: float | None = None,
     variance: bool = True,
     split_every: int = 8,
-    lattice_step: int = LATTICE_STEP,
+    lattice_step: int = DRIZZLE_LATTICE_STEP,
     cutout_reader=None,
 ) -> xr.Dataset:
     """The drizzle mosaic of an exposure set on a grid, as a lazy tiled dataset.
@@ -343,18 +358,18 @@ def drizzle_mosaic(
     variance : bool
         Propagate VAR_POISSON, VAR_RNOISE and VAR_FLAT (squared weights) and make ERR.
     split_every : int
-        Fan-in of the per-tile tree reduction.
+        Kept so that existing calls work: a tile's exposures are drizzled in one task, with no
+        reduction of partial sums.
     lattice_step : int
         Spacing (exposure pixels) of the coarse pixel map used to find cut-outs.
     cutout_reader : callable, optional
         ``reader(k, (ys, xs)) -> dict`` with ``sci``, ``good``, ``var_rnoise``,
         ``var_poisson`` and ``var_flat`` arrays of exposure ``k``'s region, read straight
-        from storage (picklable: it travels to the workers). Then each (exposure, tile) task
-        reads its own cut-out, tiles share no input, and dask runs the graph tile by tile:
-        peak memory is set by the tile. Without it, cut-outs are taken from the exposure
-        set's dask arrays; their blocks are shared by all the tiles an exposure lands on, so
-        dask computes exposure by exposure and holds the partial sums of every tile an
-        exposure touches (memory grows with the mosaic). Use a reader for unmodified files
+        from storage (picklable: it travels to the workers). Then each tile's task reads
+        its own cut-outs, tiles share no input, and peak memory is set by the tile. Without
+        it, cut-outs are taken from the exposure set's dask arrays, whose blocks are shared
+        by all the tiles an exposure lands on (they wait in memory until those tiles are
+        done). Use a reader for unmodified files
         (:class:`mosaic.io.cal.CalCutouts` for _cal.fits); the arrays for exposures
         changed in memory.
 
@@ -401,7 +416,7 @@ def drizzle_mosaic(
     else:
         psrs = [float(pixel_scale_ratio)] * n_exp
     reach = max(kernel_radius(kernel, pixfrac=pixfrac, pixel_scale_ratio=p) for p in psrs)
-    cutouts = exposure_cutouts(wcs_list, shape, grid, margin=reach + 1.0, step=lattice_step)
+    cutouts = exposure_cutouts(wcs_list, shape, grid, margin=reach + 1.0, step=lattice_step, rows=True)
     used = [k for k in range(n_exp) if cutouts[k]]
     for k in range(n_exp):
         if not cutouts[k]:
@@ -433,38 +448,17 @@ def drizzle_mosaic(
         ks = by_tile[t.index]
         if not ks:
             continue
-        parts = []
-        for k in ks:
-            ys, xs = cutouts[k][t.index]
-            if cutout_reader is not None:
-                cutout = dask.delayed(_read_cut, pure=True)(
-                    cutout_reader, k, (ys, xs), var_names, dask_key_name=(f"drizzle-cut-{token}", k, *t.index),
-                )
-            else:
-                pieces = [None if b is None else b.pieces(k, (ys, xs)) for b in blocks]
-                cutout = dask.delayed(_cut, pure=True)(
-                    pieces, (ys.stop - ys.start, xs.stop - xs.start),
-                    dask_key_name=(f"drizzle-cut-{token}", k, *t.index),
-                )
-            parts.append(
-                dask.delayed(_drizzle_leaf, pure=True)(
-                    cutout, float(exptimes[k]), exp_wcs[k], grid_wcs,
-                    region=(ys, xs), core=t.core, exposure=k, n_planes=n_planes, weight=weight,
-                    kernel=kernel, pixfrac=pixfrac, pixel_scale_ratio=psrs[k],
-                    dask_key_name=(f"drizzle-leaf-{token}", k, *t.index),
-                )
-            )
-        level = 0
-        while len(parts) > 1:
-            parts = [
-                dask.delayed(combine_partials, pure=True)(
-                    *parts[i : i + split_every],
-                    dask_key_name=(f"drizzle-combine-{token}", level, i, *t.index),
-                )
-                for i in range(0, len(parts), split_every)
-            ]
-            level += 1
-        finals[t.index] = dask.delayed(_finalize, pure=True)(parts[0], dask_key_name=(f"drizzle-tile-{token}", *t.index))
+        regions = [cutouts[k][t.index] for k in ks]
+        if cutout_reader is not None:
+            sources = [cutout_reader] * len(ks)
+        else:
+            sources = [[None if b is None else b.pieces(k, r.region) for b in blocks] for k, r in zip(ks, regions, strict=True)]
+        finals[t.index] = dask.delayed(_drizzle_tile, pure=True)(
+            sources, [float(exptimes[k]) for k in ks], [exp_wcs[k] for k in ks], grid_wcs,
+            regions=regions, core=t.core, exposures=ks, n_planes=n_planes, weight=weight, kernel=kernel,
+            pixfrac=pixfrac, pixel_scale_ratios=[psrs[k] for k in ks], var_names=var_names,
+            dask_key_name=(f"drizzle-tile-{token}", *t.index),
+        )
 
     out_vars = {"sci": (np.float32, np.nan), "wht": (np.float32, 0.0), "err": (np.float32, np.nan)}
     out_vars.update({v: (np.float32, np.nan) for v in var_names})
@@ -510,8 +504,8 @@ def drizzle_mosaic(
     if band is not None:
         attrs["band"] = band
     log.info(
-        "drizzle graph: %d exposures on %d x %d tiles, %d (exposure, tile) tasks",
-        len(used), nty, ntx, sum(len(v) for v in by_tile.values()),
+        "drizzle graph: %d exposures on %d x %d tiles, %d tile tasks of %d (exposure, tile) pairs",
+        len(used), nty, ntx, len(finals), sum(len(v) for v in by_tile.values()),
     )
     return xr.Dataset(data_vars, attrs=attrs)
 

@@ -44,7 +44,6 @@ from typing import NamedTuple
 import numpy as np
 from drizzle.resample import Drizzle, blot_image
 
-from mosaic.ops.overlap import blot_sums, drizzle_sums
 from mosaic.ops.pixmap import pixel_corners
 from mosaic.registry import algorithm
 
@@ -55,12 +54,14 @@ __all__ = [
     "INTERPOLATIONS",
     "KERNELS",
     "WEIGHTS",
+    "DrizzleInput",
     "DrizzleSum",
     "DrizzleTile",
     "blot",
     "blot_exact",
     "blot_interp",
     "combine_partials",
+    "drizzle_block",
     "drizzle_linear",
     "drizzle_partial",
     "drizzle_tile",
@@ -385,6 +386,184 @@ def _bands(near, band_rows: int) -> list[tuple[int, int, int, int]]:
     return out
 
 
+class DrizzleInput(NamedTuple):
+    """One input of :func:`drizzle_block`: an exposure (or a cut-out of it) and its pixel map.
+
+    Attributes
+    ----------
+    data : numpy.ndarray
+        Surface brightness; pixels with zero weight may hold anything (NaN included).
+    pixmap : numpy.ndarray
+        ``(ny, nx, 2)`` output positions of the pixels, in the block's pixel frame.
+    weight_map : numpy.ndarray
+        Input weights (0 for bad pixels).
+    variances : tuple of numpy.ndarray
+        Variances co-added with squared weights (the same number for every input of a block).
+    exposure : int
+        The input's number in the mosaic: its context bit (``exposure % 32`` of plane
+        ``exposure // 32``).
+    pixel_scale_ratio : float
+        Output over input pixel scale (sets the turbo, gaussian and lanczos kernels' size).
+    """
+
+    data: np.ndarray
+    pixmap: np.ndarray
+    weight_map: np.ndarray
+    variances: tuple
+    exposure: int
+    pixel_scale_ratio: float
+
+
+def _plan_input(inp: DrizzleInput, shape, kernel: str, pixfrac: float, band_rows: int):
+    """The bands of ``inp`` to drizzle onto a block of ``shape`` and the canvas box they need, or None."""
+    data = np.asarray(inp.data, dtype=np.float32)
+    pixmap = np.asarray(inp.pixmap, dtype=np.float64)
+    psr = _check_psr(inp.pixel_scale_ratio)
+    if pixmap.shape != (*data.shape, 2):
+        msg = f"exposure {inp.exposure}: pixmap has shape {pixmap.shape}; expected {(*data.shape, 2)} for data of shape {data.shape}"
+        raise ValueError(msg)
+    w = np.asarray(inp.weight_map, dtype=np.float32)
+    if w.shape != data.shape:
+        msg = f"exposure {inp.exposure}: weight_map has shape {w.shape}; expected {data.shape} like data"
+        raise ValueError(msg)
+    for v in inp.variances:
+        if np.shape(v) != data.shape:
+            msg = f"exposure {inp.exposure}: a variance array has shape {np.shape(v)}; expected {data.shape} like data"
+            raise ValueError(msg)
+    if data.shape[0] < 2 or data.shape[1] < 2:
+        return None
+    finite = np.isfinite(pixmap).all(axis=-1)
+    reach = kernel_radius(kernel, pixfrac=pixfrac, pixel_scale_ratio=psr)
+    with np.errstate(invalid="ignore"):
+        near = finite & (
+            (pixmap[..., 0] >= -0.5 - reach - 1) & (pixmap[..., 0] <= shape[1] - 0.5 + reach + 1)
+            & (pixmap[..., 1] >= -0.5 - reach - 1) & (pixmap[..., 1] <= shape[0] - 0.5 + reach + 1)
+        )
+    bands = _bands(near, band_rows)
+    if not bands:
+        return None
+    used = np.zeros(near.shape, dtype=bool)
+    for y0, y1, x0, x1 in bands:
+        used[y0 : y1 + 1, x0 : x1 + 1] = True
+    used &= finite
+    pad = int(math.ceil(reach)) + 2
+    px, py = pixmap[..., 0][used], pixmap[..., 1][used]
+    box = (
+        int(math.floor(py.min())) - pad, int(math.ceil(py.max())) + pad + 1,
+        int(math.floor(px.min())) - pad, int(math.ceil(px.max())) + pad + 1,
+    )
+    return data, pixmap, w, psr, bands, box
+
+
+def drizzle_block(
+    inputs, shape, *, n_planes: int = 1, pixfrac: float = 1.0, kernel: str = "square", band_rows: int = 32
+) -> dict:
+    """Drizzle several inputs onto one output block in one run of the ``drizzle`` package.
+
+    The inputs are added in their order to one ``drizzle.resample.Drizzle`` whose canvas holds
+    every drizzled pixel's whole footprint, as a whole-output run adds whole exposures, so the
+    block equals its part of that run (to float32 round-off) on any tiling. This is the work of
+    one (tile, all its exposures) task: no partial sums are made, moved or added.
+
+    Parameters
+    ----------
+    inputs : iterable of DrizzleInput
+        The inputs, each with its pixel map in the block's frame.
+    shape : tuple of int
+        ``(ny, nx)`` of the block.
+    n_planes : int
+        Context planes of the mosaic, ``ceil(n_exposures / 32)``.
+    pixfrac : float
+        Linear fraction of the input pixel the flux is confined to.
+    kernel : str
+        One of :data:`KERNELS`.
+    band_rows : int
+        Drizzle each input in bands of this many rows, each only as wide as the block needs
+        (see :func:`drizzle_tile`).
+
+    Returns
+    -------
+    dict
+        ``sci`` (weighted mean, NaN where no weight), ``wht``, ``con`` (``(n_planes, ny, nx)``
+        int32), ``var`` (list, NaN where no weight) and ``err`` (as :func:`finalize_partial`
+        makes it), all float32 but ``con``.
+    """
+    kernel = _check_kernel(kernel)
+    pixfrac = _check_pixfrac(pixfrac)
+    shape = tuple(int(s) for s in shape)
+    n_planes = int(n_planes)
+    plans = []
+    n_var = None
+    for inp in inputs:
+        if n_var is None:
+            n_var = len(inp.variances)
+        elif len(inp.variances) != n_var:
+            msg = f"exposure {inp.exposure} has {len(inp.variances)} variance arrays; expected {n_var} like the first input"
+            raise ValueError(msg)
+        if not 0 <= int(inp.exposure) < 32 * n_planes:
+            msg = f"exposure number {inp.exposure} does not fit {n_planes} context planes of 32 bits"
+            raise ValueError(msg)
+        plan = _plan_input(inp, shape, kernel, pixfrac, band_rows)
+        if plan is not None:
+            plans.append((int(inp.exposure), inp.variances, *plan))
+    n_var = n_var or 0
+    empty = _empty_tile(shape, n_var)
+    out = {"sci": empty.sci, "wht": empty.wht, "con": np.zeros((n_planes, *shape), np.int32), "var": list(empty.var)}
+    boxes = np.array([p[-1] for p in plans]).reshape(-1, 4)
+    if not plans:
+        return _with_err(out)
+    cy0, cy1 = int(boxes[:, 0].min()), int(boxes[:, 1].max())
+    cx0, cx1 = int(boxes[:, 2].min()), int(boxes[:, 3].max())
+    bx0, bx1 = max(cx0, 0), min(cx1, shape[1])
+    by0, by1 = max(cy0, 0), min(cy1, shape[0])
+    if bx0 >= bx1 or by0 >= by1:
+        return _with_err(out)
+    canvas = (cy1 - cy0, cx1 - cx0)
+    # our own zeroed outputs leave drizzle's fill value "INDEF" (no whole-canvas fill after
+    # every call); NaN is put where nothing landed once, below
+    driz = Drizzle(
+        kernel=kernel, out_img=np.zeros(canvas, np.float32), out_wht=np.zeros(canvas, np.float32),
+        out_img2=[np.zeros(canvas, np.float32) for _ in range(n_var)] or None,
+        begin_ctx_id=0, max_ctx_id=32 * n_planes - 1,
+    )
+    for exposure, variances, data, pixmap, w, psr, bands, _ in plans:
+        # integer shifts of a float64 map are exact: the overlaps equal those of a whole-grid run
+        pm = pixmap - np.array([cx0, cy0], dtype=np.float64)
+        data = np.where(w > 0, data, np.float32(0.0))
+        data2 = [np.asarray(v, dtype=np.float32) for v in variances] or None
+        for y0, y1, x0, x1 in bands:
+            # every band of an exposure sets the exposure's own context bit (the package
+            # counts one id per call; bands are one input)
+            driz._ctx_id = exposure  # noqa: SLF001
+            driz.add_image(
+                data, exptime=1.0, pixmap=pm, data2=data2, weight_map=w, pixfrac=pixfrac, iscale=1.0,
+                pixel_scale_ratio=psr, in_units="cps", xmin=x0, xmax=x1, ymin=y0, ymax=y1,
+            )
+    cut = (slice(by0 - cy0, by1 - cy0), slice(bx0 - cx0, bx1 - cx0))
+    into = (slice(by0, by1), slice(bx0, bx1))
+    wht = driz.out_wht[cut]
+    none = wht == 0
+    out["sci"][into] = np.where(none, np.float32(np.nan), driz.out_img[cut])
+    out["wht"][into] = wht
+    out["con"][(slice(None), *into)] = driz.out_ctx[(slice(None), *cut)]
+    for dst, src in zip(out["var"], driz.out_img2 or [], strict=False):
+        dst[into] = np.where(none, np.float32(np.nan), src[cut])
+    return _with_err(out)
+
+
+def _with_err(out: dict) -> dict:
+    """``out`` with ``err``: the square root of the summed variances (NaN-only ones left out)."""
+    covered = out["wht"] != 0
+    if out["var"]:
+        stack = np.stack(out["var"])
+        total = np.nansum(stack, axis=0)
+        some = np.isfinite(stack).any(axis=0)
+        out["err"] = np.where(covered & some, np.sqrt(np.maximum(total, 0.0)), np.nan).astype(np.float32)
+    else:
+        out["err"] = np.full(out["wht"].shape, np.nan, dtype=np.float32)
+    return out
+
+
 class DrizzleSum(NamedTuple):
     """Additive partial sums of a drizzle co-add: add them up, then :func:`finalize_partial`.
 
@@ -480,14 +659,7 @@ def finalize_partial(part: DrizzleSum) -> dict:
     safe = np.where(covered, wht, 1.0)
     sci = np.where(covered, part.num / safe, np.nan).astype(np.float32)
     var = [np.where(covered, v / (safe * safe), np.nan).astype(np.float32) for v in part.var]
-    if var:
-        stack = np.stack(var)
-        total = np.nansum(stack, axis=0)
-        some = np.isfinite(stack).any(axis=0)
-        err = np.where(covered & some, np.sqrt(np.maximum(total, 0.0)), np.nan).astype(np.float32)
-    else:
-        err = np.full(sci.shape, np.nan, dtype=np.float32)
-    return {"sci": sci, "wht": part.wht.astype(np.float32), "con": part.con, "var": var, "err": err}
+    return _with_err({"sci": sci, "wht": part.wht.astype(np.float32), "con": part.con, "var": var})
 
 
 # -- the linear operator and its transpose (overlaps from mosaic.ops.overlap) --------------------
@@ -522,6 +694,9 @@ def drizzle_linear(x, pixmap, shape, *, pixfrac: float = 1.0) -> np.ndarray:
     """
     _array_module(x)
     pixfrac = _check_pixfrac(pixfrac)
+    # numba is imported (and the kernels loaded) only where they are used, not by every drizzle
+    from mosaic.ops.overlap import drizzle_sums  # noqa: PLC0415
+
     xc, yc = pixel_corners(np.asarray(pixmap, dtype=np.float64), pixfrac=pixfrac)
     return drizzle_sums(xc, yc, [x], shape)[0]
 
@@ -553,6 +728,8 @@ def blot_exact(
     """
     _array_module(image)
     pixfrac = _check_pixfrac(pixfrac)
+    from mosaic.ops.overlap import blot_sums  # noqa: PLC0415
+
     xc, yc = pixel_corners(np.asarray(pixmap, dtype=np.float64), pixfrac=pixfrac)
     num, den, jaco = blot_sums(xc, yc, image)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -24,9 +24,11 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
+    "Cutout",
     "Lattice",
     "calc_pixmap",
     "cutout_for_region",
+    "cutout_rows_for_region",
     "lattice_pixmap",
     "pixel_corners",
 ]
@@ -42,7 +44,7 @@ LATTICE_STEP = 32
 CUTOUT_PAD = 3
 
 
-def calc_pixmap(wcs_from, wcs_to, region=None, *, shape=None, offset=(0, 0)) -> np.ndarray:
+def calc_pixmap(wcs_from, wcs_to, region=None, *, shape=None, offset=(0, 0), columns=None) -> np.ndarray:
     """Pixel map of (a region of) an exposure onto an output frame.
 
     Parameters
@@ -59,6 +61,12 @@ def calc_pixmap(wcs_from, wcs_to, region=None, *, shape=None, offset=(0, 0)) -> 
     offset : (x0, y0)
         Output-pixel origin subtracted from the map (the start of a tile), so that the map is
         in the tile's own pixel frame. Integers keep the subtraction exact.
+    columns : tuple of numpy.ndarray, optional
+        ``(lo, hi)``: per row of ``region``, the first and last detector column needed
+        (:class:`Cutout`). Only those are mapped, with the columns needed within
+        :data:`SPAN_HALO_ROWS` rows and one more on each side (what drizzle's corner interpolation
+        and its row bands read); the rest of the map is NaN. A rotated cut-out's bounding
+        box holds up to twice the pixels that reach its region.
 
     Returns
     -------
@@ -72,14 +80,71 @@ def calc_pixmap(wcs_from, wcs_to, region=None, *, shape=None, offset=(0, 0)) -> 
             raise ValueError(msg)
         region = (slice(0, shape[0]), slice(0, shape[1]))
     ys, xs = region
-    y, x = np.mgrid[ys.start : ys.stop, xs.start : xs.stop].astype(np.float64)
-    # the same two calls as drizzle.utils.calc_pixmap: the map equals its map bit for bit
-    ox, oy = wcs_to.world_to_pixel_values(*wcs_from.pixel_to_world_values(x, y))
-    pixmap = np.dstack([np.asarray(ox, dtype=np.float64), np.asarray(oy, dtype=np.float64)])
+    if columns is None:
+        pixmap = _map_box(wcs_from, wcs_to, ys, xs)
+    else:
+        pixmap = _map_rows(wcs_from, wcs_to, ys, xs, columns)
     if offset[0] or offset[1]:
         pixmap[..., 0] -= offset[0]
         pixmap[..., 1] -= offset[1]
     return pixmap
+
+
+def _map_box(wcs_from, wcs_to, ys: slice, xs: slice) -> np.ndarray:
+    y, x = np.mgrid[ys.start : ys.stop, xs.start : xs.stop].astype(np.float64)
+    # the same two calls as drizzle.utils.calc_pixmap: the map equals its map bit for bit
+    ox, oy = wcs_to.world_to_pixel_values(*wcs_from.pixel_to_world_values(x, y))
+    return np.dstack([np.asarray(ox, dtype=np.float64), np.asarray(oy, dtype=np.float64)])
+
+
+#: rows around a row whose needed columns the row maps too: drizzle's row bands (32 rows, see
+#: :func:`mosaic.ops.drizzle.drizzle_tile`) and its corner interpolation (one row) read them
+SPAN_HALO_ROWS = 34
+
+
+def _map_rows(wcs_from, wcs_to, ys: slice, xs: slice, columns) -> np.ndarray:
+    lo, hi = (np.asarray(c, dtype=np.int64) for c in columns)
+    ny, nx = ys.stop - ys.start, xs.stop - xs.start
+    if lo.shape != (ny,) or hi.shape != (ny,):
+        msg = f"columns have shapes {lo.shape} and {hi.shape}; expected one (lo, hi) per row of the region ({ny},)"
+        raise ValueError(msg)
+    # each row maps the columns that the rows around it need, and one more on each side
+    c0, c1 = lo.copy(), hi.copy()
+    for d in range(1, min(SPAN_HALO_ROWS, ny - 1) + 1):
+        np.minimum(c0[d:], lo[:-d], out=c0[d:])
+        np.minimum(c0[:-d], lo[d:], out=c0[:-d])
+        np.maximum(c1[d:], hi[:-d], out=c1[d:])
+        np.maximum(c1[:-d], hi[d:], out=c1[:-d])
+    c0 = np.maximum(c0 - 1, xs.start) - xs.start
+    c1 = np.minimum(c1 + 1, xs.stop - 1) - xs.start
+    n = np.maximum(c1 - c0 + 1, 0)
+    row = np.repeat(np.arange(ny), n)
+    col = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n) + np.repeat(c0, n)
+    # one call for all the pixels: the same per-pixel arithmetic as a whole box, bit for bit
+    ox, oy = wcs_to.world_to_pixel_values(
+        *wcs_from.pixel_to_world_values((col + xs.start).astype(np.float64), (row + ys.start).astype(np.float64))
+    )
+    pixmap = np.full((ny, nx, 2), np.nan)
+    pixmap[row, col, 0] = ox
+    pixmap[row, col, 1] = oy
+    return pixmap
+
+
+@dataclass(frozen=True)
+class Cutout:
+    """The exposure pixels that reach an output region, row by row.
+
+    Attributes
+    ----------
+    region : tuple of slice
+        ``(y, x)`` bounding box of the pixels, in the exposure.
+    lo, hi : numpy.ndarray
+        Per row of ``region``, the first and last detector column needed (``lo > hi`` for none).
+    """
+
+    region: tuple[slice, slice]
+    lo: np.ndarray
+    hi: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -179,6 +244,63 @@ def cutout_for_region(
     ex0 = max(int(lattice.xs[cols[0]]) - pad, 0)
     ex1 = min(int(lattice.xs[cols[-1] + 1]) + 1 + pad, nx)
     return (slice(ey0, ey1), slice(ex0, ex1))
+
+
+def cutout_rows_for_region(
+    lattice: Lattice, region: tuple[slice, slice], *, margin: float, pad: int = CUTOUT_PAD
+) -> Cutout | None:
+    """The exposure pixels whose centres land on an output region grown by ``margin``, row by row.
+
+    The bounding box is :func:`cutout_for_region`'s; each row also has its own column range,
+    from the lattice cells of that row that meet the grown region, grown by ``pad`` rows and
+    columns. A cut-out of a detector rotated against the grid needs only these columns
+    mapped (:func:`calc_pixmap` with ``columns``).
+
+    Parameters
+    ----------
+    lattice : Lattice
+        Coarse map of the exposure (:func:`lattice_pixmap`).
+    region : tuple of slice
+        ``(y, x)`` slices of the output frame (a tile's core).
+    margin : float
+        Output pixels added on every side of the region.
+    pad : int
+        Exposure pixels added on every side of every row's range (clipped at the detector edges).
+
+    Returns
+    -------
+    Cutout or None
+        None where no pixel lands on the region.
+    """
+    ys, xs = region
+    rx0, rx1 = xs.start - 0.5 - margin, xs.stop - 0.5 + margin
+    ry0, ry1 = ys.start - 0.5 - margin, ys.stop - 0.5 + margin
+    x0, x1, y0, y1 = lattice.cell_bounds()
+    with np.errstate(invalid="ignore"):
+        hit = (x1 >= rx0) & (x0 <= rx1) & (y1 >= ry0) & (y0 <= ry1)
+    if not hit.any():
+        return None
+    ny, nx = lattice.shape
+    lo = np.full(ny, nx, dtype=np.int64)
+    hi = np.full(ny, -1, dtype=np.int64)
+    for i in np.flatnonzero(hit.any(axis=1)):
+        cols = np.flatnonzero(hit[i])
+        r0, r1 = int(lattice.ys[i]), int(lattice.ys[i + 1]) + 1
+        lo[r0:r1] = np.minimum(lo[r0:r1], int(lattice.xs[cols[0]]))
+        hi[r0:r1] = np.maximum(hi[r0:r1], int(lattice.xs[cols[-1] + 1]))
+    grown_lo, grown_hi = lo.copy(), hi.copy()
+    for d in range(1, pad + 1):
+        grown_lo[d:] = np.minimum(grown_lo[d:], lo[:-d])
+        grown_lo[:-d] = np.minimum(grown_lo[:-d], lo[d:])
+        grown_hi[d:] = np.maximum(grown_hi[d:], hi[:-d])
+        grown_hi[:-d] = np.maximum(grown_hi[:-d], hi[d:])
+    some = grown_hi >= grown_lo
+    lo = np.where(some, np.maximum(grown_lo - pad, 0), nx)
+    hi = np.where(some, np.minimum(grown_hi + pad, nx - 1), -1)
+    rows = np.flatnonzero(some)
+    ey0, ey1 = int(rows[0]), int(rows[-1]) + 1
+    ex0, ex1 = int(lo[some].min()), int(hi[some].max()) + 1
+    return Cutout(region=(slice(ey0, ey1), slice(ex0, ex1)), lo=lo[ey0:ey1], hi=hi[ey0:ey1])
 
 
 def pixel_corners(pixmap: np.ndarray, *, pixfrac: float = 1.0) -> tuple[np.ndarray, np.ndarray]:

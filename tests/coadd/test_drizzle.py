@@ -6,6 +6,7 @@ import argparse
 import warnings
 
 import dask
+from dask.core import get_dependencies
 import numpy as np
 import pytest
 import xarray as xr
@@ -141,22 +142,26 @@ def test_file_cutouts_equal_the_exposure_arrays(exposures, field):
             assert got[name].dtype == want.dtype
 
 
-def test_graph_has_one_task_per_overlapping_pair(exposures, grid):
+def test_graph_has_one_task_per_tile_reading_only_its_exposures(exposures, grid):
     g = grid.with_tiling((64, 64))
+    # a block per exposure: a task's inputs name its exposures
+    one_each = exposures.assign({v: exposures[v].chunk({"exposure": 1}) for v in exposures.data_vars})
     # building the graph computes nothing
     with dask.config.set(scheduler=_no_compute):
-        mosaic = drizzle_mosaic(exposures, g)
-    graph = mosaic["sci"].data.__dask_graph__()
-    leaves = {k for k in graph if isinstance(k, tuple) and str(k[0]).startswith("drizzle-leaf-")}
+        mosaic = drizzle_mosaic(one_each, g)
+    graph = dict(mosaic["sci"].data.__dask_graph__())
+    tasks = {k for k in graph if isinstance(k, tuple) and str(k[0]).startswith("drizzle-tile-")}
     wcs = exposure_wcs(exposures)
     reach = kernel_radius("square", pixel_scale_ratio=0.5)
     cut = exposure_cutouts(wcs, SHAPE, g, margin=reach + 1.0)
-    want = {(k, *ti) for k in range(len(wcs)) for ti in cut[k]}
-    assert {k[1:] for k in leaves} == want
+    want = {ti: {k for k in range(len(wcs)) if ti in cut[k]} for ti in (t.index for t in g.tiles())}
+    assert {k[1:] for k in tasks} == {ti for ti, ks in want.items() if ks}
+    sci_name = one_each["sci"].data.name
+    for key in tasks:
+        reads = {d[1] for d in get_dependencies(graph, key) if isinstance(d, tuple) and d[0] == sci_name}
+        assert reads == want[key[1:]]
     # tiles see only the exposures that touch them
-    assert len(leaves) < len(g.tiles()) * len(wcs)
-    by_tile = {ti: {k for k in range(len(wcs)) if ti in cut[k]} for ti in (t.index for t in g.tiles())}
-    assert any(0 < len(ks) < len(wcs) for ks in by_tile.values())
+    assert any(0 < len(ks) < len(wcs) for ks in want.values())
 
 
 def _no_compute(*args, **kwargs):

@@ -11,8 +11,10 @@ from hypothesis import strategies as st
 
 from mosaic.io.grid import MosaicGrid
 from mosaic.ops.pixmap import (
+    SPAN_HALO_ROWS,
     calc_pixmap,
     cutout_for_region,
+    cutout_rows_for_region,
     lattice_pixmap,
     pixel_corners,
 )
@@ -77,6 +79,42 @@ def test_cutout_holds_every_pixel_that_lands_on_the_region(setup, y0, x0, h, w_,
         rows, cols = np.flatnonzero(lands.any(axis=1)), np.flatnonzero(lands.any(axis=0))
         assert cut[0].start >= rows[0] - 2 * step - 1 and cut[0].stop <= rows[-1] + 2 * step + 2
         assert cut[1].start >= cols[0] - 2 * step - 1 and cut[1].stop <= cols[-1] + 2 * step + 2
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    y0=st.integers(-30, 300), x0=st.integers(-30, 300), h=st.integers(1, 200), w_=st.integers(1, 200),
+    margin=st.floats(0.0, 4.0), step=st.sampled_from([4, 8, 16, 32]), pad=st.integers(0, 3),
+)
+def test_row_cutout_maps_every_pixel_that_lands_with_its_neighbours(setup, y0, x0, h, w_, margin, step, pad):
+    w, grid, full = setup
+    lattice = lattice_pixmap(w, grid.wcs, SHAPE, step=step)
+    region = (slice(y0, y0 + h), slice(x0, x0 + w_))
+    cut = cutout_rows_for_region(lattice, region, margin=margin, pad=pad)
+    box = cutout_for_region(lattice, region, margin=margin, pad=pad)
+    if box is None:
+        assert cut is None
+        return
+    assert cut.region == box  # the same bounding box
+    ys, xs = cut.region
+    x, y = full[ys, xs][..., 0], full[ys, xs][..., 1]
+    lands = (
+        (x >= x0 - 0.5 - margin) & (x <= x0 + w_ - 0.5 + margin)
+        & (y >= y0 - 0.5 - margin) & (y <= y0 + h - 0.5 + margin)
+    )
+    cols = np.arange(xs.start, xs.stop)
+    in_rows = (cols >= cut.lo[:, None]) & (cols <= cut.hi[:, None])
+    assert not (lands & ~in_rows).any()
+    # mapped: each row's range and those of the rows around it, a column more, bit for bit
+    part = calc_pixmap(w, grid.wcs, cut.region, columns=(cut.lo, cut.hi), offset=(3, -2))
+    mapped = np.isfinite(part).all(axis=-1)
+    whole = calc_pixmap(w, grid.wcs, cut.region, offset=(3, -2))
+    np.testing.assert_array_equal(part[mapped], whole[mapped])
+    need = np.zeros_like(mapped)
+    for r in range(mapped.shape[0]):
+        for q in range(max(r - SPAN_HALO_ROWS, 0), min(r + SPAN_HALO_ROWS + 1, mapped.shape[0])):
+            need[r] |= (cols >= cut.lo[q] - 1) & (cols <= cut.hi[q] + 1)
+    assert not (need & ~mapped).any()
 
 
 def test_cutout_pads_but_stays_on_the_detector(setup):
