@@ -133,3 +133,94 @@ def browse(url: str, *, screenshot: Path | None = None) -> tuple[str, list[str]]
     dom = subprocess.run([*args, "--dump-dom", url], capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
     return dom.stdout, [ln for ln in dom.stderr.splitlines() if "CONSOLE" in ln]
+
+
+class Browser:
+    """Headless chromium driven over the DevTools protocol on a pipe (fds 3 and 4): no extra package.
+
+    ``evaluate`` runs JavaScript in the page and returns its value; ``errors`` collects console
+    errors and uncaught exceptions of the page.
+    """
+
+    def __init__(self, url: str):
+        import shutil
+
+        browser = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+        if browser is None:
+            pytest.skip("no chromium on this machine (CI installs Debian's chromium: .ci/browser.sh)")
+        to_chrome_r, self._to_chrome = os.pipe()
+        self._from_chrome, from_chrome_w = os.pipe()
+
+        def pipes():  # in the child: the protocol's fds 3 (commands in) and 4 (answers out)
+            import fcntl
+
+            # copies above 10 first: a pipe's own fd may already be 3 or 4
+            high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (to_chrome_r, from_chrome_w)]
+            os.dup2(high[0], 3)
+            os.dup2(high[1], 4)
+
+        args = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-pipe", "--window-size=1400,1000",
+                "about:blank"]
+        # close_fds=False: subprocess would close fds 3 and 4 after pipes() made them (this
+        # process's own fds are not inheritable, PEP 446, so nothing else leaks)
+        self.proc = subprocess.Popen(args, preexec_fn=pipes, close_fds=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(to_chrome_r)
+        os.close(from_chrome_w)
+        self._buffer = b""
+        self._id = 0
+        self.errors: list[str] = []
+        target = self._call("Target.createTarget", {"url": "about:blank"})["targetId"]
+        self.session = self._call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        self._call("Runtime.enable", session=True)
+        self._call("Page.enable", session=True)
+        self._call("Page.navigate", {"url": url}, session=True)
+
+    def _message(self) -> dict:
+        while b"\0" not in self._buffer:
+            chunk = os.read(self._from_chrome, 1 << 16)
+            if not chunk:
+                raise RuntimeError("chromium closed its DevTools pipe")
+            self._buffer += chunk
+        raw, self._buffer = self._buffer.split(b"\0", 1)
+        return json.loads(raw)
+
+    def _call(self, method: str, params: dict | None = None, *, session: bool = False) -> dict:
+        self._id += 1
+        message = {"id": self._id, "method": method, "params": params or {}}
+        if session:
+            message["sessionId"] = self.session
+        os.write(self._to_chrome, json.dumps(message).encode() + b"\0")
+        while True:
+            answer = self._message()
+            if answer.get("method") == "Runtime.consoleAPICalled" and answer["params"]["type"] == "error":
+                self.errors.append(" ".join(str(a.get("value", a.get("description"))) for a in answer["params"]["args"]))
+            elif answer.get("method") == "Runtime.exceptionThrown":
+                self.errors.append(answer["params"]["exceptionDetails"].get("text", "exception"))
+            if answer.get("id") == self._id:
+                if "error" in answer:
+                    raise RuntimeError(f"{method}: {answer['error']}")
+                return answer["result"]
+
+    def evaluate(self, expression: str):
+        """The value of a JavaScript expression in the page (promises awaited)."""
+        result = self._call("Runtime.evaluate", {"expression": expression, "awaitPromise": True, "returnByValue": True},
+                            session=True)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def wait(self, expression: str, timeout: float = 120):
+        """Poll ``expression`` until it is truthy; returns its value."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = self.evaluate(expression)
+            if value:
+                return value
+            time.sleep(0.25)
+        raise AssertionError(f"still false after {timeout} s: {expression}")
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+        os.close(self._to_chrome)
+        os.close(self._from_chrome)

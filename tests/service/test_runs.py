@@ -4,6 +4,7 @@ service loses nothing finished and reports what it did not finish."""
 from __future__ import annotations
 
 import io
+import json
 import signal
 import time
 
@@ -48,7 +49,7 @@ def test_run_equals_mosaic_run_and_survives_a_killed_service(field_service, tmp_
     root, data, service = field_service.root, field_service.data, field_service.service
     r = service.http.post("/runs", json={"config": QUICK})
     assert r.status_code == 201, r.text
-    quick = field_service.quick = r.json()["id"]
+    quick = r.json()["id"]
     job = _wait(service.http, quick, lambda j: j["status"] in ("complete", "failed", "cancelled"))
     assert job["status"] == "complete", job
     assert job["progress"] == 1.0 and len(job["log"]) <= 40
@@ -98,20 +99,37 @@ def test_run_equals_mosaic_run_and_survives_a_killed_service(field_service, tmp_
     assert listed == {quick: "complete", slow_id: "failed"}
 
 
-def test_page_shows_a_finished_run_and_its_preview(field_service):
-    from .conftest import browse
+def test_page_starts_a_run_shows_progress_and_a_preview(field_service):
+    from .conftest import Browser
 
     service = field_service.service
-    quick = getattr(field_service, "quick", None)
-    if quick is None:
-        pytest.skip("needs the run of test_run_equals_mosaic_run_and_survives_a_killed_service")
-    job = service.http.get(f"/runs/{quick}").json()
-    dom, console = browse(f"{service.url}/?run={quick}")
-    assert console == []
-    assert f'data-id="{quick}"' in dom and 'class="status-complete"' in dom and '<progress max="1" value="1">' in dom
-    shown = job["images"][-1]
-    assert f'src="/preview/{shown["id"]}?stretch=asinh' in dom and f'id="viewer-title">{shown["path"]}<' in dom
-    assert all(c["path"] in dom for c in job["catalogs"])
+    page = Browser(service.url)
+    try:
+        page.wait("document.querySelectorAll('#algorithm option').length > 0 && document.querySelector('#status').textContent.includes('cluster')")
+        config = json.dumps({**QUICK, "field": "page"})
+        page.evaluate(f"document.querySelector('#run-config').value = {json.dumps(config)}; document.querySelector('#run-form button').click(); 1")
+        row = "[...document.querySelectorAll('#runs li')].find(li => li.querySelector('b').textContent === 'page')"
+        seen = set()
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            state = page.evaluate(f"(() => {{ const li = {row}; return li ? [li.querySelector('span').textContent, li.querySelector('progress').value] : null; }})()")
+            if state is not None:
+                seen.add((state[0], state[1]))
+                if state[0] in ("complete", "failed", "cancelled"):
+                    break
+            time.sleep(0.2)
+        assert state is not None and state[0] == "complete", (state, page.evaluate(f"{row}.textContent"))
+        assert any(status == "running" and 0 <= value < 1 for status, value in seen), seen  # progress was shown
+        run_id = page.evaluate(f"{row}.dataset.id")
+        job = service.http.get(f"/runs/{run_id}").json()
+        shown = job["images"][-1]
+        # the page shows the run's last product with its preview, drawn by the browser
+        page.wait(f"document.querySelector('#viewer-title').textContent === {json.dumps(shown['path'])}")
+        src = page.wait("document.querySelector('#preview').naturalWidth > 0 && document.querySelector('#preview').src")
+        assert f"/preview/{shown['id']}?stretch=asinh" in src
+        assert page.errors == []
+    finally:
+        page.close()
 
 
 def test_cancel_then_retry_resumes_from_the_store(field_service):
