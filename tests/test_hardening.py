@@ -226,16 +226,16 @@ def _sleeper():
     return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
 
 
-def _plant_lock(store_path: Path, pid: int, *, host=None, start="from-proc"):
+def _plant_lock(store_path: Path, pid: int, *, host=None, start="from-proc", field="f", band="F200W"):
+    """The lock another process would hold on the store's field/band group."""
     import json
     import socket
 
-    from mosaic.io.store import LOCK_NAME, _start_time
+    from mosaic.io.store import Store, _start_time
 
-    store_path.mkdir(parents=True, exist_ok=True)
     owner = {"host": host or socket.gethostname(), "pid": pid, "start": _start_time(pid) if start == "from-proc" else start,
              "since": "2026-01-01T00:00:00", "command": "mosaic run other.yaml"}
-    (store_path / LOCK_NAME).write_text(json.dumps(owner))
+    Store(store_path).lock_path(field, band).write_text(json.dumps(owner))
 
 
 def test_a_second_writer_is_refused_and_a_dead_ones_lock_is_taken_over(tmp_path, caplog):
@@ -250,6 +250,8 @@ def test_a_second_writer_is_refused_and_a_dead_ones_lock_is_taken_over(tmp_path,
             store.write_product("f", "F200W", "drizzle", {"sci": np.ones((4, 4), np.float32)})
         with pytest.raises(StoreLockedError):
             store.mark_complete("f", "F200W", "x")
+        # another field/band of the store is free (a batch or a service writes many at once)
+        store.mark_complete("g", "F200W", "x")
     finally:
         other.send_signal(signal.SIGKILL)
         other.wait()
@@ -270,7 +272,7 @@ def test_a_reused_pid_or_another_host_is_not_taken_for_the_owner(tmp_path):
         Store(tmp_path / "a.zarr").mark_complete("f", "F200W", "x")
         # another host: its process cannot be checked from here, so the store is refused
         _plant_lock(tmp_path / "b.zarr", other.pid, host="elsewhere.example")
-        with pytest.raises(StoreLockedError, match=r"another host\), remove .*\.mosaic-writer\.lock"):
+        with pytest.raises(StoreLockedError, match=r"another host\), remove .*/f/F200W/\.mosaic-writer\.lock"):
             Store(tmp_path / "b.zarr").mark_complete("f", "F200W", "x")
     finally:
         other.kill()
@@ -289,7 +291,9 @@ def test_mosaic_run_refuses_a_store_in_use(tmp_path, capsys):
     finally:
         other.kill()
         other.wait()
-    assert not (tmp_path / "out" / "mosaic.zarr" / "f").exists()
+    from mosaic.io.store import Store
+
+    assert Store(tmp_path / "out" / "mosaic.zarr").manifest("f", "F200W") == {}  # nothing recorded, nothing cleaned
 
 
 # -- 4. checksums ----------------------------------------------------------------------------------

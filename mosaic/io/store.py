@@ -22,12 +22,13 @@ is recomputed) and :meth:`Store.read_product` refuses it by name. Arrays are wri
 chunk by the tasks that compute them (dask's ``to_zarr``), so no process ever holds a whole
 mosaic. The store lives on a filesystem path (local or shared, as on HPC).
 
-*One writer.* A process that writes takes the store's lock, ``.mosaic-writer.lock`` in its
-root: a file created atomically holding the owner's host, pid and start. Another process on
-any host is refused while the owner lives; a lock whose process is gone (same host: the pid is
-dead, or is another process now) is taken over with a warning. The lock is taken by the first
-write (and by :meth:`Store.writing`, which runs and field runs hold for their whole length) and
-given back when the process ends.
+*One writer per field/band.* A process that writes a field/band group takes its lock,
+``.mosaic-writer.lock`` in the group: a file created atomically holding the owner's host, pid
+and start. Another process on any host is refused while the owner lives (other groups of the
+store stay free: a batch or a service writes many fields at once); a lock whose process is
+gone (same host: the pid is dead, or is another process now) is taken over with a warning. Runs
+hold the lock for their whole length (:meth:`Store.writing`); a write outside one takes it
+until the process ends.
 """
 
 from __future__ import annotations
@@ -252,27 +253,27 @@ class Store:
 
     # -- the writer lock -----------------------------------------------------------------
 
-    @property
-    def lock_path(self) -> Path:
-        """The lock file of the store's writer."""
-        return self.path / LOCK_NAME
+    def lock_path(self, field: str, band: str) -> Path:
+        """The writer's lock file of a field/band group."""
+        return self.group_path(field, band) / LOCK_NAME
 
     @contextlib.contextmanager
-    def writing(self):
-        """Hold the store's writer lock for a block (a run); a second writer is refused.
+    def writing(self, field: str, band: str):
+        """Hold a field/band group's writer lock for a block (a run); a second writer is refused.
 
-        Re-entrant within a process (fields of a batch share the lock); the lock is given back
-        when the outermost block ends, unless a write outside any block took it first.
+        Re-entrant within a process; the lock is given back when the outermost block ends,
+        unless a write outside any block took it first (then at the process's end).
 
         Raises
         ------
         StoreLockedError
             Naming the owner (host, pid, since, command) and the lock file.
         """
-        key = str(self.lock_path.absolute())
+        lock = self.lock_path(field, band)
+        key = str(lock.absolute())
         with _HELD_GUARD:
             if key not in _HELD:
-                _take(self.lock_path, self.path)
+                _take(lock, self.path / field / band.upper())
                 _HELD[key] = {"depth": 0, "sticky": False}
             _HELD[key]["depth"] += 1
         try:
@@ -286,13 +287,24 @@ class Store:
                         del _HELD[key]
                         _release(key)
 
-    def _writer(self) -> None:
-        """Take the lock for the rest of the process, unless it is held already."""
-        key = str(self.lock_path.absolute())
+    def _writer(self, field: str, band: str) -> None:
+        """Take a group's lock for the rest of the process, unless it is held already."""
+        lock = self.lock_path(field, band)
+        key = str(lock.absolute())
         with _HELD_GUARD:
             if key not in _HELD:
-                _take(self.lock_path, self.path)
+                _take(lock, self.path / field / band.upper())
                 _HELD[key] = {"depth": 0, "sticky": True}
+
+    def _locked_by_other(self, group: Path) -> bool:
+        """Whether a live process other than this one holds a group's lock."""
+        owner = _read_lock(group / LOCK_NAME)
+        if not owner or _mine(owner):
+            return False
+        if owner.get("host") != socket.gethostname():
+            return True
+        pid = owner.get("pid")
+        return isinstance(pid, int) and _alive(pid, owner.get("start"))
 
     # -- paths ---------------------------------------------------------------------------
 
@@ -327,7 +339,7 @@ class Store:
     def _write_manifest(self, field: str, band: str, manifest: dict) -> None:
         # the manifest lives in the group's own zarr.json attributes; the file is replaced
         # whole (os.replace) so that a kill never leaves it half-written
-        self._writer()
+        self._writer(field, band)
         meta = self._group_metadata(field, band)
         meta.setdefault("attributes", {})[_MANIFEST_KEY] = manifest
         path = self.group_path(field, band) / "zarr.json"
@@ -426,7 +438,7 @@ class Store:
             after. (Not xarray's Delayed write: its graph is finalised with renamed keys, so
             arrays computed beside it would run every shared task again.)
         """
-        self._writer()
+        self._writer(field, band)
         final = self.product_path(field, band, name)
         if final.exists() and not overwrite and self.is_complete(field, band, name):
             msg = f"{self.path}: product {field}/{band}/{name} is complete; pass overwrite=True to redo it"
@@ -476,9 +488,15 @@ class Store:
         return xr.open_zarr(str(self.product_path(field, band, name)), consolidated=False, zarr_format=3)
 
     def clean_temporaries(self) -> list[Path]:
-        """Remove temporary groups left by interrupted writes; returns what was removed."""
-        self._writer()
-        removed = [p for p in self.path.rglob(".*.tmp-*") if p.is_dir()]
+        """Remove temporary groups left by interrupted writes; returns what was removed.
+
+        Groups that another live process is writing are left alone.
+        """
+        removed = []
+        for p in self.path.rglob(".*.tmp-*"):
+            parts = p.relative_to(self.path).parts
+            if p.is_dir() and not (len(parts) > 2 and self._locked_by_other(self.path / parts[0] / parts[1])):
+                removed.append(p)
         for p in removed:
             shutil.rmtree(p, ignore_errors=True)
         return removed

@@ -119,7 +119,7 @@ def run_survey(
     t0 = time.perf_counter()
     report = SurveyReport()
     log.info("survey %s: %d field(s) -> %s (store %s)", survey.source, len(chosen), survey.outdir, store.path)
-    with store.writing(), context as active:
+    with context as active:
 
         def one(cfg) -> FieldReport:
             try:

@@ -17,6 +17,7 @@ starts again, and a product or checkpoint whose checksums no longer match is rec
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import time
@@ -360,8 +361,10 @@ def run_band(
     t0 = time.perf_counter()
     report = BandReport(config.field, band, "failed")
     current = None
+    held = contextlib.ExitStack()
     try:
         run = BandRun.start(config, band, store, client=client, overwrite=overwrite)
+        held.enter_context(store.writing(config.field, band))  # one writer per field/band, for the whole band
         _recompute_damaged(config, band, store)
         token = _band_token(config, run)
         status = store.manifest(config.field, band).get(STATUS, {})
@@ -393,10 +396,15 @@ def run_band(
             report.rows.append(StepRow(current, "failed", 0.0, report.error))
         log.error("%s/%s failed%s: %s", config.field, band, f" at {current}" if current else "", report.error)
         log.debug("traceback of the failure", exc_info=True)
-        try:
-            store.mark_complete(config.field, band, STATUS, status="failed", error=report.error, step=current, finished=_now())
-        except Exception:  # the store itself may be what failed
-            log.exception("%s/%s: could not record the failure in %s", config.field, band, store.path)
+        from mosaic.io.store import StoreLockedError  # noqa: PLC0415
+
+        if not isinstance(err, StoreLockedError):  # the other writer's record is not ours to change
+            try:
+                store.mark_complete(config.field, band, STATUS, status="failed", error=report.error, step=current, finished=_now())
+            except Exception:  # the store itself may be what failed
+                log.exception("%s/%s: could not record the failure in %s", config.field, band, store.path)
+    finally:
+        held.close()
     return report
 
 
@@ -551,7 +559,10 @@ def run_field(
     else:
         context = nullcontext(client)
     log.info("field %s: bands %s -> %s (store %s)", config.field, planned, config.outdir, store.path)
-    with store.writing(), context as active:
+    with contextlib.ExitStack() as held:
+        for band in planned:  # a second writer of a band is refused now, before the cluster starts
+            held.enter_context(store.writing(config.field, band))
+        active = held.enter_context(context)
         for band in planned:
             report.bands.append(run_band(config, band, store, client=active, overwrite=overwrite))
         report.rgb = _rgb(config, store, report)
