@@ -53,10 +53,21 @@ def fine_wcs(cube_wcs: WCS, factor: int) -> WCS:
 
 
 def resample_image(image, image_wcs: WCS, target_wcs: WCS, shape) -> np.ndarray:
-    """``image`` (surface brightness) on ``target_wcs`` of ``shape`` by bicubic interpolation; NaN off the image."""
+    """``image`` (surface brightness) on ``target_wcs`` of ``shape`` by bicubic interpolation; NaN off the image.
+
+    NaN pixels are filled with the image's median before the interpolation (a cubic spline
+    spreads a NaN over whole rows) and every output pixel they reach is NaN again.
+    """
     from reproject import reproject_interp  # noqa: PLC0415
 
-    out, _ = reproject_interp((np.asarray(image, dtype=np.float64), image_wcs.celestial), target_wcs, shape_out=tuple(shape), order="bicubic")
+    image = np.asarray(image, dtype=np.float64)
+    bad = ~np.isfinite(image)
+    filled = np.where(bad, np.nanmedian(image) if not bad.all() else 0.0, image)
+    kw = {"shape_out": tuple(shape)}
+    out, _ = reproject_interp((filled, image_wcs.celestial), target_wcs, order="bicubic", **kw)
+    if bad.any():
+        reach, _ = reproject_interp((bad.astype(np.float64), image_wcs.celestial), target_wcs, order="bilinear", **kw)
+        out[~(reach == 0)] = np.nan
     return out
 
 

@@ -113,3 +113,35 @@ def test_non_integer_ratio_without_resampling(scene_files, tmp_path, capsys):
     argv = ["fuse", "--images", str(odd), "--filters", "F200W", "--cube", str(paths["cube"]), "--out", str(tmp_path / "o.fits"), "--no-resample"]
     msg = _run_error(argv, capsys)
     assert "odd.fits" in msg and "not the integer --factor 3" in msg
+
+
+def test_fuse_rotated_nircam_grid(scene_files, tmp_path):
+    """Images on a NIRCam-like grid (0.031", rotated 25 degrees) are co-registered through their WCS."""
+    from mosaic.fusion.prepare import fine_wcs, resample_image
+
+    scene, paths = scene_files
+    t, s = np.deg2rad(25.0), 0.031 / 3600
+    rotated = []
+    for f in FILTERS:
+        with fits.open(paths[f]) as hdul:
+            image, wcs = hdul["SCI"].data.astype(np.float64), WCS(hdul["SCI"].header)
+        grid = WCS(naxis=2)
+        grid.wcs.ctype, grid.wcs.crval, grid.wcs.crpix = ["RA---TAN", "DEC--TAN"], wcs.wcs.crval, [40.5, 40.5]
+        grid.wcs.cd = np.array([[-s * np.cos(t), s * np.sin(t)], [s * np.sin(t), s * np.cos(t)]])
+        hdr = grid.to_header()
+        hdr["FILTER"] = f
+        rotated.append(tmp_path / f"rot_{f}.fits")
+        data = resample_image(image, wcs, grid, (80, 80)).astype(np.float32)
+        fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(data, header=hdr, name="SCI")]).writeto(rotated[-1])
+    out = tmp_path / "fused.fits"
+    assert main(["fuse", "--images", *map(str, rotated), "--cube", str(paths["cube"]), "--out", str(out), "--components", "4"]) == 0
+    with fits.open(out) as hdul:
+        cube, out_wcs = hdul["SCI"].data.astype(np.float64), WCS(hdul["SCI"].header).celestial
+    # the fused field is where the rotated images cover whole spaxels; find it on the truth's grid
+    truth_wcs = fine_wcs(WCS(fits.getheader(paths["cube"], "SCI")).celestial, 3)
+    x0, y0 = (int(np.round(float(v))) for v in truth_wcs.world_to_pixel(out_wcs.pixel_to_world(0, 0)))
+    assert y0 % 3 == 0 and x0 % 3 == 0 and cube.shape[1] < scene.truth.shape[1]
+    truth = scene.truth[:, y0 : y0 + cube.shape[1], x0 : x0 + cube.shape[2]]
+    up = metrics.upsampled_ifu(scene.cube, 3)[:, y0 : y0 + cube.shape[1], x0 : x0 + cube.shape[2]]
+    for channel in (6, 15, 24):
+        assert metrics.psnr(truth[channel], cube[channel]) > metrics.psnr(truth[channel], up[channel]) + 1.0

@@ -85,3 +85,17 @@ def test_psf_cubes_sum_to_one_and_widen_with_wavelength():
     np.testing.assert_allclose(psf_h.sum(axis=(1, 2)), 1.0, rtol=1e-12)
     assert psf_m[0].max() > psf_m[-1].max()  # diffraction: a redder PSF is broader
     assert psf_h[3].max() < psf_m[3].max()  # the IFU's spaxel and slicer blur it further
+
+
+def test_resampling_keeps_nans_local():
+    from mosaic.fusion.prepare import resample_image
+
+    wcs = scene_wcs((12, 12), np.linspace(1.7, 2.2, 5)).celestial
+    fine = fine_wcs(wcs, 3)
+    image = np.add.outer(np.arange(36.0), np.arange(36.0))
+    image[10, 20] = np.nan
+    out = resample_image(image, fine, fine, (36, 36))  # the same grid: bicubic reproduces the image
+    assert np.isnan(out[10, 20])
+    assert np.isnan(out).sum() <= 9
+    good = np.isfinite(out)
+    np.testing.assert_allclose(out[good], image[good], rtol=0, atol=1e-6)
