@@ -40,6 +40,17 @@ ERR of iteration 0 is the drizzle ERR.
 
 WHT (app. B): the inverse-variance weight of each output, scaled so that iteration 0 is the
 drizzle WHT: ``WHT_n = WHT_0 * VAR_RNOISE_0 / VAR_RNOISE_n``.
+
+*Calibration* (:mod:`mosaic.coadd.updc`). The coherent sum is an upper bound that grows with
+the iterations: on simulated fields at sky/read-noise 1 and 20, the scatter of 10 realisations
+was 0.94/0.91 (sky/sources) of the propagated ERR at iteration 1, 0.85/0.79 at 5 and 0.74/0.70
+at 10. The products therefore carry ``ERR = max(k_n ERR_propagated, ERR_0)``: ``k_n`` is the
+robust scatter of ``(f_n - sky) / ERR_propagated`` on the run's own blank sky (an empirical,
+per-iteration factor, kept in the manifest as ``err_scale``), and ``ERR_0`` the floor: linearised
+about a smooth iterate, the noise transfer of ``n`` iterations relative to the drizzle mosaic is
+``1 + (1 - (1 - |B|^2)^n)(1/|B| - 1) >= 1`` at every frequency (``|B| <= 1`` the PSF's), so no
+iterate is less noisy per pixel than iteration 0. VAR_* and WHT are scaled with ERR. The store
+keeps the propagated variances, so the propagation (and a resumed run) is unchanged.
 """
 
 from __future__ import annotations

@@ -50,6 +50,11 @@ ERR for ``"rl"``), ``sum (g - m)^2 / ERR^2`` over the data pixels divided by the
 logged, kept in the store's manifest (``chi2_dof``, beside the data residual) and in
 :attr:`UPDCResult.chi2`: near 1 the data are fitted to their noise and more iterations add noise.
 
+*Errors.* VAR_* and ERR are propagated through the iteration (:mod:`mosaic.coadd.errors`);
+the products (:meth:`UPDCResult.product`, the files) carry them calibrated on the run's own
+blank sky and floored at iteration 0's ERR (see the notes there; ``err_scale`` in the
+manifest, ``ERRSCALE`` in the files).
+
 *Sky.* The sky is removed from the products: ``background="median"`` (the default) takes the
 sigma-clipped median of the drizzle mosaic (a strided sample of it, so no task holds the
 mosaic) -- the sky of a field that is mostly sky; a number gives a known level; None keeps it.
@@ -134,6 +139,14 @@ DEFAULT_SAVE = (0, 5, 10)
 MOCK_FLOOR = 1e-6
 #: normalisation below this fraction of its maximum: the pixel is not updated
 NORM_FLOOR = 1e-6
+#: ERR calibration: blank sky is farther than SKY_DILATE pixels from any pixel of iteration 0
+#: above SKY_SOURCE_CUT x its ERR
+SKY_SOURCE_CUT = 3.0
+SKY_DILATE = 5
+#: ERR of an iteration is never below this times iteration 0's (the noise gain limit, see the module notes)
+ERR_FLOOR = 1.0
+#: fewest blank-sky pixels in the sample for a measured ERR scale (else 1)
+SKY_MIN_PIXELS = 200
 #: prior weight (a fraction of the normalisation's maximum) that pulls the margin's updates to
 #: neutral: pixels that only the PSF wings of edge pixels reach otherwise random-walk upwards
 #: (multiplicative noise: growth is unbounded, decay stops at 0), 7 % of the field's flux by
@@ -476,6 +489,9 @@ class UPDCResult:
         divided by their number (None where it was not measured).
     pedestal : float
         The pedestal ``s`` of the update (0: the plain ratio).
+    err_scales : list of float
+        Calibration of each iteration's propagated ERR, measured on blank sky (1 for iteration 0
+        and without errors); :meth:`product` and the files apply it.
     """
 
     method: str
@@ -487,16 +503,30 @@ class UPDCResult:
     fill: float = 0.0
     chi2: list = field(default_factory=list)
     pedestal: float = 0.0
+    err_scales: list = field(default_factory=list)
 
     def product(self, n: int = -1) -> xr.Dataset:
-        """Iteration ``n`` as an i2d product: sky subtracted, ``con`` of iteration 0."""
-        return _product(self.iterations[n], self.iterations[0], self.background)
+        """Iteration ``n`` as an i2d product: sky subtracted, ``con`` of iteration 0, ERR calibrated."""
+        scale = self.err_scales[n] if self.err_scales else 1.0
+        return _product(self.iterations[n], self.iterations[0], self.background, 1.0 if scale is None else scale)
 
 
-def _product(ds: xr.Dataset, it0: xr.Dataset, background: float) -> xr.Dataset:
-    """Sky subtracted; pixels without data (the iterate's margin beyond the coverage) NaN."""
+def _product(ds: xr.Dataset, it0: xr.Dataset, background: float, err_scale: float = 1.0) -> xr.Dataset:
+    """Sky subtracted; pixels without data (the iterate's margin beyond the coverage) NaN; ERR
+    calibrated (``err_scale`` times the propagated ERR, at least :data:`ERR_FLOOR` times iteration
+    0's) with VAR_* and WHT scaled alike."""
     out = ds.copy()
     covered = np.isfinite(it0["sci"])
+    if "err" in ds and "err" in it0:
+        err = ds["err"].astype(np.float64)
+        calibrated = np.maximum(float(err_scale) * err, ERR_FLOOR * it0["err"].astype(np.float64))
+        factor = (calibrated / err.where(err > 0)).fillna(1.0)
+        out["err"] = calibrated.astype(np.float32)
+        for v in VARIANCES:
+            if v in out:
+                out[v] = (out[v] * factor**2).astype(np.float32)
+        if "wht" in out:
+            out["wht"] = (out["wht"] / factor**2).astype(np.float32)
     for v in out.data_vars:
         if v != "sci" and v != "wht" and out[v].dtype.kind == "f" and out[v].dims == ("y", "x"):
             out[v] = out[v].where(covered)
@@ -843,7 +873,10 @@ def updc(
             key = f"{prefix}{n:02d}"
             if ck.complete(key):
                 iterations.append(ck.read(key))
-                _save(files, n, save, outdir, name, iterations[-1], it0, bkg, grid, method, overwrite, fresh=False)
+                _save(
+                    files, n, save, outdir, name, iterations[-1], it0, bkg, grid, method, overwrite, fresh=False,
+                    err_scale=ck.info(key).get("err_scale", 1.0),
+                )
                 continue
             t0 = time.perf_counter()
             ds, resid = _step(
@@ -852,7 +885,12 @@ def updc(
                 noise_aware=pedestal is not None,
             )
             ds.attrs.update({"product": method, "iteration": n})
-            (r,) = ck.write(key, ds, [resid], description=f"{method} iteration {n}/{n_iterations}")
+            extras = [resid, _sky_sample(ds, it0, bkg)] if errors else [resid]
+
+            def calibration(extra):
+                return {"err_scale": _err_scale(extra[1])} if errors else {}
+
+            r, *_ = ck.write(key, ds, extras, description=f"{method} iteration {n}/{n_iterations}", info=calibration)
             if scratch is not None:
                 shutil.rmtree(scratch, ignore_errors=True)
             ck.set_info(f"{prefix}{n - 1:02d}", **_residual_info(r))
@@ -862,7 +900,10 @@ def updc(
                 method, n, n_iterations, time.perf_counter() - t0, n - 1, _chi2_dof(r), r[3], r[0], r[0] / max(r[1], 1),
             )
             iterations.append(ck.read(key))
-            _save(files, n, save, outdir, name, iterations[-1], it0, bkg, grid, method, overwrite, fresh=True)
+            _save(
+                files, n, save, outdir, name, iterations[-1], it0, bkg, grid, method, overwrite, fresh=True,
+                err_scale=ck.info(key).get("err_scale", 1.0),
+            )
             if callback is not None:
                 callback(n, iterations[-1])
         last = f"{prefix}{n_iterations:02d}"
@@ -877,7 +918,45 @@ def updc(
         return UPDCResult(
             method=method, iterations=iterations, residuals=[i.get("residual") for i in infos], background=bkg, grid=grid,
             files=files, fill=fill, chi2=[i.get("chi2_dof") for i in infos], pedestal=ped,
+            err_scales=[i.get("err_scale", 1.0) for i in infos],
         )
+
+
+def _sky_z_block(sci, err, sci0, err0, *, background: float, cut: float, dilate: int):
+    """``(f_n - sky) / ERR_n`` on one tile's blank sky (NaN elsewhere): pixels of iteration 0 farther
+    than ``dilate`` pixels from any above ``cut`` times its ERR."""
+    from scipy.ndimage import binary_dilation  # noqa: PLC0415
+
+    sci, err, sci0, err0 = (np.asarray(to_host(a), dtype=np.float64) for a in (sci, err, sci0, err0))
+    covered = np.isfinite(sci0) & np.isfinite(err0)
+    source = covered & (sci0 - background > cut * err0)
+    if dilate > 0 and source.any():
+        source = binary_dilation(source, iterations=dilate)
+    sky = covered & ~source & np.isfinite(sci) & (err > 0)
+    return np.where(sky, (sci - background) / np.where(sky, err, 1.0), np.nan).astype(np.float32)
+
+
+def _sky_sample(ds: xr.Dataset, it0: xr.Dataset, background: float) -> da.Array:
+    """A strided sample (about ``_SAMPLE_PIXELS``) of ``(f_n - sky) / ERR_n`` on blank sky, lazily."""
+    block = functools.partial(_sky_z_block, background=float(background), cut=SKY_SOURCE_CUT, dilate=SKY_DILATE)
+    arrays = [ds["sci"].data, ds["err"].data, it0["sci"].data, it0["err"].data]
+    chunks = arrays[0].chunks
+    z = da.map_blocks(block, *(da.asarray(a).rechunk(chunks) for a in arrays), dtype=np.float32)
+    step = max(1, int(np.ceil(np.sqrt(z.size / _SAMPLE_PIXELS))))
+    return z[::step, ::step]
+
+
+def _err_scale(sample) -> float:
+    """The robust scatter (1.4826 x MAD) of normalised blank-sky residuals: the factor that makes
+    the propagated ERR the measured noise (1 with fewer than :data:`SKY_MIN_PIXELS` pixels)."""
+    z = np.asarray(sample, dtype=np.float64)
+    z = z[np.isfinite(z)]
+    if z.size < SKY_MIN_PIXELS:
+        log.warning("ERR calibration: %d blank-sky pixels (fewer than %d); the propagated ERR is kept", z.size, SKY_MIN_PIXELS)
+        return 1.0
+    scale = float(1.4826 * np.median(np.abs(z - np.median(z))))
+    log.info("ERR calibration: blank-sky scatter %.3f x the propagated ERR (%d pixels)", scale, z.size)
+    return scale
 
 
 def _chi2_dof(r) -> float:
@@ -1068,7 +1147,7 @@ def _normalisation(ck, plan, exposures, it0, method, groups, reader, scratch):
     return den, NORM_FLOOR * float(ck.info(key)["max"])
 
 
-def _save(files, n, save, outdir, name, ds, it0, bkg, grid, method, overwrite, *, fresh: bool):
+def _save(files, n, save, outdir, name, ds, it0, bkg, grid, method, overwrite, *, fresh: bool, err_scale: float = 1.0):
     """Write iteration ``n`` as an _i2d.fits file if asked (skip a resumed one already on disk)."""
     if outdir is None or n not in save:
         return
@@ -1078,5 +1157,5 @@ def _save(files, n, save, outdir, name, ds, it0, bkg, grid, method, overwrite, *
     files[n] = path
     if path.exists() and not (fresh or overwrite):
         return
-    header = {"UPDCMETH": method, "UPDCITER": n, "BKGLEVEL": bkg, "BKGSUB": bkg != 0.0}
-    write_i2d(path, _product(ds, it0, bkg), grid, primary_header=header, overwrite=True)
+    header = {"UPDCMETH": method, "UPDCITER": n, "BKGLEVEL": bkg, "BKGSUB": bkg != 0.0, "ERRSCALE": err_scale}
+    write_i2d(path, _product(ds, it0, bkg, err_scale), grid, primary_header=header, overwrite=True)

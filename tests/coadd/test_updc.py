@@ -142,8 +142,13 @@ def test_i2d_files_hold_the_sky_subtracted_iterations(tmp_path, small_field, exp
         expected = np.where(covered, it2["sci"].values - np.float32(result.background), np.nan)
         np.testing.assert_allclose(hdul["SCI"].data, expected, rtol=1e-6, atol=1e-7)
         np.testing.assert_array_equal(hdul["CON"].data, result.iterations[0]["con"].values)
-        err = np.where(covered, np.sqrt(sum(it2[v].values.astype(float) for v in VARS)), np.nan)
+        # ERR: the propagated one times the blank-sky calibration, at least iteration 0's
+        propagated = np.sqrt(sum(it2[v].values.astype(float) for v in VARS))
+        err0 = result.iterations[0]["err"].values.astype(float)
+        err = np.where(covered, np.maximum(result.err_scales[2] * propagated, err0), np.nan)
         np.testing.assert_allclose(hdul["ERR"].data, err, rtol=1e-5)
+        assert hdul[0].header["ERRSCALE"] == pytest.approx(result.err_scales[2])
+        np.testing.assert_allclose(np.sqrt(sum(hdul[v].data.astype(float) for v in ("VAR_POISSON", "VAR_RNOISE", "VAR_FLAT"))), err, rtol=1e-4)
 
 
 def test_errors_of_iteration_zero_are_the_drizzle_errors(small_field, exposures, untiled, drizzle_reference):

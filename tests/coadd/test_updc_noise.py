@@ -304,3 +304,65 @@ def test_cli_and_config_take_damping_and_pedestal(tmp_path):
     with pytest.raises(ConfigError, match="updc.pedestal"):
         field_from_mapping({"bands": bands, "updc": {"pedestal": -1}}, base=tmp_path, default_name="f")
 
+
+
+# -- errors --------------------------------------------------------------------------------------------
+
+
+def test_err_scale_is_the_robust_scatter_of_normalised_sky():
+    from mosaic.coadd.updc import _err_scale
+
+    z = np.random.default_rng(2).normal(0.0, 0.7, size=20000)
+    z[:500] = 50.0  # sources the mask missed do not move it
+    assert _err_scale(z) == pytest.approx(0.7, rel=0.03)
+    assert _err_scale(np.full(50, np.nan)) == 1.0  # too little sky: the propagated ERR is kept
+
+
+def test_products_carry_calibrated_errors_with_a_floor(run):
+    result = run(1.0, errors=True)
+    assert result.err_scales[0] == 1.0 and all(0.3 < s < 1.5 for s in result.err_scales[1:])
+    covered = result.iterations[0]["con"].values[0] > 0
+    err0 = result.iterations[0]["err"].values.astype(np.float64)[covered]
+    for n in (1, 5, N_ITER):
+        product, stored = result.product(n), result.iterations[n]
+        err = product["err"].values.astype(np.float64)[covered]
+        expected = np.maximum(result.err_scales[n] * stored["err"].values.astype(np.float64)[covered], err0)
+        np.testing.assert_allclose(err, expected, rtol=1e-5)
+        # never below iteration 0's noise; VAR_* and WHT follow the calibrated ERR
+        assert np.all(err >= err0 * (1 - 1e-6))
+        total = sum(product[v].values.astype(np.float64)[covered] for v in ("var_poisson", "var_rnoise", "var_flat"))
+        np.testing.assert_allclose(np.sqrt(total), err, rtol=1e-4)
+        wht = product["wht"].values[covered]
+        assert np.all(np.isfinite(wht)) and np.all(wht > 0)
+
+
+N_REALISATIONS = 30
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ratio", RATIOS)
+def test_errors_match_the_scatter_of_realisations(sim, base, ratio):
+    # 30 noise realisations of one field: the products' ERR against the measured scatter of SCI,
+    # on blank sky and on sources, at iterations 1, 5 and 10 (the issue's criterion: 20 %)
+    from scipy.ndimage import binary_erosion
+    from scipy.signal import fftconvolve
+
+    exposures, psf, truth = base
+    keep = (1, 5, N_ITER)
+    sci, err = [], []
+    for j in range(N_REALISATIONS):
+        result = updc(observe(exposures, ratio * READ_NOISE, seed=100 + j), sim.grid, psf, n_iterations=N_ITER,
+                      background=ratio * READ_NOISE, final_residual=False)
+        products = [result.product(n).compute() for n in keep]
+        sci.append([p["sci"].values for p in products])
+        err.append([p["err"].values for p in products])
+        assert all(np.isfinite(p["wht"].values).all() for p in products)
+    sci, err = np.asarray(sci, dtype=np.float64), np.asarray(err, dtype=np.float64)
+    blurred = fftconvolve(truth, psf, mode="same")
+    inside = binary_erosion(result.iterations[0]["con"].values[0] == 0b1111, iterations=6)
+    where = {"sky": inside & (blurred < 0.1 * READ_NOISE), "source": inside & (blurred > 10 * READ_NOISE)}
+    for i, n in enumerate(keep):
+        for name, pixels in where.items():
+            assert pixels.sum() > 100
+            ratio_n = np.sqrt(np.median(sci[:, i].var(axis=0, ddof=1)[pixels] / (err[:, i] ** 2).mean(axis=0)[pixels]))
+            assert ratio_n == pytest.approx(1.0, abs=0.2), (n, name)
