@@ -41,7 +41,7 @@ __all__ = ["solve_exact", "solve_cg", "mean_residuals", "sobolev_symbol"]
 log = logging.getLogger(__name__)
 
 #: bytes one wavelength chunk of the NIRSpec block assembly may take
-_CHUNK_BYTES = 64 * 2**20
+_CHUNK_BYTES = 32 * 2**20
 
 
 def sobolev_symbol(shape) -> np.ndarray:
@@ -131,11 +131,11 @@ def _nirspec_blocks(r_h, ops, basis, keep):
         upper += _real_matmul(pairs.reshape(-1, n_l), outer_v[sl])
         rhs += _real_matmul((g.conj() * spec_h[sl].T[:, None, :]).reshape(-1, n_l), basis[sl])
     upper = upper.reshape(n_blocks, len(ia), k, k)
-    gram = np.empty((n_blocks, n_alias, n_alias, k, k), dtype=np.complex128)
-    gram[:, ia, ib] = upper
-    gram[:, ib, ia] = upper.conj()
-    gram = gram.transpose(0, 1, 3, 2, 4)
-    return gram.reshape(n_blocks, n_alias * k, n_alias * k), rhs.reshape(n_blocks, n_alias * k)
+    gram = np.empty((n_blocks, n_alias * k, n_alias * k), dtype=np.complex128)
+    for p, (a, b) in enumerate(zip(ia, ib, strict=True)):
+        gram[:, a * k : (a + 1) * k, b * k : (b + 1) * k] = upper[:, p]
+        gram[:, b * k : (b + 1) * k, a * k : (a + 1) * k] = upper[:, p].conj()
+    return gram, rhs.reshape(n_blocks, n_alias * k)
 
 
 def solve_exact(images, cube, ops: FusionOperators, subspace: Subspace, *, gamma: float, mu: float) -> np.ndarray:
@@ -166,12 +166,14 @@ def solve_exact(images, cube, ops: FusionOperators, subspace: Subspace, *, gamma
     gram_m, rhs_m = _nircam_blocks(r_m, ops, subspace.basis)
     # Z is real: the block of -kappa is the conjugate of that of kappa, so half the blocks suffice
     keep = np.flatnonzero((np.arange(coarse[0] * coarse[1]) % coarse[1]) <= coarse[1] // 2)
-    gram_h, rhs_h = _nirspec_blocks(r_h, ops, subspace.basis, keep)
-    system = (gamma * d * d) * gram_h
+    system, rhs_h = _nirspec_blocks(r_h, ops, subspace.basis, keep)
+    system *= gamma * d * d
     rhs = (gamma * d * d) * rhs_h + _to_blocks(rhs_m, d, coarse)[keep].transpose(0, 2, 1).reshape(len(keep), -1)
+    del rhs_h, rhs_m
     # NIRCam and Sobolev terms are diagonal in fine frequency: one k x k block per alias
     diag = gram_m + mu * np.eye(k)[:, :, None, None] * sobolev_symbol(ops.shape)
     diag = _to_blocks(diag, d, coarse)[keep]  # (blocks, k, k, a)
+    del gram_m
     for a in range(d * d):
         system[:, a * k : (a + 1) * k, a * k : (a + 1) * k] += diag[..., a]
     log.debug("solving %d Fourier blocks of %d unknowns", len(system), d * d * k)
