@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import sys
 
@@ -39,7 +38,7 @@ def __getattr__(name: str):
 
 
 def _forked_workers():
-    """Start local worker processes by forking this one (Linux), not by spawning fresh ones.
+    """Start local worker processes by forking this one (Linux), not by spawning fresh ones, unprofiled.
 
     A spawned worker imports dask, astropy, numba and the drizzle package again (seconds of
     CPU each, more than the whole work of a small mosaic); a forked one has them already.
@@ -47,9 +46,12 @@ def _forked_workers():
     """
     import dask  # noqa: PLC0415
 
-    if sys.platform != "linux":
-        return contextlib.nullcontext()
-    return dask.config.set({"distributed.worker.multiprocessing-method": "fork"})
+    # the workers' statistical profiler samples every thread's stack every 10 ms, CPU that
+    # a batch run has no use for (the dashboard's task stream stays)
+    settings = {"distributed.worker.profile.enabled": False}
+    if sys.platform == "linux":
+        settings["distributed.worker.multiprocessing-method"] = "fork"
+    return dask.config.set(settings)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

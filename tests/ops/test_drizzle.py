@@ -15,11 +15,13 @@ from hypothesis import strategies as st
 from mosaic.io.grid import MosaicGrid
 from mosaic.ops.drizzle import (
     KERNELS,
+    DrizzleInput,
     _bands,
     blot,
     blot_exact,
     blot_interp,
     combine_partials,
+    drizzle_block,
     drizzle_linear,
     drizzle_partial,
     drizzle_tile,
@@ -94,6 +96,53 @@ def test_block_equals_its_part_of_a_whole_drizzle(geometry, data, kernel, y0, x0
     np.testing.assert_array_equal(got.wht, ref.out_wht[block])
     np.testing.assert_array_equal(got.ctx, ref.out_ctx[0][block] != 0)
     np.testing.assert_array_equal(got.var[0], ref.out_img2[0][block])
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    y0=st.integers(0, 180), x0=st.integers(0, 180), h=st.integers(3, 120), w=st.integers(3, 120),
+    exposures=st.lists(st.integers(0, 39), min_size=1, max_size=3, unique=True),
+)
+def test_inputs_of_a_block_equal_their_part_of_one_whole_drizzle(geometry, data, y0, x0, h, w, exposures):
+    """Several inputs on one block == one whole-output Drizzle adding them in the same order."""
+    w_exp, grid, pixmap = geometry
+    sci, wht, var = data
+    # the others: the same detector dithered by whole output pixels, other values
+    shifts = [(0.0, 0.0), (7.0, -5.0), (-11.0, 13.0)][: len(exposures)]
+    rng = np.random.default_rng(len(exposures))
+    inputs = [(sci if i == 0 else rng.uniform(0.5, 2.0, SHAPE).astype(np.float32), pixmap + s) for i, s in enumerate(shifts)]
+    n_planes = 2  # exposure numbers up to 39 use the second context plane
+    # the reference's output holds every shifted footprint whole (20 pixels more on each side)
+    big = (grid.shape[0] + 40, grid.shape[1] + 40)
+    ref = Drizzle(kernel="square", out_shape=big, begin_ctx_id=0, max_ctx_id=32 * n_planes - 1)
+    for (x, pm), k in zip(inputs, exposures, strict=True):
+        ref._ctx_id = k  # the reference numbers its inputs as the mosaic does
+        ref.add_image(x, exptime=1.0, pixmap=pm + 20, data2=[var, 2 * var], weight_map=wht, pixfrac=0.8, pixel_scale_ratio=PSR)
+    shape = (min(h, grid.shape[0] - y0), min(w, grid.shape[1] - x0))
+    block = (slice(y0 + 20, y0 + 20 + shape[0]), slice(x0 + 20, x0 + 20 + shape[1]))
+    got = drizzle_block(
+        [DrizzleInput(x, pm - np.array([x0, y0], float), wht, (var, 2 * var), k, PSR) for (x, pm), k in zip(inputs, exposures, strict=True)],
+        shape, n_planes=n_planes, pixfrac=0.8,
+    )
+    np.testing.assert_allclose(got["sci"], ref.out_img[block], rtol=1e-6)
+    np.testing.assert_allclose(got["wht"], ref.out_wht[block], rtol=1e-6)
+    np.testing.assert_array_equal(got["con"], ref.out_ctx[(slice(None), *block)])
+    for mine, theirs in zip(got["var"], ref.out_img2, strict=True):
+        np.testing.assert_allclose(mine, theirs[block], rtol=1e-6)
+    want_err = np.sqrt(ref.out_img2[0][block].astype(float) + ref.out_img2[1][block])
+    np.testing.assert_allclose(got["err"], want_err, rtol=1e-6)
+
+
+def test_block_inputs_must_agree(geometry, data):
+    _, _, pixmap = geometry
+    sci, wht, var = data
+    one = DrizzleInput(sci, pixmap, wht, (var,), 0, PSR)
+    with pytest.raises(ValueError, match="exposure 1 has 0 variance arrays; expected 1"):
+        drizzle_block([one, one._replace(exposure=1, variances=())], (10, 10))
+    with pytest.raises(ValueError, match="exposure number 32 does not fit 1 context planes"):
+        drizzle_block([one._replace(exposure=32)], (10, 10), n_planes=1)
+    with pytest.raises(ValueError, match="exposure 0: pixmap has shape"):
+        drizzle_block([one._replace(pixmap=pixmap[:5])], (10, 10))
 
 
 @settings(max_examples=40, deadline=None)
