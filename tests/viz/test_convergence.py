@@ -60,6 +60,8 @@ def test_forward_model_gives_the_residual_updc_records(run):
                               mocks_of=1)
     # UPDC's tiled graph sums w (g - m)^2 with 1/VAR_RNOISE weights: the same mock, the same number
     np.testing.assert_allclose(table["residual"], result.residuals, rtol=1e-6)
+    # and UPDC's own chi2/dof against ERR, where it keeps one, is the report's chi2/N
+    np.testing.assert_allclose(table["chi2_per_pixel"], result.chi2, rtol=1e-6)
     # the iteration fits the data better and better, in units of their errors too
     chi2 = np.asarray(table["chi2_per_pixel"])
     assert np.all(np.diff(chi2) < 0) and np.all(chi2 > 0)
