@@ -32,7 +32,7 @@ from mosaic.simulate.pointing import nircam_wcs
 SIZE = 48
 
 
-def _cal(path, *, offset=(0.0, 0.0), crval=None, scale=1.0, var_rnoise=0.01, sci=None, seed=0):
+def _cal(path, *, offset=(0.0, 0.0), crval=None, scale=1.0, var_rnoise=0.01, sci=None, seed=0, band="F200W"):
     """A flat, noisy SW exposure of SIZE² with a TAN WCS; ``scale`` multiplies its CD matrix."""
     w = nircam_wcs(size=SIZE, distortion=False, offset_arcsec=offset, **({"crval": crval} if crval else {}))
     w.wcs.cd = w.wcs.cd * scale
@@ -42,7 +42,7 @@ def _cal(path, *, offset=(0.0, 0.0), crval=None, scale=1.0, var_rnoise=0.01, sci
     write_cal(
         path, sci=data, err=np.full_like(data, 0.1), dq=np.zeros((SIZE, SIZE), np.uint32),
         var_poisson=np.full_like(data, 1e-4), var_rnoise=v, var_flat=np.zeros_like(data), wcs=w,
-        meta={"FILTER": "F200W", "DETECTOR": "NRCB1", "EFFEXPTM": 100.0, "PHOTMJSR": 1.0, "PIXAR_SR": 2.3e-14},
+        meta={"FILTER": band, "DETECTOR": "NRCB1", "EFFEXPTM": 100.0, "PHOTMJSR": 1.0, "PIXAR_SR": 2.3e-14},
     )
     return Path(path)
 
@@ -98,6 +98,17 @@ def test_absurd_or_nan_wcs_scale_is_refused_with_the_file_name(tmp_path, capsys)
         hdul.writeto(flat)
     assert main(["drizzle", str(good[1]), str(flat), "--out", str(tmp_path / "m.fits")]) == 1
     assert "flat_cal.fits" in _error_line(capsys)
+
+
+def test_scales_are_compared_within_a_band(tmp_path):
+    """SW and LW exposures (0.031 and 0.063 arcsec) may share a preprocessing set; one band at two scales may not."""
+    sw = _cal(tmp_path / "sw_cal.fits")
+    lw = _cal(tmp_path / "lw_cal.fits", scale=2.0, band="F444W")
+    ds = read_exposures([sw, lw], single_band=False, check_data=False)
+    assert list(ds["band"].values) == ["F200W", "F444W"]
+    lw200 = _cal(tmp_path / "lw200_cal.fits", scale=2.0)
+    with pytest.raises(LimitError, match=r"lw200_cal\.fits: the SCI WCS gives 0\.06\d* arcsec per pixel, the other exposures 0\.03"):
+        read_exposures([sw, _cal(tmp_path / "sw2_cal.fits", offset=(1, 1)), lw200])
 
 
 def test_grid_side_limit_is_a_dask_config_key(tmp_path):

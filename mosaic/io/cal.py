@@ -439,7 +439,14 @@ def _check_scales(infos) -> None:
         if not (np.isfinite(s) and 0 < s < 3600.0 * 180.0):
             msg = f"{i['path']}: the SCI WCS gives a pixel scale of {s!r} arcsec; expected a finite, positive scale (is the WCS broken?)"
             raise LimitError(msg)
-    # the scale most exposures agree with (a broken WCS is refused, not the many good ones)
+    # per band (a set of several bands may mix the SW and LW channels): the scale most exposures
+    # agree with; a broken WCS is refused, not the many good ones
+    for band in sorted({i["band"] for i in infos}):
+        group = [k for k, i in enumerate(infos) if i["band"] == band]
+        _check_agreement([infos[k] for k in group], scales[group])
+
+
+def _check_agreement(infos, scales) -> None:
     agree = [np.count_nonzero(np.abs(np.log(scales / s)) <= np.log(_SCALE_FACTOR)) for s in scales]
     ref = float(np.median(scales[np.asarray(agree) == max(agree)]))
     for i, s in zip(infos, scales, strict=True):
