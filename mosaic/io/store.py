@@ -125,7 +125,8 @@ def _take(lock: Path, store: Path) -> None:
     """Create the lock file atomically (a whole file linked into place), or refuse."""
     for _ in range(5):
         tmp = lock.with_name(f"{lock.name}.{uuid.uuid4().hex}")
-        tmp.write_text(json.dumps(_owner()))
+        with tmp.open("x") as fh:  # exclusive, random name
+            fh.write(json.dumps(_owner()))
         try:
             os.link(tmp, lock)
             return
