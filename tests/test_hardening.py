@@ -198,6 +198,21 @@ def test_exposure_without_usable_var_rnoise_is_excluded_by_name(tmp_path, var):
         assert read_exposures([bad], weight="uniform").sizes["exposure"] == 1
 
 
+def test_mosaic_drizzle_with_exptime_weights_keeps_an_exposure_without_var_rnoise(tmp_path):
+    """--weight exptime does not need VAR_RNOISE: the exposure is drizzled, not excluded."""
+    good = _field(tmp_path, 2)
+    bad = _cal(tmp_path / "bad_cal.fits", offset=(0.2, 0.1))
+    with fits.open(bad) as hdul:
+        del hdul["VAR_RNOISE"]
+        hdul.writeto(bad, overwrite=True)
+    out = tmp_path / "m_i2d.fits"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ExposureExcludedWarning)
+        assert main(["drizzle", *map(str, [*good, bad]), "--out", str(out), "--weight", "exptime", "--tile", "64"]) == 0
+    con = fits.getdata(out, "CON")
+    assert int(con.max()) == 0b111  # all three exposures contribute (bit per exposure)
+
+
 def test_huge_finite_values_are_left_out_like_nan(tmp_path):
     from mosaic.coadd.drizzle import drizzle_mosaic
 

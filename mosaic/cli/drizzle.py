@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         msg = f"--workers {args.workers!r} is negative; expected 0 (threads) or a number of processes"
         raise InputError(msg)
 
-    exposures = read_exposures(args.files)  # bad input found before any work
+    exposures = read_exposures(args.files, weight=args.weight)  # bad input found before any work
     store = None
     if args.store:
         from mosaic.io.store import Store  # noqa: PLC0415  (zarr: only with --store)
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
 
     with _forked_workers(), local_client(args.workers) as client:  # the computation finds the current client itself
         files = preprocess([str(p) for p in exposures["path"].values], args, out.parent / "prep", client=client)
-        exposures = read_exposures(files) if files != [str(p) for p in exposures["path"].values] else exposures
+        exposures = read_exposures(files, weight=args.weight) if files != [str(p) for p in exposures["path"].values] else exposures
         shape = (exposures.sizes["y"], exposures.sizes["x"])
         grid = MosaicGrid.from_exposures(
             exposures.attrs["wcs"], [shape] * exposures.sizes["exposure"],
