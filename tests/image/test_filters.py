@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import scipy.ndimage as ndi
 from astropy.convolution import convolve as astropy_convolve
+from astropy.convolution.utils import KernelSizeError
 from astropy.utils.exceptions import AstropyUserWarning
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from mosaic.image.filters import convolve, gaussian_filter, median_filter
@@ -87,8 +88,12 @@ def test_convolve_equals_astropy(case, ry, rx, boundary, nan_treatment, preserve
     with warnings.catch_warnings():
         # a NaN region wider than the kernel stays NaN: astropy warns, tiled or not
         warnings.simplefilter("ignore", AstropyUserWarning)
+        try:
+            ref = astropy_convolve(x, kernel, mask=mask, **kw)
+        except KernelSizeError:  # astropy < 8 has no reference for boundary=None with a kernel wider than the image
+            assume(False)
         got = convolve(da.from_array(x, chunks=chunks), kernel, mask=None if mask is None else da.from_array(mask, chunks=chunks), **kw)
-        _close(got.compute(), astropy_convolve(x, kernel, mask=mask, **kw))
+        _close(got.compute(), ref)
 
 
 def test_kernel_wider_than_the_image():
