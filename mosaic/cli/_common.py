@@ -59,7 +59,8 @@ def local_client(n_workers: int):
         return
     from distributed import Client, LocalCluster  # noqa: PLC0415
 
-    with LocalCluster(n_workers=n_workers, threads_per_worker=1) as cluster, Client(cluster) as client:
+    # the dashboard on loopback, on a free port: not reachable from other hosts, no clash with a running one
+    with LocalCluster(n_workers=n_workers, threads_per_worker=1, dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
         log.info("dask dashboard: %s", client.dashboard_link)
         yield client
 

@@ -72,3 +72,12 @@ def test_the_nannys_kill_at_shutdown_is_demoted_to_debug():
         assert f.filter(r) and r.levelno == logging.DEBUG
     other = record("Restarting worker")
     assert f.filter(other) and other.levelno == logging.WARNING
+
+
+def test_the_commands_local_cluster_serves_its_dashboard_on_loopback():
+    from mosaic.cli._common import local_client
+
+    with local_client(1) as client:
+        host = client.dashboard_link.split("//", 1)[1].split(":", 1)[0]
+        bound = client.run_on_scheduler(lambda dask_scheduler: sorted({s.getsockname()[0] for srv in [dask_scheduler.http_server] for s in srv._sockets.values()}))
+    assert host == "127.0.0.1" and bound == ["127.0.0.1"]
