@@ -77,11 +77,13 @@ def _independent_match(catalogue: Table, truth: Table, max_sep: float = 0.1) -> 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo") / "mosaic-demo"
+    # as a newcomer types it: default options (the relative --out included), from an unrelated, empty folder
+    here = tmp_path_factory.mktemp("newcomer")
+    out = here / "mosaic-demo"
     script = Path(sys.executable).parent / "mosaic"
     cmd = [str(script)] if script.exists() else [sys.executable, "-m", "mosaic"]
     t0 = time.perf_counter()
-    run = subprocess.run([*cmd, "--log-level", "WARNING", "demo", "--out", str(out)], capture_output=True, text=True, timeout=900)
+    run = subprocess.run([*cmd, "demo"], cwd=here, capture_output=True, text=True, timeout=900)
     seconds = time.perf_counter() - t0
     assert run.returncode == 0, run.stderr[-3000:]
     return out, run, seconds
@@ -89,6 +91,11 @@ def demo(tmp_path_factory):
 
 def test_demo_runs_the_whole_job_and_says_where_everything_is(demo):
     out, run, seconds = demo
+    # it says at once what it does, and nothing at the end frightens a newcomer
+    log = run.stderr.splitlines()
+    assert "mosaic demo: a simulated two-band field" in log[0], run.stderr[:500]
+    assert "Traceback" not in run.stderr and "still alive" not in run.stderr and "killed by signal" not in run.stderr
+    assert not [ln for ln in log if "warnings.warn(" in ln or ln.startswith("  ")], run.stderr[-3000:]
     print(f"mosaic demo: {seconds:.0f} s")  # the budget is 3 minutes on 2 cores
     assert "mosaic demo wrote:" in run.stdout and str(out / "report.html") in run.stdout
     for band in ("f150w", "f200w"):
