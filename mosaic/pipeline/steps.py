@@ -401,7 +401,7 @@ class UPDCStep(Step):
         return {
             "exposures": run.exposure_token, "grid": run.config.grid, "psfs": file_token(sorted(set(run.psf_paths))),
             "weight": run.config.drizzle.weight, "method": u.method, "blot": u.blot, "tau": u.tau, "errors": u.errors,
-            "background": u.background,
+            "background": u.background, "pedestal": u.pedestal, "damping": u.damping,
         }
 
     def run(self, run: BandRun, *, resume: bool, overwrite: bool) -> Outcome:
@@ -411,7 +411,8 @@ class UPDCStep(Step):
         computed = []
         result = updc(
             run.exposures(), run.grid(), [str(p) for p in run.used_psfs()], n_iterations=u.iterations, method=u.method, blot=u.blot,
-            weight=run.config.drizzle.weight, tau=u.tau, errors=u.errors, background=u.background, store=run.store,
+            weight=run.config.drizzle.weight, tau=u.tau, errors=u.errors, background=u.background, pedestal=u.pedestal,
+            damping=u.damping, store=run.store,
             field=run.field, save=u.saved(), outdir=run.outdir, name=f"{run.stem}_{u.method}", overwrite=overwrite,
             cutout_reader=run.cutouts(), client=run.client, callback=lambda n, ds: computed.append(n), array=u.array,
         )

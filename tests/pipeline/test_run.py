@@ -162,3 +162,18 @@ def test_background_step_flattens_the_exposures_as_the_library_call(tmp_path, ti
     assert [p.name for p in made] == [p.name for p in want]
     for a, b in zip(made, want, strict=True):
         np.testing.assert_array_equal(fits.getdata(a, "SCI"), fits.getdata(b, "SCI"))
+
+
+def test_updc_damping_and_pedestal_from_the_config_reach_the_iteration(tmp_path, tiny_field):
+    off = {"enabled": False}
+    config = _config(tmp_path, tiny_field, preprocessing={"outliers": off}, drizzle=off, catalogs=off,
+                     products={"previews": False}, updc={"damping": 2.0, "pedestal": 0.5})
+    assert run_field(config, start_cluster=False).ok
+    got = fits.getdata(config.outdir / "tiny_f200w_updc_iter02_i2d.fits", "SCI")
+    ds = read_exposures(sorted(tiny_field.exposures))
+    grid = MosaicGrid.from_exposures(ds.attrs["wcs"], [(ds.sizes["y"], ds.sizes["x"])] * ds.sizes["exposure"], psr=0.5, tile=128)
+    want = updc(ds, grid, str(tiny_field.psf), n_iterations=2, damping=2.0, pedestal=0.5).product(2)["sci"].values
+    np.testing.assert_array_equal(got, want)
+    # and the options matter: the defaults give another image
+    plain = updc(ds, grid, str(tiny_field.psf), n_iterations=2).product(2)["sci"].values
+    assert not np.allclose(got, plain, equal_nan=True)
