@@ -27,7 +27,9 @@ DEMO_RGB = {"F200W": (1.0, 0.5, 0.0), "F150W": (0.0, 0.5, 1.0)}
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("demo", help="run the whole job on a small simulated field", description=__doc__.split("\n\n")[1])
+    # the module docstring's reST literals are plain text in a terminal
+    description = __doc__.split("\n\n")[1].replace("``", "")
+    p = sub.add_parser("demo", help="run the whole job on a small simulated field", description=description)
     p.add_argument("--out", default="mosaic-demo", help="directory for everything the demo writes (default ./mosaic-demo)")
     p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     p.add_argument("--iterations", type=int, default=10, help="UPDC iterations (default 10)")

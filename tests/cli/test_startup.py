@@ -77,3 +77,18 @@ def test_unknown_command_is_refused(capsys):
         mosaic.cli.main(["drizle"])
     assert info.value.code == 2
     assert "invalid choice: 'drizle'" in capsys.readouterr().err
+
+
+def test_no_command_help_shows_sphinx_markup(capsys):
+    """``--help`` is read in a terminal: no ``literal``, :mod: or :func: roles."""
+    import re
+
+    import pytest
+
+    from mosaic.cli import COMMANDS, main
+
+    for name in COMMANDS:
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        text = capsys.readouterr().out
+        assert not re.search(r"``|:(mod|func|class|meth):`", text), (name, text)
