@@ -200,6 +200,17 @@ def lattice_pixmap(wcs_from, wcs_to, shape, *, step: int = LATTICE_STEP) -> Latt
     return Lattice(ys=ys, xs=xs, xy=np.dstack([ox, oy]), shape=(ny, nx))
 
 
+def _cells_meeting(lattice: Lattice, region: tuple[slice, slice], margin: float):
+    """Boolean map of the lattice cells whose mapped bounding box meets ``region`` grown by ``margin``; None if none does."""
+    ys, xs = region
+    rx0, rx1 = xs.start - 0.5 - margin, xs.stop - 0.5 + margin
+    ry0, ry1 = ys.start - 0.5 - margin, ys.stop - 0.5 + margin
+    x0, x1, y0, y1 = lattice.cell_bounds()
+    with np.errstate(invalid="ignore"):
+        hit = (x1 >= rx0) & (x0 <= rx1) & (y1 >= ry0) & (y0 <= ry1)
+    return hit if hit.any() else None
+
+
 def cutout_for_region(
     lattice: Lattice, region: tuple[slice, slice], *, margin: float, pad: int = CUTOUT_PAD
 ) -> tuple[slice, slice] | None:
@@ -228,13 +239,8 @@ def cutout_for_region(
     region; every pixel inside a cell maps inside that box up to the curvature of the map
     over one cell (far below a pixel for ``step`` of tens of pixels), which ``margin`` covers.
     """
-    ys, xs = region
-    rx0, rx1 = xs.start - 0.5 - margin, xs.stop - 0.5 + margin
-    ry0, ry1 = ys.start - 0.5 - margin, ys.stop - 0.5 + margin
-    x0, x1, y0, y1 = lattice.cell_bounds()
-    with np.errstate(invalid="ignore"):
-        hit = (x1 >= rx0) & (x0 <= rx1) & (y1 >= ry0) & (y0 <= ry1)
-    if not hit.any():
+    hit = _cells_meeting(lattice, region, margin)
+    if hit is None:
         return None
     rows = np.flatnonzero(hit.any(axis=1))
     cols = np.flatnonzero(hit.any(axis=0))
@@ -272,13 +278,8 @@ def cutout_rows_for_region(
     Cutout or None
         None where no pixel lands on the region.
     """
-    ys, xs = region
-    rx0, rx1 = xs.start - 0.5 - margin, xs.stop - 0.5 + margin
-    ry0, ry1 = ys.start - 0.5 - margin, ys.stop - 0.5 + margin
-    x0, x1, y0, y1 = lattice.cell_bounds()
-    with np.errstate(invalid="ignore"):
-        hit = (x1 >= rx0) & (x0 <= rx1) & (y1 >= ry0) & (y0 <= ry1)
-    if not hit.any():
+    hit = _cells_meeting(lattice, region, margin)
+    if hit is None:
         return None
     ny, nx = lattice.shape
     lo = np.full(ny, nx, dtype=np.int64)
