@@ -6,11 +6,11 @@ import argparse
 import warnings
 
 import dask
-from dask.core import get_dependencies
 import numpy as np
 import pytest
 import xarray as xr
 from astropy.io import fits
+from dask.core import get_dependencies
 from drizzle.utils import calc_pixmap
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
