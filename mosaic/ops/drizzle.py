@@ -291,27 +291,10 @@ def drizzle_tile(
     if data.shape[0] < 2 or data.shape[1] < 2:
         return _empty_tile(shape, len(variances))
 
-    finite = np.isfinite(pixmap).all(axis=-1)
-    reach = kernel_radius(kernel, pixfrac=pixfrac, pixel_scale_ratio=psr)
-    # input pixels whose mapped centre is within reach of the block (plus a pixel of slack)
-    with np.errstate(invalid="ignore"):
-        near = finite & (
-            (pixmap[..., 0] >= -0.5 - reach - 1) & (pixmap[..., 0] <= shape[1] - 0.5 + reach + 1)
-            & (pixmap[..., 1] >= -0.5 - reach - 1) & (pixmap[..., 1] <= shape[0] - 0.5 + reach + 1)
-        )
-    bands = _bands(near, band_rows)
-    if not bands:
+    reached = _bands_and_canvas(pixmap, shape, kernel=kernel, pixfrac=pixfrac, psr=psr, band_rows=band_rows)
+    if reached is None:
         return _empty_tile(shape, len(variances))
-    # the canvas holds every processed pixel's whole footprint, so drizzle never clips an
-    # input pixel that straddles its border (it drops those) where it matters
-    used = np.zeros(near.shape, dtype=bool)
-    for y0, y1, x0, x1 in bands:
-        used[y0 : y1 + 1, x0 : x1 + 1] = True
-    used &= finite
-    pad = int(math.ceil(reach)) + 2
-    px, py = pixmap[..., 0][used], pixmap[..., 1][used]
-    cx0, cx1 = int(math.floor(px.min())) - pad, int(math.ceil(px.max())) + pad + 1
-    cy0, cy1 = int(math.floor(py.min())) - pad, int(math.ceil(py.max())) + pad + 1
+    bands, (cy0, cy1, cx0, cx1) = reached
     # the part of the block the canvas covers
     bx0, bx1 = max(cx0, 0), min(cx1, shape[1])
     by0, by1 = max(cy0, 0), min(cy1, shape[0])
@@ -351,6 +334,37 @@ def drizzle_tile(
     for dst, src in zip(out.var, driz.out_img2 or [], strict=False):
         dst[into] = np.where(none, np.float32(np.nan), src[cut])
     return out
+
+
+def _bands_and_canvas(pixmap, shape, *, kernel: str, pixfrac: float, psr: float, band_rows: int):
+    """The row bands of input pixels that reach a block of ``shape``, and the canvas around them.
+
+    Returns ``(bands, (y0, y1, x0, x1))`` in output pixels, or None where no pixel reaches the
+    block. A pixel reaches it where its mapped centre is within the kernel's reach (plus a pixel
+    of slack); the canvas holds every processed pixel's whole footprint, so drizzle never clips
+    an input pixel that straddles its border (it drops those) where it matters.
+    """
+    finite = np.isfinite(pixmap).all(axis=-1)
+    reach = kernel_radius(kernel, pixfrac=pixfrac, pixel_scale_ratio=psr)
+    with np.errstate(invalid="ignore"):
+        near = finite & (
+            (pixmap[..., 0] >= -0.5 - reach - 1) & (pixmap[..., 0] <= shape[1] - 0.5 + reach + 1)
+            & (pixmap[..., 1] >= -0.5 - reach - 1) & (pixmap[..., 1] <= shape[0] - 0.5 + reach + 1)
+        )
+    bands = _bands(near, band_rows)
+    if not bands:
+        return None
+    used = np.zeros(near.shape, dtype=bool)
+    for y0, y1, x0, x1 in bands:
+        used[y0 : y1 + 1, x0 : x1 + 1] = True
+    used &= finite
+    pad = int(math.ceil(reach)) + 2
+    px, py = pixmap[..., 0][used], pixmap[..., 1][used]
+    box = (
+        int(math.floor(py.min())) - pad, int(math.ceil(py.max())) + pad + 1,
+        int(math.floor(px.min())) - pad, int(math.ceil(px.max())) + pad + 1,
+    )
+    return bands, box
 
 
 def _bands(near, band_rows: int) -> list[tuple[int, int, int, int]]:
@@ -432,26 +446,10 @@ def _plan_input(inp: DrizzleInput, shape, kernel: str, pixfrac: float, band_rows
             raise ValueError(msg)
     if data.shape[0] < 2 or data.shape[1] < 2:
         return None
-    finite = np.isfinite(pixmap).all(axis=-1)
-    reach = kernel_radius(kernel, pixfrac=pixfrac, pixel_scale_ratio=psr)
-    with np.errstate(invalid="ignore"):
-        near = finite & (
-            (pixmap[..., 0] >= -0.5 - reach - 1) & (pixmap[..., 0] <= shape[1] - 0.5 + reach + 1)
-            & (pixmap[..., 1] >= -0.5 - reach - 1) & (pixmap[..., 1] <= shape[0] - 0.5 + reach + 1)
-        )
-    bands = _bands(near, band_rows)
-    if not bands:
+    reached = _bands_and_canvas(pixmap, shape, kernel=kernel, pixfrac=pixfrac, psr=psr, band_rows=band_rows)
+    if reached is None:
         return None
-    used = np.zeros(near.shape, dtype=bool)
-    for y0, y1, x0, x1 in bands:
-        used[y0 : y1 + 1, x0 : x1 + 1] = True
-    used &= finite
-    pad = int(math.ceil(reach)) + 2
-    px, py = pixmap[..., 0][used], pixmap[..., 1][used]
-    box = (
-        int(math.floor(py.min())) - pad, int(math.ceil(py.max())) + pad + 1,
-        int(math.floor(px.min())) - pad, int(math.ceil(px.max())) + pad + 1,
-    )
+    bands, box = reached
     return data, pixmap, w, psr, bands, box
 
 
