@@ -83,24 +83,27 @@ def _background(text: str):
         raise argparse.ArgumentTypeError(f"{text!r} is not 'median', 'none' or a number (MJy/sr)") from None
 
 
-def _pedestal(text: str):
-    if text.lower() in ("auto", "none"):
-        return text.lower() if text.lower() == "auto" else None
+def _finite_non_negative(text: str) -> float | None:
+    """``text`` as a finite number >= 0, or None."""
     try:
         value = float(text)
     except ValueError:
-        value = float("nan")
-    if not value >= 0 or value == float("inf"):
+        return None
+    return value if 0 <= value < float("inf") else None
+
+
+def _pedestal(text: str):
+    if text.lower() in ("auto", "none"):
+        return text.lower() if text.lower() == "auto" else None
+    value = _finite_non_negative(text)
+    if value is None:
         raise argparse.ArgumentTypeError(f"{text!r} is not 'auto', 'none' or a number >= 0 (MJy/sr)")
     return value
 
 
 def _sigmas(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value >= 0 or value == float("inf"):
+    value = _finite_non_negative(text)
+    if value is None:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of sigmas >= 0 (0: no damping)")
     return value
 
