@@ -143,8 +143,25 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     return f"{category.__name__}: {text} ({Path(filename).name}:{lineno})"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A handler on whatever ``sys.stderr`` is when a record comes, not the one it was made with:
+    ``main()`` called in a process that later swaps or closes its stderr (a notebook, a test's
+    capture) must not leave a handler writing to a closed stream ("--- Logging error ---")."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):  # StreamHandler.__init__ sets it; the property always answers sys.stderr
+        pass
+
+
 def _setup_logging(level: str, log_file: str | None) -> None:
-    handlers = [logging.StreamHandler(sys.stderr)]
+    handlers = [_StderrHandler()]
     if log_file:
         handlers.append(logging.FileHandler(log_file))
     threshold = max(logging.WARNING, getattr(logging, level))
