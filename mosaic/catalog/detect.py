@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 import dask
 import dask.array as da
 import numpy as np
-from astropy.utils.exceptions import AstropyUserWarning
 
 from mosaic.catalog.merge import CONNECTIVITIES, MergedSegments, label_tile, merge_tiles, tile_summary
 from mosaic.catalog.regions import ChunkGrid, delayed_on_regions, optimize_together
@@ -184,14 +183,17 @@ def _deblend_group(det, parents, origin, jobs, n_pixels, connectivity, n_levels,
     for label, (by0, by1, bx0, bx1) in jobs:
         sl = (slice(by0 - y0, by1 - y0), slice(bx0 - x0, bx1 - x0))
         seg = np.where(parents[sl] == label, 1, 0).astype(np.int32)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", AstropyUserWarning)
-            result = deblend_sources(
-                np.asarray(det[sl]), SegmentationImage(seg), n_pixels, n_levels=n_levels, contrast=contrast,
-                mode=mode, connectivity=connectivity, relabel=True, progress_bar=False,
-            )
-        if any(issubclass(w.category, AstropyUserWarning) for w in caught):
+        data = np.asarray(det[sl])
+        use = mode
+        if mode == "exponential" and np.nanmin(data[seg == 1]) <= 0:
+            # what photutils does for such a parent (linear levels), decided here: its warning
+            # would go through warnings.catch_warnings, which is not thread-safe
+            use = "linear"
             fallbacks.append(int(label))
+        result = deblend_sources(
+            data, SegmentationImage(seg), n_pixels, n_levels=n_levels, contrast=contrast,
+            mode=use, connectivity=connectivity, relabel=True, progress_bar=False,
+        )
         children = result.data.astype(np.int32)
         out.append((int(label), children if result.n_labels > 1 else None))
     return out, fallbacks
@@ -253,6 +255,7 @@ def detect_segmentation(
     contrast: float = 0.001,
     mode: str = "exponential",
     tile=512,
+    deblend_image=None,
 ) -> Segmentation:
     """Segment an image tile by tile: the whole-image ``detect_sources`` (+ ``deblend_sources``).
 
@@ -279,6 +282,10 @@ def detect_segmentation(
         Spacing of the deblending levels.
     tile : int or (int, int)
         Tile (chunk) size in pixels; segments larger than a tile are joined across seams.
+    deblend_image : array, optional
+        Image the segments are deblended on (default ``detection``): dual-image detection
+        finds the segments on one image (the drizzle's matched filter) and splits them on a
+        sharper one (a UPDC iterate), as ``deblend_sources(deblend_image, segments, ...)``.
 
     Returns
     -------
@@ -309,9 +316,10 @@ def detect_segmentation(
         raise ValueError(msg)
     shape = tuple(int(s) for s in np.shape(detection))
     tile = _tile_pair(tile)
-    det, thr, msk = optimize_together(
+    det, thr, msk, deb = optimize_together(
         as_tiled(detection, shape, tile, name="detection"), as_tiled(threshold, shape, tile, name="threshold"),
         as_tiled(mask, shape, tile, name="mask", dtype=bool),
+        None if deblend_image is None else as_tiled(deblend_image, shape, tile, name="deblend_image", dtype=np.float64),
     )
     rows = list(range(0, shape[0], tile[0]))
     cols = list(range(0, shape[1], tile[1]))
@@ -344,6 +352,7 @@ def detect_segmentation(
     for idx, own in zip(candidates, map(tuple, owners), strict=True):
         groups.setdefault(own, []).append(idx)
     label_g = ChunkGrid.from_blocks(labels, det.chunks, np.int32)
+    deb_g = det_g if deb is None else ChunkGrid(deb)
     tasks = []
     for members in groups.values():
         b = merged.bbox[members]
@@ -352,7 +361,7 @@ def detect_segmentation(
         jobs = [(i + 1, tuple(int(v) for v in merged.bbox[i])) for i in members]
         tasks.append(
             delayed_on_regions(
-                _deblend_group, [det_g.region(region), label_g.region(region, lookups=luts)], (int(y0), int(x0)), jobs,
+                _deblend_group, [deb_g.region(region), label_g.region(region, lookups=luts)], (int(y0), int(x0)), jobs,
                 int(n_pixels), connectivity, int(n_levels), float(contrast), mode,
             )
         )

@@ -3,13 +3,15 @@
     mosaic detect IMAGE --out CAT.ecsv|CAT.parquet [--method segmentation|daofind]
                   [--threshold 1.5] [--npixels 10] [--deblend] [--fwhm PIX] [--radii R ...]
                   [--tile PIX] [--workers N] [--regions CAT.reg] [--segmentation SEG.fits]
-                  [--store STORE.zarr] [--field NAME] [--overwrite]
+                  [--store STORE.zarr] [--field NAME] [--overwrite] [--detection-image DRIZZLE_i2d.fits]
 
 IMAGE is an ``_i2d.fits`` mosaic (SCI, ERR, WHT) or a plain FITS image. The threshold is
 ``--threshold`` times the noise: the ERR extension where there is one ("x ERR" in the log),
 else the sigma-clipped standard deviation of the image (from a strided sample). Pixels that are NaN or
 have zero weight are masked. An image without a celestial WCS gives a catalogue whose RA/Dec
-are NaN, with a warning (positions in pixels are still exact).
+are NaN, with a warning (positions in pixels are still exact). With ``--detection-image`` the
+sources are found on that image (the drizzle mosaic, smoothed by ``--fwhm``, threshold in units of
+the noise measured on it) and deblended and measured on IMAGE (a UPDC iterate).
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("image", metavar="IMAGE", help="_i2d.fits mosaic or FITS image")
     p.add_argument("--out", required=True, metavar="CAT", help="catalogue file (.ecsv or .parquet)")
+    p.add_argument(
+        "--detection-image", metavar="DRIZZLE", default=None,
+        help="find sources on this image of the same grid (the drizzle mosaic, smoothed by --fwhm; threshold in units of its measured noise) and deblend/measure them on IMAGE",
+    )
     p.add_argument("--method", choices=METHODS, default="segmentation", help="detection method (default segmentation)")
     p.add_argument("--threshold", type=positive_float, default=1.5, help="threshold in units of ERR (else of the image's clipped std) (default 1.5)")
     p.add_argument("--npixels", type=positive_int, default=10, help="minimum connected pixels of a source (default 10)")
@@ -92,6 +98,6 @@ def run(args: argparse.Namespace) -> int:
             args.image, args.out, method=args.method, threshold=args.threshold, n_pixels=args.npixels, deblend=args.deblend,
             fwhm=args.fwhm, radii=args.radii, tile=args.tile, regions=args.regions, segmentation=args.segmentation,
             store=Store(args.store) if args.store else None, field=args.field, overwrite=args.overwrite,
-            background_box=args.background_box,
+            background_box=args.background_box, detection_image=args.detection_image,
         )
     return 0

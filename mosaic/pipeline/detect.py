@@ -53,7 +53,7 @@ def background_rms(sci, good) -> tuple[float, float]:
 def detect_image(path, out, *, method: str = "segmentation", threshold: float = 1.5, n_pixels: int = 10,
                  deblend: bool = False, fwhm: float = 2.0, radii=(3.0, 6.0), tile: int = 1024, require_error: bool = False,
                  regions=None, segmentation=None, store=None, field: str | None = None, overwrite: bool = False,
-                 background_box: int | None = None):
+                 background_box: int | None = None, detection_image=None):
     """Detect and measure the sources of an image file and write the catalogue (and products).
 
     Computes on the current dask client, if any (else with threads here).
@@ -96,6 +96,11 @@ def detect_image(path, out, *, method: str = "segmentation", threshold: float = 
         Field name in the store (default: the image file's stem).
     overwrite : bool
         Replace existing outputs.
+    detection_image : path-like, optional
+        Dual-image mode (segmentation): find the sources on this image of the same grid (the
+        drizzle mosaic), smoothed by ``fwhm``, at ``threshold`` times the noise measured on it,
+        and deblend and measure them on ``path`` (a UPDC iterate):
+        :func:`mosaic.catalog.dual.detect_dual`.
 
     Returns
     -------
@@ -116,6 +121,11 @@ def detect_image(path, out, *, method: str = "segmentation", threshold: float = 
         msg = f"fwhm {fwhm!r} is out of range; expected > 0 (>= 0 for segmentation, 0 meaning no smoothing)"
         raise InputError(msg)
     image = read_image(path, tile=tile)
+    if detection_image is not None:
+        return _detect_dual_image(image, detection_image, out, method=method, threshold=threshold, n_pixels=n_pixels,
+                                  deblend=deblend, fwhm=fwhm, radii=radii, tile=tile, regions=regions,
+                                  segmentation=segmentation, store=store, field=field, overwrite=overwrite,
+                                  background_box=background_box)
     if require_error and image.err is None:
         msg = f"{path}: no ERR extension to set the detection threshold; expected an _i2d.fits mosaic with ERR (updc.errors: true in a field config)"
         raise InputError(msg)
@@ -173,4 +183,42 @@ def detect_image(path, out, *, method: str = "segmentation", threshold: float = 
         field = field or Path(path).name.split(".")[0]
         write_segmentation_store(store, field, image.band, seg.data, wcs=image.wcs, overwrite=overwrite)
     log.info("detect: %d sources -> %s", len(table), out)
+    return table
+
+
+def _detect_dual_image(image, detection_path, out, *, method, threshold, n_pixels, deblend, fwhm, radii, tile, regions,
+                       segmentation, store, field, overwrite, background_box):
+    """:func:`detect_image` with ``detection_image``: detect on that file, deblend and measure on ``image``."""
+    from mosaic.catalog.dual import detect_dual  # noqa: PLC0415
+    from mosaic.io.catalogs import read_image, write_catalog, write_segmentation_fits, write_segmentation_store  # noqa: PLC0415
+
+    if method != "segmentation" or not fwhm > 0 or background_box is not None:
+        msg = (f"a detection image needs method 'segmentation' with fwhm > 0 and no background_box; got method {method!r}, "
+               f"fwhm {fwhm!r}, background_box {background_box!r}")
+        raise InputError(msg)
+    det = read_image(detection_path, tile=tile)
+    if det.sci.shape != image.sci.shape:
+        msg = f"{detection_path}: shape {det.sci.shape} differs from {image.path}'s {image.sci.shape}; expected a detection image of the same grid"
+        raise InputError(msg)
+    mask = None
+    for im in (image, det):
+        if im.wht is not None:
+            mask = (im.wht <= 0) if mask is None else (mask | (im.wht <= 0))
+    scale, unit = image.flux_scale
+    table, seg, _ = detect_dual(
+        det.sci, image.sci, threshold=threshold, detection_err=det.err, measurement_err=image.err, mask=mask, fwhm=fwhm,
+        n_pixels=n_pixels, deblend=deblend, tile=tile, wcs=image.wcs, radii=tuple(radii), flux_scale=scale, flux_unit=unit,
+    )
+    table.meta.update(image=str(image.path), detection_image=str(detection_path), method=method, threshold_sigma=threshold,
+                      threshold_unit="measured noise of the smoothed detection image", band=image.band)
+    write_catalog(table, out, overwrite=overwrite)
+    if regions is not None:
+        scale_arcsec = None if image.pixel_area_sr is None else float(np.sqrt(image.pixel_area_sr) * 206264.806)
+        write_catalog(table, regions, overwrite=overwrite, pixel_scale_arcsec=scale_arcsec)
+    if segmentation is not None:
+        write_segmentation_fits(seg.data, segmentation, wcs=image.wcs, overwrite=overwrite)
+    if store is not None:
+        field = field or Path(image.path).name.split(".")[0]
+        write_segmentation_store(store, field, image.band, seg.data, wcs=image.wcs, overwrite=overwrite)
+    log.info("detect: %d sources (found on %s, measured on %s) -> %s", len(table), detection_path, image.path, out)
     return table

@@ -1,0 +1,135 @@
+"""Dual-image detection: segments found on a smoothed blurred image, split and measured on a sharp one.
+
+The scene is one set of point sources seen twice: blurred (a drizzle mosaic's PSF, low noise)
+and sharp (an iterate: narrower PSF, more noise). The tiled result is checked against photutils
+on the whole image; the measured noise against the standard deviation of pure noise.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from astropy.convolution import convolve
+from astropy.io import fits
+from astropy.stats import sigma_clipped_stats
+from astropy.utils.exceptions import AstropyUserWarning
+from photutils.segmentation import SourceCatalog, deblend_sources, detect_sources, make_2dgaussian_kernel
+
+from mosaic.catalog.dual import detect_dual, measured_noise
+from mosaic.cli import main
+
+from .conftest import tan_wcs
+
+SHAPE = (120, 140)
+WCS = tan_wcs(SHAPE)
+
+
+def _stars(rng, n):
+    ny, nx = SHAPE
+    xy = np.column_stack([rng.uniform(5, nx - 5, n), rng.uniform(5, ny - 5, n)])
+    # three close pairs, 4 px apart: one blended source in the blurred image, two in the sharp one
+    for i in range(3):
+        xy = np.vstack([xy, xy[i] + [4.0, 0.0]])
+    return xy, rng.uniform(300, 3000, len(xy))
+
+
+def _image(xy, flux, sigma, noise, rng):
+    yy, xx = np.mgrid[: SHAPE[0], : SHAPE[1]]
+    img = rng.normal(0.0, noise, SHAPE)
+    for (x0, y0), f in zip(xy, flux, strict=True):
+        img += f / (2 * np.pi * sigma**2) * np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) / (2 * sigma**2))
+    return img
+
+
+@pytest.fixture(scope="module")
+def scene():
+    rng = np.random.default_rng(7)
+    xy, flux = _stars(rng, 30)
+    blurred = _image(xy, flux, 2.5, 1.0, rng)
+    sharp = _image(xy, flux, 1.2, 2.0, rng)
+    err_b, err_s = np.full(SHAPE, 1.0), np.full(SHAPE, 2.0)
+    err_b[:, 100:] = 1.5  # a coverage step: the threshold map follows ERR
+    mask = np.zeros(SHAPE, bool)
+    mask[10:14, 30:60] = True
+    return blurred, sharp, err_b, err_s, mask, xy
+
+
+@pytest.mark.parametrize("tile", [(37, 53), (120, 140)])
+def test_dual_equals_photutils_on_the_whole_image(scene, tile):
+    blurred, sharp, err_b, err_s, mask, _ = scene
+    table, seg, k = detect_dual(
+        blurred, sharp, threshold=4.0, detection_err=err_b, measurement_err=err_s, mask=mask, fwhm=3.0,
+        n_pixels=5, tile=tile, radii=(3.0,), wcs=WCS,
+    )
+    # the reference: photutils on the whole image, the noise scale measured independently
+    kernel = make_2dgaussian_kernel(3.0, size=9)  # smooth(): the odd size nearest 3 FWHM
+    det = convolve(np.where(mask, 0.0, blurred), kernel, boundary="fill", fill_value=0.0)
+    _, _, k_ref = sigma_clipped_stats((det / err_b)[~mask])
+    assert k == pytest.approx(k_ref, rel=1e-9)
+    ref = detect_sources(det, 4.0 * k_ref * err_b, 5, mask=mask)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyUserWarning)  # linear levels where a segment dips below 0
+        ref = deblend_sources(np.where(mask, 0.0, sharp), ref, 5, progress_bar=False)
+    np.testing.assert_array_equal(np.asarray(seg.data), ref.data)
+    cat = SourceCatalog(np.where(mask, 0.0, sharp), ref, error=err_s, mask=mask)
+    np.testing.assert_allclose(np.asarray(table["kron_flux"]), cat.kron_flux, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(table["segment_flux_err"]), cat.segment_flux_err, rtol=1e-6)
+    peak = [np.max((det / (k_ref * err_b))[ref.data == lab]) for lab in ref.labels]
+    np.testing.assert_allclose(np.asarray(table["detection_snr"]), peak, rtol=1e-9)
+
+
+def test_close_pairs_split_on_the_sharp_image(scene):
+    blurred, sharp, err_b, err_s, mask, xy = scene
+    dual, _, _ = detect_dual(blurred, sharp, threshold=4.0, detection_err=err_b, measurement_err=err_s, mask=mask, fwhm=3.0, n_pixels=5, tile=60, wcs=WCS)
+    alone, _, _ = detect_dual(blurred, blurred, threshold=4.0, detection_err=err_b, measurement_err=err_b, mask=mask, fwhm=3.0, n_pixels=5, tile=60, wcs=WCS)
+
+    def found(table, p):
+        d = np.hypot(np.asarray(table["x_centroid"]) - p[0], np.asarray(table["y_centroid"]) - p[1])
+        return np.min(d) < 1.0
+
+    pairs = xy[-6:]
+    assert sum(found(dual, p) for p in pairs) > sum(found(alone, p) for p in pairs)
+
+
+def test_measured_noise_of_smoothed_noise():
+    # the std of smoothed white noise over a mis-scaled ERR: what the threshold's unit must be
+    rng = np.random.default_rng(2)
+    noise = rng.normal(size=(300, 300))
+    smoothed = convolve(noise, make_2dgaussian_kernel(3.0, size=5))
+    err = np.full(noise.shape, 2.0)
+    good = np.ones(noise.shape, bool)
+    sigma, k = measured_noise(smoothed, good, err=err)
+    assert k == pytest.approx(np.std(smoothed) / 2.0, rel=0.03)
+    np.testing.assert_allclose(sigma, k * err)
+    level, k_plain = measured_noise(smoothed, good)
+    assert level == k_plain == pytest.approx(np.std(smoothed), rel=0.03)
+    with pytest.raises(ValueError, match="usable pixels"):
+        measured_noise(smoothed, np.zeros(noise.shape, bool))
+
+
+def _write_i2d(path, sci, err):
+    hdr = WCS.to_header()
+    hdus = [fits.PrimaryHDU(), fits.ImageHDU(sci.astype(np.float32), hdr, name="SCI"), fits.ImageHDU(err.astype(np.float32), hdr, name="ERR")]
+    fits.HDUList(hdus).writeto(path)
+    return str(path)
+
+
+def test_cli_detection_image(tmp_path, scene):
+    blurred, sharp, err_b, err_s, _, _ = scene
+    drz = _write_i2d(tmp_path / "drz_i2d.fits", blurred, err_b)
+    itr = _write_i2d(tmp_path / "it_i2d.fits", sharp, err_s)
+    out = tmp_path / "cat.ecsv"
+    assert main(["detect", itr, "--detection-image", drz, "--out", str(out), "--threshold", "4", "--fwhm", "3", "--npixels", "5", "--deblend", "--tile", "64"]) == 0
+    from astropy.table import QTable  # noqa: PLC0415
+
+    got = QTable.read(out)
+    f32 = [a.astype(np.float32).astype(np.float64) for a in (blurred, sharp, err_b, err_s)]
+    ref, _, _ = detect_dual(f32[0], f32[1], threshold=4.0, detection_err=f32[2], measurement_err=f32[3], fwhm=3.0, n_pixels=5, tile=64, wcs=WCS)
+    assert len(got) == len(ref) > 20
+    np.testing.assert_allclose(np.asarray(got["kron_flux"]), np.asarray(ref["kron_flux"]), rtol=1e-5)
+    assert got.meta["detection_image"] == drz
+    # images of different grids are refused by name
+    small = _write_i2d(tmp_path / "small_i2d.fits", blurred[:50], err_b[:50])
+    assert main(["detect", itr, "--detection-image", small, "--out", str(tmp_path / "c2.ecsv")]) == 1
