@@ -57,3 +57,22 @@ def test_bad_shapes_and_singular_systems(make_problem):
     ops1, images1, cube1, sub1 = make_problem(0, n_filter=1, k=3)
     with pytest.raises(ValueError, match="normal equations are singular"):
         solve_exact(images1, cube1, ops1, sub1, gamma=1.0, mu=0.0)
+
+
+def test_batched_blocks_equal_one_batch_and_bound_memory(make_problem):
+    """Blocks solved a few at a time give the same Z, and the peak stays near the data's size, not the systems'."""
+    import tracemalloc
+
+    ops, images, cube, sub = make_problem(9, coarse=(20, 19), k=5, n_wave=12, offset=(0, 2))
+    kw = {"gamma": 0.8, "mu": 0.1}
+    whole = solve_exact(images, cube, ops, sub, batch_bytes=2**30, **kw)
+    budget = 2**20
+    tracemalloc.start()
+    batched = solve_exact(images, cube, ops, sub, batch_bytes=budget, **kw)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    np.testing.assert_allclose(batched, whole, rtol=0, atol=1e-10 * np.abs(whole).max())
+    n = 9 * sub.n_components
+    systems = 16 * (20 * 10) * n * n  # the Hermitian systems of half the coarse frequencies, held at once
+    data = 16 * (images.size + cube.size + whole.size)  # the spectra of the inputs and of Z
+    assert peak < budget + 2 * data < systems / 3
