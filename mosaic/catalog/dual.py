@@ -8,7 +8,8 @@ detection image, with the threshold in units of the noise *measured* on that smo
 (:func:`measured_noise`), then split (``deblend_sources``) on the measurement image, where close
 sources have their own peaks, and measured there (:func:`mosaic.catalog.photometry.source_catalog`).
 
-Equal to ``deblend_sources(measurement, detect_sources(smoothed_detection, threshold))`` and
+Equal to ``deblend_sources(max(measurement, sigma), detect_sources(smoothed_detection, threshold))``
+(``sigma`` the measurement image's measured noise) and
 ``SourceCatalog(measurement, ...)`` of photutils on the whole image, computed tile by tile.
 """
 
@@ -86,7 +87,7 @@ def detect_dual(
     n_pixels: int = 10,
     deblend: bool = True,
     n_levels: int = 32,
-    contrast: float = 0.001,
+    contrast: float = 0.03,
     tile=512,
     wcs=None,
     radii=(3.0, 6.0),
@@ -112,9 +113,15 @@ def detect_dual(
         FWHM (pixels) of the Gaussian that smooths the detection image (about the PSF's).
     deblend_fwhm : float
         FWHM of a Gaussian that smooths the measurement image for the deblending only (0: the
-        image as it is).
-    n_pixels, deblend, n_levels, contrast, tile
+        image as it is). The deblending sees that image raised to its measured noise level
+        (:func:`measured_noise` without ``err``), so that its levels are exponential.
+    n_pixels, deblend, n_levels, tile
         As :func:`mosaic.catalog.detect.detect_segmentation`.
+    contrast : float
+        Fraction of a parent's flux a child must have. Default 0.03, not photutils' 0.001:
+        an iterate's dark rings and sharpened diffraction spikes make peaks of ~1 % of a
+        star's flux, which a low contrast keeps as false sources (on a crowded simulated field,
+        ``benchmarks/bench_updc_detection.py``, 0.001 gave more false than true detections).
     wcs, radii, flux_scale, flux_unit
         As :func:`mosaic.catalog.photometry.source_catalog`.
 
@@ -150,6 +157,11 @@ def detect_dual(
     deb = None
     if deblend:
         deb = smooth(filled, fwhm=deblend_fwhm, tile=tiles) if deblend_fwhm > 0 else filled
+        # raised to its own measured noise: the levels can then be exponential (faint neighbours
+        # of bright stars get levels near their peaks); with the iterate's negative pixels they
+        # would fall back to 32 linear levels, too coarse to split such a pair
+        floor, _ = measured_noise(deb, good)
+        deb = da.maximum(deb, floor)
     with warnings.catch_warnings(record=True) as caught:
         # a sharp, noisy measurement image has non-positive pixels in most segments, so the
         # deblending's linear levels are the rule here, not news: logged, not warned
