@@ -52,16 +52,22 @@ def non_negative_int(text: str) -> int:
 
 
 @contextmanager
-def local_client(n_workers: int):
-    """A client on a LocalCluster of ``n_workers`` processes, or None (threads here) for 0."""
+def local_client(n_workers: int, *, dashboard: bool = True):
+    """A client on a LocalCluster of ``n_workers`` processes, or None (threads here) for 0.
+
+    ``dashboard=False`` serves no dashboard (bokeh: about a second of start-up), for batch
+    commands where nobody watches.
+    """
     if n_workers <= 0:
         yield None
         return
     from distributed import Client, LocalCluster  # noqa: PLC0415
 
     # the dashboard on loopback, on a free port: not reachable from other hosts, no clash with a running one
-    with LocalCluster(n_workers=n_workers, threads_per_worker=1, dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
-        log.info("dask dashboard: %s", client.dashboard_link)
+    address = "127.0.0.1:0" if dashboard else None
+    with LocalCluster(n_workers=n_workers, threads_per_worker=1, dashboard_address=address) as cluster, Client(cluster) as client:
+        if dashboard:
+            log.info("dask dashboard: %s", client.dashboard_link)
         yield client
 
 

@@ -77,8 +77,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--field", help="field name in the store (default: the output file's stem)")
     p.add_argument(
         "--workers", type=int, default=0, metavar="N",
-        help="run on a local dask cluster of N worker processes (default 0: threads in this process)",
+        help="drizzle the tiles in N worker processes (default 0: in this process); with --store or "
+        "preprocessing, on a local dask cluster of N processes",
     )
+    p.add_argument("--dashboard", action="store_true", help="serve the dask dashboard of the --workers cluster (on 127.0.0.1, a free port)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file or store product")
     add_preprocessing_arguments(p)
     p.set_defaults(func=run)
@@ -87,11 +89,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``mosaic drizzle``; returns the exit code. Bad input raises :class:`InputError`."""
-    from mosaic.coadd.drizzle import drizzle_mosaic  # noqa: PLC0415
-    from mosaic.io.cal import CalCutouts, read_exposures  # noqa: PLC0415
-    from mosaic.io.grid import MosaicGrid  # noqa: PLC0415
-    from mosaic.io.products import write_drizzle_products  # noqa: PLC0415
-
     out = refuse_existing(args.out, args.overwrite)
     if not out.parent.exists():
         msg = f"{out}: directory {out.parent} does not exist; create it or choose another --out"
@@ -102,6 +99,35 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 0:
         msg = f"--workers {args.workers!r} is negative; expected 0 (threads) or a number of processes"
         raise InputError(msg)
+
+    if not (args.store or args.outliers or args.destripe or args.flatten_background):
+        return _run_direct(args, out)
+    return _run_dask(args, out)
+
+
+def _run_direct(args: argparse.Namespace, out) -> int:
+    """The file only: tile tasks on worker processes that write into the file, no dask (:mod:`mosaic.coadd.drizzle_files`)."""
+    from mosaic.coadd.drizzle_files import drizzle_files  # noqa: PLC0415
+    from mosaic.io.cal import bad_bits_from, check_exposures  # noqa: PLC0415
+    from mosaic.io.grid import MosaicGrid  # noqa: PLC0415
+
+    infos = check_exposures(args.files, weight=args.weight)  # bad input found before any work
+    grid = MosaicGrid.from_exposures([i["wcs"] for i in infos], [i["shape"] for i in infos], psr=args.psr, rotation_deg=args.rotation, tile=args.tile)
+    log.info("drizzle: %d exposures -> %s (%d x %d, tiles of %d)", len(infos), out, *grid.shape, args.tile)
+    written = drizzle_files(
+        infos, grid, out, bad_bits=bad_bits_from(None), pixfrac=args.pixfrac, kernel=args.kernel, weight=args.weight,
+        workers=args.workers, n_given=len(infos),
+    )
+    log.info("drizzle: wrote i2d %s", written)
+    return 0
+
+
+def _run_dask(args: argparse.Namespace, out) -> int:
+    """With a store or preprocessing: the lazy mosaic (:func:`mosaic.coadd.drizzle.drizzle_mosaic`) on dask."""
+    from mosaic.coadd.drizzle import drizzle_mosaic  # noqa: PLC0415
+    from mosaic.io.cal import CalCutouts, read_exposures  # noqa: PLC0415
+    from mosaic.io.grid import MosaicGrid  # noqa: PLC0415
+    from mosaic.io.products import write_drizzle_products  # noqa: PLC0415
 
     exposures = read_exposures(args.files, weight=args.weight)  # bad input found before any work
     store = None
@@ -115,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
         msg = f"{store.path}: product {field}/{band}/drizzle is complete; pass --overwrite to redo it"
         raise InputError(msg)
 
-    with _forked_workers(), local_client(args.workers) as client:  # the computation finds the current client itself
+    with _forked_workers(), local_client(args.workers, dashboard=args.dashboard) as client:  # the computation finds the current client itself
         files = preprocess([str(p) for p in exposures["path"].values], args, out.parent / "prep", client=client)
         exposures = read_exposures(files, weight=args.weight) if files != [str(p) for p in exposures["path"].values] else exposures
         shape = (exposures.sizes["y"], exposures.sizes["x"])

@@ -29,14 +29,10 @@ import logging
 import math
 import pickle
 import warnings
+from typing import NamedTuple
 
-import dask
-import dask.array as da
 import numpy as np
-import xarray as xr
 from astropy.wcs import WCS
-from dask.base import tokenize
-from dask.delayed import Delayed
 from drizzle.utils import estimate_pixel_scale_ratio
 
 from mosaic.exceptions import InputError, NoOverlapWarning
@@ -56,7 +52,7 @@ from mosaic.ops.drizzle import (
 from mosaic.ops.pixmap import LATTICE_STEP, calc_pixmap, cutout_for_region, cutout_rows_for_region, lattice_pixmap
 from mosaic.registry import algorithm
 
-__all__ = ["VARIANCES", "blot_to_exposure", "drizzle_mosaic", "exposure_cutouts", "exposure_wcs"]
+__all__ = ["VARIANCES", "DrizzlePlan", "blot_to_exposure", "drizzle_mosaic", "exposure_cutouts", "exposure_wcs", "plan_drizzle"]
 
 log = logging.getLogger(__name__)
 
@@ -284,6 +280,8 @@ class _ExposureBlocks:
         culled once per block here, building the graph stays linear and fast.
         """
         if index not in self._blocks:
+            from dask.delayed import Delayed  # noqa: PLC0415
+
             key = self.keys[index]
             self._blocks[index] = Delayed(key, dict(self.graph.cull({key})))
         return self._blocks[index]
@@ -317,6 +315,87 @@ def _block(a):
     if a.npartitions > 1:
         a = a.rechunk(-1)
     return a.to_delayed(optimize_graph=False).ravel()[0]
+
+
+class DrizzlePlan(NamedTuple):
+    """Which cut-out of which exposure each output tile drizzles (:func:`plan_drizzle`).
+
+    Attributes
+    ----------
+    psrs : list of float
+        Per exposure, the output over input pixel scale its kernel is sized by.
+    cutouts : list of dict
+        Per exposure, ``{tile index: Cutout}`` (:class:`mosaic.ops.pixmap.Cutout`).
+    used : list of int
+        The exposures that land on the grid.
+    by_tile : dict
+        ``{tile index: [exposure, ...]}`` in exposure order (empty for tiles nothing reaches).
+    n_planes : int
+        Context planes of the mosaic, ``ceil(n_exposures / 32)``.
+    """
+
+    psrs: list
+    cutouts: list
+    used: list
+    by_tile: dict
+    n_planes: int
+
+    def pixels(self, index) -> int:
+        """Exposure pixels the tile ``index`` drizzles (a measure of its task's work)."""
+        cuts = [self.cutouts[k][index] for k in self.by_tile[index]]
+        return int(sum(np.maximum(c.hi - c.lo + 1, 0).sum() for c in cuts))
+
+
+def plan_drizzle(
+    wcs_list, shape, grid: MosaicGrid, *, kernel: str = "square", pixfrac: float = 1.0,
+    pixel_scale_ratio: float | None = None, lattice_step: int = DRIZZLE_LATTICE_STEP, names=None, stacklevel: int = 2,
+) -> DrizzlePlan:
+    """The geometry of a drizzle mosaic, computed once: each tile's exposures and their cut-outs.
+
+    Parameters
+    ----------
+    wcs_list : list of WCS
+        The exposures' WCSs.
+    shape : tuple of int
+        ``(ny, nx)`` of the exposures.
+    grid : MosaicGrid
+        The output grid and its tiling.
+    kernel, pixfrac, pixel_scale_ratio, lattice_step
+        As :func:`drizzle_mosaic`.
+    names : list of str, optional
+        The exposures' names, for messages.
+
+    Warns
+    -----
+    NoOverlapWarning
+        For each exposure that lands on no tile.
+
+    Raises
+    ------
+    InputError
+        When no exposure lands on the grid.
+    """
+    n_exp = len(wcs_list)
+    names = list(names) if names is not None else [f"exposure {k}" for k in range(n_exp)]
+    if pixel_scale_ratio is None:
+        psrs = [float(estimate_pixel_scale_ratio(w, grid.wcs)) for w in wcs_list]
+    else:
+        psrs = [float(pixel_scale_ratio)] * n_exp
+    reach = max(kernel_radius(kernel, pixfrac=pixfrac, pixel_scale_ratio=p) for p in psrs)
+    cutouts = exposure_cutouts(wcs_list, shape, grid, margin=reach + 1.0, step=lattice_step, rows=True)
+    used = [k for k in range(n_exp) if cutouts[k]]
+    for k in range(n_exp):
+        if not cutouts[k]:
+            warnings.warn(f"{names[k]}: does not land on the output grid; exposure skipped", NoOverlapWarning, stacklevel=stacklevel)
+    if not used:
+        msg = f"none of the {n_exp} exposures ({names[0]}, ...) lands on the output grid; nothing to drizzle"
+        raise InputError(msg)
+    by_tile: dict[tuple[int, int], list[int]] = {t.index: [] for t in grid.tiles()}
+    for k in used:
+        for ti in cutouts[k]:
+            by_tile[ti].append(k)
+    n_planes = max(1, math.ceil(n_exp / CTX_PLANE_BITS))
+    return DrizzlePlan(psrs, cutouts, used, by_tile, n_planes)
 
 
 @algorithm("coaddition")
@@ -411,21 +490,17 @@ def drizzle_mosaic(
             msg = f"{bad[0]}: exposure time {exptimes[names.index(bad[0])]!r} is not positive; weight 'exptime' needs EFFEXPTM/EXPTIME"
             raise InputError(msg)
 
-    if pixel_scale_ratio is None:
-        psrs = [float(estimate_pixel_scale_ratio(w, grid.wcs)) for w in wcs_list]
-    else:
-        psrs = [float(pixel_scale_ratio)] * n_exp
-    reach = max(kernel_radius(kernel, pixfrac=pixfrac, pixel_scale_ratio=p) for p in psrs)
-    cutouts = exposure_cutouts(wcs_list, shape, grid, margin=reach + 1.0, step=lattice_step, rows=True)
-    used = [k for k in range(n_exp) if cutouts[k]]
-    for k in range(n_exp):
-        if not cutouts[k]:
-            warnings.warn(f"{names[k]}: does not land on the output grid; exposure skipped", NoOverlapWarning, stacklevel=2)
-    if not used:
-        msg = f"none of the {n_exp} exposures ({names[0]}, ...) lands on the output grid; nothing to drizzle"
-        raise InputError(msg)
+    import dask  # noqa: PLC0415  (dask and xarray only where a graph is built)
+    import dask.array as da  # noqa: PLC0415
+    import xarray as xr  # noqa: PLC0415
+    from dask.base import tokenize  # noqa: PLC0415
 
-    n_planes = max(1, math.ceil(n_exp / CTX_PLANE_BITS))
+    plan = plan_drizzle(
+        wcs_list, shape, grid, kernel=kernel, pixfrac=pixfrac, pixel_scale_ratio=pixel_scale_ratio,
+        lattice_step=lattice_step, names=names, stacklevel=3,
+    )
+    psrs, cutouts, used, by_tile = plan.psrs, plan.cutouts, plan.used, plan.by_tile
+    n_planes = plan.n_planes
     var_names = VARIANCES if variance else ()
     token = tokenize(
         [exposures[v].data.name for v in ("sci", *var_names) if v in exposures],
@@ -437,11 +512,6 @@ def drizzle_mosaic(
     blocks = [None if a is None else _ExposureBlocks(a) for a in arrays]
     grid_wcs = dask.delayed(_PortableWCS(grid.wcs), name=f"drizzle-grid-wcs-{token}", pure=True)
     exp_wcs = {k: dask.delayed(_PortableWCS(wcs_list[k]), name=f"drizzle-wcs-{token}-{k}", pure=True) for k in used}
-
-    by_tile: dict[tuple[int, int], list[int]] = {t.index: [] for t in grid.tiles()}
-    for k in used:
-        for ti in cutouts[k]:
-            by_tile[ti].append(k)
 
     finals = {}
     for t in grid.tiles():
@@ -570,6 +640,10 @@ def blot_to_exposure(
     dask.array.Array
         float32 ``(ny, nx)`` array, chunks of ``rows_per_chunk`` rows.
     """
+    import dask  # noqa: PLC0415
+    import dask.array as da  # noqa: PLC0415
+    from dask.base import tokenize  # noqa: PLC0415
+
     if method not in ("exact", "interp"):
         msg = f"blot method {method!r} is not supported; expected one of ('exact', 'interp')"
         raise ValueError(msg)

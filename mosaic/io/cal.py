@@ -17,10 +17,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import dask
-import dask.array as da
 import numpy as np
-import xarray as xr
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
@@ -33,6 +30,7 @@ __all__ = [
     "EXTENSIONS",
     "SAFE_ABS",
     "bad_bits_from",
+    "check_exposures",
     "read_exposures",
     "read_wcs",
     "exposure_header_info",
@@ -302,7 +300,7 @@ def good_fraction(path: str, bad_bits: int, rows: int = 256) -> float:
         return n_good / (ny * sci_hdu.header["NAXIS1"])
 
 
-def read_exposures(
+def check_exposures(
     paths,
     *,
     bad_bits=None,
@@ -311,39 +309,17 @@ def read_exposures(
     check_data: bool = True,
     prefer_gwcs: bool = True,
     weight: str = "ivm",
-) -> xr.Dataset:
-    """Read JWST ``_cal.fits`` exposures lazily into an exposure set.
+) -> list[dict]:
+    """Validate ``_cal.fits`` exposures once and return what is known of the ones that count.
 
-    Inputs are validated once, here: headers and WCS of every file (a truncated file, a WCS
-    without a finite pixel scale or with a scale unlike the others' is an error naming the
-    file); with ``check_data``, one pass over the pixels excludes, with an
-    :class:`~mosaic.exceptions.ExposureExcludedWarning` naming it and why, an exposure with no
-    usable pixel or (for ``weight="ivm"``) no finite, positive VAR_RNOISE, or (for
-    ``weight="exptime"``) no positive exposure time; pixels beyond ±:data:`SAFE_ABS` are left
-    out with an :class:`~mosaic.exceptions.ExtremeValueWarning`. All excluded is an error.
-
-    Parameters
-    ----------
-    paths : list of path-like
-        The cal files.
-    bad_bits : int, str or list of str, optional
-        DQ bits that make a pixel bad (default: DO_NOT_USE + NON_SCIENCE, as the JWST
-        resample step does).
-    band : str, optional
-        Keep only this filter; exposures of other filters are an error.
-    single_band : bool
-        Whether exposures of more than one filter are an error.
-    check_data : bool
-        Read each exposure once (in row blocks) to exclude unusable ones with a warning.
-    prefer_gwcs : bool
-        Use the ASDF gwcs where ``stdatamodels`` is installed and the file has one.
-    weight : {"ivm", "exptime", "uniform"}
-        The weighting the exposures are for: what an exposure must carry to count.
+    The checks and exclusions of :func:`read_exposures` (same parameters), without building
+    the lazy exposure set: no dask or xarray is imported.
 
     Returns
     -------
-    xarray.Dataset
-        dims ``(exposure, y, x)``, one dask chunk per exposure.
+    list of dict
+        Per kept exposure, in the given order: ``path``, ``shape``, ``extensions``, ``band``,
+        ``detector``, ``exptime``, ``wcs``, ``wcs_header`` ... (:func:`exposure_header_info`).
     """
     paths = [Path(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
     if not paths:
@@ -392,6 +368,63 @@ def read_exposures(
             if i["has_asdf"]:
                 i["wcs"] = read_wcs(i["path"], prefer_gwcs=True)
 
+    return infos
+
+
+def read_exposures(
+    paths,
+    *,
+    bad_bits=None,
+    band: str | None = None,
+    single_band: bool = True,
+    check_data: bool = True,
+    prefer_gwcs: bool = True,
+    weight: str = "ivm",
+) -> xr.Dataset:
+    """Read JWST ``_cal.fits`` exposures lazily into an exposure set.
+
+    Inputs are validated once, here: headers and WCS of every file (a truncated file, a WCS
+    without a finite pixel scale or with a scale unlike the others' is an error naming the
+    file); with ``check_data``, one pass over the pixels excludes, with an
+    :class:`~mosaic.exceptions.ExposureExcludedWarning` naming it and why, an exposure with no
+    usable pixel or (for ``weight="ivm"``) no finite, positive VAR_RNOISE, or (for
+    ``weight="exptime"``) no positive exposure time; pixels beyond ±:data:`SAFE_ABS` are left
+    out with an :class:`~mosaic.exceptions.ExtremeValueWarning`. All excluded is an error.
+
+    Parameters
+    ----------
+    paths : list of path-like
+        The cal files.
+    bad_bits : int, str or list of str, optional
+        DQ bits that make a pixel bad (default: DO_NOT_USE + NON_SCIENCE, as the JWST
+        resample step does).
+    band : str, optional
+        Keep only this filter; exposures of other filters are an error.
+    single_band : bool
+        Whether exposures of more than one filter are an error.
+    check_data : bool
+        Read each exposure once (in row blocks) to exclude unusable ones with a warning.
+    prefer_gwcs : bool
+        Use the ASDF gwcs where ``stdatamodels`` is installed and the file has one.
+    weight : {"ivm", "exptime", "uniform"}
+        The weighting the exposures are for: what an exposure must carry to count.
+
+    Returns
+    -------
+    xarray.Dataset
+        dims ``(exposure, y, x)``, one dask chunk per exposure.
+    """
+    # dask and xarray only here: commands that read cut-outs straight from the files
+    # (mosaic drizzle) validate with check_exposures and never import them
+    import dask  # noqa: PLC0415
+    import dask.array as da  # noqa: PLC0415
+    import xarray as xr  # noqa: PLC0415
+
+    bits = bad_bits_from(bad_bits)
+    infos = check_exposures(
+        paths, bad_bits=bits, band=band, single_band=single_band, check_data=check_data, prefer_gwcs=prefer_gwcs, weight=weight,
+    )
+    shape = infos[0]["shape"]
     data = {}
     dtypes = {"DQ": np.uint32}
     for ext in EXTENSIONS:

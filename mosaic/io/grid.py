@@ -16,7 +16,6 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS, WCSHDO_P17
 from astropy.wcs.utils import proj_plane_pixel_scales
-from scipy.spatial import ConvexHull
 
 __all__ = ["DEFAULT_MAX_GRID_SIDE", "ExposureList", "Tile", "MosaicGrid", "footprint", "max_grid_side", "tile_starts"]
 
@@ -396,6 +395,8 @@ class MosaicGrid:
         pts = self.footprint_pixels(wcs, shape)
         if not np.all(np.isfinite(pts)):
             return []
+        from scipy.spatial import ConvexHull  # noqa: PLC0415  (scipy: ~1 s of start-up, needed here only)
+
         hull = pts[ConvexHull(pts).vertices]
         centre = hull.mean(axis=0)
         d = hull - centre

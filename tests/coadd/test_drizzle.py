@@ -339,3 +339,31 @@ def test_cli_writes_i2d_and_store(field, tmp_path, exposures, grid, reference):
     args = _parse(argv)
     with pytest.raises(InputError, match="exists; pass --overwrite"):
         args.func(args)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_cli_file_only_equals_the_lazy_mosaic_written_by_write_i2d(field, tmp_path, exposures, grid, reference, workers):
+    # without a store, `mosaic drizzle` runs the tile tasks on worker processes that write into
+    # the file (no dask): the file must be the one write_i2d makes of drizzle_mosaic, bit for bit
+    from mosaic.io.products import write_i2d
+
+    out = tmp_path / "direct_i2d.fits"
+    argv = ["drizzle", *map(str, field.paths), "--out", str(out), "--tile", "53", "--rotation", str(ROTATION), "--workers", str(workers)]
+    args = _parse(argv)
+    assert args.func(args) == 0
+    g = grid.with_tiling(53)  # two of its 108 tiles get no exposure
+    ref_file = write_i2d(tmp_path / "lazy_i2d.fits", drizzle_mosaic(exposures, g), g)
+    with fits.open(out) as got, fits.open(ref_file) as want:
+        assert [h.name for h in got] == [h.name for h in want]
+        for a, b in zip(got, want, strict=True):
+            assert list(a.header.items()) == list(b.header.items()), a.name
+            if b.data is not None:
+                np.testing.assert_array_equal(a.data, b.data, err_msg=a.name)
+        sci = got["SCI"].data
+        ok = ~np.isnan(reference.out_img)
+        np.testing.assert_array_equal(np.isnan(sci), ~ok)
+        np.testing.assert_allclose(sci[ok], reference.out_img[ok], rtol=RTOL)
+        np.testing.assert_array_equal(got["CON"].data, reference.out_ctx)
+    assert not list(tmp_path.glob(".direct_i2d.fits.part-*"))
+    with pytest.raises(InputError, match="exists; pass --overwrite"):
+        args.func(args)
