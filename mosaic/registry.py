@@ -19,23 +19,47 @@ decorator::
 
 :func:`algorithms` imports every module of the algorithm subpackages (:data:`PACKAGES`), so a new
 module is listed without being named anywhere else.
+
+Parameters that take one of a set of values carry ``choices``, from (first found) the
+decorator's ``choices={"name": values}``, a ``Literal[...]`` annotation, a numpydoc type set
+(``mode : {"same", "full"}``), or the library's own list for that parameter name
+(:data:`NAMED_CHOICES`, applied where the parameter's default is one of the values).
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 import pkgutil
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
-__all__ = ["PACKAGES", "Algorithm", "Parameter", "algorithm", "algorithms", "get"]
+__all__ = ["NAMED_CHOICES", "PACKAGES", "Algorithm", "Parameter", "algorithm", "algorithms", "get"]
 
 #: subpackages whose modules are imported to fill the registry
 PACKAGES = ("mosaic.ops", "mosaic.coadd", "mosaic.prep", "mosaic.image", "mosaic.psf", "mosaic.catalog", "mosaic.viz")
 
+#: the library's lists of allowed values, by parameter name (``module:ATTRIBUTE``)
+NAMED_CHOICES = {
+    "stretch": "mosaic.viz.stretch:STRETCHES",
+    "interval": "mosaic.viz.stretch:INTERVALS",
+    "estimator": "mosaic.ops.background:ESTIMATORS",
+    "rms_estimator": "mosaic.ops.background:RMS_ESTIMATORS",
+    "mode": "mosaic.ops.filters:FILTER_MODES",
+    "boundary": "mosaic.ops.filters:CONVOLVE_BOUNDARIES",
+    "nan_treatment": "mosaic.ops.filters:NAN_TREATMENTS",
+    "kind": "mosaic.catalog.masks:MASK_KINDS",
+    "connectivity": "mosaic.catalog.merge:CONNECTIVITIES",
+    "deblend_mode": "mosaic.catalog.detect:DEBLEND_MODES",
+}
+
 _EMPTY = inspect.Parameter.empty
 _REGISTRY: dict[str, Algorithm] = {}
+#: explicit choices of the decorator, by algorithm name
+_DECLARED: dict[str, dict] = {}
+#: algorithms whose choices are filled in
+_RESOLVED: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -48,6 +72,7 @@ class Parameter:
     required: bool
     keyword_only: bool
     description: str
+    choices: tuple | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +89,7 @@ class Algorithm:
         d = asdict(self)
         for p in d["parameters"]:
             p["default"] = _jsonable(p["default"])
+            p["choices"] = None if p["choices"] is None else [_jsonable(c) for c in p["choices"]]
         return d
 
 
@@ -75,39 +101,83 @@ def _jsonable(value):
     return repr(value)
 
 
-def _docstring_parameters(doc: str) -> dict[str, str]:
-    """``{name: text}`` from a numpydoc ``Parameters`` section (names may be ``a, b : type``)."""
+def _docstring_parameters(doc: str) -> tuple[dict[str, str], dict[str, tuple]]:
+    """``{name: text}`` and ``{name: choices}`` (numpydoc type sets ``{'a', 'b'}``) from a ``Parameters`` section."""
     lines = inspect.cleandoc(doc).splitlines()
     out: dict[str, str] = {}
+    sets: dict[str, tuple] = {}
     try:
         start = next(i for i, ln in enumerate(lines[:-1]) if ln.strip() == "Parameters" and set(lines[i + 1].strip()) == {"-"})
     except StopIteration:
-        return out
+        return out, sets
     names: list[str] = []
     for i in range(start + 2, len(lines)):
         ln = lines[i]
         if ln and not ln.startswith(" "):
             if i + 1 < len(lines) and lines[i + 1].strip() and set(lines[i + 1].strip()) == {"-"}:
                 break  # the next section
-            names = [n.strip().lstrip("*") for n in ln.split(":")[0].split(",")]
+            head, _, kind = ln.partition(":")
+            names = [n.strip().lstrip("*") for n in head.split(",")]
+            values = _type_set(kind)
             for n in names:
                 out.setdefault(n, "")
+                if values is not None:
+                    sets[n] = values
         elif ln.strip() and names:
             for n in names:
                 out[n] = (out[n] + " " + ln.strip()).strip()
-    return out
+    return out, sets
+
+
+def _type_set(text: str) -> tuple | None:
+    """The values of a numpydoc type set ``{"a", "b"}`` (or ``{4, 8}``), or None when ``text`` is not one."""
+    match = re.match(r"\s*\{([^{}]*)\}", text)
+    if not match:
+        return None
+    try:
+        values = ast.literal_eval(f"({match.group(1)},)")
+    except (ValueError, SyntaxError):
+        return None
+    return tuple(values) if all(isinstance(v, str | int | float | bool) for v in values) else None
+
+
+def _literal(annotation: str) -> tuple | None:
+    """The values of a ``Literal[...]`` annotation (as text), or None."""
+    match = re.fullmatch(r"\s*(?:typing\.)?Literal\[(.*)\]\s*", annotation)
+    if not match:
+        return None
+    try:
+        return tuple(ast.literal_eval(f"({match.group(1)},)"))
+    except (ValueError, SyntaxError):
+        return None
+
+
+def _named_choices(name: str, default) -> tuple | None:
+    """The library's list for a parameter ``name``, if ``default`` is one of its values (or None)."""
+    ref = NAMED_CHOICES.get(name)
+    if ref is None:
+        return None
+    module, _, attr = ref.partition(":")
+    try:
+        values = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError):
+        return None
+    values = tuple(sorted(values)) if isinstance(values, set | frozenset | dict) else tuple(values)
+    return values if default is None or default in values else None
 
 
 def _annotation(p: inspect.Parameter) -> str:
     a = p.annotation
     if a is _EMPTY:
         return "" if p.default is _EMPTY or p.default is None else type(p.default).__name__
+    if getattr(a, "__origin__", None) is not None and str(getattr(a, "__origin__", "")) == "typing.Literal":
+        return f"Literal[{', '.join(map(repr, a.__args__))}]"
     return a if isinstance(a, str) else re.sub(r"<class '([^']+)'>", r"\1", str(a))
 
 
 def _describe(func, name: str, category: str) -> Algorithm:
     doc = inspect.getdoc(func) or ""
-    texts = _docstring_parameters(doc)
+    texts, sets = _docstring_parameters(doc)
     params = []
     for p in inspect.signature(func).parameters.values():
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name in ("self", "client"):
@@ -120,14 +190,19 @@ def _describe(func, name: str, category: str) -> Algorithm:
                 required=p.default is _EMPTY,
                 keyword_only=p.kind == p.KEYWORD_ONLY,
                 description=texts.get(p.name, ""),
+                choices=_literal(_annotation(p)) or sets.get(p.name),
             )
         )
     summary = doc.split("\n\n")[0].replace("\n", " ").strip()
     return Algorithm(name, category, summary, f"{func.__module__}.{func.__qualname__}", tuple(params))
 
 
-def algorithm(category: str, *, name: str | None = None):
-    """Register the decorated function under ``name`` (default: its own name) and ``category``."""
+def algorithm(category: str, *, name: str | None = None, choices: dict | None = None):
+    """Register the decorated function under ``name`` (default: its own name) and ``category``.
+
+    ``choices`` maps parameter names to their allowed values (a sequence, or ``"module:ATTRIBUTE"``
+    naming one, resolved when the registry is read).
+    """
 
     def register(func):
         key = name or func.__name__
@@ -135,10 +210,38 @@ def algorithm(category: str, *, name: str | None = None):
         if known is not None and known.function != f"{func.__module__}.{func.__qualname__}":
             msg = f"algorithm name {key!r} is taken by {known.function}; pass name= to register {func.__qualname__}"
             raise ValueError(msg)
-        _REGISTRY[key] = _describe(func, key, category)
+        entry = _describe(func, key, category)
+        unknown = sorted(set(choices or {}) - {p.name for p in entry.parameters})
+        if unknown:
+            msg = f"algorithm {key!r}: choices for {unknown}, which are not its parameters"
+            raise ValueError(msg)
+        _REGISTRY[key] = entry
+        _DECLARED[key] = dict(choices or {})
+        _RESOLVED.discard(key)
         return func
 
     return register
+
+
+def _resolve(values) -> tuple:
+    if isinstance(values, str):
+        module, _, attr = values.partition(":")
+        values = getattr(importlib.import_module(module), attr)
+    return tuple(sorted(values)) if isinstance(values, set | frozenset | dict) else tuple(values)
+
+
+def _with_choices(entry: Algorithm) -> Algorithm:
+    """``entry`` with the choices of its parameters filled in (declared, annotated, documented or named)."""
+    declared = _DECLARED.get(entry.name, {})
+    params = tuple(
+        replace(p, choices=_resolve(declared[p.name]))
+        if p.name in declared
+        else p
+        if p.choices is not None
+        else replace(p, choices=_named_choices(p.name, p.default))
+        for p in entry.parameters
+    )
+    return replace(entry, parameters=params)
 
 
 def _import_all() -> None:
@@ -152,6 +255,11 @@ def _import_all() -> None:
         for mod in pkgutil.iter_modules(pkg.__path__):
             if not mod.name.startswith("_"):
                 importlib.import_module(f"{pkg_name}.{mod.name}")
+    # choices last: their lists may live in modules imported after the function's
+    for key, entry in list(_REGISTRY.items()):
+        if key not in _RESOLVED:
+            _REGISTRY[key] = _with_choices(entry)
+            _RESOLVED.add(key)
 
 
 def algorithms(category: str | None = None) -> list[Algorithm]:

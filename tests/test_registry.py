@@ -83,3 +83,38 @@ def test_cli_json(capsys):
     from mosaic.coadd.updc import updc  # noqa: PLC0415
 
     assert n_iter["default"] == inspect.signature(updc).parameters["n_iterations"].default
+
+
+def test_choices_from_docstring_sets_literals_declarations_and_library_lists():
+    from typing import Literal
+
+    from mosaic.viz.stretch import STRETCHES
+
+    @algorithm("test-only", name="_registry_choices", choices={"method": ("a", "b")})
+    def probe(data, *, method="a", edge: Literal["wrap", "clip"] = "wrap", mode="same", stretch="asinh", interval="nope"):
+        """Probe choices.
+
+        Parameters
+        ----------
+        data : ndarray
+            The image.
+        method : str
+            Declared by the decorator.
+        edge : str
+            From the annotation.
+        mode : {"same", "full"}
+            From the docstring.
+        stretch, interval : str
+            Named lists: only where the default is one of their values.
+        """
+
+    got = {p.name: p.choices for p in get("_registry_choices").parameters}
+    assert got == {"data": None, "method": ("a", "b"), "edge": ("wrap", "clip"), "mode": ("same", "full"),
+                   "stretch": tuple(STRETCHES), "interval": None}
+    # every default of the real registry is one of its choices
+    for a in algorithms():
+        for p in a.parameters:
+            if p.choices is not None and not p.required and p.default is not None:
+                assert p.default in p.choices, (a.name, p.name)
+    with pytest.raises(ValueError, match="not its parameters"):
+        algorithm("test-only", name="_registry_bad_choices", choices={"nope": (1,)})(probe)

@@ -46,6 +46,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
              "default: dask config mosaic.cluster, else a local cluster",
     )
     p.add_argument("--max-upload-mb", type=positive_int, default=256, help="largest upload in MiB (default 256)")
+    p.add_argument("--max-age-hours", type=float, default=None, metavar="H",
+                   help="delete results of /process, uploads and cached previews older than H hours (default: keep)")
     p.add_argument("--token-file", metavar="FILE", default=None,
                    help="require this file's token as 'Authorization: Bearer <token>' (also read from $MOSAIC_SERVICE_TOKEN)")
     p.set_defaults(func=run)
@@ -107,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     context = cluster_client(spec) if use_cluster else nullcontext(None)
     with context as client:
         settings = Settings(data_dir=Path(args.data), store=Path(args.store), state_dir=Path(args.state) if args.state else None,
-                            max_upload_bytes=args.max_upload_mb * 2**20, token=token)
+                            max_upload_bytes=args.max_upload_mb * 2**20, token=token, max_age_hours=args.max_age_hours)
         app = create_app(settings, client=client)
         config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)
         server = uvicorn.Server(config)

@@ -42,6 +42,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mosaic.exceptions import InputError
 from mosaic.service import process as processing
+from mosaic.service.expiry import Expirer
 from mosaic.service.files import (
     CATALOG_SUFFIXES,
     FITS_SUFFIXES,
@@ -82,6 +83,9 @@ class Settings:
         (or ``?token=`` for images the page shows).
     dashboard : str or None
         The dask dashboard's address, linked from the page.
+    max_age_hours : float or None
+        Results of ``/process``, uploads and cached previews older than this are deleted
+        (:mod:`mosaic.service.expiry`); None keeps them.
     """
 
     data_dir: Path
@@ -90,6 +94,7 @@ class Settings:
     max_upload_bytes: int = 256 * 2**20
     token: str | None = None
     dashboard: str | None = None
+    max_age_hours: float | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -154,7 +159,9 @@ class Memo:
         with self._guard:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:
-            if not path.exists():
+            if path.exists():
+                os.utime(path)  # in use: its age restarts (expiry)
+            else:
                 tmp = self.folder / f".{key}.{uuid.uuid4().hex[:8]}{suffix}"
                 try:
                     make(tmp)
@@ -184,10 +191,16 @@ def create_app(settings: Settings, *, client=None) -> FastAPI:
     index = FileIndex({"data": data_dir, "results": results, "runs": runs_dir})
     runs = RunManager(runs_dir, data_dir, Path(settings.store), client=client)
     memo = Memo(cache)
+    expirer = None
+    if settings.max_age_hours is not None:
+        if not (math.isfinite(settings.max_age_hours) and settings.max_age_hours > 0):
+            raise InputError(f"--max-age-hours {settings.max_age_hours}: expected a number of hours > 0")
+        expirer = Expirer([results, cache, data_dir / "uploads"], settings.max_age_hours * 3600).start()
 
     app = FastAPI(title="mosaic service", version="1",
                   description="Algorithms of mosaic's registry on FITS images, and field runs on a dask cluster.")
     app.state.settings, app.state.index, app.state.runs, app.state.client = settings, index, runs, client
+    app.state.expirer = expirer
 
     # -- errors ---------------------------------------------------------------------------------------
 
@@ -259,7 +272,8 @@ def create_app(settings: Settings, *, client=None) -> FastAPI:
     @app.get("/health", summary="The service is up; its cluster's dashboard")
     def health():
         return {"status": "ok", "dashboard": settings.dashboard or (client.dashboard_link if client is not None else None),
-                "cluster": client is not None, "max_upload_bytes": settings.max_upload_bytes, "max_preview": MAX_PREVIEW}
+                "cluster": client is not None, "max_upload_bytes": settings.max_upload_bytes, "max_preview": MAX_PREVIEW,
+                "max_age_hours": settings.max_age_hours}
 
     # -- algorithms -----------------------------------------------------------------------------------
 

@@ -12,9 +12,11 @@ written by the job) and ``log.txt`` (the job's log lines). A service that starts
 jobs it did not see finish and marks them failed, saying so; ``POST /runs/{id}/retry`` runs
 the same config again, which continues from the store (complete steps are not redone).
 
-Cancelling (``DELETE /runs/{id}``) sets a distributed ``Event`` the job checks before each
-step: a queued job never starts, a running one stops at its next step (the current step's
-tasks finish first) and is reported ``cancelled``.
+Cancelling (``DELETE /runs/{id}``) sets a distributed ``Event``: a queued job never starts; a
+running one computes on a client of its own, and a watcher thread of the job cancels that
+client's futures as soon as the event is set, so the current step stops (its computation
+raises) rather than running to its end; the job is reported ``cancelled`` with the step it
+stopped in. The store keeps the steps finished before; a retry redoes the stopped one.
 """
 
 from __future__ import annotations
@@ -88,6 +90,28 @@ class _ThreadFilter(logging.Filter):
         return record.thread == self.ident
 
 
+def _watch_cancel(client, cancel, done: threading.Event, poll: float = 0.2) -> None:
+    """Until ``done``: once ``cancel`` is set, cancel every future of the job's own ``client``."""
+    from distributed import Future  # noqa: PLC0415
+
+    while not done.is_set():
+        try:
+            fired = cancel.wait(timeout=poll)
+        except Exception:  # the client closing under us at the job's end
+            return
+        if fired:
+            while not done.is_set():
+                keys = list(client.futures)  # keys of the futures this client holds
+                if keys:
+                    log.info("cancelling %d tasks of the run", len(keys))
+                    try:
+                        client.cancel([Future(key, client=client) for key in keys], force=True)
+                    except Exception:
+                        return
+                done.wait(poll)
+            return
+
+
 def execute_run(run_dir: str, raw: dict, base: str, store_path: str, cancel_name: str) -> dict:
     """Run a field config's bands on the cluster this task runs on (the job of ``POST /runs``).
 
@@ -109,7 +133,7 @@ def execute_run(run_dir: str, raw: dict, base: str, store_path: str, cancel_name
     dict
         ``{"ok", "bands": [{band, status, error, failed_step, steps, products}], "seconds"}``.
     """
-    from distributed import Event, get_client, worker_client  # noqa: PLC0415
+    from distributed import Client, Event, get_worker, rejoin, secede  # noqa: PLC0415
 
     from mosaic.config import field_from_mapping  # noqa: PLC0415
     from mosaic.io.store import Store  # noqa: PLC0415
@@ -126,16 +150,26 @@ def execute_run(run_dir: str, raw: dict, base: str, store_path: str, cancel_name
         root.setLevel(logging.INFO)
     t0 = time.perf_counter()
     started = _now()
+    done = threading.Event()
+    watcher = client = None
+    where = {}
+    # the job's thread leaves the worker's pool while its tasks run (as worker_client does), and
+    # computes on a client of its own, whose futures are this run's only
+    secede()
     try:
         config = field_from_mapping(raw, base=base)
         check_config(config)
         store = Store(store_path)
-        cancel = Event(cancel_name, client=get_client())
+        client = Client(get_worker().scheduler.address, set_as_default=False)
+        cancel = Event(cancel_name, client=client)
+        watcher = threading.Thread(target=_watch_cancel, args=(client, cancel, done), name=f"cancel-{folder.name}", daemon=True)
+        watcher.start()
         bands = list(config.bands)
 
         def before(run, step):
             if cancel.is_set():
                 raise RunCancelled(f"cancelled before {run.band} {step}")
+            where.update(band=run.band, step=step)
             names = [s.name for s in STEPS if s.enabled(run)]
             fraction = (bands.index(run.band) + names.index(step) / len(names)) / len(bands)
             _write_json(folder / "progress.json", {"band": run.band, "step": step, "fraction": round(fraction, 4),
@@ -143,11 +177,13 @@ def execute_run(run_dir: str, raw: dict, base: str, store_path: str, cancel_name
 
         steps = tuple(_Watched(s, before) for s in STEPS)
         reports = []
-        with worker_client() as client:
+        with client.as_current():
             for band in bands:
                 if cancel.is_set():
                     raise RunCancelled(f"cancelled before band {band}")
                 reports.append(run_band(config, band, store, client=client, steps=steps))
+                if cancel.is_set() and reports[-1].error and not reports[-1].error.startswith("RunCancelled"):
+                    raise RunCancelled(f"cancelled during {where.get('band')} {where.get('step')} (its tasks were stopped)")
         stopped = [r.error for r in reports if r.error and r.error.startswith("RunCancelled")]
         if stopped:
             raise RunCancelled(stopped[0].removeprefix("RunCancelled: "))
@@ -164,6 +200,12 @@ def execute_run(run_dir: str, raw: dict, base: str, store_path: str, cancel_name
         _write_json(folder / "progress.json", {"band": None, "step": None, "fraction": 1.0, "started": started, "updated": _now()})
         return summary
     finally:
+        done.set()
+        if watcher is not None:
+            watcher.join(timeout=10)
+        if client is not None:
+            client.close()
+        rejoin()
         root.removeHandler(handler)
         root.setLevel(level)
         handler.close()
@@ -317,7 +359,7 @@ class RunManager:
         log.info("run %s: %s", run_id, _read_json(self._job_file(run_id)).get("status"))
 
     def cancel(self, run_id: str) -> dict:
-        """Cancel a run: a queued one at once, a running one before its next step."""
+        """Cancel a run: a queued one at once, a running one in its current step (its tasks are cancelled)."""
         from distributed import Event  # noqa: PLC0415
 
         job = self.get(run_id)

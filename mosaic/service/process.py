@@ -23,7 +23,7 @@ import numpy as np
 
 from mosaic import registry
 
-__all__ = ["OPERATIONS", "Operation", "ParameterError", "Step", "choices", "describe", "parse_steps", "run_steps"]
+__all__ = ["OPERATIONS", "Operation", "ParameterError", "Step", "describe", "parse_steps", "run_steps"]
 
 log = logging.getLogger(__name__)
 
@@ -138,36 +138,9 @@ _NOT_SETTABLE_TYPES = ("Table", "Segmentation", "MosaicGrid", "DetectionTier", "
 _ARRAY_NAMES = {"mask", "coverage_mask", "footprint", "kernel", "error", "convolved", "wcs", "segmentation", "tiers"}
 
 
-def choices() -> dict[str, tuple]:
-    """The allowed values of the parameters that take one of a set, from the library's own lists."""
-    from mosaic.catalog.detect import DEBLEND_MODES  # noqa: PLC0415
-    from mosaic.catalog.masks import MASK_KINDS  # noqa: PLC0415
-    from mosaic.catalog.merge import CONNECTIVITIES  # noqa: PLC0415
-    from mosaic.ops.background import ESTIMATORS, RMS_ESTIMATORS  # noqa: PLC0415
-    from mosaic.ops.filters import CONVOLVE_BOUNDARIES, FILTER_MODES, NAN_TREATMENTS  # noqa: PLC0415
-    from mosaic.viz.stretch import INTERVALS, STRETCHES  # noqa: PLC0415
-
-    return {
-        "stretch": STRETCHES,
-        "interval": INTERVALS,
-        "estimator": tuple(sorted(ESTIMATORS)),
-        "rms_estimator": tuple(sorted(RMS_ESTIMATORS)),
-        "mode": FILTER_MODES,
-        "boundary": CONVOLVE_BOUNDARIES,
-        "nan_treatment": NAN_TREATMENTS,
-        "kind": MASK_KINDS,
-        "connectivity": CONNECTIVITIES,
-        "deblend_mode": DEBLEND_MODES,
-    }
-
-
 def _choices_of(algorithm: str, parameter: str) -> tuple | None:
-    table = choices()
-    if algorithm == "detect_segmentation" and parameter == "mode":
-        return table["deblend_mode"]
-    if parameter in ("mode",) and algorithm not in ("gaussian_filter", "median_filter"):
-        return None
-    return table.get(parameter)
+    """The allowed values of a parameter, from the registry (None when any value of its type goes)."""
+    return next((p.choices for p in registry.get(algorithm).parameters if p.name == parameter), None)
 
 
 def _kinds(p: registry.Parameter) -> set[str] | None:

@@ -31,7 +31,11 @@ def test_algorithms_are_the_registry(served):
     assert bkg["processable"] and params["box_size"]["settable"] and not params["mask"]["settable"]
     from mosaic.ops.background import ESTIMATORS
 
-    assert params["estimator"]["enum"] == sorted(ESTIMATORS)
+    assert params["estimator"]["enum"] == sorted(ESTIMATORS) == params["estimator"]["choices"]
+    # a set from a numpydoc docstring reaches the API as the registry has it
+    seg = {p["name"]: p for p in next(a for a in got if a["name"] == "detect_segmentation")["parameters"]}
+    want_modes = next(p.choices for p in registry.get("detect_segmentation").parameters if p.name == "mode")
+    assert seg["mode"]["enum"] == list(want_modes) == ["exponential", "linear", "sinh"]
 
 
 def test_image_metadata_and_symlink_out_not_listed(served):
@@ -149,6 +153,7 @@ def test_batch_of_values(served):
 @pytest.mark.parametrize(("body", "parameter", "allowed"), [
     ({"algorithm": "no_such"}, "algorithm", "background_2d"),
     ({"algorithm": "stretch_image", "params": {"stretch": "loud"}}, "stretch", "asinh"),
+    ({"algorithm": "detect_segmentation", "params": {"threshold": 3.0, "mode": "cubic"}}, "mode", "sinh"),
     ({"algorithm": "background_2d", "params": {"box_size": "big"}}, "box_size", None),
     ({"algorithm": "background_2d", "params": {"mask": [1, 2]}}, "mask", "box_size"),
     ({"algorithm": "background_2d", "params": {"boxsize": 3}}, "boxsize", "box_size"),

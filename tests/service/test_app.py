@@ -11,6 +11,7 @@ import pytest
 httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
 
+from mosaic.exceptions import InputError  # noqa: E402
 from mosaic.service.app import Settings, create_app  # noqa: E402
 
 from .conftest import free_port, write_image  # noqa: E402
@@ -69,3 +70,44 @@ def test_a_data_directory_that_is_not_one(tmp_path):
 
     with pytest.raises(InputError, match="not a directory"):
         create_app(Settings(data_dir=tmp_path / "missing", store=tmp_path / "s.zarr"))
+
+
+def test_results_uploads_and_cache_expire_past_the_age_limit(tmp_path):
+    """Old results, uploads and cached previews go at start-up and at each sweep; fresh ones and the data stay."""
+    import os
+
+    data, state = tmp_path / "data", tmp_path / "state"
+    (data / "uploads" / "old").mkdir(parents=True)
+    for d in ("results", "cache"):
+        (state / d).mkdir(parents=True)
+    kept_data = write_image(data / "a.fits")
+    hour = 3600.0
+    now = time.time()
+    aged = {
+        data / "uploads" / "old" / "u.fits": 3 * hour,
+        data / "uploads" / "new.fits": 0.5 * hour,
+        state / "results" / "r.ecsv": 2.5 * hour,
+        state / "results" / "s.fits": 1.0 * hour,
+        state / "cache" / "p.png": 5 * hour,
+    }
+    for path, age in aged.items():
+        if path.suffix == ".fits":
+            write_image(path)
+        else:
+            path.write_text("x")
+        os.utime(path, (now - age, now - age))
+    os.utime(kept_data, (now - 100 * hour, now - 100 * hour))  # the data directory's own images never expire
+    app = create_app(Settings(data_dir=data, store=tmp_path / "s.zarr", state_dir=state, max_age_hours=2.0))
+    left = {p for p in aged if p.exists()}
+    assert left == {p for p, age in aged.items() if age < 2 * hour}
+    assert kept_data.exists() and not (data / "uploads" / "old").exists()  # emptied folders go too
+    with serving(app) as http:
+        listed = {i["path"] for i in http.get("/images").json()["images"]}
+        assert listed == {"a.fits", "uploads/new.fits", "s.fits"}
+        assert http.get("/health").json()["max_age_hours"] == 2.0
+    # a later sweep: the fresh upload has aged meanwhile
+    os.utime(data / "uploads" / "new.fits", (now - 3 * hour, now - 3 * hour))
+    assert app.state.expirer.sweep() == [data / "uploads" / "new.fits"]
+    app.state.expirer.stop()
+    with pytest.raises(InputError, match="max-age-hours"):
+        create_app(Settings(data_dir=data, store=tmp_path / "s.zarr", state_dir=state, max_age_hours=-1.0))

@@ -138,7 +138,7 @@ def test_cancel_then_retry_resumes_from_the_store(field_service):
     config = {**QUICK, "field": "cancelled", "preprocessing": {"outliers": {"enabled": True}}, "updc": {"enabled": False},
               "catalogs": {"enabled": False}, "products": {"previews": False}}
     run_id = service.http.post("/runs", json={"config": config}).json()["id"]
-    _wait(service.http, run_id, lambda j: j["step"] == "outliers" or j["status"] != "queued")
+    _wait(service.http, run_id, lambda j: j["step"] == "drizzle" or j["status"] not in ("queued", "running"))
     twice = service.http.post("/runs", json={"config": config})
     assert twice.status_code == 409 and run_id in twice.json()["error"]
     r = service.http.delete(f"/runs/{run_id}")
@@ -155,6 +155,27 @@ def test_cancel_then_retry_resumes_from_the_store(field_service):
     steps = {s["step"]: s["status"] for s in job["summary"]["bands"][0]["steps"]}
     assert steps["outliers"] == "resumed" and steps["drizzle"] == "done"
     assert service.http.post(f"/runs/{run_id}/retry").status_code == 409
+
+
+def test_cancel_stops_a_long_step_inside_it(field_service):
+    """DELETE during a 500-iteration UPDC step ends the run in seconds, not at the step's end."""
+    root, service = field_service.root, field_service.service
+    config = {**QUICK, "field": "stopped", "updc": {"iterations": 500, "save": [500]}, "catalogs": {"enabled": False},
+              "products": {"previews": False}}
+    run_id = service.http.post("/runs", json={"config": config}).json()["id"]
+    _wait(service.http, run_id, lambda j: j["step"] == "updc" or j["status"] in ("complete", "failed", "cancelled"))
+    time.sleep(1.0)  # inside the iterations
+    t0 = time.monotonic()
+    assert service.http.delete(f"/runs/{run_id}").status_code == 200
+    job = _wait(service.http, run_id, lambda j: j["status"] in ("complete", "failed", "cancelled"), timeout=60)
+    took = time.monotonic() - t0
+    assert job["status"] == "cancelled" and "during F200W updc" in job["error"], job
+    log = service.http.get(f"/runs/{run_id}", params={"log_lines": 2000}).json()["log"]
+    assert not any("updc: done" in line for line in log)
+    manifest = Store(root / "store.zarr").manifest("stopped", "F200W")
+    assert manifest["pipeline/drizzle"]["state"] == "complete"
+    assert manifest.get("pipeline/updc", {}).get("state") != "complete"
+    assert took < 30, took
 
 
 def test_bad_configs_are_422_naming_the_key(field_service):
