@@ -17,6 +17,7 @@ band, and how to process them::
     updc: {enabled: true, iterations: 10, method: updc, blot: exact, save: [0, 5, 10], background: median}
     catalogs: {enabled: false, threshold: 3.0, npixels: 5, iterations: [5]}
     products: {outdir: products, previews: true, rgb: null}
+    fusion: {enabled: false, cube: ifu_s3d.fits, images: ["products/*_f2*_i2d.fits"], components: 5}
     store: products/mosaic.zarr      # default: <products.outdir>/mosaic.zarr
     cluster: null                    # passed to mosaic.cluster.cluster_client
 
@@ -47,6 +48,7 @@ __all__ = [
     "ConfigError",
     "DrizzleConfig",
     "FieldConfig",
+    "FusionConfig",
     "GridConfig",
     "PREP_STEPS",
     "PrepConfig",
@@ -466,6 +468,56 @@ class ProductsConfig:
     rgb: tuple[str, str, str] | str | None = _option(None, parse=_rgb)
 
 
+@dataclass(frozen=True)
+class FusionConfig:
+    """Fusion of NIRCam images with a NIRSpec IFU cube (seed 003, :mod:`mosaic.fusion`), after the bands.
+
+    Runs once per field, after its last band, on ``images`` (typically this run's own SW
+    products, so their globs are matched then, not when the config is read) and writes
+    ``<outdir>/<field>_fused.fits``.
+
+    Attributes
+    ----------
+    enabled : bool
+    cube : Path
+        The IFU cube (an ``_s3d.fits``) with a spectral WCS.
+    images : tuple of str
+        Globs of the NIRCam images, one per filter (FILTER keyword).
+    components : int
+        Principal spectra kept, k.
+    gamma, mu : float
+        Weights of the IFU term and of the Sobolev regulariser.
+    solver : {"exact", "cg"}
+    tile : int or None
+        Solve in tiles of this many spaxels (exact solver).
+    boundary : {"reflect", "periodic"}
+    align : {"wcs", "phase"}
+    factor : int
+        Fine pixels per spaxel and axis.
+    previews : bool
+        PNG previews of three planes beside the cube.
+    """
+
+    enabled: bool = _option(False, parse=_bool)
+    cube: Path | None = _option(None, parse=_optional(_path), kind="path")
+    images: tuple[str, ...] | None = _option(None, parse=_optional(_globs), kind="globs")
+    components: int = _option(5, parse=_int(minimum=1))
+    gamma: float = _option(1.0, parse=_float(minimum=0.0, open_min=True))
+    mu: float = _option(1e-3, parse=_float(minimum=0.0))
+    solver: str = _option("exact", parse=_choice(("exact", "cg")))
+    tile: int | None = _option(None, parse=_optional(_int(minimum=1)))
+    boundary: str = _option("reflect", parse=_choice(("reflect", "periodic")))
+    align: str = _option("wcs", parse=_choice(("wcs", "phase")))
+    factor: int = _option(3, parse=_int(minimum=1))
+    previews: bool = _option(False, parse=_bool)
+
+    def _check(self, where):
+        if self.enabled and self.cube is None:
+            raise ConfigError(f"{_join(where, 'cube')}: missing; expected the IFU cube (an _s3d.fits) when fusion is enabled")
+        if self.enabled and not self.images:
+            raise ConfigError(f"{_join(where, 'images')}: missing; expected globs of the NIRCam images when fusion is enabled")
+
+
 def _known_bands():
     from mosaic.psf.model import BANDS  # noqa: PLC0415
 
@@ -510,7 +562,7 @@ class FieldConfig:
     field : str
         Name of the field in the store.
     bands : mapping of str to BandConfig
-    grid, preprocessing, drizzle, updc, catalogs, products
+    grid, preprocessing, drizzle, updc, catalogs, products, fusion
         The sections.
     store : Path
         The zarr store (checkpoints, products, status).
@@ -528,6 +580,7 @@ class FieldConfig:
     updc: UPDCConfig = _option(parse=_section(UPDCConfig), factory=UPDCConfig)
     catalogs: CatalogConfig = _option(parse=_section(CatalogConfig), factory=CatalogConfig)
     products: ProductsConfig = _option(parse=_section(ProductsConfig), kind=ProductsConfig, factory=ProductsConfig)
+    fusion: FusionConfig = _option(parse=_section(FusionConfig), kind=FusionConfig, factory=FusionConfig)
     store: Path | None = _option(None, parse=_optional(_path), kind="path")
     cluster: Mapping | None = _option(None, parse=_cluster)
     source: Path | None = None

@@ -283,6 +283,8 @@ def _band_token(config: FieldConfig, run: BandRun) -> str:
     return digest(
         c.bands[run.band], c.grid, c.preprocessing, c.drizzle, c.updc, c.catalogs, c.products.outdir, c.products.previews,
         run.exposure_token, file_token(sorted(set(run.psf_paths))),
+        # fusion runs in the field's last band; configs without it keep their tokens
+        *((c.fusion,) if c.fusion.enabled and run.band == list(c.bands)[-1] else ()),
     )
 
 
@@ -379,6 +381,8 @@ def run_band(
         started = _now()
         store.mark_complete(config.field, band, STATUS, status="started", token=token, started=started)
         for step in steps:
+            if not step.listed(run):
+                continue
             current = step.name
             report.rows.append(_run_step(step, run))
         current = None
@@ -429,6 +433,8 @@ def _recorded_rows(run: BandRun, steps) -> tuple[list[StepRow], bool]:
     manifest = run.store.manifest(run.field, run.band)
     rows, whole = [], True
     for step in steps:
+        if not step.listed(run):
+            continue
         if not step.enabled(run):
             rows.append(StepRow(step.name, "off"))
             continue

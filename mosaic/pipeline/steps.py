@@ -34,6 +34,7 @@ __all__ = [
     "CatalogStep",
     "DrizzleStep",
     "ExposureStep",
+    "FusionStep",
     "Outcome",
     "PreviewStep",
     "STEPS",
@@ -281,6 +282,10 @@ class Step:
     def check(self, config: FieldConfig) -> None:
         """Raise :class:`ConfigError` for options this step cannot take (default: none)."""
 
+    def listed(self, run: BandRun) -> bool:
+        """Whether the run's summary has a row for this step, ``off`` or not (default: always)."""
+        return True
+
 
 # -- preprocessing ---------------------------------------------------------------------------------
 
@@ -518,6 +523,44 @@ class PreviewStep(Step):
         return Outcome(products=products, detail=f"{len(products)} PNGs")
 
 
+class FusionStep(Step):
+    """Fusion of NIRCam images with an IFU cube (:func:`mosaic.fusion.files.fuse_files`), once per
+    field: in the run of its last band, so ``fusion.images`` may name this run's products."""
+
+    name = section = "fusion"
+
+    def enabled(self, run: BandRun) -> bool:
+        return run.config.fusion.enabled and run.band == list(run.config.bands)[-1]
+
+    def listed(self, run: BandRun) -> bool:
+        return self.enabled(run)  # not an "off" row in every run and every band
+
+    def _images(self, run: BandRun) -> list[str]:
+        import glob  # noqa: PLC0415
+
+        found = sorted({p for pattern in run.config.fusion.images for p in glob.glob(pattern)})
+        if not found:
+            raise ConfigError(f"fusion.images: {list(run.config.fusion.images)} match no files; expected the NIRCam images to fuse")
+        return found
+
+    def settings(self, run: BandRun):
+        f = run.config.fusion
+        images = self._images(run)
+        return {"options": {k: v for k, v in _plain(f).items() if k not in ("enabled", "images", "cube")},
+                "files": file_token([*images, f.cube])}
+
+    def run(self, run: BandRun, *, resume: bool, overwrite: bool) -> Outcome:
+        from mosaic.fusion.files import fuse_files  # noqa: PLC0415
+
+        f = run.config.fusion
+        images = self._images(run)
+        run.outdir.mkdir(parents=True, exist_ok=True)
+        out = fuse_files(images, f.cube, run.outdir / f"{run.field}_fused.fits", factor=f.factor, components=f.components,
+                         gamma=f.gamma, mu=f.mu, solver=f.solver, tile=f.tile, boundary=f.boundary, align=f.align,
+                         previews=f.previews)
+        return Outcome(products={"fused": str(out)}, detail=f"{len(images)} images + {Path(f.cube).name}")
+
+
 #: the steps of a band, in order
 STEPS: tuple[Step, ...] = (
     # preprocessing in mosaic.prep.ORDER; the background step takes the background's structure
@@ -527,4 +570,5 @@ STEPS: tuple[Step, ...] = (
     UPDCStep(),
     CatalogStep(),
     PreviewStep(),
+    FusionStep(),
 )
