@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 
 from mosaic.cli._common import (
     add_preprocessing_arguments,
+    forked_workers,
     local_client,
     positive_float,
     positive_int,
@@ -35,23 +35,6 @@ def __getattr__(name: str):
         return CalCutouts
     msg = f"module {__name__!r} has no attribute {name!r}"
     raise AttributeError(msg)
-
-
-def _forked_workers():
-    """Start local worker processes by forking this one (Linux), not by spawning fresh ones, unprofiled.
-
-    A spawned worker imports dask, astropy, numba and the drizzle package again (seconds of
-    CPU each, more than the whole work of a small mosaic); a forked one has them already.
-    Elsewhere (macOS, Windows) forking is unsafe and the default stays.
-    """
-    import dask  # noqa: PLC0415
-
-    # the workers' statistical profiler samples every thread's stack every 10 ms, CPU that
-    # a batch run has no use for (the dashboard's task stream stays)
-    settings = {"distributed.worker.profile.enabled": False}
-    if sys.platform == "linux":
-        settings["distributed.worker.multiprocessing-method"] = "fork"
-    return dask.config.set(settings)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -141,7 +124,7 @@ def _run_dask(args: argparse.Namespace, out) -> int:
         msg = f"{store.path}: product {field}/{band}/drizzle is complete; pass --overwrite to redo it"
         raise InputError(msg)
 
-    with _forked_workers(), local_client(args.workers, dashboard=args.dashboard) as client:  # the computation finds the current client itself
+    with forked_workers(), local_client(args.workers, dashboard=args.dashboard) as client:  # the computation finds the current client itself
         files = preprocess([str(p) for p in exposures["path"].values], args, out.parent / "prep", client=client)
         exposures = read_exposures(files, weight=args.weight) if files != [str(p) for p in exposures["path"].values] else exposures
         shape = (exposures.sizes["y"], exposures.sizes["x"])

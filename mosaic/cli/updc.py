@@ -20,6 +20,7 @@ from pathlib import Path
 
 from mosaic.cli._common import (
     add_preprocessing_arguments,
+    forked_workers,
     local_client,
     non_negative_int,
     positive_float,
@@ -152,6 +153,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--tile", type=positive_int, default=1024, metavar="PIX", help="tile size in output pixels (default 1024)")
     p.add_argument("--rotation", type=float, default=0.0, metavar="DEG", help="grid position angle east of north (default 0)")
     p.add_argument("--workers", type=int, default=0, metavar="N", help="local dask cluster of N processes (default 0: threads)")
+    p.add_argument("--dashboard", action="store_true", help="serve the dask dashboard of the --workers cluster (on 127.0.0.1, a free port)")
     p.add_argument("--overwrite", action="store_true", help="start again: forget this method's iterations, replace files")
     p.add_argument(
         "--array", choices=_ARRAYS, default="numpy",
@@ -187,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
     band = str(exposures.attrs.get("band", "UNKNOWN"))
     psf_paths([str(p) for p in exposures["path"].values], band, psf=args.psf, psf_dir=args.psf_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with local_client(args.workers) as client:
+    with forked_workers(), local_client(args.workers, dashboard=args.dashboard) as client:
         files = preprocess([str(p) for p in exposures["path"].values], args, out / "prep", client=client)
         exposures = read_exposures(files) if files != [str(p) for p in exposures["path"].values] else exposures
         psfs = psf_paths([str(p) for p in exposures["path"].values], band, psf=args.psf, psf_dir=args.psf_dir)
