@@ -4,6 +4,7 @@
                   [--threshold 1.5] [--npixels 10] [--deblend] [--fwhm PIX] [--radii R ...]
                   [--tile PIX] [--workers N] [--regions CAT.reg] [--segmentation SEG.fits]
                   [--store STORE.zarr] [--field NAME] [--overwrite] [--detection-image DRIZZLE_i2d.fits]
+                  [--engine photutils|sep]
 
 IMAGE is an ``_i2d.fits`` mosaic (SCI, ERR, WHT) or a plain FITS image. The threshold is
 ``--threshold`` times the noise: the ERR extension where there is one ("x ERR" in the log),
@@ -11,7 +12,8 @@ else the sigma-clipped standard deviation of the image (from a strided sample). 
 have zero weight are masked. An image without a celestial WCS gives a catalogue whose RA/Dec
 are NaN, with a warning (positions in pixels are still exact). With ``--detection-image`` the
 sources are found on that image (the drizzle mosaic, smoothed by ``--fwhm``, threshold in units of
-the noise measured on it) and deblended and measured on IMAGE (a UPDC iterate).
+the noise measured on it) and deblended and measured on IMAGE (a UPDC iterate). ``--engine sep``
+detects and measures with SEP (SExtractor's algorithms; ``pip install 'mosaic[sep]'``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 
 from mosaic.cli._common import local_client, positive_float, positive_int, refuse_existing
 from mosaic.exceptions import InputError
+from mosaic.pipeline.detect import DETECTION_ENGINES as ENGINES
 from mosaic.pipeline.detect import DETECTION_METHODS as METHODS
 
 __all__ = ["add_parser", "run"]
@@ -47,6 +50,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="find sources on this image of the same grid (the drizzle mosaic, smoothed by --fwhm; threshold in units of its measured noise) and deblend/measure them on IMAGE",
     )
     p.add_argument("--method", choices=METHODS, default="segmentation", help="detection method (default segmentation)")
+    p.add_argument(
+        "--engine", choices=ENGINES, default="photutils",
+        help="segmentation engine: photutils, or sep (SExtractor detection, Kron and circular apertures at SEP speed; needs 'pip install sep') (default photutils)",
+    )
     p.add_argument("--threshold", type=positive_float, default=1.5, help="threshold in units of ERR (else of the image's clipped std) (default 1.5)")
     p.add_argument("--npixels", type=positive_int, default=10, help="minimum connected pixels of a source (default 10)")
     p.add_argument("--deblend", action="store_true", help="deblend overlapping sources (multi-threshold + watershed)")
@@ -98,6 +105,6 @@ def run(args: argparse.Namespace) -> int:
             args.image, args.out, method=args.method, threshold=args.threshold, n_pixels=args.npixels, deblend=args.deblend,
             fwhm=args.fwhm, radii=args.radii, tile=args.tile, regions=args.regions, segmentation=args.segmentation,
             store=Store(args.store) if args.store else None, field=args.field, overwrite=args.overwrite,
-            background_box=args.background_box, detection_image=args.detection_image,
+            background_box=args.background_box, detection_image=args.detection_image, engine=args.engine,
         )
     return 0
