@@ -93,6 +93,7 @@ def detect_dual(
     radii=(3.0, 6.0),
     flux_scale: float = 1.0,
     flux_unit=u.dimensionless_unscaled,
+    kron_params=(2.5, 3.0, 0.0),
 ):
     """Detect on ``detection`` (smoothed), deblend and measure on ``measurement``.
 
@@ -124,6 +125,12 @@ def detect_dual(
         ``benchmarks/bench_updc_detection.py``, 0.001 gave more false than true detections).
     wcs, radii, flux_scale, flux_unit
         As :func:`mosaic.catalog.photometry.source_catalog`.
+    kron_params : tuple of float
+        Kron scale, minimum Kron radius, minimum circular radius. The minimum Kron radius is 3
+        (photutils' default 1.4): a star on a sharp iterate has its Kron radius at the minimum,
+        and an aperture of 2.5 x 1.4 semi-major axes (~0.12" in F200W at psr 0.5) ends inside
+        the dark ring the deconvolution leaves, so its flux is the core's excess: measured up
+        to 0.02 mag too bright at iteration 5 on a noiseless field, within 0.007 mag with 3.
 
     Returns
     -------
@@ -177,7 +184,7 @@ def detect_dual(
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     table = source_catalog(
         filled, seg, error=measurement_err, mask=~good, wcs=wcs, radii=tuple(radii), flux_scale=flux_scale,
-        flux_unit=flux_unit,
+        flux_unit=flux_unit, kron_params=tuple(kron_params),
     )
     table["detection_snr"] = _peak_per_label(det / noise, seg, np.asarray(table["label"]))
     return table, seg, k
