@@ -9,6 +9,10 @@ tile's solve sees periodic data only over its own window, so the halo must cover
 the PSFs *and* of the regulariser; the difference from the untiled solve falls off with the
 halo (see ``tests/fusion/test_tiled.py``).
 
+With a periodic boundary, an axis along which a tile's window (core plus two halos) would be
+at least as long as the field is solved whole instead, in its own period (a wider window would
+hold the data's seam): tiled then equals untiled exactly along that axis.
+
 The field's own edges follow ``boundary``: ``"periodic"`` pads with the opposite edge (then the
 tiled result approximates the untiled periodic solve everywhere), ``"reflect"`` mirrors the data
 (fewer edge artefacts on real, non-periodic fields; the untiled equivalent is
@@ -63,9 +67,11 @@ def _with_shape(ops: FusionOperators, coarse_shape) -> FusionOperators:
 
 
 def _pad(images, cube, d, halo, boundary, xp=np):
+    """Both arrays padded by ``halo`` spaxels (one number, or one per axis ``(hy, hx)``)."""
     mode = _PAD_MODE[boundary]
-    images = xp.pad(images, ((0, 0), (d * halo, d * halo), (d * halo, d * halo)), mode=mode)
-    cube = xp.pad(cube, ((0, 0), (halo, halo), (halo, halo)), mode=mode)
+    hy, hx = (halo, halo) if np.ndim(halo) == 0 else halo
+    images = xp.pad(images, ((0, 0), (d * hy, d * hy), (d * hx, d * hx)), mode=mode)
+    cube = xp.pad(cube, ((0, 0), (hy, hy), (hx, hx)), mode=mode)
     return images, cube
 
 
@@ -99,8 +105,29 @@ def _ramp(length, margin):
     return np.clip(np.minimum(x, length - x) / (2 * margin), 0.0, 1.0)
 
 
-def _solve_tile(images, cube, ops, subspace, gamma, mu, keep):
-    z = solve_exact(images, cube, ops, subspace, gamma=gamma, mu=mu)
+def _axis_plan(n, tile, halo, blend, *, whole):
+    """Per tile along one axis of ``n`` spaxels: its ``core`` (field), solve ``window`` (padded
+    field) and ``keep`` (window) ranges and ``blend``, in spaxels.
+
+    With a periodic boundary, a window at least as long as the field (``tile + 2 halo >= n``)
+    would hold more than one period of the data with a seam inside: the axis is solved whole
+    instead (the field's own period, exactly as the untiled solve), and its tiles are not blended.
+    """
+    out = []
+    for c0 in _starts(n, tile):
+        c1 = min(c0 + tile, n)
+        if whole:
+            out.append({"core": (c0, c1), "window": (0, n), "keep": (c0, c1), "blend": 0})
+        else:
+            out.append({"core": (c0, c1), "window": (c0, c1 + 2 * halo), "keep": (halo - blend, halo + c1 - c0 + blend), "blend": blend})
+    return out
+
+
+def _solve_window(images, cube, ops, subspace, gamma, mu):
+    return solve_exact(images, cube, ops, subspace, gamma=gamma, mu=mu)
+
+
+def _crop(z, keep):
     (y0, y1), (x0, x1) = keep
     return z[:, y0:y1, x0:x1]
 
@@ -173,31 +200,36 @@ def fuse_tiled(
     if tile < 1 or halo < 0 or not 0 <= blend <= min(halo, tile // 2):
         msg = f"need tile >= 1, halo >= 0 and 0 <= blend <= min(halo, tile // 2); got tile={tile}, halo={halo}, blend={blend}"
         raise ValueError(msg)
-    if halo > min(ny, nx):
+    # periodic: an axis whose windows would be at least the field is solved whole, with no halo
+    wholes = tuple(boundary == "periodic" and tile + 2 * halo >= n for n in (ny, nx))
+    halos = tuple(0 if w else halo for w in wholes)
+    if any(h > n for h, n in zip(halos, (ny, nx), strict=True)):
         msg = f"halo {halo} is larger than the field ({ny} x {nx} spaxels); solve the field whole"
         raise ValueError(msg)
-    images, cube = _pad(da.asarray(images), da.asarray(cube), d, halo, boundary, xp=da)
+    images, cube = _pad(da.asarray(images), da.asarray(cube), d, halos, boundary, xp=da)
     ys, xs = _starts(ny, tile), _starts(nx, tile)
-    operators, results = {}, {}
-    for i, y0 in enumerate(ys):
-        for j, x0 in enumerate(xs):
-            y1, x1 = min(y0 + tile, ny), min(x0 + tile, nx)
-            shape = (y1 - y0 + 2 * halo, x1 - x0 + 2 * halo)
+    plans = [_axis_plan(n, tile, h, blend, whole=w) for n, h, w in zip((ny, nx), halos, wholes, strict=True)]
+    operators, solved, results = {}, {}, {}
+    for i, py in enumerate(plans[0]):
+        for j, px in enumerate(plans[1]):
+            (wy0, wy1), (wx0, wx1) = py["window"], px["window"]
+            shape = (wy1 - wy0, wx1 - wx0)
             if shape not in operators:
                 operators[shape] = _with_shape(ops, shape)
-            # kept window: the core plus the blend margin (padded field coordinates = field + halo)
-            keep = ((d * (halo - blend), d * (halo + y1 - y0 + blend)), (d * (halo - blend), d * (halo + x1 - x0 + blend)))
-            z = dask.delayed(_solve_tile, pure=False)(
-                images[:, d * y0 : d * (y1 + 2 * halo), d * x0 : d * (x1 + 2 * halo)],
-                cube[:, y0 : y1 + 2 * halo, x0 : x1 + 2 * halo],
-                operators[shape],
-                subspace,
-                gamma,
-                mu,
-                keep,
-            )
-            origin = (d * (y0 - blend), d * (x0 - blend))
-            weights = (_ramp(d * (y1 - y0 + 2 * blend), d * blend), _ramp(d * (x1 - x0 + 2 * blend), d * blend))
+            window = (wy0, wy1, wx0, wx1)
+            if window not in solved:  # tiles along a whole axis share their strip's solve
+                solved[window] = dask.delayed(_solve_window, pure=False)(
+                    images[:, d * wy0 : d * wy1, d * wx0 : d * wx1],
+                    cube[:, wy0:wy1, wx0:wx1],
+                    operators[shape],
+                    subspace,
+                    gamma,
+                    mu,
+                )
+            keep = tuple((d * p["keep"][0], d * p["keep"][1]) for p in (py, px))
+            z = dask.delayed(_crop, pure=False)(solved[window], keep)
+            origin = tuple(d * (p["core"][0] - p["blend"]) for p in (py, px))
+            weights = tuple(_ramp(d * (p["core"][1] - p["core"][0] + 2 * p["blend"]), d * p["blend"]) for p in (py, px))
             results[i, j] = (z, origin, weights)
     log.info("fusion: %d x %d tiles of %d spaxels, halo %d, blend %d", len(ys), len(xs), tile, halo, blend)
     rows = []

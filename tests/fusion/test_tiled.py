@@ -41,7 +41,20 @@ def test_tiled_equals_untiled_factor_two(make_problem):
     ops, images, cube, sub = make_problem(40, coarse=(16, 16), factor=2, n_wave=6, psf_size=5, k=2)
     assert default_halo(ops) == 11
     whole = solve_exact(images, cube, ops, sub, **KW)
-    assert _rel(fuse_tiled(images, cube, ops, sub, tile=4, blend=1, **KW).compute(), whole) < 1e-4
+    # windows of 4 + 2 x 11 spaxels are wider than the field: both axes are solved whole (its own period)
+    assert _rel(fuse_tiled(images, cube, ops, sub, tile=4, blend=1, **KW).compute(), whole) < 1e-10
+
+
+@settings(max_examples=3, deadline=None)
+@given(ny=st.integers(9, 14), nx=st.integers(29, 33), tile=st.integers(3, 6), seed=st.integers(0, 100))
+def test_windows_wider_than_the_field_on_one_axis(make_problem, ny, nx, tile, seed):
+    """d = 2: along y a window (tile + 2 halo) is wider than the field, along x it is not."""
+    ops, images, cube, sub = make_problem(seed, coarse=(ny, nx), factor=2, n_wave=6, psf_size=5, k=2)
+    assert tile + 2 * default_halo(ops) >= ny and tile + 2 * default_halo(ops) < nx
+    whole = solve_exact(images, cube, ops, sub, **KW)
+    tiled = fuse_tiled(images, cube, ops, sub, tile=tile, blend=1, **KW)
+    assert tiled.chunks[1][0] == 2 * min(tile, ny) and tiled.chunks[2][0] == 2 * tile
+    assert _rel(tiled.compute(scheduler="threads"), whole) < 1e-4
 
 
 def test_reflect_boundary_equals_padded_solve(make_problem):
@@ -71,6 +84,6 @@ def test_bad_tiling(make_problem):
     with pytest.raises(ValueError, match="boundary must be one of"):
         fuse_tiled(images, cube, ops, sub, boundary="edge", **KW)
     with pytest.raises(ValueError, match="halo 9 is larger than the field"):
-        fuse_tiled(images, cube, ops, sub, halo=9, **KW)
+        fuse_tiled(images, cube, ops, sub, halo=9, boundary="reflect", **KW)
     with pytest.raises(ValueError, match="0 <= blend"):
         fuse_tiled(images, cube, ops, sub, tile=4, halo=2, blend=3, **KW)
