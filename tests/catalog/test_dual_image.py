@@ -135,3 +135,19 @@ def test_cli_detection_image(tmp_path, scene):
     # images of different grids are refused by name
     small = _write_i2d(tmp_path / "small_i2d.fits", blurred[:50], err_b[:50])
     assert main(["detect", itr, "--detection-image", small, "--out", str(tmp_path / "c2.ecsv")]) == 1
+
+
+def test_deblending_below_zero_is_photutils_linear_fallback(scene):
+    # segments of a noisy sharp image dip below 0: photutils then uses linear levels for them;
+    # the tiled deblending decides that itself (thread-safe) and warns once, naming the parents
+    from mosaic.catalog.detect import detect_segmentation, smooth  # noqa: PLC0415
+    from mosaic.exceptions import DeblendModeWarning  # noqa: PLC0415
+
+    blurred, sharp, _, _, _, _ = scene
+    det = np.asarray(smooth(blurred, fwhm=3.0, tile=(41, 47)))
+    with pytest.warns(DeblendModeWarning, match="linear"):
+        seg = detect_segmentation(det, 3.0, n_pixels=5, deblend=True, deblend_image=sharp, tile=(41, 47))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyUserWarning)
+        ref = deblend_sources(sharp, detect_sources(det, 3.0, 5), 5, progress_bar=False)
+    np.testing.assert_array_equal(np.asarray(seg.data), ref.data)
