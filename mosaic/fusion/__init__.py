@@ -13,6 +13,6 @@ Graphs and preparation:
 - :mod:`mosaic.fusion.tiled`: large fields as a dask graph of overlapping, tapered tiles;
 - :mod:`mosaic.fusion.prepare`: the fine grid, co-registration, the common field, PSF cubes;
 - :mod:`mosaic.fusion.fuse`: one call from co-registered data to the fused cube;
-- :mod:`mosaic.fusion.products`: the IFU cube in, the fused FITS cube out;
+- :mod:`mosaic.io.cubes` (the data layer): the IFU cube in, the fused FITS cube out;
 - :mod:`mosaic.fusion.simulate`: a scene with truth, its images and IFU cube.
 """

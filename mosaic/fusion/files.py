@@ -3,7 +3,7 @@
 Co-registration (the images resampled by WCS onto the cube's grid refined ``factor`` times,
 optionally aligned by phase cross-correlation), the common field, cross-calibration of the
 throughputs, PSF cubes at the cube's wavelengths, the solve (:func:`mosaic.fusion.fuse.fuse`)
-and the product (:func:`mosaic.fusion.products.write_fused`).
+and the product (:func:`mosaic.io.cubes.write_fused`).
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def fuse_files(
     from mosaic.fusion import calibrate, prepare  # noqa: PLC0415
     from mosaic.fusion.fuse import fuse  # noqa: PLC0415
     from mosaic.fusion.operators import FusionOperators  # noqa: PLC0415
-    from mosaic.fusion.products import read_cube, write_fused  # noqa: PLC0415
+    from mosaic.io.cubes import read_cube, write_fused  # noqa: PLC0415
 
     out = Path(out)
     if not mu >= 0:

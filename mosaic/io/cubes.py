@@ -1,4 +1,4 @@
-"""Fusion inputs and products on disk: the IFU cube (FITS with a spectral WCS) in, the fused cube out.
+"""Spectral cubes on disk: an IFU cube (FITS with a spectral WCS) in, a fused cube out (:mod:`mosaic.fusion`).
 
 The IFU cube is read from ``SCI`` (a JWST ``_s3d.fits``), else from the first 3-D image HDU; its
 WCS must have a spectral axis (``CTYPE3 = 'WAVE'`` ...), from which the channel wavelengths are
