@@ -106,9 +106,9 @@ def plain_updc(header: str, psf_path: str, out: str, iterations: int, pedestal: 
 
 def _pedestal(outdir: Path) -> float | None:
     """The pedestal ``mosaic updc`` used, from its store's manifest (None before a run)."""
-    for manifest in outdir.glob("mosaic.zarr/**/manifest.json"):
-        text = json.loads(manifest.read_text())
-        found = _find(text, "pedestal")
+    for group in outdir.glob("mosaic.zarr/*/*/zarr.json"):  # <field>/<band>: the manifest is in its attributes
+        manifest = json.loads(group.read_text()).get("attributes", {}).get("mosaic_manifest", {})
+        found = _find(manifest.get("updc/iter_00", {}), "pedestal")
         if found is not None:
             return float(found)
     return None
@@ -170,7 +170,7 @@ def prepare(folder: Path, size: int, n: int, psf_size: int) -> tuple[list[str], 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", type=Path, required=True, help="folder for the exposures and outputs (kept and reused)")
+    ap.add_argument("--data", type=Path, help="folder for the exposures and outputs (kept and reused; required)")
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--n-exposures", type=int, default=8)
     ap.add_argument("--psf-size", type=int, default=101)
@@ -183,6 +183,8 @@ def main(argv=None):
         header, psf, out, iterations, pedestal, *paths = args.plain
         plain_updc(header, psf, out, int(iterations), float(pedestal), paths)
         return
+    if args.data is None:
+        ap.error("--data DIR is required")
 
     folder = args.data
     folder.mkdir(parents=True, exist_ok=True)
@@ -197,7 +199,9 @@ def main(argv=None):
     ratios = {n: [] for n in names}
     speedups = []
     for r in range(args.rounds):
-        order = names[r % len(names):] + names[: r % len(names)]
+        # the plain script after a mosaic run in the first round: it takes that run's pedestal
+        k = (r + 1) % len(names)
+        order = names[k:] + names[:k]
         got = {}
         for n in order:
             if n == "plain":
