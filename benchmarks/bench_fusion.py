@@ -31,7 +31,7 @@ On a machine shared by many processes, run it with ``OPENBLAS_NUM_THREADS=1``: t
 many small products are otherwise dominated by BLAS threads waiting for cores.
 
 ``--quality`` prints instead the science figures on the simulated scene (30 x 30 spaxels, 120
-wavelengths, noise, k = 4, gamma = 1, mu = 1e-3): PSNR / SSIM against truth at three
+wavelengths, noise, k = 4, gamma = 1, mu = 1e-3; ``--noiseless`` without noise): PSNR / SSIM against truth at three
 wavelengths, mean spectral angle on the sources, and the largest relative error of the averaged
 spectrum (against truth and against the IFU cube), for the fused cube, the IFU cube alone
 (cubic-spline upsampled) and the NIRCam images alone (scaled mean spectrum).
@@ -65,9 +65,10 @@ def _measure(fn):
     return out, dt, peak
 
 
-def quality(n_spaxels: int = 30, n_wave: int = 120) -> None:
-    """Print the science figures of fusion on the simulated scene."""
-    scene = simulate_scene(coarse_shape=(n_spaxels, n_spaxels), n_wave=n_wave, seed=0)
+def quality(n_spaxels: int = 30, n_wave: int = 120, *, noiseless: bool = False) -> None:
+    """Print the science figures of fusion on the simulated scene (``noiseless``: no noise in the data)."""
+    snr = {"snr_images": np.inf, "snr_cube": np.inf} if noiseless else {}
+    scene = simulate_scene(coarse_shape=(n_spaxels, n_spaxels), n_wave=n_wave, seed=0, **snr)
     sub = pca_subspace(scene.cube, 4)
     fused = sub.expand(solve_exact(scene.images, scene.cube, scene.ops, sub, gamma=1.0, mu=1e-3))
     truth = scene.truth
@@ -96,9 +97,10 @@ def main(argv=None) -> int:
     p.add_argument("--components", type=int, default=5)
     p.add_argument("--cg-iterations", type=int, default=50)
     p.add_argument("--quality", action="store_true", help="print the science figures on the simulated scene instead")
+    p.add_argument("--noiseless", action="store_true", help="with --quality: the same scene without noise (is the error noise-limited?)")
     args = p.parse_args(argv)
     if args.quality:
-        quality()
+        quality(noiseless=args.noiseless)
         return 0
     wavelengths = np.linspace(1.70, 2.25, args.wavelengths)
     t0 = time.perf_counter()
