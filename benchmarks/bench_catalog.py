@@ -1,34 +1,47 @@
-"""Tiled detection + photometry on a dask LocalCluster against whole-image photutils, same run.
+"""``mosaic detect`` (photutils and SEP engines) on worker processes against whole-image photutils and SEP, same run.
 
 Run::
 
-    python benchmarks/bench_catalog.py --size 9584 --tile 1024 --workers 2 --sources 20000
+    python benchmarks/bench_catalog.py --size 4096 --sources 3600 --tile 1024 --workers 2 --deblend
+    python benchmarks/bench_catalog.py --size 9584 --sources 20000 --tile 1024 --workers 2 --deblend
 
 The sky (Gaussian sources of sigma 0.8-6 px with fluxes spread over 4 decades, on unit noise)
-is rendered block by block from a seed and written once to a zarr array; both contenders read
-the same pixels. The peer is photutils on the whole image: ``astropy.convolution.convolve``
-with a 2-px FWHM Gaussian, ``detect_sources`` (1.5 sigma, 10 pixels), ``deblend_sources``
-(with ``--deblend``) and ``SourceCatalog`` (centroids, shapes, segment, Kron and 3/6-px
-circular fluxes with errors). The tiled run does the same with :mod:`mosaic.catalog` on
-``--workers`` processes. Printed: wall time, ratio to the peer, peak memory of all processes
-above the baseline, and the largest differences between the two catalogues.
+is rendered block by block from a seed and written once as an ``_i2d.fits`` mosaic (SCI
+float32, ERR 1, WHT 1); every contender reads that file. The contenders:
 
-Both contenders are timed warm: photutils, astropy.convolution and mosaic.catalog are imported
-in this process and on every worker before the clocks start (importing them takes 2-3 s, which
-the contender run first would otherwise pay alone).
+- ``mosaic detect`` as the command runs it (:func:`mosaic.pipeline.detect.detect_image` on a
+  cluster of ``--workers`` forked processes, as ``mosaic detect --workers N``; 0: threads),
+  with the photutils engine and with ``--engine sep``;
+- photutils on the whole image with the same settings: ``convolve`` with the 2-px FWHM
+  Gaussian (7 px), ``detect_sources`` at 1.5 x ERR with 10 pixels, ``deblend_sources`` (with
+  ``--deblend``), ``SourceCatalog`` (centroids, shapes, segment and Kron fluxes, 3/6 px
+  circular fluxes with errors);
+- SEP on the whole image with the same settings: ``sep.extract`` (the same filter as a plain
+  convolution, ``filter_type="conv"``, 1.5 x ERR,
+  10 pixels, deblending with ``--deblend``, no cleaning), ``kron_radius``, ``sum_ellipse``,
+  ``sum_circle``.
+
+Printed per contender: wall time, CPU time of all processes (this one and the workers), peak
+memory of all processes above the baseline, the number of sources; then the ratios and the
+largest differences between the tiled and whole-image catalogues. The cluster is started
+before the clocks (its start-up is printed apart), and every contender has its modules imported.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import shutil
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import dask.array as da
 import numpy as np
+import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _memory import PeakMemory  # noqa: E402
@@ -36,6 +49,7 @@ from _memory import PeakMemory  # noqa: E402
 __all__ = ["main"]
 
 RADII = (3.0, 6.0)
+FWHM, NSIGMA, NPIX = 2.0, 1.5, 10
 
 
 def _sky_block(block_info=None, *, sources=None, seed=0):
@@ -56,100 +70,167 @@ def _sky_block(block_info=None, *, sources=None, seed=0):
     return block.astype(np.float32)
 
 
-def make_sky(path: Path, size: int, n_sources: int, chunk: int, seed: int = 0) -> None:
+def make_sky(path: Path, size: int, n_sources: int, chunk: int = 1024, seed: int = 0) -> None:
+    """An ``_i2d.fits`` mosaic of ``size``² with ``n_sources`` Gaussian sources on unit noise (ERR 1, WHT 1)."""
+    from astropy.io import fits
+
     rng = np.random.default_rng(seed)
     sources = (rng.uniform(0, size, n_sources), rng.uniform(0, size, n_sources), 10 ** rng.uniform(1.3, 4.5, n_sources), rng.uniform(0.8, 6.0, n_sources))
-    sky = da.map_blocks(_sky_block, chunks=((chunk,) * (size // chunk) + ((size % chunk,) if size % chunk else ()),) * 2, dtype=np.float32, sources=sources, seed=seed)
-    sky.to_zarr(str(path), overwrite=True)
+    chunks = ((chunk,) * (size // chunk) + ((size % chunk,) if size % chunk else ()),) * 2
+    sky = da.map_blocks(_sky_block, chunks=chunks, dtype=np.float32, sources=sources, seed=seed).compute()
+    ones = np.ones_like(sky)
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(sky, name="SCI"), fits.ImageHDU(ones, name="ERR"), fits.ImageHDU(ones, name="WHT")]).writeto(path)
 
 
-def whole_image(path: Path, deblend: bool):
+def _read(path: Path):
+    from astropy.io import fits
+
+    with fits.open(path) as hdul:
+        sci, err, wht = (hdul[k].data.astype(np.float64) for k in ("SCI", "ERR", "WHT"))
+    good = np.isfinite(sci) & (wht > 0)
+    return np.where(good, sci, 0.0), np.where(good & (err > 0), err, np.inf), err, ~good
+
+
+def _kernel():
+    from photutils.segmentation import make_2dgaussian_kernel
+
+    return make_2dgaussian_kernel(FWHM, size=7).array
+
+
+def whole_photutils(path: Path, deblend: bool) -> dict:
     from astropy.convolution import convolve
-    from photutils.segmentation import SourceCatalog, deblend_sources, detect_sources, make_2dgaussian_kernel
+    from photutils.segmentation import SourceCatalog, deblend_sources, detect_sources
 
-    data = da.from_zarr(str(path)).compute().astype(np.float64)
-    err = np.ones_like(data)
-    det = convolve(data, make_2dgaussian_kernel(2.0, size=5).array)
-    segm = detect_sources(det, 1.5, n_pixels=10)
+    data, rms, err, bad = _read(path)
+    det = convolve(data, _kernel(), boundary="fill", fill_value=0.0, nan_treatment="interpolate", preserve_nan=False)
+    segm = detect_sources(det, NSIGMA * rms, n_pixels=NPIX, mask=bad)
     if deblend:
-        segm = deblend_sources(det, segm, 10, mode="linear", progress_bar=False)
-    cat = SourceCatalog(data, segm, convolved_data=det, error=err)
+        segm = deblend_sources(det, segm, NPIX, progress_bar=False)
+    cat = SourceCatalog(data, segm, convolved_data=det, error=err, mask=bad)
     cols = {c: np.asarray(getattr(getattr(cat, c), "value", getattr(cat, c))) for c in ("x_centroid", "y_centroid", "segment_flux", "kron_flux", "kron_radius")}
     for r in RADII:
-        cols[f"circ{r:g}"] = np.asarray(cat.circular_photometry(r)[0])
+        cols[f"circ_flux_r{r:g}"] = np.asarray(cat.circular_photometry(r)[0])
     return cols
 
 
-def tiled(path: Path, deblend: bool, tile: int):
-    import warnings
+def whole_sep(path: Path, deblend: bool) -> dict:
+    import sep
 
-    from mosaic.catalog.detect import detect_segmentation, smooth
-    from mosaic.catalog.photometry import NoWCSWarning, source_catalog
+    data, rms, _, bad = _read(path)
+    sep.set_extract_pixstack(data.size)
+    o = sep.extract(data, NSIGMA, err=rms, mask=bad, minarea=NPIX, filter_kernel=_kernel().astype(np.float32), filter_type="conv",
+                    deblend_cont=0.005 if deblend else 1.0, clean=False)
+    o = o[np.lexsort((o["x"], o["y"]))]
+    kr, _ = sep.kron_radius(data, o["x"], o["y"], o["a"], o["b"], o["theta"], 6.0, mask=bad)
+    kflux, _, _ = sep.sum_ellipse(data, o["x"], o["y"], o["a"], o["b"], o["theta"], 2.5 * np.maximum(kr, 3.5), err=rms, mask=bad, subpix=1)
+    cols = {"x_centroid": o["x"], "y_centroid": o["y"], "segment_flux": o["flux"], "kron_flux": kflux, "kron_radius": kr, "merged": (o["flag"] & 1) > 0}
+    for r in RADII:
+        cols[f"circ_flux_r{r:g}"] = sep.sum_circle(data, o["x"], o["y"], r, err=rms, mask=bad)[0]
+    return cols
 
-    data = da.from_zarr(str(path)).rechunk(tile).astype(np.float64)
-    err = da.ones_like(data)
-    det = smooth(data, fwhm=2.0, size=5, tile=tile).persist()
-    seg = detect_segmentation(det, 1.5, n_pixels=10, deblend=deblend, mode="linear", tile=tile)
+
+def tiled(path: Path, out: Path, deblend: bool, tile: int, engine: str) -> dict:
+    from mosaic.exceptions import NoWCSWarning
+    from mosaic.pipeline.detect import detect_image
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NoWCSWarning)
-        cat = source_catalog(data, seg, error=err, convolved=det, radii=RADII)
-    cols = {c: np.asarray(getattr(cat[c], "value", cat[c])) for c in ("x_centroid", "y_centroid", "segment_flux", "kron_flux", "kron_radius")}
+        t = detect_image(path, out, threshold=NSIGMA, n_pixels=NPIX, deblend=deblend, fwhm=FWHM, radii=RADII, tile=tile, engine=engine, overwrite=True)
+    cols = {c: np.asarray(getattr(t[c], "value", t[c])) for c in ("x_centroid", "y_centroid", "segment_flux", "kron_flux", "kron_radius")}
     for r in RADII:
-        cols[f"circ{r:g}"] = np.asarray(cat[f"circ_flux_r{r:g}"].value)
+        cols[f"circ_flux_r{r:g}"] = np.asarray(t[f"circ_flux_r{r:g}"].value)
+    if engine == "sep":
+        cols["merged"] = (np.asarray(t["flags"]) & 1) > 0
     return cols
+
+
+def _cpu_seconds() -> float:
+    me = psutil.Process()
+    total = sum(me.cpu_times()[:2])
+    for child in me.children(recursive=True):
+        try:
+            total += sum(child.cpu_times()[:2])
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def _timed(label, func, *args):
+    with PeakMemory() as mem:
+        c0, t0 = _cpu_seconds(), time.perf_counter()
+        cols = func(*args)
+        wall, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
+    peak = (mem.peak - mem.baseline) / 2**30
+    print(f"{label}: {wall:.1f} s wall, {cpu:.1f} s CPU, peak +{peak:.2f} GiB, {len(cols['x_centroid'])} sources", flush=True)
+    return cols, wall
+
+
+def _compare(name, a, b) -> None:
+    if len(a["x_centroid"]) != len(b["x_centroid"]):
+        print(f"{name}: different source counts ({len(a['x_centroid'])} vs {len(b['x_centroid'])})")
+        return
+    rows = ~b["merged"] if "merged" in b else np.ones(len(b["x_centroid"]), bool)
+    if "merged" in b:  # SEP hands the pixels between deblended children out at random: compare the others
+        rows &= ~a["merged"]
+    dpos = max(np.nanmax(np.abs(a[k][rows] - b[k][rows]), initial=0.0) for k in ("x_centroid", "y_centroid"))
+    rel = max(np.nanmax(np.abs(a[k][rows] - b[k][rows]) / np.maximum(np.abs(b[k][rows]), 1e-300), initial=0.0) for k in a if k not in ("x_centroid", "y_centroid", "merged"))
+    print(f"{name}: same {len(b['x_centroid'])} sources ({rows.sum()} compared); max |dpos| {dpos:.1e} px, max relative flux/radius difference {rel:.1e}")
 
 
 def _warm_imports():
     import astropy.convolution  # noqa: F401
     import photutils.segmentation  # noqa: F401
+    import sep  # noqa: F401
 
     import mosaic.catalog.detect  # noqa: F401
     import mosaic.catalog.photometry  # noqa: F401
+    import mosaic.catalog.sep_engine  # noqa: F401
+    import mosaic.pipeline.detect  # noqa: F401
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--size", type=int, default=9584)
+    p.add_argument("--size", type=int, default=4096)
     p.add_argument("--tile", type=int, default=1024)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--sources", type=int, default=20000)
+    p.add_argument("--workers", type=int, default=2, help="worker processes of the mosaic runs (0: threads)")
+    p.add_argument("--sources", type=int, default=3600)
     p.add_argument("--deblend", action="store_true")
-    p.add_argument("--skip-whole", action="store_true", help="run the tiled contender only")
+    p.add_argument("--only", choices=("photutils", "sep"), default=None, help="run one engine's pair only")
     args = p.parse_args(argv)
-    from distributed import Client, LocalCluster
+    os.environ.setdefault("MOSAIC_PROGRESS", "0")
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+    from mosaic.cli._common import forked_workers, local_client
 
     work = Path(tempfile.mkdtemp(prefix="bench_catalog_"))
-    path = work / "sky.zarr"
+    path = work / "sky_i2d.fits"
+    print(f"load average before: {os.getloadavg()[0]:.1f}", flush=True)
     try:
         t0 = time.perf_counter()
         make_sky(path, args.size, args.sources, args.tile)
-        print(f"sky {args.size}^2 with {args.sources} sources rendered in {time.perf_counter() - t0:.1f} s")
-        results = {}
+        print(f"sky {args.size}^2 with {args.sources} sources written in {time.perf_counter() - t0:.1f} s", flush=True)
         _warm_imports()
-        with LocalCluster(n_workers=args.workers, threads_per_worker=1, memory_limit="6GiB") as cluster, Client(cluster) as client:
-            client.run(_warm_imports)
-            with PeakMemory() as mem:
-                t0 = time.perf_counter()
-                results["tiled"] = tiled(path, args.deblend, args.tile)
-                t_tiled = time.perf_counter() - t0
-            m_tiled = (mem.peak - mem.baseline) / 2**30
-        print(f"tiled ({args.workers} workers, tiles {args.tile}): {t_tiled:.1f} s, peak +{m_tiled:.2f} GiB, {len(results['tiled']['x_centroid'])} sources")
-        if args.skip_whole:
-            return 0
-        with PeakMemory() as mem:
-            t0 = time.perf_counter()
-            results["whole"] = whole_image(path, args.deblend)
-            t_whole = time.perf_counter() - t0
-        m_whole = (mem.peak - mem.baseline) / 2**30
-        print(f"whole-image photutils: {t_whole:.1f} s, peak +{m_whole:.2f} GiB, {len(results['whole']['x_centroid'])} sources")
-        print(f"ratio tiled/whole: time {t_tiled / t_whole:.2f}, memory {m_tiled / m_whole:.2f}")
-        a, b = results["tiled"], results["whole"]
-        if len(a["x_centroid"]) == len(b["x_centroid"]):
-            dpos = max(np.nanmax(np.abs(a["x_centroid"] - b["x_centroid"])), np.nanmax(np.abs(a["y_centroid"] - b["y_centroid"])))
-            rel = max(np.nanmax(np.abs(a[k] - b[k]) / np.maximum(np.abs(b[k]), 1e-300)) for k in a if k not in ("x_centroid", "y_centroid"))
-            print(f"same {len(b['x_centroid'])} sources; max |dpos| {dpos:.2e} px, max relative flux/radius difference {rel:.2e}")
-        else:
-            print("different source counts!")
+        t0 = time.perf_counter()
+        with forked_workers(), local_client(args.workers, dashboard=False) as client:
+            if client is not None:
+                client.run(_warm_imports)
+            print(f"cluster of {args.workers} workers started in {time.perf_counter() - t0:.1f} s", flush=True)
+            res, wall = {}, {}
+            for engine in ("photutils", "sep"):
+                if args.only in (None, engine):
+                    res[f"tiled-{engine}"], wall[f"tiled-{engine}"] = _timed(
+                        f"mosaic detect --engine {engine} ({args.workers} workers, tiles {args.tile})", tiled, path, work / f"{engine}.ecsv", args.deblend, args.tile, engine,
+                    )
+        if args.only in (None, "photutils"):
+            res["whole-photutils"], wall["whole-photutils"] = _timed("whole-image photutils", whole_photutils, path, args.deblend)
+        if args.only in (None, "sep"):
+            res["whole-sep"], wall["whole-sep"] = _timed("whole-image SEP", whole_sep, path, args.deblend)
+        for engine in ("photutils", "sep"):
+            if f"tiled-{engine}" in wall:
+                speed = wall[f"whole-{engine}"] / wall[f"tiled-{engine}"]
+                print(f"{engine}: whole-image / tiled wall time = {speed:.2f} (tiled is {speed:.2f}x as fast)")
+                _compare(f"{engine} tiled vs whole", res[f"tiled-{engine}"], res[f"whole-{engine}"])
+        print(f"load average after: {os.getloadavg()[0]:.1f}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

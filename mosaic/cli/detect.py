@@ -22,7 +22,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from mosaic.cli._common import local_client, positive_float, positive_int, refuse_existing
+from mosaic.cli._common import forked_workers, local_client, positive_float, positive_int, refuse_existing
 from mosaic.exceptions import InputError
 from mosaic.pipeline.detect import DETECTION_ENGINES as ENGINES
 from mosaic.pipeline.detect import DETECTION_METHODS as METHODS
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     from mosaic.pipeline.detect import detect_image  # noqa: PLC0415
 
     _check_outputs(args)
-    with local_client(args.workers):
+    with forked_workers(), local_client(args.workers):
         detect_image(
             args.image, args.out, method=args.method, threshold=args.threshold, n_pixels=args.npixels, deblend=args.deblend,
             fwhm=args.fwhm, radii=args.radii, tile=args.tile, regions=args.regions, segmentation=args.segmentation,

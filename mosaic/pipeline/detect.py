@@ -79,7 +79,12 @@ def _require_sep() -> None:
 
 
 def _sep_table(filled, bad, err, rms, image, *, threshold, n_pixels, deblend, fwhm, radii, tile):
-    """The SEP engine's catalogue: relative threshold with ERR, else absolute (``threshold * rms``)."""
+    """The SEP engine's catalogue: relative threshold with ERR, else absolute (``threshold * rms``).
+
+    The filter is a plain convolution (SEP's ``filter_type="conv"``), so ``threshold`` means what
+    it means for the photutils engine: the smoothed image against ``threshold`` times the
+    per-pixel noise (SEP's matched filter would threshold it in units of its own, lower, noise).
+    """
     from mosaic.catalog.sep_engine import sep_catalog  # noqa: PLC0415
 
     kernel = None
@@ -89,7 +94,7 @@ def _sep_table(filled, bad, err, rms, image, *, threshold, n_pixels, deblend, fw
         kernel = make_2dgaussian_kernel(fwhm, size=max(3, int(2 * round(1.5 * fwhm) + 1))).array
     scale, unit = image.flux_scale
     return sep_catalog(
-        filled, threshold if err is not None else threshold * rms, err=err, mask=bad, minarea=n_pixels, filter_kernel=kernel,
+        filled, threshold if err is not None else threshold * rms, err=err, mask=bad, minarea=n_pixels, filter_kernel=kernel, filter_type="conv",
         deblend_cont=0.005 if deblend else 1.0, radii=tuple(radii), tile=tile, halo=max(64, int(n_pixels), (0 if kernel is None else kernel.shape[0]) + 4),
         wcs=image.wcs, flux_scale=scale, flux_unit=unit,
     )
