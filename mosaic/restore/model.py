@@ -1,0 +1,217 @@
+"""Restormer (Zamir et al. 2022) for single-band mosaics, in PyTorch, with configurable size.
+
+The encoder-decoder of seed 002: four levels of Transformer blocks (multi-Dconv head transposed
+attention, MDTA, over channels; gated-Dconv feed-forward, GDFN), pixel-unshuffle down- and
+pixel-shuffle up-sampling, skip connections, refinement blocks, and a global residual (the
+output is the input plus a learned correction).
+
+One departure, for tiled inference. Restormer's MDTA computes its channel-by-channel attention
+from the whole image (a sum over all pixels), so its output at a pixel depends on every pixel of
+the input: tiles would each see a different attention and disagree at their seams. Here the
+attention matrix is computed per pixel from a ``window`` x ``window`` neighbourhood (cosine
+similarity of the query and key channels over that window, then softmax): ``attention="local"``
+(the default) makes the network local and translation-equivariant (for shifts by
+``MULTIPLE`` pixels), so tiled inference with enough overlap equals whole-image inference.
+``attention="global"`` is the original MDTA.
+
+:func:`build_model` builds from a :class:`RestormerConfig`; :data:`SEED_CONFIG` is the seed's
+full size, :data:`DEFAULT_CONFIG` the reduced size that is shipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["RestormerConfig", "Restormer", "build_model", "DEFAULT_CONFIG", "SEED_CONFIG", "MULTIPLE"]
+
+#: the network's input sides must be multiples of this (three 2x downsamplings)
+MULTIPLE = 8
+
+
+@dataclass(frozen=True)
+class RestormerConfig:
+    """Sizes of a Restormer: ``dim`` channels at level 1 (doubling per level), blocks and heads per level."""
+
+    dim: int = 8
+    blocks: tuple[int, int, int, int] = (1, 1, 2, 2)
+    heads: tuple[int, int, int, int] = (2, 4, 8, 16)
+    refinement: int = 1
+    expansion: float = 2.66
+    attention: str = "local"
+    window: int = 7
+    bias: bool = False
+
+    def __post_init__(self):
+        if self.attention not in ("local", "global"):
+            msg = f"attention {self.attention!r} unknown; expected one of ['global', 'local']"
+            raise ValueError(msg)
+        if len(self.blocks) != 4 or len(self.heads) != 4:
+            msg = f"blocks {self.blocks!r} and heads {self.heads!r}: expected four levels each"
+            raise ValueError(msg)
+        for level, h in enumerate(self.heads):
+            if (self.dim * 2**level) % h:
+                msg = f"heads {self.heads!r}: level {level + 1} has {self.dim * 2**level} channels, not divisible by {h}"
+                raise ValueError(msg)
+        if self.window < 1 or self.window % 2 == 0:
+            msg = f"window must be odd and positive; got {self.window!r}"
+            raise ValueError(msg)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RestormerConfig:
+        d = dict(d)
+        for key in ("blocks", "heads"):
+            if key in d:
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+
+DEFAULT_CONFIG = RestormerConfig()
+#: the seed's size: 48 channels, [4, 6, 6, 8] blocks, [1, 2, 4, 8] heads, 4 refinement blocks
+SEED_CONFIG = RestormerConfig(dim=48, blocks=(4, 6, 6, 8), heads=(1, 2, 4, 8), refinement=4, expansion=2.66, attention="global")
+
+
+class LayerNorm(nn.Module):
+    """Layer normalisation over the channels of every pixel (with bias)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(dim, 1, 1))
+
+    def forward(self, x):
+        mu = x.mean(1, keepdim=True)
+        var = ((x - mu) ** 2).mean(1, keepdim=True)
+        return (x - mu) / torch.sqrt(var + 1e-5) * self.weight + self.bias
+
+
+class GDFN(nn.Module):
+    """Gated-Dconv feed-forward network."""
+
+    def __init__(self, dim: int, expansion: float, bias: bool):
+        super().__init__()
+        hidden = int(dim * expansion)
+        self.project_in = nn.Conv2d(dim, 2 * hidden, 1, bias=bias)
+        self.dwconv = nn.Conv2d(2 * hidden, 2 * hidden, 3, padding=1, groups=2 * hidden, bias=bias)
+        self.project_out = nn.Conv2d(hidden, dim, 1, bias=bias)
+
+    def forward(self, x):
+        a, b = self.dwconv(self.project_in(x)).chunk(2, dim=1)
+        return self.project_out(F.gelu(a) * b)
+
+
+def _box(x, kernel):
+    """Mean over a ``window`` x ``window`` neighbourhood (zero padding), as two 1-D passes.
+
+    ``kernel`` is the flat ``(channels, 1, window, 1)`` kernel: depthwise convolutions are
+    several times faster than ``avg_pool2d`` on CPU.
+    """
+    c, _, w, _ = kernel.shape
+    x = F.conv2d(x, kernel, padding=(w // 2, 0), groups=c)
+    return F.conv2d(x, kernel.reshape(c, 1, 1, w), padding=(0, w // 2), groups=c)
+
+
+class MDTA(nn.Module):
+    """Multi-Dconv head transposed attention: attention across channels, global or per window."""
+
+    def __init__(self, dim: int, heads: int, bias: bool, attention: str, window: int):
+        super().__init__()
+        self.heads, self.attention, self.window = heads, attention, window
+        self.temperature = nn.Parameter(torch.ones(heads, 1, 1))
+        self.qkv = nn.Conv2d(dim, 3 * dim, 1, bias=bias)
+        self.qkv_dwconv = nn.Conv2d(3 * dim, 3 * dim, 3, padding=1, groups=3 * dim, bias=bias)
+        self.project_out = nn.Conv2d(dim, dim, 1, bias=bias)
+        n = dim // heads
+        # fixed box kernels (not learned, not saved): over the n * n products and the n squares per head
+        self.register_buffer("box_qk", torch.full((heads * n * n, 1, window, 1), 1.0 / window), persistent=False)
+        self.register_buffer("box_c", torch.full((dim, 1, window, 1), 1.0 / window), persistent=False)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        q, k, v = self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1)
+        n = c // self.heads
+        if self.attention == "global":
+            q, k, v = (t.reshape(b, self.heads, n, h * w) for t in (q, k, v))
+            q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+            attn = torch.softmax(q @ k.transpose(-2, -1) * self.temperature, dim=-1)
+            out = (attn @ v).reshape(b, c, h, w)
+        else:
+            q, k, v = (t.reshape(b, self.heads, n, h, w) for t in (q, k, v))
+            # per pixel: cosine similarity of channel i of q and channel j of k over the window
+            qk = _box((q.unsqueeze(3) * k.unsqueeze(2)).reshape(b, self.heads * n * n, h, w), self.box_qk)
+            qq = _box((q * q).reshape(b, c, h, w), self.box_c).reshape(b, self.heads, n, 1, h, w)
+            kk = _box((k * k).reshape(b, c, h, w), self.box_c).reshape(b, self.heads, 1, n, h, w)
+            cos = qk.reshape(b, self.heads, n, n, h, w) / torch.sqrt(qq * kk + 1e-12)
+            attn = torch.softmax(cos * self.temperature.reshape(1, self.heads, 1, 1, 1, 1), dim=3)
+            out = (attn * v.unsqueeze(2)).sum(3).reshape(b, c, h, w)
+        return self.project_out(out)
+
+
+class Block(nn.Module):
+    """Transformer block: MDTA and GDFN, each after layer normalisation, with residuals."""
+
+    def __init__(self, dim: int, heads: int, cfg: RestormerConfig):
+        super().__init__()
+        self.norm1 = LayerNorm(dim)
+        self.attn = MDTA(dim, heads, cfg.bias, cfg.attention, cfg.window)
+        self.norm2 = LayerNorm(dim)
+        self.ffn = GDFN(dim, cfg.expansion, cfg.bias)
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.ffn(self.norm2(x))
+
+
+def _stage(n: int, dim: int, heads: int, cfg: RestormerConfig) -> nn.Sequential:
+    return nn.Sequential(*[Block(dim, heads, cfg) for _ in range(n)])
+
+
+class Restormer(nn.Module):
+    """The four-level Restormer on one-channel images (sides multiples of :data:`MULTIPLE`)."""
+
+    def __init__(self, cfg: RestormerConfig = DEFAULT_CONFIG):
+        super().__init__()
+        self.cfg = cfg
+        d, nb, nh = cfg.dim, cfg.blocks, cfg.heads
+        self.embed = nn.Conv2d(1, d, 3, padding=1, bias=cfg.bias)
+        self.enc1 = _stage(nb[0], d, nh[0], cfg)
+        self.down12 = nn.Sequential(nn.Conv2d(d, d // 2, 3, padding=1, bias=False), nn.PixelUnshuffle(2))
+        self.enc2 = _stage(nb[1], 2 * d, nh[1], cfg)
+        self.down23 = nn.Sequential(nn.Conv2d(2 * d, d, 3, padding=1, bias=False), nn.PixelUnshuffle(2))
+        self.enc3 = _stage(nb[2], 4 * d, nh[2], cfg)
+        self.down34 = nn.Sequential(nn.Conv2d(4 * d, 2 * d, 3, padding=1, bias=False), nn.PixelUnshuffle(2))
+        self.latent = _stage(nb[3], 8 * d, nh[3], cfg)
+        self.up43 = nn.Sequential(nn.Conv2d(8 * d, 16 * d, 3, padding=1, bias=False), nn.PixelShuffle(2))
+        self.reduce3 = nn.Conv2d(8 * d, 4 * d, 1, bias=cfg.bias)
+        self.dec3 = _stage(nb[2], 4 * d, nh[2], cfg)
+        self.up32 = nn.Sequential(nn.Conv2d(4 * d, 8 * d, 3, padding=1, bias=False), nn.PixelShuffle(2))
+        self.reduce2 = nn.Conv2d(4 * d, 2 * d, 1, bias=cfg.bias)
+        self.dec2 = _stage(nb[1], 2 * d, nh[1], cfg)
+        self.up21 = nn.Sequential(nn.Conv2d(2 * d, 4 * d, 3, padding=1, bias=False), nn.PixelShuffle(2))
+        # level 1 of the decoder has 2 * dim channels: twice the heads keeps the channels per head
+        self.dec1 = _stage(nb[0], 2 * d, 2 * nh[0], cfg)
+        self.refine = _stage(cfg.refinement, 2 * d, 2 * nh[0], cfg)
+        self.output = nn.Conv2d(2 * d, 1, 3, padding=1, bias=cfg.bias)
+
+    def forward(self, x):
+        e1 = self.enc1(self.embed(x))
+        e2 = self.enc2(self.down12(e1))
+        e3 = self.enc3(self.down23(e2))
+        z = self.latent(self.down34(e3))
+        d3 = self.dec3(self.reduce3(torch.cat([self.up43(z), e3], 1)))
+        d2 = self.dec2(self.reduce2(torch.cat([self.up32(d3), e2], 1)))
+        d1 = self.dec1(torch.cat([self.up21(d2), e1], 1))
+        return self.output(self.refine(d1)) + x
+
+
+def build_model(cfg: RestormerConfig | dict | None = None) -> Restormer:
+    """A Restormer of the given size (default: :data:`DEFAULT_CONFIG`)."""
+    if isinstance(cfg, dict):
+        cfg = RestormerConfig.from_dict(cfg)
+    return Restormer(cfg or DEFAULT_CONFIG)
