@@ -33,6 +33,7 @@ COMMANDS = {
     "info": "describe _cal.fits exposures",
     "drizzle": "drizzle _cal.fits exposures into an _i2d.fits mosaic (UPDC iteration 0)",
     "updc": "deconvolved, super-resolved mosaic (UPDC) of _cal.fits exposures",
+    "restore": "learned restoration of a mosaic (Restormer, seed 002) with the shipped ONNX model, tiled",
     "algorithms": "list the algorithms with their parameters",
     "background": "background and RMS maps of a FITS image (photutils Background2D, tiled; ICL option)",
     "cluster": "show what a cluster configuration would start (local, cuda, slurm, pbs, address)",
