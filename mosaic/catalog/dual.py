@@ -206,6 +206,7 @@ def _peak_per_label(snr, seg, labels: np.ndarray) -> np.ndarray:
 
     import dask  # noqa: PLC0415
 
+    snr = da.asarray(snr).rechunk(seg.data.chunks)
     parts = [dask.delayed(block_max)(s, lab) for s, lab in zip(snr.to_delayed().ravel(), seg.data.to_delayed().ravel(), strict=True)]
     peak = np.max(np.stack(dask.compute(*parts)), axis=0)
     return peak[labels]

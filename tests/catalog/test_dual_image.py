@@ -15,6 +15,8 @@ from astropy.convolution import convolve
 from astropy.io import fits
 from astropy.stats import sigma_clipped_stats
 from astropy.utils.exceptions import AstropyUserWarning
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from photutils.segmentation import SourceCatalog, deblend_sources, detect_sources, make_2dgaussian_kernel
 
 from mosaic.catalog.dual import detect_dual, measured_noise
@@ -56,29 +58,37 @@ def scene():
     return blurred, sharp, err_b, err_s, mask, xy
 
 
-@pytest.mark.parametrize("tile", [(37, 53)])
-def test_dual_equals_photutils_on_the_whole_image(scene, tile):
+@pytest.fixture(scope="module")
+def reference(scene):
+    """photutils on the whole image, the noise scale measured independently."""
     blurred, sharp, err_b, err_s, mask, _ = scene
-    table, seg, k = detect_dual(
-        blurred, sharp, threshold=4.0, detection_err=err_b, measurement_err=err_s, mask=mask, fwhm=3.0,
-        n_pixels=5, tile=tile, radii=(3.0,), wcs=WCS,
-    )
-    # the reference: photutils on the whole image, the noise scale measured independently
     kernel = make_2dgaussian_kernel(3.0, size=9)  # smooth(): the odd size nearest 3 FWHM
     det = convolve(np.where(mask, 0.0, blurred), kernel, boundary="fill", fill_value=0.0)
     _, _, k_ref = sigma_clipped_stats((det / err_b)[~mask])
-    assert k == pytest.approx(k_ref, rel=1e-9)
     ref = detect_sources(det, 4.0 * k_ref * err_b, 5, mask=mask)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AstropyUserWarning)  # linear levels where a segment dips below 0
         sharp0 = np.where(mask, 0.0, sharp)
         _, _, floor = sigma_clipped_stats(sharp0[~mask])
         ref = deblend_sources(np.maximum(sharp0, floor), ref, 5, contrast=0.03, progress_bar=False)
-    np.testing.assert_array_equal(np.asarray(seg.data), ref.data)
     cat = SourceCatalog(np.where(mask, 0.0, sharp), ref, error=err_s, mask=mask, kron_params=(2.5, 3.0, 0.0))
+    peak = [np.max((det / (k_ref * err_b))[ref.data == lab]) for lab in ref.labels]
+    return k_ref, ref, cat, peak
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ty=st.integers(23, 120), tx=st.integers(23, 140))
+def test_dual_equals_photutils_on_the_whole_image(scene, reference, ty, tx):
+    blurred, sharp, err_b, err_s, mask, _ = scene
+    k_ref, ref, cat, peak = reference
+    table, seg, k = detect_dual(
+        blurred, sharp, threshold=4.0, detection_err=err_b, measurement_err=err_s, mask=mask, fwhm=3.0,
+        n_pixels=5, tile=(ty, tx), radii=(3.0,), wcs=WCS,
+    )
+    assert k == pytest.approx(k_ref, rel=1e-9)
+    np.testing.assert_array_equal(np.asarray(seg.data), ref.data)
     np.testing.assert_allclose(np.asarray(table["kron_flux"]), cat.kron_flux, rtol=1e-6)
     np.testing.assert_allclose(np.asarray(table["segment_flux_err"]), cat.segment_flux_err, rtol=1e-6)
-    peak = [np.max((det / (k_ref * err_b))[ref.data == lab]) for lab in ref.labels]
     np.testing.assert_allclose(np.asarray(table["detection_snr"]), peak, rtol=1e-9)
 
 
