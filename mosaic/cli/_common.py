@@ -60,6 +60,7 @@ def forked_workers():
     Elsewhere (macOS, Windows) forking is unsafe and the default stays.
     """
     import dask  # noqa: PLC0415
+    import distributed  # noqa: F401, PLC0415 -- its defaults loaded first: leaving the set() below would otherwise drop the whole "distributed" config
 
     # the workers' statistical profiler samples every thread's stack every 10 ms, CPU that
     # a batch run has no use for (the dashboard's task stream stays)
