@@ -195,6 +195,7 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=2, help="worker processes of the mosaic runs (0: threads)")
     p.add_argument("--sources", type=int, default=3600)
     p.add_argument("--deblend", action="store_true")
+    p.add_argument("--sync", action="store_true", help="run mosaic detect on dask's synchronous scheduler (one process) instead")
     p.add_argument("--only", choices=("photutils", "sep"), default=None, help="run one engine's pair only")
     args = p.parse_args(argv)
     os.environ.setdefault("MOSAIC_PROGRESS", "0")
@@ -211,15 +212,20 @@ def main(argv=None) -> int:
         print(f"sky {args.size}^2 with {args.sources} sources written in {time.perf_counter() - t0:.1f} s", flush=True)
         _warm_imports()
         t0 = time.perf_counter()
-        with forked_workers(), local_client(args.workers, dashboard=False) as client:
+        import dask
+
+        cluster = dask.config.set(scheduler="sync") if args.sync else forked_workers()
+        with cluster, local_client(0 if args.sync else args.workers, dashboard=False) as client:
             if client is not None:
                 client.run(_warm_imports)
-            print(f"cluster of {args.workers} workers started in {time.perf_counter() - t0:.1f} s", flush=True)
+            if client is not None:
+                print(f"cluster of {args.workers} workers started in {time.perf_counter() - t0:.1f} s", flush=True)
+            where = "synchronous scheduler" if args.sync else f"{args.workers} workers"
             res, wall = {}, {}
             for engine in ("photutils", "sep"):
                 if args.only in (None, engine):
                     res[f"tiled-{engine}"], wall[f"tiled-{engine}"] = _timed(
-                        f"mosaic detect --engine {engine} ({args.workers} workers, tiles {args.tile})", tiled, path, work / f"{engine}.ecsv", args.deblend, args.tile, engine,
+                        f"mosaic detect --engine {engine} ({where}, tiles {args.tile})", tiled, path, work / f"{engine}.ecsv", args.deblend, args.tile, engine,
                     )
         if args.only in (None, "photutils"):
             res["whole-photutils"], wall["whole-photutils"] = _timed("whole-image photutils", whole_photutils, path, args.deblend)
