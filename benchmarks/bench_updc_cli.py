@@ -80,7 +80,8 @@ def plain_updc(header: str, psf_path: str, out: str, iterations: int, pedestal: 
         d = Drizzle(kernel="square", out_shape=shape, begin_ctx_id=0, max_ctx_id=len(exps) - 1)
         for (_, wt, pixmap, psr), v in zip(exps, values, strict=True):
             d.add_image(v.astype(np.float32), exptime=1.0, pixmap=pixmap, weight_map=wt, pixfrac=1.0, iscale=1.0, pixel_scale_ratio=psr)
-        return d.out_img.astype(np.float64) * d.out_wht
+        # out_img is NaN where nothing landed
+        return np.where(d.out_wht > 0, d.out_img, 0.0).astype(np.float64) * d.out_wht
 
     den = fftconvolve(drizzle_sum([np.ones_like(g) for g, *_ in exps]), psf_t, mode="same")  # once
     ok = den > 1e-6 * den.max()
