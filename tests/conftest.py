@@ -15,6 +15,18 @@ settings.register_profile("ci", max_examples=30, deadline=None, derandomize=True
 settings.register_profile("dev", max_examples=60, deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
+#: the end-to-end files, minutes each: collected first, so that with ``-n 2 --dist loadfile`` (the
+#: README's test command) they start at once and the short files fill the other process around them
+LONGEST_FIRST = ("test_readme.py", "test_demo.py", "test_notebooks.py", "tests/service/test_runs.py", "test_updc_noise.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        path = item.nodeid.split("::")[0]
+        return next((i for i, name in enumerate(LONGEST_FIRST) if path.endswith(name)), len(LONGEST_FIRST))
+
+    items.sort(key=rank)  # stable: the order within a file, and of the other files, is kept
+
 
 @pytest.fixture(scope="session")
 def small_field(tmp_path_factory):
