@@ -63,20 +63,46 @@ _STRUCTURAL = {
 
 
 class _FitsSection:
-    """One 2-D FITS image extension as an array-like: slicing reads only that section of the file."""
+    """One 2-D FITS image extension as an array-like: slicing reads only the rows of that section."""
 
     def __init__(self, path, ext, shape, dtype):
         self.path, self.ext = str(path), ext
         self.shape, self.dtype, self.ndim = tuple(shape), np.dtype(dtype), len(shape)
 
+    #: bytes of whole rows read at once: a band of full rows is one contiguous read, where a section
+    #: of a few columns reads row by row (a 1024² chunk of a 4096² image: 0.036 s against 0.25 s)
+    BAND_BYTES = 64 * 2**20
+
     def __getitem__(self, key):
-        # no memmap of the whole file: a section reads these rows and columns only
+        # no memmap of the whole file: whole rows in bands, their columns cut out, or a section
         with fits.open(self.path, memmap=False, lazy_load_hdus=True) as hdul:
-            out = np.asarray(hdul[self.ext].section[key], dtype=self.dtype)
+            section = hdul[self.ext].section
+            rows = _unit_slices(key, self.shape)
+            if rows is None:
+                out = np.asarray(section[key], dtype=self.dtype)
+            else:
+                (y0, y1), (x0, x1) = rows
+                step = max(1, self.BAND_BYTES // max(1, self.shape[1] * self.dtype.itemsize))
+                out = np.empty((y1 - y0, x1 - x0), dtype=self.dtype)
+                for y in range(y0, y1, step):
+                    out[y - y0 : min(y + step, y1) - y0] = section[y : min(y + step, y1), :][:, x0:x1]
         if out.size == 0:
             # a section drops the axes of an empty selection; the shape it should have, without memory
             out = np.empty(np.broadcast_to(np.zeros((), bool), self.shape)[key].shape, dtype=self.dtype)
         return out
+
+
+def _unit_slices(key, shape) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """``((y0, y1), (x0, x1))`` where ``key`` is two slices of step 1 over a 2-D ``shape``, else None."""
+    if not (isinstance(key, tuple) and len(key) == 2 and len(shape) == 2 and all(isinstance(k, slice) for k in key)):
+        return None
+    bounds = []
+    for k, n in zip(key, shape, strict=True):
+        start, stop, step = k.indices(n)
+        if step != 1 or stop <= start:
+            return None
+        bounds.append((start, stop))
+    return bounds[0], bounds[1]
 
 
 def _open(path: Path):

@@ -73,6 +73,16 @@ def test_any_window_on_any_tiling_equals_getdata(i2d, tile, y, x):
     np.testing.assert_array_equal(window, fits.getdata(i2d, "ERR")[y0:y1, x0:x1])
 
 
+@pytest.mark.parametrize("band_rows", [1, 3, 1000])
+def test_rows_read_in_bands_of_any_height_equal_getdata(i2d, monkeypatch, band_rows):
+    """Whole rows read a band at a time, their columns cut out: bands of 1 row, of 3 (not dividing
+    the chunks) and of more rows than the image has."""
+    monkeypatch.setattr(images._FitsSection, "BAND_BYTES", band_rows * 131 * 4)
+    got = read_fits_image(i2d, ext="ERR", tile=23).data
+    np.testing.assert_array_equal(got.compute(), fits.getdata(i2d, "ERR"))
+    np.testing.assert_array_equal(got[7:60, 100:131].compute(), fits.getdata(i2d, "ERR")[7:60, 100:131])
+
+
 def test_only_the_chunks_needed_are_read(i2d, monkeypatch):
     reads = []
     real = images._FitsSection.__getitem__
