@@ -275,7 +275,7 @@ def drizzle_files(
     cores = {t.index: t.core for t in grid.tiles()}
     todo = sorted((i for i, ks in plan.by_tile.items() if ks), key=plan.pixels, reverse=True)
     job = _Job(
-        CalCutouts(paths, bad_bits), [float(i["exptime"]) for i in infos], [_PortableWCS(w) for w in wcs_list],
+        CalCutouts(paths, bad_bits).prepare(), [float(i["exptime"]) for i in infos], [_PortableWCS(w) for w in wcs_list],
         _PortableWCS(grid.wcs), plan.cutouts, plan.by_tile, cores, plan.n_planes, weight, kernel, float(pixfrac),
         plan.psrs, target,
     )

@@ -584,6 +584,13 @@ class CalCutouts:
         self.paths = [str(p) for p in paths]
         self.bad_bits = int(bad_bits)
 
+    def prepare(self) -> CalCutouts:
+        """Read every file's layout now, into this process's cache: worker processes forked
+        afterwards inherit it instead of each parsing every header again."""
+        for path in self.paths:
+            _layout(path)
+        return self
+
     def __call__(self, k: int, region) -> dict:
         """Exposure ``k``'s ``(y, x)`` region: sci, good, var_poisson, var_rnoise, var_flat."""
         ys, xs = region
