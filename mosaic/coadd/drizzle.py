@@ -29,7 +29,7 @@ import logging
 import math
 import pickle
 import warnings
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 from astropy.wcs import WCS
@@ -51,6 +51,9 @@ from mosaic.ops.drizzle import (
 )
 from mosaic.ops.pixmap import LATTICE_STEP, calc_pixmap, cutout_for_region, cutout_rows_for_region, lattice_pixmap
 from mosaic.registry import algorithm
+
+if TYPE_CHECKING:  # dask and xarray are imported where a graph is built
+    import xarray as xr
 
 __all__ = ["VARIANCES", "DrizzlePlan", "blot_to_exposure", "drizzle_mosaic", "exposure_cutouts", "exposure_wcs", "plan_drizzle"]
 

@@ -16,12 +16,16 @@ import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
 from mosaic.exceptions import ExposureExcludedWarning, ExtremeValueWarning, InputError, LimitError
+
+if TYPE_CHECKING:  # imported by read_exposures only
+    import xarray as xr
 
 __all__ = [
     "CalCutouts",
