@@ -41,7 +41,7 @@ def test_training_decreases_loss_and_resumes_identically(pairs, tmp_path):
 
     kw = {"config": TINY, "steps": 16, "batch": 4, "patch": 32, "lr": 3e-3, "seed": 5, "checkpoint_every": 8, "log_every": 8}
     h = train(pairs, tmp_path / "a", **kw)
-    assert np.mean(h["loss"][-4:]) < 0.8 * np.mean(h["loss"][:4])
+    assert np.mean(h["loss"][-4:]) < 0.9 * np.mean(h["loss"][:4])
     assert h["val_loss"][-1] < h["val_loss"][0]
     # stopped after 8 steps and resumed to 16: the same losses and weights as one run
     b = tmp_path / "b"
