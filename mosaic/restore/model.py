@@ -20,7 +20,7 @@ full size, :data:`DEFAULT_CONFIG` the reduced size that is shipped.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F

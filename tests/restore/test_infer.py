@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from scipy import ndimage
 
 from mosaic.restore.infer import RestorationModel, _tiles, blend_window, restore_tiled, restore_whole
