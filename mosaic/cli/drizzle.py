@@ -95,7 +95,10 @@ def _run_direct(args: argparse.Namespace, out) -> int:
     from mosaic.io.grid import MosaicGrid  # noqa: PLC0415
 
     infos = check_exposures(args.files, weight=args.weight)  # bad input found before any work
-    grid = MosaicGrid.from_exposures([i["wcs"] for i in infos], [i["shape"] for i in infos], psr=args.psr, rotation_deg=args.rotation, tile=args.tile)
+    grid = MosaicGrid.from_exposures(
+        [i["wcs"] for i in infos], [i["shape"] for i in infos], psr=args.psr, rotation_deg=args.rotation, tile=args.tile,
+        names=[str(i["path"]) for i in infos],  # a grid beyond the limits names the files that stretch it
+    )
     log.info("drizzle: %d exposures -> %s (%d x %d, tiles of %d)", len(infos), out, *grid.shape, args.tile)
     written = drizzle_files(
         infos, grid, out, bad_bits=bad_bits_from(None), pixfrac=args.pixfrac, kernel=args.kernel, weight=args.weight,
@@ -130,7 +133,7 @@ def _run_dask(args: argparse.Namespace, out) -> int:
         shape = (exposures.sizes["y"], exposures.sizes["x"])
         grid = MosaicGrid.from_exposures(
             exposures.attrs["wcs"], [shape] * exposures.sizes["exposure"],
-            psr=args.psr, rotation_deg=args.rotation, tile=args.tile,
+            psr=args.psr, rotation_deg=args.rotation, tile=args.tile, names=[str(p) for p in exposures["path"].values],
         )
         # cut-outs read straight from the files: the mosaic is made tile by tile
         reader = CalCutouts(exposures["path"].values, exposures.attrs["bad_bits"])
