@@ -45,7 +45,7 @@ def _config(out: Path, sims: dict, *, iterations: int, workers: int):
     raw = {
         "field": "demo",
         "bands": {b: {"inputs": str(s.outdir / "*_cal.fits"), "psf": str(s.psf)} for b, s in sims.items()},
-        "grid": {"psr": 0.5, "tile": 256},
+        "grid": {"psr": 0.5, "tile": 512},
         "preprocessing": {"outliers": {"enabled": True}},
         # UPDC starts from the drizzle mosaic (its iteration 0): no separate drizzle step
         "drizzle": {"enabled": False},
