@@ -258,8 +258,9 @@ def drizzle_files(
 
     out = Path(out)
     paths = [str(i["path"]) for i in infos]
-    if any(out.absolute() == Path(p).absolute() for p in paths):
-        msg = f"{out}: is one of the input exposures; choose another --out"
+    if os.path.realpath(out) in {os.path.realpath(p) for p in paths}:  # a link to an input too
+        # the words of mosaic.io.images.refuse_input_as_output, which this dask-free path does not import
+        msg = f"{out}: is an input of this command; expected another output file (writing it would destroy the input, --overwrite or not)"
         raise InputError(msg)
     wcs_list = [i["wcs"] for i in infos]
     shape = tuple(infos[0]["shape"])

@@ -172,7 +172,7 @@ def test_examples_load_and_their_inputs_are_what_simulate_writes(tmp_path):
     assert [f.field for f in survey.fields] == ["sim", "sim_landweber"]
     sim, landweber = survey.fields
     assert (sim.updc.iterations, sim.updc.method) == (10, "updc")  # the field file's own keys win over the defaults
-    assert (landweber.updc.iterations, landweber.updc.method, landweber.grid.tile) == (5, "landweber", 256)
+    assert (landweber.updc.iterations, landweber.updc.method, landweber.grid.tile) == (5, "landweber", 512)
     assert landweber.bands["F200W"].exposure_paths() == sim.bands["F200W"].exposure_paths()
     for f in survey.fields:
         check_config(f)
