@@ -133,7 +133,7 @@ def _run_dask(args: argparse.Namespace, out) -> int:
         shape = (exposures.sizes["y"], exposures.sizes["x"])
         grid = MosaicGrid.from_exposures(
             exposures.attrs["wcs"], [shape] * exposures.sizes["exposure"],
-            psr=args.psr, rotation_deg=args.rotation, tile=args.tile, names=[str(p) for p in exposures["path"].values],
+            psr=args.psr, rotation_deg=args.rotation, tile=args.tile,
         )
         # cut-outs read straight from the files: the mosaic is made tile by tile
         reader = CalCutouts(exposures["path"].values, exposures.attrs["bad_bits"])
