@@ -38,23 +38,19 @@ from astropy.io import fits
 from mosaic.coadd.drizzle import VARIANCES, _drizzle_tile, _PortableWCS, plan_drizzle
 from mosaic.exceptions import InputError
 from mosaic.io.grid import MosaicGrid
+from mosaic.io.images import padded_size, refuse_input_as_output
+from mosaic.io.products import I2D_EXTENSIONS, i2d_image_header, i2d_primary_header
 
 __all__ = ["I2D_LAYOUT", "drizzle_files"]
 
 log = logging.getLogger(__name__)
 
-#: the i2d file's image extensions in file order: (EXTNAME, variable, dtype, fill where nothing landed, BUNIT)
-I2D_LAYOUT = (
-    ("SCI", "sci", np.float32, np.nan, "MJy/sr"),
-    ("ERR", "err", np.float32, np.nan, "MJy/sr"),
-    ("CON", "con", np.int32, 0, None),
-    ("WHT", "wht", np.float32, 0.0, None),
-    ("VAR_POISSON", "var_poisson", np.float32, np.nan, "(MJy/sr)^2"),
-    ("VAR_RNOISE", "var_rnoise", np.float32, np.nan, "(MJy/sr)^2"),
-    ("VAR_FLAT", "var_flat", np.float32, np.nan, "(MJy/sr)^2"),
+#: the i2d file's image extensions in file order (:data:`mosaic.io.products.I2D_EXTENSIONS`):
+#: (EXTNAME, variable, dtype, fill where nothing landed)
+I2D_LAYOUT = tuple(
+    (name, var, np.int32 if var == "con" else np.float32, {"con": 0, "wht": 0.0}.get(var, np.nan))
+    for name, var in I2D_EXTENSIONS.items()
 )
-_BITPIX = {np.dtype(np.float32): -32, np.dtype(np.int32): 32}
-_BLOCK = 2880
 
 
 class _Image(NamedTuple):
@@ -75,7 +71,7 @@ class _I2DFile:
         self.final = Path(path)
         self.tmp = self.final.absolute().with_name(f".{self.final.name}.part-{uuid.uuid4().hex[:8]}")
         self.images = {}
-        size = len(primary.tostring()) + sum(len(h.tostring()) + _padded(int(np.prod(s)) * np.dtype(d).itemsize) for _, h, s, d in headers)
+        size = len(primary.tostring()) + sum(len(h.tostring()) + padded_size(int(np.prod(s)) * np.dtype(d).itemsize) for _, h, s, d in headers)
         try:
             with open(self.tmp, "xb") as fh:  # exclusive: never through a planted file or link
                 if size > shutil.disk_usage(self.tmp.parent).free:
@@ -85,7 +81,7 @@ class _I2DFile:
                 for name, header, shape, dtype in headers:
                     fh.write(header.tostring().encode("ascii"))
                     offset = fh.tell()
-                    fh.seek(offset + _padded(int(np.prod(shape)) * np.dtype(dtype).itemsize))
+                    fh.seek(offset + padded_size(int(np.prod(shape)) * np.dtype(dtype).itemsize))
                     self.images[name] = _Image(offset, tuple(shape), np.dtype(dtype).newbyteorder(">"))
                 fh.truncate()
         except BaseException:
@@ -119,53 +115,14 @@ class _I2DFile:
         self.tmp.unlink(missing_ok=True)
 
 
-def _padded(n: int) -> int:
-    return -(-n // _BLOCK) * _BLOCK
-
-
 def _headers(grid: MosaicGrid, attrs: dict, n_planes: int) -> tuple[fits.Header, list]:
-    """The primary header and the image extensions' headers of the i2d file, as :func:`mosaic.io.products.write_i2d` makes them."""
-    primary = fits.Header()
-    primary["SIMPLE"] = True
-    primary["BITPIX"] = 8
-    primary["NAXIS"] = 0
-    primary["EXTEND"] = True
-    primary["TELESCOP"] = "JWST"
-    primary["INSTRUME"] = "NIRCAM"
-    for key, kw, comment in (
-        ("band", "FILTER", "filter of the exposures"),
-        ("kernel", "RESKERN", "drizzle kernel"),
-        ("pixfrac", "PIXFRAC", "drizzle pixel fraction"),
-        ("weight_type", "RESWHT", "drizzle input weighting"),
-        ("pixel_scale_ratio", "PXSCLRT", "output / input pixel scale"),
-        ("n_exposures", "NDRIZIM", "number of exposures given"),
-    ):
-        if key in attrs:
-            primary[kw] = (attrs[key], comment)
-    primary["NCOADDS"] = (len(attrs["exposures_used"]), "number of exposures drizzled")
-    primary["ORIGIN"] = ("mosaic", "made by the mosaic package")
+    """The primary header and ``(EXTNAME, header, shape, dtype)`` of each image extension, those of :func:`~mosaic.io.products.write_i2d`."""
     wcs_header = grid.to_header()
     out = []
-    for name, _, dtype, _, bunit in I2D_LAYOUT:
+    for name, _, dtype, _ in I2D_LAYOUT:
         shape = (n_planes, *grid.shape) if name == "CON" else grid.shape
-        h = fits.Header()
-        h["XTENSION"] = ("IMAGE", "image extension")
-        h["BITPIX"] = _BITPIX[np.dtype(dtype)]
-        h["NAXIS"] = len(shape)
-        for i, n in enumerate(reversed(shape), start=1):
-            h[f"NAXIS{i}"] = int(n)
-        h["PCOUNT"] = 0
-        h["GCOUNT"] = 1
-        h["EXTNAME"] = name
-        if bunit is not None:
-            h["BUNIT"] = bunit
-        for card in wcs_header.cards:
-            if card.keyword not in ("COMMENT", "HISTORY") and not card.keyword.startswith("NAXIS"):
-                h.append(card)
-        if name == "CON":
-            h["COMMENT"] = "bit k of plane p set: exposure 32p+k contributed to the pixel"
-        out.append((name, h, shape, dtype))
-    return primary, out
+        out.append((name, i2d_image_header(name, shape, dtype, wcs_header), shape, dtype))
+    return i2d_primary_header(attrs, None), out
 
 
 class _Job(NamedTuple):
@@ -206,7 +163,7 @@ def _run_tile(index) -> tuple:
         weight=job.weight, kernel=job.kernel, pixfrac=job.pixfrac, pixel_scale_ratios=[job.psrs[k] for k in ks],
         var_names=VARIANCES,
     )
-    for name, var, _, _, _ in I2D_LAYOUT:
+    for name, var, _, _ in I2D_LAYOUT:
         job.file.write(name, core, res[var])
     return index, time.process_time() - t0
 
@@ -258,10 +215,7 @@ def drizzle_files(
 
     out = Path(out)
     paths = [str(i["path"]) for i in infos]
-    if os.path.realpath(out) in {os.path.realpath(p) for p in paths}:  # a link to an input too
-        # the words of mosaic.io.images.refuse_input_as_output, which this dask-free path does not import
-        msg = f"{out}: is an input of this command; expected another output file (writing it would destroy the input, --overwrite or not)"
-        raise InputError(msg)
+    refuse_input_as_output(out, inputs=paths)
     wcs_list = [i["wcs"] for i in infos]
     shape = tuple(infos[0]["shape"])
     t0 = time.perf_counter()
@@ -291,7 +245,7 @@ def drizzle_files(
             if ks:
                 continue
             ys, xs = cores[index]
-            for name, _, dtype, fill, _ in I2D_LAYOUT:
+            for name, _, dtype, fill in I2D_LAYOUT:
                 if fill != 0:
                     planes = (plan.n_planes,) if name == "CON" else ()
                     target.write(name, cores[index], np.full((*planes, ys.stop - ys.start, xs.stop - xs.start), fill, dtype))

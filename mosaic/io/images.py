@@ -27,13 +27,15 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import dask.array as da
 import numpy as np
 from astropy.io import fits
-from dask.base import tokenize
 
 from mosaic.exceptions import InputError, MissingFileError
+
+if TYPE_CHECKING:
+    import dask.array as da
 
 __all__ = [
     "FitsImage",
@@ -189,6 +191,10 @@ def _image_hdu(hdul, path: Path, ext):
 
 
 def _lazy(path: Path, ext, hdu, tile: int, dtype) -> da.Array:
+    # dask only where a lazy array is made: readers of headers and the writers' layout go without it
+    import dask.array as da  # noqa: PLC0415
+    from dask.base import tokenize  # noqa: PLC0415
+
     shape = (int(hdu.header["NAXIS2"]), int(hdu.header["NAXIS1"]))
     # the dtype the section gives (BSCALE/BZERO applied), in native byte order
     dtype = np.dtype(dtype if dtype is not None else hdu.section[0:1, 0:1].dtype).newbyteorder("=")
@@ -359,6 +365,8 @@ def open_image(path, *, ext=None, tile: int = 1024) -> da.Array:
     -------
     dask.array.Array
     """
+    import dask.array as da  # noqa: PLC0415
+
     path = Path(path)
     if not path.exists():
         msg = f"{path}: no such image; expected a FITS file or a zarr array"
@@ -480,7 +488,8 @@ def _write_error(path: Path, err: OSError, size: int) -> Exception:
     return InputError(f"{path}: cannot be written ({' '.join(str(err).split())}); expected a writable output folder with room for it")
 
 
-def _padded(n: int) -> int:
+def padded_size(n: int) -> int:
+    """Bytes that ``n`` bytes of data take in a FITS file (whole 2880-byte blocks)."""
     return -(-n // _BLOCK) * _BLOCK
 
 
@@ -574,7 +583,7 @@ def lay_out_fits(path, primary: fits.Header, extensions: Sequence[tuple[fits.Hea
     tmp = path.absolute().with_name(f".{path.name}.part-{uuid.uuid4().hex[:8]}")
     targets = []
     size = len(primary.tostring()) + sum(
-        len(h.tostring()) + _padded(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize) for h, a in extensions
+        len(h.tostring()) + padded_size(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize) for h, a in extensions
     )
     try:
         # exclusive and random: never through a planted file or link of that name
@@ -586,7 +595,7 @@ def lay_out_fits(path, primary: fits.Header, extensions: Sequence[tuple[fits.Hea
                 fh.write(header.tostring().encode("ascii"))
                 offset = fh.tell()
                 # reserve the padded data area (sparse): tiles are written into it later
-                fh.seek(offset + _padded(int(np.prod(array.shape)) * np.dtype(array.dtype).itemsize))
+                fh.seek(offset + padded_size(int(np.prod(array.shape)) * np.dtype(array.dtype).itemsize))
                 targets.append(_FitsImageTarget(tmp, offset, array.shape, array.dtype))
             fh.truncate()
     except OSError as err:
@@ -595,6 +604,8 @@ def lay_out_fits(path, primary: fits.Header, extensions: Sequence[tuple[fits.Hea
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    import dask.array as da  # noqa: PLC0415
+
     writes = da.store([a for _, a in extensions], targets, lock=False, compute=False)
     return PendingFile(writes, tmp, path, size)
 
@@ -637,6 +648,8 @@ def write_fits_image(path, images: Mapping, *, header=None, wcs=None, primary=No
     if path.exists() and not overwrite:
         msg = f"{path}: exists; pass overwrite=True (--overwrite) to replace it"
         raise FileExistsError(msg)
+    import dask.array as da  # noqa: PLC0415
+
     refuse_input_as_output(path, arrays=[a for a in images.values() if isinstance(a, da.Array)])
     if not images:
         msg = f"{path}: no image to write; expected a mapping of extension name to a 2-D image"

@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import dask.array as da
 import numpy as np
-import xarray as xr
 from astropy.io import fits
 
 from mosaic.io.grid import MosaicGrid
 from mosaic.io.images import PendingFile, extension_header, lay_out_fits, refuse_input_as_output
 
-__all__ = ["I2D_EXTENSIONS", "PendingFile", "write_drizzle_products", "write_i2d"]
+if TYPE_CHECKING:
+    import xarray as xr
+
+__all__ = ["I2D_EXTENSIONS", "PendingFile", "i2d_image_header", "i2d_primary_header", "write_drizzle_products", "write_i2d"]
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,8 @@ _PRIMARY_KEYS = {
 }
 
 
-def _image_header(name: str, shape, dtype, wcs_header: fits.Header) -> fits.Header:
+def i2d_image_header(name: str, shape, dtype, wcs_header: fits.Header) -> fits.Header:
+    """The header of the i2d extension ``name``: layout, BUNIT, the grid's WCS (and CON's bit-plane note)."""
     cards = fits.Header()
     if name in _UNITS:
         cards["BUNIT"] = _UNITS[name]
@@ -69,7 +72,8 @@ def _image_header(name: str, shape, dtype, wcs_header: fits.Header) -> fits.Head
     return h
 
 
-def _primary_header(attrs: dict, extra: fits.Header | dict | None) -> fits.Header:
+def i2d_primary_header(attrs: dict, extra: fits.Header | dict | None) -> fits.Header:
+    """The i2d primary header: instrument, the drizzle keywords found in ``attrs``, then ``extra``."""
     h = fits.Header()
     h["SIMPLE"] = True
     h["BITPIX"] = 8
@@ -138,6 +142,8 @@ def write_i2d(
             msg = f"{path}: variable {var!r} has shape {mosaic[var].shape}; expected {want} on the grid"
             raise ValueError(msg)
 
+    import dask.array as da  # noqa: PLC0415  (only to write: the headers below need no dask)
+
     wcs_header = grid.to_header()
     extensions = []
     for name, var in I2D_EXTENSIONS.items():
@@ -147,8 +153,8 @@ def write_i2d(
         if not isinstance(a, da.Array):
             a = da.from_array(np.asarray(a), chunks=(*a.shape[:-2], *grid.tile))
         dtype = np.int32 if var == "con" else np.float32
-        extensions.append((_image_header(name, a.shape, dtype, wcs_header), a.astype(dtype)))
-    pending = lay_out_fits(path, _primary_header(dict(mosaic.attrs), primary_header), extensions)
+        extensions.append((i2d_image_header(name, a.shape, dtype, wcs_header), a.astype(dtype)))
+    pending = lay_out_fits(path, i2d_primary_header(dict(mosaic.attrs), primary_header), extensions)
     return pending.compute() if compute else pending
 
 
