@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from drizzle.resample import Drizzle
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mosaic.ops.overlap import blot_sums, drizzle_sums
@@ -33,6 +33,29 @@ def _package_numerator(x, pixmap, shape, pixfrac):
     return np.nan_to_num(d.out_img).astype(np.float64) * d.out_wht
 
 
+def _package_kept(pixmap, pixfrac):
+    """Input pixels the drizzle package spreads at all, found one pixel at a time.
+
+    The package scans only the input pixels inside a polygon whose corners it finds by inverting
+    the pixel map with a 2-D golden-section search (``invert_pixmap`` in its ``cdrizzlemap.c``).
+    On a strongly warped map (``warp >= 0.75`` below, e.g. scale 1.375, angle 4.0) that search
+    stops more than a pixel from the true corner of the input, and the package skips 17-22
+    whole pixels of the input's first or last row although they land well inside the output:
+    their flux is lost (every pixel it does spread matches ours column by column). That is the
+    package's defect, not a legitimate alternative, so the tests compare with it over the pixels
+    it keeps and check the skipped ones against flux conservation instead.
+    """
+    kept = np.zeros(pixmap.shape[:2], dtype=bool)
+    for j, i in np.ndindex(kept.shape):
+        one_hot = np.zeros(kept.shape)
+        one_hot[j, i] = 1.0
+        kept[j, i] = _package_numerator(one_hot, pixmap, OUT, pixfrac).sum() > 0
+    return kept
+
+
+#: the map on which hypothesis's dev profile found the package skipping a row (see _package_kept)
+WARPED = {"scale": 1.375, "angle": 4.0, "shift": (0.0, 0.0), "warp": 0.75}
+
 maps = st.fixed_dictionaries(
     {
         "scale": st.floats(1.3, 2.6),
@@ -45,25 +68,34 @@ maps = st.fixed_dictionaries(
 
 @settings(max_examples=25, deadline=None)
 @given(m=maps, pixfrac=st.floats(0.3, 1.0), seed=st.integers(0, 2**16))
+@example(m=WARPED, pixfrac=1.0, seed=0)
 def test_drizzle_is_the_package_numerator(m, pixfrac, seed):
-    """``D x`` equals drizzle's ``out_img * out_wht`` with unit weights."""
+    """``D x`` equals drizzle's ``out_img * out_wht`` with unit weights (over the pixels the
+    package keeps), and holds all of ``x``'s flux."""
     shape = (14, 17)
     pixmap = _pixmap(shape, **m)
     x = np.random.default_rng(seed).uniform(0.1, 1.0, shape)
     xc, yc = pixel_corners(pixmap, pixfrac=pixfrac)
-    got = drizzle_sums(xc, yc, [x], OUT)[0]
+    kept = _package_kept(pixmap, pixfrac)
+    assert kept.mean() > 0.85  # the package skips one partial row at most
+    got = drizzle_sums(xc, yc, [np.where(kept, x, 0.0)], OUT)[0]
     ref = _package_numerator(x, pixmap, OUT, pixfrac)
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6 * max(ref.max(), 1e-12))
+    # every quadrilateral lies inside OUT (> 2 pixels from its border): D spreads each input
+    # pixel's whole value, those the package skips included
+    assert drizzle_sums(xc, yc, [x], OUT)[0].sum() == pytest.approx(x.sum(), rel=1e-12)
 
 
 @settings(max_examples=25, deadline=None)
 @given(m=maps, pixfrac=st.floats(0.3, 1.0), seed=st.integers(0, 2**16))
+@example(m=WARPED, pixfrac=1.0, seed=0)
 def test_blot_is_the_transpose_of_the_package_drizzle(m, pixfrac, seed):
-    """Dot-product test ``<D x, y> = <x, D^T y>`` with ``D`` from the drizzle package."""
+    """Dot-product test ``<D x, y> = <x, D^T y>`` with ``D`` from the drizzle package, over the
+    input pixels the package keeps (see :func:`_package_kept`)."""
     shape = (14, 17)
     pixmap = _pixmap(shape, **m)
     rng = np.random.default_rng(seed)
-    x = rng.uniform(0.1, 1.0, shape)
+    x = rng.uniform(0.1, 1.0, shape) * _package_kept(pixmap, pixfrac)
     y = rng.uniform(0.0, 1.0, OUT)
     xc, yc = pixel_corners(pixmap, pixfrac=pixfrac)
     num, den, jaco = blot_sums(xc, yc, y)
