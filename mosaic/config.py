@@ -18,6 +18,7 @@ band, and how to process them::
     catalogs: {enabled: false, threshold: 3.0, npixels: 5, iterations: [5]}
     products: {outdir: products, previews: true, rgb: null}
     fusion: {enabled: false, cube: ifu_s3d.fits, images: ["products/*_f2*_i2d.fits"], components: 5}
+    restore: {enabled: false, model: null, tile: 512, overlap: null, input: drizzle}
     store: products/mosaic.zarr      # default: <products.outdir>/mosaic.zarr
     cluster: null                    # passed to mosaic.cluster.cluster_client
 
@@ -53,6 +54,7 @@ __all__ = [
     "PREP_STEPS",
     "PrepConfig",
     "ProductsConfig",
+    "RestoreConfig",
     "StepConfig",
     "SurveyConfig",
     "UPDCConfig",
@@ -518,6 +520,50 @@ class FusionConfig:
             raise ConfigError(f"{_join(where, 'images')}: missing; expected globs of the NIRCam images when fusion is enabled")
 
 
+def _restore_input(v, w, b):
+    if v == "drizzle" or (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
+        return v
+    _bad(w, v, "'drizzle' or the number of a saved UPDC iteration (updc.save)")
+
+
+def _multiple_of_8(*, minimum: int):
+    def parse(v, w, b):
+        if isinstance(v, bool) or not isinstance(v, int) or v < minimum or v % 8:
+            _bad(w, v, f"an integer >= {minimum}, a multiple of 8 (the network's lattice)")
+        return v
+
+    return parse
+
+
+@dataclass(frozen=True)
+class RestoreConfig:
+    """Learned restoration (seed 002, :mod:`mosaic.restore`) of a band's mosaic, after UPDC.
+
+    Runs in the bands the model is trained for and writes ``<outdir>/<field>_<band>_restored_i2d.fits``
+    (the drizzle mosaic) or ``<field>_<band>_<method>_iterNN_restored_i2d.fits`` (a saved iteration).
+
+    Attributes
+    ----------
+    enabled : bool
+    model : Path or None
+        ONNX model (default: the shipped one).
+    tile, overlap : int
+        Tile core side and overlap in pixels, multiples of 8; overlap null: the model's halo.
+    input : "drizzle" or int
+        The drizzle mosaic, or a saved UPDC iteration (the model is trained on drizzle mosaics).
+    """
+
+    enabled: bool = _option(False, parse=_bool)
+    model: Path | None = _option(None, parse=_optional(_path), kind="path")
+    tile: int = _option(512, parse=_multiple_of_8(minimum=8))
+    overlap: int | None = _option(None, parse=_optional(_multiple_of_8(minimum=0)))
+    input: str | int = _option("drizzle", parse=_restore_input)
+
+    def _check(self, where):
+        if self.overlap is not None and self.overlap > self.tile:
+            _bad(_join(where, "overlap"), self.overlap, f"at most restore.tile ({self.tile})")
+
+
 def _known_bands():
     from mosaic.psf.model import BANDS  # noqa: PLC0415
 
@@ -562,7 +608,7 @@ class FieldConfig:
     field : str
         Name of the field in the store.
     bands : mapping of str to BandConfig
-    grid, preprocessing, drizzle, updc, catalogs, products, fusion
+    grid, preprocessing, drizzle, updc, catalogs, products, fusion, restore
         The sections.
     store : Path
         The zarr store (checkpoints, products, status).
@@ -581,6 +627,7 @@ class FieldConfig:
     catalogs: CatalogConfig = _option(parse=_section(CatalogConfig), factory=CatalogConfig)
     products: ProductsConfig = _option(parse=_section(ProductsConfig), kind=ProductsConfig, factory=ProductsConfig)
     fusion: FusionConfig = _option(parse=_section(FusionConfig), kind=FusionConfig, factory=FusionConfig)
+    restore: RestoreConfig = _option(parse=_section(RestoreConfig), kind=RestoreConfig, factory=RestoreConfig)
     store: Path | None = _option(None, parse=_optional(_path), kind="path")
     cluster: Mapping | None = _option(None, parse=_cluster)
     source: Path | None = None
@@ -599,6 +646,12 @@ class FieldConfig:
                 _bad(_join(where, "catalogs.iterations"), list(its), f"saved iterations (updc.save: {list(saved)})")
         if self.catalogs.enabled and not self.updc.enabled and not self.drizzle.enabled:
             _bad(_join(where, "catalogs.enabled"), True, "false when both drizzle and updc are off (nothing to catalogue)")
+        r = self.restore
+        if r.enabled and r.input == "drizzle" and not self.drizzle.enabled:
+            _bad(_join(where, "restore.input"), r.input, "a saved UPDC iteration when drizzle is off")
+        if r.enabled and r.input != "drizzle" and (not self.updc.enabled or r.input not in self.updc.saved()):
+            saved = list(self.updc.saved()) if self.updc.enabled else []
+            _bad(_join(where, "restore.input"), r.input, f"'drizzle' or a saved UPDC iteration (updc.save: {saved})")
 
     @property
     def outdir(self) -> Path:

@@ -285,6 +285,8 @@ def _band_token(config: FieldConfig, run: BandRun) -> str:
         run.exposure_token, file_token(sorted(set(run.psf_paths))),
         # fusion runs in the field's last band; configs without it keep their tokens
         *((c.fusion,) if c.fusion.enabled and run.band == list(c.bands)[-1] else ()),
+        # likewise restore: enabling it reopens a complete band for that step alone
+        *((c.restore,) if c.restore.enabled else ()),
     )
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "FusionStep",
     "Outcome",
     "PreviewStep",
+    "RestoreStep",
     "STEPS",
     "Step",
     "UPDCStep",
@@ -444,6 +445,69 @@ def _ranges(numbers) -> str:
 # -- after coaddition -------------------------------------------------------------------------------------
 
 
+class RestoreStep(Step):
+    """Learned restoration (:func:`mosaic.restore.product.restore_i2d`) of the drizzle mosaic or a
+    saved UPDC iteration, in the bands the model is trained for, on the run's cluster."""
+
+    name = section = "restore"
+
+    def _model(self, config: FieldConfig):
+        from mosaic.exceptions import InputError  # noqa: PLC0415
+
+        try:
+            from mosaic.restore.infer import RestorationModel  # noqa: PLC0415
+        except ImportError as err:
+            raise ConfigError(f"restore.enabled: needs onnxruntime ({err}; pip install -e .[restore]); expected false") from None
+        try:
+            return RestorationModel(config.restore.model)
+        except InputError as err:
+            raise ConfigError(f"restore.model: {err}") from None
+
+    def enabled(self, run: BandRun) -> bool:
+        return run.config.restore.enabled and run.band == self._model(run.config).band
+
+    def listed(self, run: BandRun) -> bool:
+        return run.config.restore.enabled  # off: no row (configs without it keep their summaries)
+
+    def check(self, config: FieldConfig) -> None:
+        r = config.restore
+        if not r.enabled:
+            return
+        model = self._model(config)
+        if model.band not in config.bands:
+            raise ConfigError(f"restore.model: {model.path.name} is trained for {model.band}; expected a model for one of the bands {sorted(config.bands)}")
+        for key, value in (("tile", r.tile), ("overlap", r.overlap)):
+            if value is not None and value % model.multiple:
+                raise ConfigError(f"restore.{key}: got {value!r}; expected a multiple of {model.multiple} (model {model.path.name})")
+
+    def _paths(self, run: BandRun) -> tuple[Path, Path]:
+        """The input mosaic file and the product."""
+        r = run.config.restore
+        label = "drizzle" if r.input == "drizzle" else f"{run.config.updc.method}_iter{r.input:02d}"
+        out = f"{run.stem}_restored_i2d.fits" if r.input == "drizzle" else f"{run.stem}_{label}_restored_i2d.fits"
+        return run.outdir / f"{run.stem}_{label}_i2d.fits", run.outdir / out
+
+    def settings(self, run: BandRun):
+        r = run.config.restore
+        model = self._model(run.config)
+        upstream = run.tokens.get("drizzle") if r.input == "drizzle" else run.tokens.get("updc")
+        return {"restore": r, "model": file_token([model.path]), "upstream": upstream}
+
+    def run(self, run: BandRun, *, resume: bool, overwrite: bool) -> Outcome:
+        from contextlib import nullcontext  # noqa: PLC0415
+
+        from mosaic.restore.product import restore_i2d  # noqa: PLC0415
+
+        r = run.config.restore
+        model = self._model(run.config)
+        source, out = self._paths(run)
+        # the product is written whole under a temporary name, so one that exists is complete
+        with run.client.as_current() if run.client is not None else nullcontext():
+            restore_i2d(source, out, model=model, tile=r.tile, overlap=r.overlap, overwrite=True)
+        overlap = model.halo if r.overlap is None else r.overlap
+        return Outcome(products={"restored_i2d": str(out)}, detail=f"{source.name}, {model.path.name}, tile {r.tile}, overlap {overlap}")
+
+
 def _iteration_images(run: BandRun, iterations):
     """``{label: (lazy sky-subtracted image, grid)}``: UPDC iterations read from the store."""
     result = run.results.get("updc")
@@ -568,6 +632,7 @@ STEPS: tuple[Step, ...] = (
     *(ExposureStep(name, module, function) for name, module, function in PREP_ORDER),
     DrizzleStep(),
     UPDCStep(),
+    RestoreStep(),
     CatalogStep(),
     PreviewStep(),
     FusionStep(),

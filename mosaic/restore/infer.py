@@ -268,7 +268,8 @@ def restore_image(image, model: RestorationModel, *, tile: int = 512, overlap: i
     norm = norm or estimate_normalisation(image, softening=model.softening)
     u = image.map_blocks(norm.forward, dtype=np.float32)
     r = restore_tiled(u, model, tile=tile, overlap=overlap)
-    restored = da.map_blocks(_back, r, image, norm=norm, dtype=np.float32)
+    # the tiles' last chunk may be merged into the one before (restore_tiled): follow its chunks
+    restored = da.map_blocks(_back, r, image.rechunk(r.chunks), norm=norm, dtype=np.float32)
     return restored, norm
 
 

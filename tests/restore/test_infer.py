@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
-from mosaic.restore.infer import RestorationModel, _tiles, blend_window, restore_tiled, restore_whole
+from mosaic.restore.infer import RestorationModel, _tiles, blend_window, restore_image, restore_tiled, restore_whole
 from mosaic.restore.normalise import estimate_normalisation
 from tests.restore.conftest import mosaic_image
 
@@ -73,6 +73,20 @@ def test_tiling_graph_equals_whole_for_a_local_operator(model, ny, nx, tile, ove
     whole = restore_whole(u, box, overlap=overlap)
     tiled = restore_tiled(da.from_array(u, chunks=chunk), box, tile=tile, overlap=overlap).compute(scheduler="threads")
     np.testing.assert_allclose(tiled, whole, atol=1e-5, rtol=0)
+
+
+@settings(max_examples=10, deadline=None)
+@given(ny=st.integers(10, 160), nx=st.integers(10, 160), tile=st.sampled_from([32, 48, 64]), overlap=st.sampled_from([16, 32]))
+def test_restore_image_equals_whole_on_awkward_shapes(model, ny, nx, tile, overlap):
+    """In image units, NaN kept: shapes whose last tile is merged into the one before (chunks unlike the input's)."""
+    box = BoxModel(model.path)
+    box.r = overlap // 2
+    img = mosaic_image((ny, nx), seed=ny + nx)
+    norm = estimate_normalisation(img)
+    want = norm.inverse(restore_whole(norm.forward(img), box, overlap=overlap))
+    want[np.isnan(img)] = np.nan
+    got, _ = restore_image(da.from_array(img, chunks=37), box, tile=tile, overlap=overlap, norm=norm)
+    np.testing.assert_allclose(got.compute(scheduler="threads"), want, rtol=1e-5, atol=1e-5 * norm.sigma, equal_nan=True)
 
 
 @pytest.mark.parametrize("tile", [128, 256, 512])
