@@ -4,11 +4,14 @@
                   [--threshold 1.5] [--npixels 10] [--deblend] [--fwhm PIX] [--radii R ...]
                   [--tile PIX] [--workers N] [--regions CAT.reg] [--segmentation SEG.fits]
                   [--store STORE.zarr] [--field NAME] [--overwrite] [--detection-image DRIZZLE_i2d.fits]
-                  [--engine photutils|sep]
+                  [--engine photutils|sep] [--noise measured|err]
 
 IMAGE is an ``_i2d.fits`` mosaic (SCI, ERR, WHT) or a plain FITS image. The threshold is
-``--threshold`` times the noise: the ERR extension where there is one ("x ERR" in the log),
-else the sigma-clipped standard deviation of the image (from a strided sample). Pixels that are NaN or
+``--threshold`` times the noise per pixel, measured on the image itself (``--noise measured``,
+the default): the robust (MAD-based, clipped) scatter of the sky with the sources masked, as a
+factor on ERR where there is an ERR extension (logged: "threshold N x K x ERR"), else as the
+noise itself. ``--noise err`` takes ERR as it is (else the clipped standard deviation of the
+image), as before. Pixels that are NaN or
 have zero weight are masked. An image without a celestial WCS gives a catalogue whose RA/Dec
 are NaN, with a warning (positions in pixels are still exact). With ``--detection-image`` the
 sources are found on that image (the drizzle mosaic, smoothed by ``--fwhm``, threshold in units of
@@ -26,6 +29,7 @@ from mosaic.cli._common import forked_workers, local_client, positive_float, pos
 from mosaic.exceptions import InputError
 from mosaic.pipeline.detect import DETECTION_ENGINES as ENGINES
 from mosaic.pipeline.detect import DETECTION_METHODS as METHODS
+from mosaic.pipeline.detect import DETECTION_NOISE as NOISE
 
 __all__ = ["add_parser", "run"]
 
@@ -54,7 +58,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--engine", choices=ENGINES, default="photutils",
         help="segmentation engine: photutils, or sep (SExtractor detection, Kron and circular apertures at SEP speed; needs 'pip install sep') (default photutils)",
     )
-    p.add_argument("--threshold", type=positive_float, default=1.5, help="threshold in units of ERR (else of the image's clipped std) (default 1.5)")
+    p.add_argument("--threshold", type=positive_float, default=1.5, help="threshold in units of the noise per pixel (see --noise) (default 1.5)")
+    p.add_argument(
+        "--noise", choices=NOISE, default="measured",
+        help="the threshold's unit: the noise measured on the image (ERR scaled to the robust scatter of the sky, sources masked; "
+             "the scatter itself without ERR), or err: ERR as it is (else the image's clipped std) (default measured)",
+    )
     p.add_argument("--npixels", type=positive_int, default=10, help="minimum connected pixels of a source (default 10)")
     p.add_argument("--deblend", action="store_true", help="deblend overlapping sources (multi-threshold + watershed)")
     p.add_argument(
@@ -89,6 +98,9 @@ def _check_outputs(args) -> None:
     if args.workers < 0:
         msg = f"--workers {args.workers!r} is negative; expected 0 (threads) or a number of processes"
         raise InputError(msg)
+    if args.noise != "measured" and args.detection_image is not None:
+        msg = f"--noise {args.noise} with --detection-image is not allowed; expected --noise measured (a detection image's threshold is in its measured noise)"
+        raise InputError(msg)
     if args.fwhm < 0 or (args.method == "daofind" and args.fwhm == 0):
         msg = f"--fwhm {args.fwhm!r} is out of range; expected > 0 (>= 0 for segmentation, 0 meaning no smoothing)"
         raise InputError(msg)
@@ -105,6 +117,6 @@ def run(args: argparse.Namespace) -> int:
             args.image, args.out, method=args.method, threshold=args.threshold, n_pixels=args.npixels, deblend=args.deblend,
             fwhm=args.fwhm, radii=args.radii, tile=args.tile, regions=args.regions, segmentation=args.segmentation,
             store=Store(args.store) if args.store else None, field=args.field, overwrite=args.overwrite,
-            background_box=args.background_box, detection_image=args.detection_image, engine=args.engine,
+            background_box=args.background_box, detection_image=args.detection_image, engine=args.engine, noise=args.noise,
         )
     return 0

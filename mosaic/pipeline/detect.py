@@ -2,9 +2,13 @@
 
 :func:`detect_image` is what ``mosaic detect`` and the pipeline's catalogue step run. The image
 is an ``_i2d.fits`` mosaic (SCI, ERR, WHT) or a plain FITS image. Pixels that are NaN or have
-zero weight are masked. The threshold is ``threshold`` times the background RMS: the ERR
-extension where there is one (the mosaic is sky-subtracted), else the sigma-clipped standard
-deviation of the image from a strided sample (whose clipped median is then removed as the sky).
+zero weight are masked. The threshold is ``threshold`` times the noise per pixel, applied to the
+(smoothed) image as SExtractor and photutils apply it. With ``noise="measured"`` (the default)
+that noise is measured on the image itself (:func:`mosaic.catalog.noise.sky_noise`: the robust
+scatter of the sky, sources masked): ERR scaled to it where there is an ERR extension (ERR gives
+the shape, the sky its level), else the scatter itself (after the sky's median is removed). With
+``noise="err"`` the ERR extension is taken as it is (the mosaic is sky-subtracted), else the
+sigma-clipped standard deviation of a strided sample (whose clipped median is removed as the sky).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import numpy as np
 
 from mosaic.exceptions import InputError
 
-__all__ = ["DETECTION_ENGINES", "DETECTION_METHODS", "background_rms", "detect_image"]
+__all__ = ["DETECTION_ENGINES", "DETECTION_METHODS", "DETECTION_NOISE", "background_rms", "detect_image"]
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +28,9 @@ log = logging.getLogger(__name__)
 DETECTION_METHODS = ("segmentation", "daofind")
 #: engines of the segmentation method: photutils (tiled, equal to its whole-image calls) or SEP
 DETECTION_ENGINES = ("photutils", "sep")
+#: what a threshold is in units of (:data:`mosaic.catalog.noise.NOISE_MODES`, repeated here so the
+#: command line can offer them without importing the catalogue stack)
+DETECTION_NOISE = ("measured", "err")
 
 
 def background_rms(sci, good) -> tuple[float, float]:
@@ -50,6 +57,26 @@ def background_rms(sci, good) -> tuple[float, float]:
         raise InputError(msg)
     _, med, std = sigma_clipped_stats(sample[ok])
     return float(med), float(std)
+
+
+def _measured_noise(sci, good, err, path, threshold):
+    """:func:`mosaic.catalog.noise.sky_noise` of the image to threshold, logged; bad input named."""
+    from mosaic.catalog.noise import sky_noise  # noqa: PLC0415
+
+    try:
+        m = sky_noise(sci, good, err=err)
+    except ValueError as exc:
+        msg = f"{path}: cannot measure the noise: {exc}"
+        raise InputError(msg) from None
+    if not (np.isfinite(m.scale) and m.scale > 0):
+        msg = f"{path}: the measured noise is {m.scale!r}; expected a positive scatter of the sky (a constant image cannot be thresholded in its noise)"
+        raise InputError(msg)
+    if err is not None:
+        log.info("detect: threshold %g x %.4g x ERR (ERR scaled to the measured noise: robust scatter/ERR %.4g over %d sky pixels)",
+                 threshold, m.scale, m.scale, m.n_sky)
+    else:
+        log.info("detect: threshold %g x %.4g (measured noise: robust scatter of %d sky pixels)", threshold, m.scale, m.n_sky)
+    return m
 
 
 def _persisted(filled, det, bad, err):
@@ -79,7 +106,8 @@ def _require_sep() -> None:
 
 
 def _sep_table(filled, bad, err, rms, image, *, threshold, n_pixels, deblend, fwhm, radii, tile):
-    """The SEP engine's catalogue: relative threshold with ERR, else absolute (``threshold * rms``).
+    """The SEP engine's catalogue: relative threshold with ERR (``threshold`` in units of ``err``),
+    else absolute (``threshold * rms``).
 
     The filter is a plain convolution (SEP's ``filter_type="conv"``), so ``threshold`` means what
     it means for the photutils engine: the smoothed image against ``threshold`` times the
@@ -103,7 +131,7 @@ def _sep_table(filled, bad, err, rms, image, *, threshold, n_pixels, deblend, fw
 def detect_image(path, out, *, method: str = "segmentation", threshold: float = 1.5, n_pixels: int = 10,
                  deblend: bool = False, fwhm: float = 2.0, radii=(3.0, 6.0), tile: int = 1024, require_error: bool = False,
                  regions=None, segmentation=None, store=None, field: str | None = None, overwrite: bool = False,
-                 background_box: int | None = None, detection_image=None, engine: str = "photutils"):
+                 background_box: int | None = None, detection_image=None, engine: str = "photutils", noise: str = "measured"):
     """Detect and measure the sources of an image file and write the catalogue (and products).
 
     Computes on the current dask client, if any (else with threads here).
@@ -118,7 +146,11 @@ def detect_image(path, out, *, method: str = "segmentation", threshold: float = 
         Segmentation with photometry (:func:`mosaic.catalog.photometry.source_catalog`), or
         DAOFIND peaks (:func:`mosaic.catalog.daofind.detect_daofind`).
     threshold : float
-        Detection threshold in units of the background RMS.
+        Detection threshold in units of the noise per pixel (see ``noise``).
+    noise : {"measured", "err"}
+        What ``threshold`` is in units of: the noise measured on the (background-subtracted)
+        image, ERR scaled to it where there is ERR (default); or ERR as it is (else the clipped
+        standard deviation of the image), the behaviour before the measured noise.
     background_box : int, optional
         Subtract a local background first (sigma-clipped meshes of this size,
         :func:`mosaic.image.background.background_2d`): what the mosaic's global sky leaves,
@@ -180,6 +212,9 @@ def detect_image(path, out, *, method: str = "segmentation", threshold: float = 
         raise InputError(msg)
     if engine == "sep":
         _require_sep()
+    if noise not in DETECTION_NOISE or (noise != "measured" and detection_image is not None):
+        msg = f"noise {noise!r} is not allowed here; expected one of {list(DETECTION_NOISE)} ('measured' with a detection image)"
+        raise InputError(msg)
     image = read_image(path, tile=tile)
     if detection_image is not None:
         return _detect_dual_image(image, detection_image, out, method=method, threshold=threshold, n_pixels=n_pixels,
@@ -193,11 +228,17 @@ def detect_image(path, out, *, method: str = "segmentation", threshold: float = 
     good = da.isfinite(image.sci)
     if image.wht is not None:
         good &= image.wht > 0
+    measured = noise == "measured"
     if image.err is not None:
-        # i2d products are sky-subtracted, with their noise in ERR
+        # i2d products are sky-subtracted, with (the shape of) their noise in ERR
         sci = da.where(good, image.sci, np.nan)
         rms = da.where(good & (image.err > 0), image.err, np.inf)
-        log.info("detect: threshold %g x ERR", threshold)
+        if not measured:
+            log.info("detect: threshold %g x ERR (ERR as it is)", threshold)
+    elif measured:
+        # a plain image gets the median of its sky removed; its noise is measured below
+        sky = _measured_noise(image.sci, good, None, path, threshold).sky
+        sci = da.where(good, image.sci - sky, np.nan)
     else:
         # a plain image gets its clipped median removed and its clipped std as the noise
         sky, rms = background_rms(image.sci, good)
@@ -215,31 +256,47 @@ def detect_image(path, out, *, method: str = "segmentation", threshold: float = 
         log.info("detect: local background of %d px meshes subtracted", box)
     if image.wcs is None:
         log.warning("detect: %s has no celestial WCS; the catalogue has positions in pixels only (RA/Dec NaN)", path)
-    limit = threshold * rms
+    # the noise scale: measured on the image to threshold (after any local background), from a
+    # strided sample of the whole image, so any tiling thresholds alike; 1 for ERR as it is
+    k = 1.0
     seg = None
     if method == "daofind":
-        table = detect_daofind(sci, limit, fwhm=fwhm, mask=~good, tile=tiles)
+        if measured:
+            k = _measured_noise(sci, good, image.err, path, threshold).scale
+            rms = k * rms if image.err is not None else k
+        table = detect_daofind(sci, threshold * rms, fwhm=fwhm, mask=~good, tile=tiles)
         if image.wcs is not None and len(table):
             ra, dec = image.wcs.pixel_to_world_values(np.asarray(table["x_centroid"]), np.asarray(table["y_centroid"]))
             table["ra"], table["dec"] = ra, dec
             table["ra"].unit = table["dec"].unit = "deg"
     elif engine == "sep":
         filled, _, bad, err = _persisted(da.where(good, sci, 0.0), None, ~good, None if image.err is None else rms)
-        table = _sep_table(filled, bad, err, rms, image, threshold=threshold, n_pixels=n_pixels, deblend=deblend, fwhm=fwhm, radii=radii, tile=tile)
+        if measured:
+            k = _measured_noise(filled, ~bad, err, path, threshold).scale
+            rms = k if err is None else rms
+        # with ERR, SEP's threshold is relative to it: the measured scale goes into the threshold
+        # (ERR itself stays the flux errors' noise)
+        table = _sep_table(filled, bad, err, rms, image, threshold=threshold * (k if err is not None else 1.0),
+                           n_pixels=n_pixels, deblend=deblend, fwhm=fwhm, radii=radii, tile=tile)
     else:
         filled = da.where(good, sci, 0.0)
         det = smooth(filled, fwhm=fwhm, tile=tiles) if fwhm > 0 else filled
         # read and smoothed once: detection, deblending and both photometry passes reuse these chunks
         filled, det, bad, err = _persisted(filled, det, ~good, image.err)
+        if measured:
+            k = _measured_noise(filled, ~bad, err, path, threshold).scale
+            rms = k if err is None else rms
+        limit = threshold * rms
         if image.err is not None:
-            limit = threshold * da.where(~bad & (err > 0), err, np.inf)
+            limit = threshold * k * da.where(~bad & (err > 0), err, np.inf)
         seg = detect_segmentation(det, limit, n_pixels=n_pixels, mask=bad, deblend=deblend, tile=tiles)
         scale, unit = image.flux_scale
         table = source_catalog(
             filled, seg, error=err, mask=bad, convolved=det if fwhm > 0 else None, wcs=image.wcs,
             radii=tuple(radii), flux_scale=scale, flux_unit=unit,
         )
-    table.meta.update(image=str(path), method=method, threshold_sigma=threshold, band=image.band)
+    table.meta.update(image=str(path), method=method, threshold_sigma=threshold, band=image.band, noise=noise,
+                      noise_scale=float(k) if image.err is not None else float(rms))
     if method == "segmentation":
         table.meta["engine"] = engine
     write_catalog(table, out, overwrite=overwrite)

@@ -80,18 +80,25 @@ def _write_i2d(path, img, wcs, *, err=True):
     return path
 
 
-def test_cli_detect_equals_photutils(tmp_path, measured):
+@pytest.mark.parametrize("noise", ["err", "measured"])
+def test_cli_detect_equals_photutils(tmp_path, measured, noise):
+    """Tiled, through the file and the command: photutils on the whole image at ``2 x ERR``, or at
+    ``2 x k x ERR`` with the measured ``k`` (the scene's noise is 1 and so is its ERR)."""
     img, _, wcs, _, _ = measured
     image = _write_i2d(tmp_path / "m_i2d.fits", img, wcs)
     out = tmp_path / "cat.parquet"
-    rc = main(["detect", str(image), "--out", str(out), "--threshold", "2", "--npixels", "8", "--fwhm", "0", "--tile", "96",
+    rc = main(["detect", str(image), "--out", str(out), "--threshold", "2", "--npixels", "8", "--fwhm", "0", "--tile", "96", "--noise", noise,
                "--regions", str(tmp_path / "cat.reg"), "--segmentation", str(tmp_path / "seg.fits"), "--store", str(tmp_path / "s.zarr")])
     assert rc == 0
     cat = read_catalog(out)
+    k = cat.meta["noise_scale"]
+    assert cat.meta["noise"] == noise
+    assert k == (1.0 if noise == "err" else pytest.approx(1.0, abs=0.03))
     data = img.astype(np.float32).astype(np.float64)
     good = np.ones(img.shape, bool)
     good[:3] = False
-    ref = SourceCatalog(np.where(good, data, 0.0), detect_sources(data, 2.0, n_pixels=8, mask=~good), error=np.ones(img.shape), mask=~good)
+    ref = SourceCatalog(np.where(good, data, 0.0), detect_sources(data, 2.0 * k, n_pixels=8, mask=~good), error=np.ones(img.shape), mask=~good)
+    assert len(cat) == len(ref) > 5
     np.testing.assert_allclose(cat["x_centroid"].value, ref.x_centroid, atol=1e-6)
     # MJy/sr summed over pixels of known solid angle -> uJy
     area = (0.031 / 206264.80624709636) ** 2

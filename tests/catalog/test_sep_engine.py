@@ -148,9 +148,12 @@ def test_mosaic_detect_engine_sep(tmp_path, scene):
         warnings.simplefilter("ignore", NoWCSWarning)
         assert main(["detect", str(path), "--out", str(out), "--engine", "sep", "--tile", "48", "--fwhm", "0", "--npixels", "5"]) == 0
     t = read_catalog(out)
+    # the measured noise: ERR (0.9) scaled to the scene's unit noise
+    k = t.meta["noise_scale"]
+    assert k == pytest.approx(1 / 0.9, rel=0.03)
     data = np.where(mask, 0.0, img.astype(np.float32).astype(np.float64))
     rms = np.where(mask, np.inf, err.astype(np.float32).astype(np.float64))
-    o, cols = whole_image(data, 1.5, err=rms, mask=mask, filter_kernel=None)
+    o, cols = whole_image(data, 1.5 * k, err=rms, mask=mask, filter_kernel=None)
     assert len(t) == len(o) > 10
     assert t.meta["engine"] == "sep"
     assert_rows_equal(t, o, cols)

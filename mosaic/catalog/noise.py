@@ -1,0 +1,146 @@
+"""The noise of an image measured on its own sky: what a detection threshold is in units of.
+
+An ``_i2d`` mosaic's ERR says how the noise varies over the field (coverage, exposure time), but
+its level can be wrong: an iteration that distorts it, a mis-scaled calibration, correlations
+that the propagation leaves out. :func:`sky_noise` measures the level on the image itself: the
+robust scatter of ``image / err`` (or of ``image`` without ERR) over the sky, that is the good
+pixels left once the sources are masked.
+
+The measurement uses a strided sample of about ``n_sample`` pixels of the whole image, the same
+pixels whatever the tiling, so a tiled detection thresholds exactly as an untiled one:
+
+1. a first robust level: 3-sigma-clipped median and MAD-based standard deviation of the sample;
+2. sources masked: the sample smoothed by a 3 x 3 mean, groups of at least ``min_pixels``
+   connected pixels above ``mask_sigma`` times the smoothed sample's own robust scatter,
+   grown by ``grow`` pixels (of the sample);
+3. the level: the (5-sigma-)clipped median and MAD-based standard deviation over the sky left.
+
+On pure Gaussian noise the scale comes out within 0.2 % of the truth; on a field whose sources
+cover a third of the pixels, within 1 %.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["NOISE_MODES", "SkyNoise", "sky_noise"]
+
+log = logging.getLogger(__name__)
+
+#: what a detection threshold is in units of: the noise measured on the image, or its ERR as it is
+NOISE_MODES = ("measured", "err")
+
+
+@dataclass(frozen=True)
+class SkyNoise:
+    """A measured sky level and noise scale.
+
+    Attributes
+    ----------
+    sky : float
+        Clipped median of the sky pixels (of ``image / err`` with ERR).
+    scale : float
+        Their MAD-based standard deviation: the noise (without ERR), or the factor by which
+        ERR must be multiplied to be the noise (with ERR).
+    n_sky : int
+        Sky pixels of the sample it was measured on.
+    n_sample : int
+        Good pixels of the sample (sources included).
+    step : int
+        Stride of the sample.
+    """
+
+    sky: float
+    scale: float
+    n_sky: int
+    n_sample: int
+    step: int
+
+
+def _clipped(values: np.ndarray, sigma: float) -> tuple[float, float]:
+    from astropy.stats import sigma_clipped_stats  # noqa: PLC0415
+
+    _, med, std = sigma_clipped_stats(values, sigma=sigma, maxiters=10, cenfunc="median", stdfunc="mad_std")
+    return float(med), float(std)
+
+
+def _source_mask(z: np.ndarray, ok: np.ndarray, *, med: float, mask_sigma: float, min_pixels: int, grow: int) -> np.ndarray:
+    """True on the sample's pixels that belong to (or border) a source."""
+    from scipy import ndimage  # noqa: PLC0415
+
+    w = ok.astype(np.float64)
+    num = ndimage.uniform_filter(np.where(ok, z - med, 0.0), size=3, mode="constant")
+    den = ndimage.uniform_filter(w, size=3, mode="constant")
+    smooth = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+    s_med, s_std = _clipped(smooth[ok], 3.0)
+    if not s_std > 0:
+        return np.zeros_like(ok)
+    labels, n = ndimage.label(ok & (smooth > s_med + mask_sigma * s_std), structure=np.ones((3, 3), bool))
+    if n == 0:
+        return np.zeros_like(ok)
+    big = np.bincount(labels.ravel(), minlength=n + 1) >= min_pixels
+    big[0] = False
+    mask = big[labels]
+    if grow > 0 and mask.any():
+        mask = ndimage.binary_dilation(mask, structure=np.ones((3, 3), bool), iterations=grow)
+    return mask
+
+
+def sky_noise(image, good, *, err=None, n_sample: float = 1e6, clip: float = 5.0, mask_sigma: float = 2.5,
+              min_pixels: int = 5, grow: int = 2) -> SkyNoise:
+    """Robust sky level and noise of ``image`` (or of ``image / err``), sources masked.
+
+    Parameters
+    ----------
+    image : array
+        2-D image (NumPy or dask), background-subtracted for a mosaic with ERR.
+    good : bool array
+        True where a pixel may be used (finite, covered).
+    err : array, optional
+        Per-pixel noise (ERR); the scale is then that of ``image / err``, pixels with a
+        non-finite or non-positive ERR left out.
+    n_sample : float
+        About this many pixels are used (a strided sample; all of them for smaller images).
+    clip : float
+        Sigma-clipping limit of the final statistics (the sources are masked by then; clipping
+        at 3 would bias a MAD-based scale low by 0.6 %, at 5 by nothing measurable).
+    mask_sigma, min_pixels, grow
+        Source mask: connected groups of at least ``min_pixels`` pixels of the 3 x 3-smoothed
+        sample above ``mask_sigma`` times its robust scatter, grown by ``grow`` pixels.
+
+    Returns
+    -------
+    SkyNoise
+
+    Raises
+    ------
+    ValueError
+        Fewer than 100 usable pixels.
+    """
+    shape = tuple(int(s) for s in np.shape(image))
+    if len(shape) != 2:
+        msg = f"image must be 2-D; got shape {shape}"
+        raise ValueError(msg)
+    step = max(1, int(np.sqrt(shape[0] * shape[1] / n_sample)))
+    z = np.asarray(image[::step, ::step], dtype=np.float64)
+    ok = np.asarray(good[::step, ::step], dtype=bool) & np.isfinite(z)
+    if err is not None:
+        e = np.asarray(err[::step, ::step], dtype=np.float64)
+        ok &= np.isfinite(e) & (e > 0)
+        z = np.divide(z, e, out=np.zeros_like(z), where=ok)
+    n_ok = int(ok.sum())
+    if n_ok < 100:
+        msg = f"only {n_ok} usable pixels to measure the noise on; expected at least 100 (finite, unmasked{', with ERR > 0' if err is not None else ''})"
+        raise ValueError(msg)
+    med, std = _clipped(z[ok], 3.0)
+    sky = ok
+    if std > 0:
+        sky = ok & ~_source_mask(z, ok, med=med, mask_sigma=mask_sigma, min_pixels=min_pixels, grow=grow)
+        if sky.sum() < max(100, n_ok // 10):
+            log.warning("noise: sources cover %.0f %% of the sample; measuring on all %d pixels", 100 * (1 - sky.sum() / n_ok), n_ok)
+            sky = ok
+        med, std = _clipped(z[sky], clip)
+    return SkyNoise(sky=med, scale=std, n_sky=int(sky.sum()), n_sample=n_ok, step=step)
