@@ -67,14 +67,17 @@ def test_products_equal_the_library_calls(first, tiny_field, tmp_path):
     for a, b in zip(cleaned, sorted((config.outdir / "prep" / "f200w" / "outliers").glob("*_crf.fits")), strict=True):
         np.testing.assert_array_equal(fits.getdata(a, "SCI"), fits.getdata(b, "SCI"))
     # the catalogue finds the sources photutils finds on the whole image, with the same threshold
+    # (3 x the measured noise: ERR times the scale the catalogue reports, checked in tests/catalog/test_noise.py)
     from astropy.table import Table
     from photutils.segmentation import detect_sources
 
     with fits.open(config.outdir / "tiny_f200w_updc_iter02_i2d.fits") as hdul:
         sci, err, wht = (hdul[e].data.astype(np.float64) for e in ("SCI", "ERR", "WHT"))
     good = np.isfinite(sci) & (wht > 0)
-    segm = detect_sources(np.where(good, sci, 0.0), 3.0 * np.where(good & (err > 0), err, np.inf), n_pixels=5, mask=~good)
     catalog = Table.read(config.outdir / "catalogs" / "tiny_f200w_updc_iter02_cat.ecsv")
+    k = catalog.meta["noise_scale"]
+    assert catalog.meta["noise"] == "measured" and 0.5 < k < 2.0
+    segm = detect_sources(np.where(good, sci, 0.0), 3.0 * k * np.where(good & (err > 0), err, np.inf), n_pixels=5, mask=~good)
     assert len(catalog) == segm.n_labels > 3
     assert sorted(p.name for p in (config.outdir / "previews").glob("*.png")) == [
         "tiny_f200w_drizzle.png", "tiny_f200w_updc_iter02.png",
