@@ -57,6 +57,7 @@ class Pair:
     band: str
     sky: float
     sigma: float
+    updc: np.ndarray | None = None  # UPDC's iterate (sky included, NaN uncovered) when asked for
 
 
 def reference_psf(fwhm_px: float = REFERENCE_FWHM_PX, *, size: int | None = None) -> np.ndarray:
@@ -88,7 +89,8 @@ def _field_config(seed: int, *, size: int, band: str, psr: float):
     )
 
 
-def simulate_pair(workdir, seed: int, *, size: int = 256, band: str = BAND, psr: float = PSR, keep: bool = False) -> Pair:
+def simulate_pair(workdir, seed: int, *, size: int = 256, band: str = BAND, psr: float = PSR, keep: bool = False,
+                  updc_iterations: int = 0) -> Pair:
     """Simulate one field, drizzle it with mosaic and make its (input, target) pair.
 
     Parameters
@@ -103,6 +105,9 @@ def simulate_pair(workdir, seed: int, *, size: int = 256, band: str = BAND, psr:
         Filter and output/input pixel-scale ratio.
     keep : bool
         Keep the simulated files.
+    updc_iterations : int
+        Also run UPDC (:func:`mosaic.coadd.updc.updc`, its defaults) on the exposures for this
+        many iterations and keep the last iterate (``Pair.updc``); 0: not run.
     """
     from mosaic.coadd.drizzle import drizzle_mosaic  # noqa: PLC0415
     from mosaic.io.cal import read_exposures  # noqa: PLC0415
@@ -120,6 +125,13 @@ def simulate_pair(workdir, seed: int, *, size: int = 256, band: str = BAND, psr:
     norm = estimate_normalisation(sci)
     target = (target - (norm.sky - cfg.background)).astype(np.float32)
     pair = Pair(sci, target, truth, psf, sim.grid.to_header(), sim.truth_table, sim.grid.pixel_scale_arcsec, band, norm.sky, norm.sigma)
+    if updc_iterations:
+        from mosaic.coadd.updc import updc  # noqa: PLC0415
+
+        result = updc(read_exposures(sim.exposures), sim.grid, str(sim.psf), n_iterations=updc_iterations, errors=False,
+                      background=None)
+        it = result.iterations[updc_iterations]["sci"].values.astype(np.float32)
+        pair.updc = np.where(np.isfinite(sci), it, np.nan).astype(np.float32)
     if not keep:
         shutil.rmtree(workdir, ignore_errors=True)
     log.info("field %d: %s, %d exposures, sky %.4g sigma %.4g", seed, sci.shape, cfg.n_exposures, norm.sky, norm.sigma)

@@ -7,6 +7,8 @@ with the target (truth convolved with the reference PSF, sky removed from every 
 - ``drizzle``: the input mosaic;
 - ``rl``: single-image Richardson-Lucy of the mosaic with the band's PSF (``--rl-iterations``),
   an estimate of the unconvolved sky, so convolved with the reference PSF before comparing;
+- ``updc``: UPDC (:func:`mosaic.coadd.updc.updc`, its defaults) on the field's simulated
+  exposures, iteration ``--updc-iterations`` (10; 0 leaves it out), convolved likewise;
 - ``model``: the learned restoration (shipped model by default; whole-image inference, which the
   tiled inference of ``mosaic restore`` equals to 1e-4).
 
@@ -16,7 +18,7 @@ the target's isophote (``target > 2 sigma`` of the input noise, connected to the
 half-light radius (curve of growth about the target's flux-weighted centre within that isophote)
 and a Sersic index from the concentration ``r80 / r20`` inverted through pure Sersic profiles.
 Scatters are 1.4826 x MAD of ``log(value / target)`` (flux, radius) or of ``value - target``
-(index). Writes ``evaluation.json`` and a figure.
+(index). Writes ``evaluation.json``, ``evaluation.md`` (the table) and a figure.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from mosaic.restore.data import reference_psf, simulate_pair
 from mosaic.restore.infer import RestorationModel, restore_whole
 from mosaic.restore.normalise import Normalisation
 
-__all__ = ["richardson_lucy", "psnr", "galaxy_measurements", "evaluate_pair", "sersic_from_concentration", "main"]
+__all__ = ["richardson_lucy", "psnr", "galaxy_measurements", "evaluate_pair", "sersic_from_concentration", "markdown_table", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +169,12 @@ def evaluate_pair(pair, model: RestorationModel, *, rl_iterations: int = 20) -> 
     rl = richardson_lucy(pair.input, pair.psf, n_iterations=rl_iterations) - sky
     rl_ref = fftconvolve(np.nan_to_num(rl), ref, mode="same")
     rl_ref[~np.isfinite(pair.input)] = np.nan
-    images = {"drizzle": d, "rl": rl_ref, "model": restored - sky}
+    images = {"drizzle": d, "rl": rl_ref}
+    if pair.updc is not None:
+        updc_ref = fftconvolve(np.nan_to_num(pair.updc - sky), ref, mode="same")
+        updc_ref[~np.isfinite(pair.input)] = np.nan
+        images["updc"] = updc_ref
+    images["model"] = restored - sky
     covered = np.isfinite(pair.input)
     target = np.where(covered, pair.target, np.nan)
     rng_ = float(np.nanmax(target) - np.nanmin(target))
@@ -197,6 +204,7 @@ def main(argv=None) -> int:
     p.add_argument("--model", default=None)
     p.add_argument("--out", default="restore-eval")
     p.add_argument("--rl-iterations", type=int, default=20)
+    p.add_argument("--updc-iterations", type=int, default=10)
     p.add_argument("--workdir", default="/tmp/mosaic-restore-eval")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -205,7 +213,7 @@ def main(argv=None) -> int:
     model = RestorationModel(args.model)
     per_field, all_meas, example = [], None, None
     for seed in args.seeds:
-        pair = simulate_pair(args.workdir, seed)
+        pair = simulate_pair(args.workdir, seed, updc_iterations=args.updc_iterations)
         res = evaluate_pair(pair, model, rl_iterations=args.rl_iterations)
         per_field.append({"seed": seed, **res["figures"]})
         log.info("field %d: %s", seed, res["figures"])
@@ -215,16 +223,33 @@ def main(argv=None) -> int:
             for k in all_meas:
                 for q in all_meas[k]:
                     all_meas[k][q] = np.concatenate([all_meas[k][q], res["measurements"][k][q]])
-    methods = list(per_field[0].keys() - {"seed"})
+    methods = [m for m in per_field[0] if m != "seed"]
     summary = {m: {q: float(np.mean([f[m][q] for f in per_field])) for q in ("psnr", "ssim", "stamp_psnr")} for m in methods}
     galaxies = scatter_table(all_meas)
     result = {"model": str(model.path.name), "seeds": args.seeds, "rl_iterations": args.rl_iterations,
-              "per_field": per_field, "mean": summary, "galaxies": galaxies}
+              "updc_iterations": args.updc_iterations, "per_field": per_field, "mean": summary, "galaxies": galaxies}
     (out / "evaluation.json").write_text(json.dumps(result, indent=1))
+    (out / "evaluation.md").write_text(markdown_table(result) + "\n")
     _figure(example, all_meas, out / "evaluation.png")
-    for m in ("drizzle", "rl", "model"):
+    for m in methods:
         log.info("%-8s PSNR %.2f dB  SSIM %.3f  stamp PSNR %.2f dB | %s", m, summary[m]["psnr"], summary[m]["ssim"], summary[m]["stamp_psnr"], galaxies[m])
+    log.info("table:\n%s", markdown_table(result))
     return 0
+
+
+def markdown_table(result: dict) -> str:
+    """The README's table of an ``evaluation.json``: one row per method, means over the fields."""
+    names = {"drizzle": "drizzle (input)", "rl": f"single-image RL, {result['rl_iterations']} iterations",
+             "updc": f"UPDC, iteration {result.get('updc_iterations')}", "model": f"model ({result['model']})"}
+    n = max(g["n_galaxies"] for g in result["galaxies"].values())
+    lines = [f"| method ({len(result['seeds'])} fields, {n} galaxies) | field PSNR | field SSIM | galaxy-stamp PSNR | "
+             "flux bias / scatter | r50 bias / scatter | Sersic n bias / scatter |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for m, f in result["mean"].items():
+        g = result["galaxies"][m]
+        lines.append(f"| {names.get(m, m)} | {f['psnr']:.2f} dB | {f['ssim']:.4f} | {f['stamp_psnr']:.2f} dB | "
+                     f"{100 * g['flux_bias']:+.1f} % / {g['flux_scatter']:.3f} | {100 * g['r50_bias']:+.1f} % / {g['r50_scatter']:.3f} | "
+                     f"{g['n_bias']:+.2f} / {g['n_scatter']:.3f} |")
+    return "\n".join(lines)
 
 
 def _figure(example, meas, path):
@@ -233,7 +258,8 @@ def _figure(example, meas, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    fig, ax = plt.subplots(2, 4, figsize=(16, 8))
+    n_cols = 1 + len(example["images"])
+    fig, ax = plt.subplots(2, n_cols, figsize=(4 * n_cols, 8))
     t = example["target"]
     cy, cx = np.array(t.shape) // 2
     s = (slice(cy - 100, cy + 100), slice(cx - 100, cx + 100))
@@ -243,7 +269,7 @@ def _figure(example, meas, path):
         a.set_title(name)
     tm = meas["target"]
     for a, q, label in zip(ax[1], ("flux", "r50", "n"), ("isophotal flux", "half-light radius (px)", "Sersic n (concentration)"), strict=False):
-        for name in ("drizzle", "rl", "model"):
+        for name in example["images"]:
             a.scatter(tm[q], meas[name][q], s=6, label=name)
         a.plot([np.nanmin(tm[q]), np.nanmax(tm[q])], [np.nanmin(tm[q]), np.nanmax(tm[q])], "k-", lw=0.5)
         a.set_xlabel(f"target {label}")
@@ -252,7 +278,8 @@ def _figure(example, meas, path):
             a.set_xscale("log")
             a.set_yscale("log")
         a.legend()
-    ax[1, 3].axis("off")
+    for a in ax[1, 3:]:
+        a.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
