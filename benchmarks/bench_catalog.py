@@ -135,7 +135,9 @@ def tiled(path: Path, out: Path, deblend: bool, tile: int, engine: str) -> dict:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NoWCSWarning)
-        t = detect_image(path, out, threshold=NSIGMA, n_pixels=NPIX, deblend=deblend, fwhm=FWHM, radii=RADII, tile=tile, engine=engine, overwrite=True)
+        # ERR as it is: the whole-image references threshold at NSIGMA x ERR
+        t = detect_image(path, out, threshold=NSIGMA, n_pixels=NPIX, deblend=deblend, fwhm=FWHM, radii=RADII, tile=tile, engine=engine,
+                         overwrite=True, noise="err")
     cols = {c: np.asarray(getattr(t[c], "value", t[c])) for c in ("x_centroid", "y_centroid", "segment_flux", "kron_flux", "kron_radius")}
     for r in RADII:
         cols[f"circ_flux_r{r:g}"] = np.asarray(t[f"circ_flux_r{r:g}"].value)

@@ -3,19 +3,23 @@
 An ``_i2d`` mosaic's ERR says how the noise varies over the field (coverage, exposure time), but
 its level can be wrong: an iteration that distorts it, a mis-scaled calibration, correlations
 that the propagation leaves out. :func:`sky_noise` measures the level on the image itself: the
-robust scatter of ``image / err`` (or of ``image`` without ERR) over the sky, that is the good
-pixels left once the sources are masked.
+robust scatter of ``image / err`` (or of ``image`` without ERR) about the local background, over
+the sky, that is the good pixels left once the sources are masked.
 
 The measurement uses a strided sample of about ``n_sample`` pixels of the whole image, the same
 pixels whatever the tiling, so a tiled detection thresholds exactly as an untiled one:
 
-1. a first robust level: 3-sigma-clipped median and MAD-based standard deviation of the sample;
-2. sources masked: the sample smoothed by a 3 x 3 mean, groups of at least ``min_pixels``
-   connected pixels above ``mask_sigma`` times the smoothed sample's own robust scatter,
-   grown by ``grow`` pixels (of the sample);
-3. the level: the (5-sigma-)clipped median and MAD-based standard deviation over the sky left.
+1. a local background: medians of the sky in meshes of ``box`` x ``box`` sample pixels,
+   median-filtered over 3 x 3 meshes and interpolated bilinearly, so that what varies on
+   larger scales (intracluster light, galaxy halos, a sky left over) is not counted as noise;
+2. sources masked: the background-subtracted sample smoothed by a 3 x 3 mean, groups of at
+   least ``min_pixels`` connected pixels above ``mask_sigma`` times the smoothed sample's own
+   robust scatter, grown by ``grow`` pixels (of the sample); steps 1 and 2 are done twice, the
+   second time with the sources of the first masked;
+3. the level: the (5-sigma-)clipped MAD-based standard deviation of the background-subtracted
+   sky pixels; the sky: the clipped median of the sky pixels themselves.
 
-On pure Gaussian noise the scale comes out within 0.2 % of the truth; on a field whose sources
+On pure Gaussian noise the scale comes out within 0.3 % of the truth; on a field whose sources
 cover a third of the pixels, within 1 %.
 """
 
@@ -89,8 +93,34 @@ def _source_mask(z: np.ndarray, ok: np.ndarray, *, med: float, mask_sigma: float
     return mask
 
 
+def _background(z: np.ndarray, use: np.ndarray, box: int) -> np.ndarray:
+    """Median of ``z`` over ``use`` in meshes of ``box`` pixels, 3 x 3-median-filtered, bilinear."""
+    from scipy import ndimage  # noqa: PLC0415
+
+    ny, nx = z.shape
+    my, mx = -(-ny // box), -(-nx // box)
+    mesh = np.full((my, mx), np.nan)
+    least = max(10, box * box // 4)
+    for j in range(my):
+        for i in range(mx):
+            v = z[j * box : (j + 1) * box, i * box : (i + 1) * box][use[j * box : (j + 1) * box, i * box : (i + 1) * box]]
+            if v.size >= least:
+                mesh[j, i] = np.median(v)
+    empty = np.isnan(mesh)
+    if empty.all():
+        return np.full(z.shape, np.median(z[use]) if use.any() else 0.0)
+    if empty.any():  # meshes without enough sky take their nearest measured neighbour's value
+        idx = ndimage.distance_transform_edt(empty, return_distances=False, return_indices=True)
+        mesh = mesh[tuple(idx)]
+    mesh = ndimage.median_filter(mesh, size=3, mode="nearest")
+    yy = (np.arange(ny) + 0.5) / box - 0.5
+    xx = (np.arange(nx) + 0.5) / box - 0.5
+    coords = np.meshgrid(yy, xx, indexing="ij")
+    return ndimage.map_coordinates(mesh, coords, order=1, mode="nearest")
+
+
 def sky_noise(image, good, *, err=None, n_sample: float = 1e6, clip: float = 5.0, mask_sigma: float = 2.5,
-              min_pixels: int = 5, grow: int = 2) -> SkyNoise:
+              min_pixels: int = 5, grow: int = 2, box: int = 16) -> SkyNoise:
     """Robust sky level and noise of ``image`` (or of ``image / err``), sources masked.
 
     Parameters
@@ -110,6 +140,12 @@ def sky_noise(image, good, *, err=None, n_sample: float = 1e6, clip: float = 5.0
     mask_sigma, min_pixels, grow
         Source mask: connected groups of at least ``min_pixels`` pixels of the 3 x 3-smoothed
         sample above ``mask_sigma`` times its robust scatter, grown by ``grow`` pixels.
+    box : int
+        Mesh of the local background, in pixels of the sample (image pixels for an image of
+        fewer than ``n_sample`` pixels). On a simulated walkthrough field with intracluster light,
+        meshes of 16, 32, 64 and 128 pixels gave scales of 1.13, 1.33, 1.63 and 2.45: structure on
+        the mesh's scale counts as noise, so the mesh is small (its median's own noise,
+        ~0.08 sigma before the 3 x 3 filter, adds < 0.1 % to the variance).
 
     Returns
     -------
@@ -138,9 +174,15 @@ def sky_noise(image, good, *, err=None, n_sample: float = 1e6, clip: float = 5.0
     med, std = _clipped(z[ok], 3.0)
     sky = ok
     if std > 0:
-        sky = ok & ~_source_mask(z, ok, med=med, mask_sigma=mask_sigma, min_pixels=min_pixels, grow=grow)
-        if sky.sum() < max(100, n_ok // 10):
-            log.warning("noise: sources cover %.0f %% of the sample; measuring on all %d pixels", 100 * (1 - sky.sum() / n_ok), n_ok)
-            sky = ok
-        med, std = _clipped(z[sky], clip)
+        mesh = max(4, int(box))
+        for _ in range(2):
+            resid = z - _background(z, sky, mesh)
+            sky = ok & ~_source_mask(resid, ok, med=0.0, mask_sigma=mask_sigma, min_pixels=min_pixels, grow=grow)
+            if sky.sum() < max(100, n_ok // 10):
+                log.warning("noise: sources cover %.0f %% of the sample; measuring on all %d pixels", 100 * (1 - sky.sum() / n_ok), n_ok)
+                sky = ok
+                break
+        resid = z - _background(z, sky, mesh)
+        _, std = _clipped(resid[sky], clip)
+        med, _ = _clipped(z[sky], clip)
     return SkyNoise(sky=med, scale=std, n_sky=int(sky.sum()), n_sample=n_ok, step=step)
