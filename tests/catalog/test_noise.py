@@ -128,3 +128,21 @@ def test_bad_noise_input(tmp_path, capsys):
     assert "--noise err with --detection-image is not allowed" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["detect", flat, "--out", str(tmp_path / "c.ecsv"), "--noise", "sky"])
+
+
+@pytest.mark.parametrize("how", [["--method", "daofind", "--fwhm", "2.5"], ["--engine", "sep", "--fwhm", "2"]])
+def test_daofind_and_sep_threshold_in_the_measured_noise_too(tmp_path, field, how):
+    """ERR halved: DAOFIND and the SEP engine find the same sources in measured-noise units, more with ERR as it is."""
+    pytest.importorskip("sep")
+    img, sigma, _ = field
+    right, wrong = _i2d(tmp_path / "right_i2d.fits", img, sigma), _i2d(tmp_path / "wrong_i2d.fits", img, 0.5 * sigma)
+    cats = {}
+    for name, path, noise in (("right", right, "measured"), ("wrong", wrong, "measured"), ("err", wrong, "err")):
+        out = tmp_path / f"{name}.ecsv"
+        assert main(["detect", path, "--out", str(out), "--threshold", "5", "--npixels", "5", "--noise", noise, *how]) == 0
+        cats[name] = read_catalog(out)
+    a, b, c = cats["right"], cats["wrong"], cats["err"]
+    assert b.meta["noise_scale"] == 2 * a.meta["noise_scale"] == pytest.approx(2.0, rel=0.015)
+    assert len(a) == len(b) > 10
+    np.testing.assert_allclose(np.asarray(a["x_centroid"]), np.asarray(b["x_centroid"]), rtol=1e-12)
+    assert len(c) > len(a)
