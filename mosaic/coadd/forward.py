@@ -16,8 +16,9 @@ in PSF group ``G`` (exposures that share one PSF),
 ``D_k`` is the linear drizzle with pixfrac 1 (as :func:`mosaic.ops.drizzle.drizzle_linear`),
 ``D_k^h`` its exact transpose (as :func:`~mosaic.ops.drizzle.blot_exact`, the default) or
 drizzle's interpolating blot; both exact operators come from one :class:`PairOverlaps` per task,
-which computes drizzle's overlap areas on the fly (compiled, :mod:`mosaic.ops.overlap`), so
-nothing is cached between iterations. Exposures that share a PSF share its convolutions:
+which computes drizzle's overlap areas on the fly (compiled, :mod:`mosaic.ops.overlap`). Only
+the pairs' pixel maps (WCS transformations, the dearer part) are kept by the worker processes
+from one pass to the next, within a memory budget (:class:`_GeometryCache`). Exposures that share a PSF share its convolutions:
 ``sum_k B^*(x_k) = B^*(sum_k x_k)``.
 
 *Graph.* Driven by the output tiles. For every (exposure, tile) pair where the exposure lands
@@ -43,8 +44,11 @@ windows they need back from there; otherwise each waits for the neighbouring til
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import math
+import pickle
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,6 +174,12 @@ class ForwardPlan:
     def n_pairs(self) -> int:
         return sum(len(v) for v in self.pairs.values())
 
+    @functools.cached_property
+    def geometry(self) -> list[tuple[str, str]]:
+        """Per exposure, digests of the grid's WCS and of its own: what its pixel maps depend on."""
+        grid = hashlib.sha1(pickle.dumps(self.grid_wcs)).hexdigest()
+        return [(grid, hashlib.sha1(pickle.dumps(w)).hexdigest()) for w in self.wcs]
+
     def token(self) -> str:
         """A digest of what the results depend on (not the tiling)."""
         return tokenize(
@@ -208,7 +218,7 @@ def plan_forward(
         Input weights ``w``.
     lattice_step : int
         Spacing (exposure pixels) of the coarse pixel map that finds each tile's cut-outs; a
-        fine one keeps cut-outs tight (every cut-out pixel's map is computed each iteration).
+        fine one keeps cut-outs tight (every cut-out pixel is mapped and mocked each pass).
 
     Raises
     ------
@@ -303,8 +313,7 @@ class PairOverlaps:
     weights), ``D^T`` is its exact transpose (the exact-area blot, parts off the window counting
     as zero) and ``D²`` drizzles with squared weights (variances of ``D x``). Overlaps are
     computed on the fly by drizzle's own geometry (:mod:`mosaic.ops.overlap`), never stored: a
-    pass costs a fraction of a microsecond per pixel, so nothing needs caching between
-    iterations and a task's memory is its arrays.
+    pass costs a fraction of a microsecond per pixel, and a task's memory is its arrays.
 
     Parameters
     ----------
@@ -532,27 +541,108 @@ def _pixmap(wcs_exposure, wcs_grid, region, origin):
     return calc_pixmap(wcs_exposure.get(), wcs_grid.get(), region, offset=origin)
 
 
-def _crop(pixmap, cut, core, reach):
-    """The cut-out cropped to the pixels that reach the core, plus one pixel.
+def _crop_slices(pixmap, core, reach):
+    """Where to crop a cut-out: the pixels that reach the core, plus one pixel.
 
     The extra pixel keeps every kept pixel's neighbours, from which its corners are
-    interpolated, so the kept pixels' overlaps are those of the whole cut-out.
+    interpolated, so the kept pixels' overlaps are those of the whole cut-out. Returns
+    ``(slices, any_left)``; ``slices`` is None to keep the whole cut-out.
     """
     keep = _reaching(pixmap, core, reach)
     rows, cols = np.flatnonzero(keep.any(axis=1)), np.flatnonzero(keep.any(axis=0))
     if rows.size == 0:
-        return pixmap[:2, :2], {k: np.asarray(v)[:2, :2] for k, v in cut.items()}, False
+        return (slice(0, 2), slice(0, 2)), False
     ny, nx = keep.shape
     sl = (slice(max(rows[0] - 1, 0), min(rows[-1] + 2, ny)), slice(max(cols[0] - 1, 0), min(cols[-1] + 2, nx)))
     if sl[0].stop - sl[0].start < 2 or sl[1].stop - sl[1].start < 2:
-        return pixmap, cut, True
-    return pixmap[sl], {k: np.asarray(v)[sl] for k, v in cut.items()}, True
+        return None, True
+    return sl, True
 
 
-def _pair_task(window, cut, wcs_exposure, wcs_grid, *, kind, region, origin, **kwargs):
+class _GeometryCache:
+    """Each pair's cropped pixel map, kept by the process that computed it, for the passes after.
+
+    A pixel map costs two WCS transformations per exposure pixel (astropy, with distortion):
+    more than the overlaps of a pass. It does not change between iterations, so a worker keeps
+    the maps it made, keyed by the geometry (the WCS of the exposure and the grid, the cut-out,
+    the window, the core), while they fit in its budget: :data:`GEOMETRY_CACHE_FRACTION` of the
+    worker's memory limit, at most :data:`GEOMETRY_CACHE_BYTES`. Past the budget the maps are
+    made again each pass (no eviction: a pass visits the pairs in a cycle, which evicting the
+    oldest would turn into no hits at all). A run on another grid empties it.
+    """
+
+    def __init__(self):
+        self.entries: dict = {}
+        self.used = 0
+        self.run = None
+        self.budget = None
+        self.lock = threading.Lock()
+
+    def get(self, key, make):
+        got = self.entries.get(key)
+        if got is not None:
+            return got
+        value = make()
+        with self.lock:
+            if key[0] != self.run:  # another grid: let the maps go
+                self.entries, self.used, self.run = {}, 0, key[0]
+            if self.budget is None:
+                self.budget = _cache_budget()
+            size = value[0].nbytes
+            if self.used + size <= self.budget:
+                value[0].flags.writeable = False  # shared by every later pass
+                self.entries[key] = value
+                self.used += size
+        return value
+
+
+#: most bytes of pixel maps a process keeps between passes (:class:`_GeometryCache`)
+GEOMETRY_CACHE_BYTES = 1 << 30
+#: most of a dask worker's memory limit the kept pixel maps may take
+GEOMETRY_CACHE_FRACTION = 0.125
+
+_GEOMETRY = _GeometryCache()
+
+
+def _cache_budget() -> int:
+    try:
+        from distributed import get_worker  # noqa: PLC0415
+
+        limit = get_worker().memory_manager.memory_limit
+    except (ImportError, ValueError, AttributeError):
+        limit = None
+    return int(min(GEOMETRY_CACHE_BYTES, GEOMETRY_CACHE_FRACTION * limit)) if limit else GEOMETRY_CACHE_BYTES
+
+
+def _pair_geometry(wcs_exposure, wcs_grid, *, region, origin, core, reach, geometry=None):
+    """``(pixmap, crop, any_left)`` of a pair: its pixel map cropped to what reaches the core.
+
+    ``geometry``, a digest of the two WCS (:meth:`ForwardPlan.geometry`), lets the process keep
+    the result for the next pass (:class:`_GeometryCache`); None computes it every time.
+    """
+
+    def make():
+        pixmap = _pixmap(wcs_exposure, wcs_grid, region, origin)
+        sl, any_left = _crop_slices(pixmap, core, reach)
+        return (pixmap if sl is None else np.ascontiguousarray(pixmap[sl])), sl, any_left
+
+    if geometry is None:
+        return make()
+    key = (*geometry, _plain_slices(region), tuple(origin), _plain_slices(core), float(reach))
+    return _GEOMETRY.get(key, make)
+
+
+def _plain_slices(slices) -> tuple:
+    return tuple((s.start, s.stop) for s in slices)
+
+
+def _pair_task(window, cut, wcs_exposure, wcs_grid, *, kind, region, origin, geometry=None, **kwargs):
     """One pair's task: pixel map in the window frame, cropped to what matters, then the operator of ``kind``."""
-    pixmap = _pixmap(wcs_exposure, wcs_grid, region, origin)
-    pixmap, cut, any_left = _crop(pixmap, cut, kwargs["core"], kwargs["reach"])
+    pixmap, sl, any_left = _pair_geometry(
+        wcs_exposure, wcs_grid, region=region, origin=origin, core=kwargs["core"], reach=kwargs["reach"], geometry=geometry,
+    )
+    if sl is not None:
+        cut = {k: np.asarray(v)[sl] for k, v in cut.items()}
     if not any_left:
         cut = {**cut, "good": np.zeros(np.shape(cut["good"]), dtype=bool)}
     if kind == "correction":
@@ -655,6 +745,7 @@ def _pair_graph(kind, image_by_group, plan: ForwardPlan, source, options: dict, 
                 kwargs = {
                     "region": p.cut, "origin": (win[1].start, win[0].start), "core": core,
                     "reach": plan.reach[k], "weight": plan.weight, "exptime": plan.exptimes[k],
+                    "geometry": plan.geometry[k],
                 }
                 if kind == "weight":
                     kwargs["shape"] = (win[0].stop - win[0].start, win[1].stop - win[1].start)

@@ -395,6 +395,41 @@ def test_each_pair_is_computed_once_per_pass(tmp_path, monkeypatch, small_field,
     assert calls == {"weight": n_pairs, "correction": 2 * n_pairs}
 
 
+def test_pixel_maps_are_made_once_per_run(monkeypatch, small_field, exposures, psf):
+    """A pair's pixel map is made on its first pass and kept for the passes after it.
+
+    With no room to keep them (a budget of 0 bytes) every pass makes them again, and the
+    iterates are the same to the bit.
+    """
+    import collections
+    import threading
+
+    from mosaic.coadd import forward
+
+    made: collections.Counter = collections.Counter()
+    lock = threading.Lock()
+    original = forward._pixmap
+
+    def counted(*args, **kwargs):
+        with lock:
+            made["maps"] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(forward, "_pixmap", counted)
+    monkeypatch.setattr(forward, "_GEOMETRY", forward._GeometryCache())
+    grid = small_field.grid.with_tiling((97, 61))
+    n_pairs = forward.plan_forward(exposures, grid, prepare_psfs(psf, exposures.sizes["exposure"])).n_pairs
+    kept = updc(exposures, grid, psf, n_iterations=2, final_residual=False)
+    assert made["maps"] == n_pairs  # normalisation and two iterations: three passes
+    made.clear()
+    monkeypatch.setattr(forward, "GEOMETRY_CACHE_BYTES", 0)
+    monkeypatch.setattr(forward, "_GEOMETRY", forward._GeometryCache())
+    again = updc(exposures, grid, psf, n_iterations=2, final_residual=False)
+    assert made["maps"] == 3 * n_pairs
+    for v in PRODUCT_VARS:
+        np.testing.assert_array_equal(again.product(2)[v].values, kept.product(2)[v].values)
+
+
 def test_forward_model_and_update_share_no_task(tmp_path, small_field, exposures, psf):
     """No tile is held from the start of an iteration to its end.
 
