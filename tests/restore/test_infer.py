@@ -127,3 +127,19 @@ def test_shipped_model_is_local(model):
 def test_bad_tiling_is_refused(model, tile, overlap):
     with pytest.raises(ValueError, match="tile|overlap"):
         restore_tiled(da.zeros((64, 64), chunks=32), model, tile=tile, overlap=overlap)
+
+
+def test_normalisation_of_a_large_fits_mosaic_reads_whole_chunks(tmp_path, monkeypatch):
+    """Beyond MAX_SAMPLES pixels the statistics take a sub-grid; of a FITS-backed dask array, chunk by
+    chunk (a strided read of the file went pixel by pixel): the same figures as the in-memory sub-grid."""
+    from mosaic.io.images import read_fits_image
+    from mosaic.restore import normalise
+    from tests.restore.conftest import write_mosaic
+
+    img = mosaic_image((300, 360), seed=9)
+    src = write_mosaic(tmp_path / "big_i2d.fits", img)
+    monkeypatch.setattr(normalise, "MAX_SAMPLES", 300 * 360 // 9)  # a sub-grid of every 3rd pixel
+    lazy = read_fits_image(src, tile=60, dtype=np.float32).data  # chunks a multiple of 3: the same sub-grid
+    got, want = estimate_normalisation(lazy), estimate_normalisation(img)
+    assert (got.sky, got.sigma) == pytest.approx((want.sky, want.sigma), rel=1e-6)
+    assert want.sigma == pytest.approx(0.01, rel=0.2)
