@@ -150,7 +150,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--store", metavar="STORE.zarr", help="checkpoint store (default OUTDIR/mosaic.zarr)")
     p.add_argument("--field", default="field", help="field name in the store (default 'field')")
     p.add_argument("--name", default=None, help="file name stem (default: the method)")
-    p.add_argument("--tile", type=positive_int, default=1024, metavar="PIX", help="tile size in output pixels (default 1024)")
+    p.add_argument("--tile", type=positive_int, default=1024, metavar="PIX", help="largest tile side in output pixels (default 1024); the grid is cut into equal tiles no larger")
     p.add_argument("--rotation", type=float, default=0.0, metavar="DEG", help="grid position angle east of north (default 0)")
     p.add_argument("--workers", type=int, default=0, metavar="N", help="local dask cluster of N processes (default 0: threads)")
     p.add_argument("--dashboard", action="store_true", help="serve the dask dashboard of the --workers cluster (on 127.0.0.1, a free port)")
@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     from mosaic.cli.drizzle import CalCutouts  # noqa: PLC0415
     from mosaic.coadd.updc import check_save, updc  # noqa: PLC0415
     from mosaic.io.cal import read_exposures  # noqa: PLC0415
-    from mosaic.io.grid import MosaicGrid  # noqa: PLC0415
+    from mosaic.io.grid import MosaicGrid, balanced_tile  # noqa: PLC0415
     from mosaic.io.store import Store  # noqa: PLC0415
 
     save = parse_save(args.save) if args.save is not None else None
@@ -197,11 +197,12 @@ def run(args: argparse.Namespace) -> int:
         grid = MosaicGrid.from_exposures(
             exposures.attrs["wcs"], [shape] * exposures.sizes["exposure"], psr=args.psr, rotation_deg=args.rotation, tile=args.tile,
         )
+        grid = grid.with_tiling(balanced_tile(grid.shape, args.tile))
         store = Store(args.store or out / "mosaic.zarr")
         reader = CalCutouts(exposures["path"].values, exposures.attrs["bad_bits"])
         log.info(
-            "%s: %d %s exposures -> %s (%d x %d at psr %g, tiles of %d), %d iterations, store %s",
-            args.method, exposures.sizes["exposure"], band, out, *grid.shape, args.psr, args.tile, args.iterations, store.path,
+            "%s: %d %s exposures -> %s (%d x %d at psr %g, tiles of %d x %d), %d iterations, store %s",
+            args.method, exposures.sizes["exposure"], band, out, *grid.shape, args.psr, *grid.tile, args.iterations, store.path,
         )
         result = updc(
             exposures, grid, psfs, n_iterations=args.iterations, method=args.method, blot=args.blot,

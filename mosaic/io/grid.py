@@ -17,7 +17,7 @@ from astropy.io import fits
 from astropy.wcs import WCS, WCSHDO_P17
 from astropy.wcs.utils import proj_plane_pixel_scales
 
-__all__ = ["DEFAULT_MAX_GRID_SIDE", "ExposureList", "Tile", "MosaicGrid", "footprint", "max_grid_side", "tile_starts"]
+__all__ = ["DEFAULT_MAX_GRID_SIDE", "ExposureList", "Tile", "MosaicGrid", "balanced_tile", "footprint", "max_grid_side", "tile_starts"]
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,15 @@ class Tile:
         y0 = self.core[0].start - self.outer[0].start
         x0 = self.core[1].start - self.outer[1].start
         return (slice(y0, y0 + self.shape[0]), slice(x0, x0 + self.shape[1]))
+
+
+def balanced_tile(shape: tuple[int, int], tile: int) -> tuple[int, int]:
+    """The tile size, at most ``tile``, that cuts each axis of ``shape`` into as few equal tiles.
+
+    ``tile`` 1024 on a 1390-pixel axis gives two tiles of 695 rather than 1024 and 366: tiles
+    of one size take one time, so workers finish together.
+    """
+    return tuple(-(-int(n) // -(-int(n) // int(tile))) for n in shape)
 
 
 def tile_starts(n: int, size: int) -> list[int]:

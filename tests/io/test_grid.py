@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mosaic.io.grid import MosaicGrid
+from mosaic.io.grid import MosaicGrid, balanced_tile, tile_starts
 from mosaic.simulate.pointing import nircam_wcs
 
 
@@ -137,3 +137,16 @@ def test_padded_grid_keeps_the_sky_of_every_pixel():
     assert grid.padded(0) is grid
     with pytest.raises(ValueError, match="margin"):
         grid.padded(-1)
+
+
+@given(st.integers(1, 20000), st.integers(1, 20000), st.integers(1, 4096))
+def test_balanced_tiles_are_as_few_and_as_equal_as_possible(ny, nx, tile):
+    """As many tiles per axis as ``tile`` gives, none larger than ``tile``, sizes within the tile count of each other."""
+    sizes = balanced_tile((ny, nx), tile)
+    for n, t in zip((ny, nx), sizes, strict=True):
+        count = -(-n // tile)
+        assert 1 <= t <= tile
+        assert len(tile_starts(n, t)) == count
+        lengths = [min(t, n - s) for s in tile_starts(n, t)]
+        assert sum(lengths) == n
+        assert max(lengths) - min(lengths) < count
