@@ -9,7 +9,7 @@ from astropy.io import fits
 from mosaic.cli import main
 from mosaic.config import ConfigError, field_from_mapping
 from mosaic.pipeline import check_config, run_field
-from mosaic.pipeline.steps import BandRun, RestoreStep
+from mosaic.restore.product import restore_i2d
 from mosaic.simulate import SimConfig, simulate_field
 from tests.pipeline.conftest import field_mapping
 
@@ -95,9 +95,11 @@ def test_bad_restore_model_is_one_clear_error(field, tmp_path):
         check_config(field_from_mapping(raw, base=tmp_path))
 
 
-def test_restore_of_a_saved_iteration_is_named_after_it(field, tmp_path):
-    config = _config(field, tmp_path, restore={"input": 2}, updc={"enabled": True, "iterations": 2, "save": [0, 2], "method": "rl"})
-    run = BandRun(config=config, band="F200W", store=None)
-    source, out = RestoreStep()._paths(run)
-    assert (source.name, out.name) == ("rst_f200w_rl_iter02_i2d.fits", "rst_f200w_rl_iter02_restored_i2d.fits")
-    assert RestoreStep().settings(run)["upstream"] is None  # the updc step's token, once it has run
+def test_restore_of_a_saved_iteration(field, tmp_path):
+    config = _config(field, tmp_path, restore={"input": 1}, updc={"enabled": True, "iterations": 1, "save": [1]})
+    report = run_field(config, start_cluster=False)
+    assert report.ok, report.table()
+    out = tmp_path / "out" / "rst_f200w_updc_iter01_restored_i2d.fits"
+    assert _rows(report)["restore"].products == {"restored_i2d": str(out)}
+    want = restore_i2d(tmp_path / "out" / "rst_f200w_updc_iter01_i2d.fits", tmp_path / "ref.fits", tile=128, overlap=32)
+    np.testing.assert_allclose(fits.getdata(out, "SCI"), fits.getdata(want, "SCI"), rtol=0, atol=1e-6, equal_nan=True)
