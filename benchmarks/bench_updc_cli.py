@@ -14,7 +14,8 @@ start-up, reading and writing:
   last iterate is written as an _i2d file (SCI, WHT);
 - *mosaic wN*: ``mosaic updc FILES --psf PSF --out DIR --iterations I --blot interp --workers N``
   (defaults otherwise: errors propagated, checkpoints in a store, files of iterations 0 and I,
-  the final residual): what a user runs.
+  the final residual): what a user runs. ``--no-errors`` adds that option (no VAR_*/ERR
+  propagated), the like-for-like comparison with the plain script, which keeps no errors.
 
 The pedestal ``s`` of the plain script is the one ``mosaic updc`` found (read from its store
 after the first mosaic run; before that, the plain ratio). Printed per run: wall and CPU
@@ -25,7 +26,7 @@ the largest difference of the last iterates relative to the peak.
 Usage::
 
     python benchmarks/bench_updc_cli.py --data DIR [--size 512] [--n-exposures 8] [--psf-size 101]
-                                        [--iterations 2] [--rounds 1] [--workers 1 2]
+                                        [--iterations 2] [--rounds 1] [--workers 1 2] [--no-errors]
 """
 
 from __future__ import annotations
@@ -178,6 +179,7 @@ def main(argv=None):
     ap.add_argument("--iterations", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--no-errors", action="store_true", help="run mosaic updc with --no-errors (the plain script keeps no errors either)")
     ap.add_argument("--plain", nargs="+", metavar="ARG", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.plain:
@@ -193,6 +195,8 @@ def main(argv=None):
     mib = 2**20
     it = str(args.iterations)
     mosaic = [sys.executable, "-m", "mosaic", "--log-level", "WARNING", "updc", *paths, "--psf", psf, "--iterations", it, "--blot", "interp"]
+    if args.no_errors:
+        mosaic.append("--no-errors")
     runs = {f"mosaic w{w}": [*mosaic, "--out", str(folder / f"updc_w{w}"), "--workers", str(w), "--overwrite"] for w in args.workers}
     names = ["plain", *runs]
     print(f"{os.cpu_count()} CPUs; load average now {os.getloadavg()[0]:.1f}")

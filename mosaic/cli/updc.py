@@ -5,7 +5,7 @@
                 [--weight ivm|exptime|uniform] [--background median|none|VALUE]
                 [--store STORE.zarr] [--field NAME] [--name STEM] [--tile PIX]
                 [--rotation DEG] [--workers N] [--overwrite] [--array numpy|cupy]
-                [--pedestal auto|none|VALUE] [--damping SIGMAS]
+                [--pedestal auto|none|VALUE] [--damping SIGMAS] [--no-errors]
 
 Iterations are checkpointed in the store (default ``OUTDIR/mosaic.zarr``): a run that was
 stopped continues after its last complete iteration when the same command is given again.
@@ -147,6 +147,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--damping", type=_sigmas, default=0.0, metavar="SIGMAS",
         help="damp the update where the data are fitted to within SIGMAS x their ERR (default 0: no damping; try 1-3)",
     )
+    p.add_argument(
+        "--no-errors", dest="errors", action="store_false",
+        help="do not propagate VAR_* and ERR (files carry SCI, CON and the drizzle's WHT; about a third faster per iteration)",
+    )
     p.add_argument("--store", metavar="STORE.zarr", help="checkpoint store (default OUTDIR/mosaic.zarr)")
     p.add_argument("--field", default="field", help="field name in the store (default 'field')")
     p.add_argument("--name", default=None, help="file name stem (default: the method)")
@@ -208,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
             exposures, grid, psfs, n_iterations=args.iterations, method=args.method, blot=args.blot,
             weight=args.weight, background=args.background, store=store, field=args.field, save=save,
             outdir=out, name=args.name, overwrite=args.overwrite, cutout_reader=reader, client=client, array=args.array,
-            pedestal=args.pedestal, damping=args.damping,
+            pedestal=args.pedestal, damping=args.damping, errors=args.errors,
         )
     for n, chi2 in enumerate(result.chi2):
         if chi2 is not None:

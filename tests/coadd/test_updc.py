@@ -251,6 +251,30 @@ def test_cli_writes_files_and_resumes(tmp_path, small_field):
     assert (tmp_path / "out" / "updc_iter03_i2d.fits").exists()
 
 
+def test_cli_no_errors_gives_the_same_iterate_without_err(tmp_path, small_field):
+    """``--no-errors``: the same SCI as the library's run with errors, and no ERR or VAR_* planes."""
+    files = [str(p) for p in small_field.exposures]
+    out = tmp_path / "out"
+    argv = [*files, "--psf-dir", str(small_field.outdir), "--out", str(out), "--iterations", "2", "--save", "2", "--tile", "150"]
+    assert _cli([*argv, "--no-errors"]) == 0
+    with fits.open(out / "updc_iter02_i2d.fits") as hdul:
+        names = [h.name for h in hdul]
+        sci = hdul["SCI"].data.astype(np.float64)
+        bkg = hdul[0].header["BKGLEVEL"]
+    assert "ERR" not in names and not any(n.startswith("VAR_") for n in names)
+    assert "WHT" in names
+    exposures = read_exposures(small_field.exposures)
+    grid = MosaicGrid.from_exposures(
+        exposures.attrs["wcs"], [(exposures.sizes["y"], exposures.sizes["x"])] * exposures.sizes["exposure"], psr=0.5, tile=150,
+    )
+    ref = updc(exposures, grid, read_psf(small_field.psf)[0], n_iterations=2, background=bkg).product(2)
+    assert "err" in ref
+    expected = ref["sci"].values.astype(np.float64)
+    ok = np.isfinite(expected)
+    np.testing.assert_array_equal(np.isfinite(sci), ok)
+    np.testing.assert_allclose(sci[ok], expected[ok], rtol=0, atol=1e-5 * np.abs(expected[ok]).max())
+
+
 @pytest.mark.parametrize(
     ("extra", "match"),
     [
