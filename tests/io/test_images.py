@@ -83,6 +83,24 @@ def test_rows_read_in_bands_of_any_height_equal_getdata(i2d, monkeypatch, band_r
     np.testing.assert_array_equal(got[7:60, 100:131].compute(), fits.getdata(i2d, "ERR")[7:60, 100:131])
 
 
+@settings(max_examples=25, deadline=None)
+@given(
+    band_rows=st.sampled_from([1, 2, 5, 1000]),
+    y=st.tuples(st.integers(0, 96), st.integers(1, 97)),
+    x=st.tuples(st.integers(0, 130), st.integers(1, 131)),
+    steps=st.tuples(st.integers(1, 12), st.integers(1, 12)),
+)
+def test_strided_windows_read_in_bands_equal_getdata(i2d, band_rows, y, x, steps):
+    """A strided sample (what noise measurements take) read in bands of whole rows, any band
+    height against any stride, equals the same slice of the whole array."""
+    y0, y1 = min(y), max(y)
+    x0, x1 = min(x), max(x)
+    key = (slice(y0, y1, steps[0]), slice(x0, x1, steps[1]))
+    section = images._FitsSection(i2d, "ERR", (97, 131), np.float32)
+    section.BAND_BYTES = band_rows * 131 * 4
+    np.testing.assert_array_equal(section[key], fits.getdata(i2d, "ERR")[key])
+
+
 def test_only_the_chunks_needed_are_read(i2d, monkeypatch):
     reads = []
     real = images._FitsSection.__getitem__
