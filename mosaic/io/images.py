@@ -77,6 +77,9 @@ class _FitsSection:
 
     def __getitem__(self, key):
         # no memmap of the whole file: whole rows in bands, their columns (and strides) cut out, or a section
+        selected = np.broadcast_to(np.zeros((), bool), self.shape)[key].shape
+        if 0 in selected:  # astropy's section cannot select nothing
+            return np.empty(selected, dtype=self.dtype)
         with fits.open(self.path, memmap=False, lazy_load_hdus=True) as hdul:
             section = hdul[self.ext].section
             rows = _strided_slices(key, self.shape)
@@ -92,9 +95,6 @@ class _FitsSection:
                 for y in range(y0, y1, step):
                     band = section[y : min(y + step, y1), :][::sy, x0:x1:sx]
                     out[(y - y0) // sy : (y - y0) // sy + band.shape[0]] = band
-        if out.size == 0:
-            # a section drops the axes of an empty selection; the shape it should have, without memory
-            out = np.empty(np.broadcast_to(np.zeros((), bool), self.shape)[key].shape, dtype=self.dtype)
         return out
 
 
