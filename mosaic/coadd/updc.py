@@ -727,6 +727,7 @@ def updc(
     staging: bool = True,
     pedestal="auto",
     damping: float = 0.0,
+    drizzled: xr.Dataset | None = None,
 ) -> UPDCResult:
     """Run UPDC (or a baseline) for ``n_iterations``, checkpointing every iteration.
 
@@ -795,6 +796,11 @@ def updc(
     damping : float
         Damping threshold in units of the exposures' ERR (0: none): where ``|g - m|`` is within
         it the correction is pulled to neutral (:func:`mosaic.coadd.forward.damping_factor`).
+    drizzled : xarray.Dataset, optional
+        Iteration 0 when it is already made: the drizzle mosaic of these exposures on this grid
+        with pixfrac 1, the square kernel and ``weight``, with its variances
+        (:func:`mosaic.coadd.drizzle.drizzle_mosaic`, e.g. the pipeline's drizzle product read
+        from the store), so that the mosaic is not drizzled twice. Default: drizzled here.
 
     Returns
     -------
@@ -831,7 +837,9 @@ def updc(
     if outdir is not None:
         outdir.mkdir(parents=True, exist_ok=True)
 
-    it0, info0, fresh = _iteration_zero(ck, exposures, grid, method, weight, token, background, errors, cutout_reader, pedestal)
+    it0, info0, fresh = _iteration_zero(
+        ck, exposures, grid, method, weight, token, background, errors, cutout_reader, pedestal, drizzled=drizzled,
+    )
     with ck.staging(method, enabled=staging) as scratch:
         bkg, mock_floor, ped = float(info0["background"]), float(info0["mock_floor"]), float(info0["pedestal"])
         den, den_floor = _normalisation(ck, plan, exposures, it0, method, groups, cutout_reader, scratch)
@@ -1017,8 +1025,8 @@ def _compute(items, description, client):
     return compute(*items, description=description, client=client)
 
 
-def _iteration_zero(ck, exposures, grid, method, weight, token, background, errors, reader, pedestal="auto"):
-    """The drizzle mosaic (pixfrac 1), its sky, the mock floor and the pedestal: computed once, then read."""
+def _iteration_zero(ck, exposures, grid, method, weight, token, background, errors, reader, pedestal="auto", *, drizzled=None):
+    """The drizzle mosaic (pixfrac 1; ``drizzled`` when given), its sky, the mock floor and the pedestal: computed once, then read."""
     key = f"{method}/iter_00"
     if ck.complete(key):
         info = ck.info(key)
@@ -1030,7 +1038,10 @@ def _iteration_zero(ck, exposures, grid, method, weight, token, background, erro
             )
             raise InputError(msg)
         return ck.read(key), info, False
-    mosaic = drizzle_mosaic(exposures, grid, pixfrac=1.0, kernel="square", weight=weight, variance=errors, cutout_reader=reader)
+    if drizzled is None:
+        mosaic = drizzle_mosaic(exposures, grid, pixfrac=1.0, kernel="square", weight=weight, variance=errors, cutout_reader=reader)
+    else:
+        mosaic = _given_drizzle(drizzled, grid, errors)
     if not errors:
         mosaic = mosaic.drop_vars([v for v in ("err",) if v in mosaic])
     mosaic.attrs.update({"product": method, "iteration": 0})
@@ -1043,6 +1054,21 @@ def _iteration_zero(ck, exposures, grid, method, weight, token, background, erro
 
     ck.write(key, mosaic, [sample, noise_sums(exposures)], description=f"{method} iteration 0 (drizzle)", info=info)
     return ck.read(key), ck.info(key), True
+
+
+def _given_drizzle(drizzled: xr.Dataset, grid: MosaicGrid, errors: bool) -> xr.Dataset:
+    """The planes of a drizzle mosaic made elsewhere that iteration 0 keeps (those :func:`drizzle_mosaic` makes)."""
+    planes = ["sci", "wht", "con", *((["err", *VARIANCES]) if errors else [])]
+    missing = [v for v in planes if v not in drizzled]
+    if missing:
+        msg = f"drizzled mosaic lacks {missing}; expected the planes of drizzle_mosaic(..., variance={errors})"
+        raise InputError(msg)
+    if tuple(drizzled["sci"].shape) != tuple(grid.shape):
+        msg = f"drizzled mosaic has shape {tuple(drizzled['sci'].shape)}; expected the grid's {tuple(grid.shape)}"
+        raise InputError(msg)
+    out = drizzled[planes]
+    out.attrs = dict(drizzled.attrs)
+    return out
 
 
 def noise_sums(exposures: xr.Dataset) -> da.Array:

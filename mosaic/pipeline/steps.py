@@ -414,13 +414,20 @@ class UPDCStep(Step):
         from mosaic.coadd.updc import updc  # noqa: PLC0415
 
         u = run.config.updc
+        d = run.config.drizzle
         computed = []
+        # iteration 0 is the drizzle mosaic with pixfrac 1 and the square kernel: the drizzle
+        # step's product when that is what it made, rather than drizzling the band twice
+        drizzled = None
+        if d.enabled and d.pixfrac == 1.0 and d.kernel == "square" and run.store.is_complete(run.field, run.band, "drizzle"):
+            drizzled = run.store.read_product(run.field, run.band, "drizzle")
         result = updc(
             run.exposures(), run.grid(), [str(p) for p in run.used_psfs()], n_iterations=u.iterations, method=u.method, blot=u.blot,
             weight=run.config.drizzle.weight, tau=u.tau, errors=u.errors, background=u.background, pedestal=u.pedestal,
             damping=u.damping, store=run.store,
             field=run.field, save=u.saved(), outdir=run.outdir, name=f"{run.stem}_{u.method}", overwrite=overwrite,
             cutout_reader=run.cutouts(), client=run.client, callback=lambda n, ds: computed.append(n), array=u.array,
+            drizzled=drizzled,
         )
         run.results["updc"] = result
         resumed = [n for n in range(u.iterations + 1) if n not in computed]

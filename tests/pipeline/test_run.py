@@ -180,3 +180,38 @@ def test_updc_damping_and_pedestal_from_the_config_reach_the_iteration(tmp_path,
     # and the options matter: the defaults give another image
     plain = updc(ds, grid, str(tiny_field.psf), n_iterations=2).product(2)["sci"].values
     assert not np.allclose(got, plain, equal_nan=True)
+
+
+def test_updc_starts_from_the_drizzle_step_product(tmp_path, tiny_field, monkeypatch):
+    """With pixfrac 1 and the square kernel the band is drizzled once: UPDC's iteration 0 is the
+    drizzle step's product, and its iterations are those of the library's own run, to the bit."""
+    import mosaic.coadd.drizzle
+    import mosaic.coadd.updc
+
+    calls = []
+    real = mosaic.coadd.drizzle.drizzle_mosaic
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("pixfrac"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mosaic.coadd.drizzle, "drizzle_mosaic", counted)
+    monkeypatch.setattr(mosaic.coadd.updc, "drizzle_mosaic", counted)
+    config = _config(
+        tmp_path, tiny_field, drizzle={"pixfrac": 1.0, "kernel": "square"}, updc={"iterations": 1, "save": [1]},
+        preprocessing={"outliers": {"enabled": False}}, catalogs={"enabled": False}, products={"outdir": "out", "previews": False},
+    )
+    report = run_field(config, start_cluster=False)
+    assert report.ok
+    assert calls == [1.0]  # the drizzle step's; UPDC drizzled nothing
+    store = Store(config.store_path)
+    drizzle = store.read_product("tiny", "F200W", "drizzle")
+    it0 = store.read_product("tiny", "F200W", "updc/iter_00")
+    for v in ("sci", "err", "wht"):
+        np.testing.assert_array_equal(it0[v].values, drizzle[v].values)
+    ds = read_exposures(sorted(tiny_field.exposures))
+    grid = MosaicGrid.from_exposures(ds.attrs["wcs"], [(ds.sizes["y"], ds.sizes["x"])] * ds.sizes["exposure"], psr=0.5, tile=128)
+    monkeypatch.setattr(mosaic.coadd.updc, "drizzle_mosaic", real)
+    result = updc(ds, grid, str(tiny_field.psf), n_iterations=1)
+    got = fits.getdata(config.outdir / "tiny_f200w_updc_iter01_i2d.fits", "SCI")
+    np.testing.assert_array_equal(got, result.product(1)["sci"].values)
