@@ -43,6 +43,7 @@ windows they need back from there; otherwise each waits for the neighbouring til
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
@@ -96,7 +97,9 @@ __all__ = [
     "pair_correction",
     "pair_mock",
     "pair_weight",
+    "pixel_maps_kept",
     "plan_forward",
+    "release_pixel_maps",
     "region_pieces",
 ]
 
@@ -602,6 +605,29 @@ GEOMETRY_CACHE_BYTES = 1 << 30
 GEOMETRY_CACHE_FRACTION = 0.125
 
 _GEOMETRY = _GeometryCache()
+
+
+def release_pixel_maps() -> int:
+    """Let go of the pixel maps this process keeps (:class:`_GeometryCache`); returns the bytes freed."""
+    with _GEOMETRY.lock:
+        freed = _GEOMETRY.used
+        _GEOMETRY.entries, _GEOMETRY.used, _GEOMETRY.run = {}, 0, None
+    return freed
+
+
+@contextlib.contextmanager
+def pixel_maps_kept(client=None):
+    """Pairs' pixel maps are kept between the passes inside the block and let go at its end,
+    here and on ``client``'s workers (best effort: a lost worker has let go of its maps anyway)."""
+    try:
+        yield
+    finally:
+        release_pixel_maps()
+        if client is not None:
+            try:
+                client.run(release_pixel_maps)
+            except Exception as exc:  # noqa: BLE001 -- cleanup must not hide the error that ended the block
+                log.debug("pixel maps not released on every worker: %s", exc)
 
 
 def _cache_budget() -> int:

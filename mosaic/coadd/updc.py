@@ -106,7 +106,7 @@ from dask.highlevelgraph import HighLevelGraph
 from mosaic.coadd import baselines
 from mosaic.coadd.drizzle import drizzle_mosaic
 from mosaic.coadd.errors import VARIANCES, additive_update, multiplicative_update, total_error, weight_map_from_variance
-from mosaic.coadd.forward import backproject, data_residual, normalisation, plan_forward, region_pieces
+from mosaic.coadd.forward import backproject, data_residual, normalisation, pixel_maps_kept, plan_forward, region_pieces
 from mosaic.exceptions import InputError
 from mosaic.io.grid import MosaicGrid
 from mosaic.ops.convolve import PreparedPSF, to_host
@@ -840,7 +840,7 @@ def updc(
     it0, info0, fresh = _iteration_zero(
         ck, exposures, grid, method, weight, token, background, errors, cutout_reader, pedestal, drizzled=drizzled,
     )
-    with ck.staging(method, enabled=staging) as scratch:
+    with pixel_maps_kept(client), ck.staging(method, enabled=staging) as scratch:
         bkg, mock_floor, ped = float(info0["background"]), float(info0["mock_floor"]), float(info0["pedestal"])
         den, den_floor = _normalisation(ck, plan, exposures, it0, method, groups, cutout_reader, scratch)
         fill = max(bkg, mock_floor)

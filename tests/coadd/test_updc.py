@@ -445,6 +445,7 @@ def test_pixel_maps_are_made_once_per_run(monkeypatch, small_field, exposures, p
     n_pairs = forward.plan_forward(exposures, grid, prepare_psfs(psf, exposures.sizes["exposure"])).n_pairs
     kept = updc(exposures, grid, psf, n_iterations=2, final_residual=False)
     assert made["maps"] == n_pairs  # normalisation and two iterations: three passes
+    assert forward._GEOMETRY.used == 0 and not forward._GEOMETRY.entries  # let go when the run ends
     made.clear()
     monkeypatch.setattr(forward, "GEOMETRY_CACHE_BYTES", 0)
     monkeypatch.setattr(forward, "_GEOMETRY", forward._GeometryCache())
