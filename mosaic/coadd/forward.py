@@ -18,8 +18,8 @@ in PSF group ``G`` (exposures that share one PSF),
 drizzle's interpolating blot; both exact operators come from one :class:`PairOverlaps` per task,
 which computes drizzle's overlap areas on the fly (compiled, :mod:`mosaic.ops.overlap`). Only
 the pairs' pixel maps (WCS transformations, the dearer part) are kept by the worker processes
-from one pass to the next, within a memory budget (:class:`_GeometryCache`). Exposures that share a PSF share its convolutions:
-``sum_k B^*(x_k) = B^*(sum_k x_k)``.
+from one pass to the next, within a memory budget (:class:`_GeometryCache`), and let go when
+the run ends. Exposures that share a PSF share its convolutions: ``sum_k B^*(x_k) = B^*(sum_k x_k)``.
 
 *Graph.* Driven by the output tiles. For every (exposure, tile) pair where the exposure lands
 on the tile, one task reads the tile's *window* of ``B_G f`` (the core grown by :func:`blot_halo`
