@@ -23,6 +23,7 @@ import dask.array as da
 import numpy as np
 
 from mosaic.catalog.detect import detect_segmentation, smooth
+from mosaic.catalog.noise import strided_sample
 from mosaic.catalog.photometry import source_catalog
 from mosaic.exceptions import DeblendModeWarning
 
@@ -59,16 +60,7 @@ def measured_noise(image, good, *, err=None, n_sample: float = 1e6):
     """
     from astropy.stats import sigma_clipped_stats  # noqa: PLC0415
 
-    step = max(1, int(np.sqrt(np.prod(image.shape) / n_sample)))
-    sample = np.asarray(image[::step, ::step], dtype=np.float64)
-    ok = np.asarray(good[::step, ::step], dtype=bool) & np.isfinite(sample)
-    if err is not None:
-        e = np.asarray(err[::step, ::step], dtype=np.float64)
-        ok &= np.isfinite(e) & (e > 0)
-        sample = np.divide(sample, e, out=np.zeros_like(sample), where=ok)
-    if ok.sum() < 100:
-        msg = f"only {int(ok.sum())} usable pixels to measure the noise on; expected at least 100"
-        raise ValueError(msg)
+    sample, ok, _ = strided_sample(image, good, err=err, n_sample=n_sample)
     _, _, k = sigma_clipped_stats(sample[ok])
     k = float(k)
     return (k if err is None else k * err), k

@@ -30,12 +30,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["NOISE_MODES", "SkyNoise", "sky_noise"]
+__all__ = ["SkyNoise", "sky_noise", "strided_sample"]
 
 log = logging.getLogger(__name__)
 
-#: what a detection threshold is in units of: the noise measured on the image, or its ERR as it is
-NOISE_MODES = ("measured", "err")
 
 
 @dataclass(frozen=True)
@@ -119,6 +117,29 @@ def _background(z: np.ndarray, use: np.ndarray, box: int) -> np.ndarray:
     return ndimage.map_coordinates(mesh, coords, order=1, mode="nearest")
 
 
+def strided_sample(image, good, *, err=None, n_sample: float = 1e6) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(z, ok, step)``: every ``step``-th pixel of ``image`` (of ``image / err`` with ``err``) on
+    both axes, about ``n_sample`` of them, and where they may be used (``good``, finite, ERR > 0).
+
+    Raises
+    ------
+    ValueError
+        Fewer than 100 usable pixels.
+    """
+    step = max(1, int(np.sqrt(np.prod(np.shape(image)) / n_sample)))
+    z = np.asarray(image[::step, ::step], dtype=np.float64)
+    ok = np.asarray(good[::step, ::step], dtype=bool) & np.isfinite(z)
+    if err is not None:
+        e = np.asarray(err[::step, ::step], dtype=np.float64)
+        ok &= np.isfinite(e) & (e > 0)
+        z = np.divide(z, e, out=np.zeros_like(z), where=ok)
+    n_ok = int(ok.sum())
+    if n_ok < 100:
+        msg = f"only {n_ok} usable pixels to measure the noise on; expected at least 100 (finite, unmasked{', with ERR > 0' if err is not None else ''})"
+        raise ValueError(msg)
+    return z, ok, step
+
+
 def sky_noise(image, good, *, err=None, n_sample: float = 1e6, clip: float = 5.0, mask_sigma: float = 2.5,
               min_pixels: int = 5, grow: int = 2, box: int = 16) -> SkyNoise:
     """Robust sky level and noise of ``image`` (or of ``image / err``), sources masked.
@@ -160,17 +181,8 @@ def sky_noise(image, good, *, err=None, n_sample: float = 1e6, clip: float = 5.0
     if len(shape) != 2:
         msg = f"image must be 2-D; got shape {shape}"
         raise ValueError(msg)
-    step = max(1, int(np.sqrt(shape[0] * shape[1] / n_sample)))
-    z = np.asarray(image[::step, ::step], dtype=np.float64)
-    ok = np.asarray(good[::step, ::step], dtype=bool) & np.isfinite(z)
-    if err is not None:
-        e = np.asarray(err[::step, ::step], dtype=np.float64)
-        ok &= np.isfinite(e) & (e > 0)
-        z = np.divide(z, e, out=np.zeros_like(z), where=ok)
+    z, ok, step = strided_sample(image, good, err=err, n_sample=n_sample)
     n_ok = int(ok.sum())
-    if n_ok < 100:
-        msg = f"only {n_ok} usable pixels to measure the noise on; expected at least 100 (finite, unmasked{', with ERR > 0' if err is not None else ''})"
-        raise ValueError(msg)
     med, std = _clipped(z[ok], 3.0)
     sky = ok
     if std > 0:

@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 DETECTION_METHODS = ("segmentation", "daofind")
 #: engines of the segmentation method: photutils (tiled, equal to its whole-image calls) or SEP
 DETECTION_ENGINES = ("photutils", "sep")
-#: what a threshold is in units of (:data:`mosaic.catalog.noise.NOISE_MODES`, repeated here so the
-#: command line can offer them without importing the catalogue stack)
+#: what a threshold is in units of: the noise measured on the image (:func:`mosaic.catalog.noise.sky_noise`)
+#: or ERR as it is
 DETECTION_NOISE = ("measured", "err")
 
 
