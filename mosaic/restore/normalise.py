@@ -70,24 +70,11 @@ def estimate_normalisation(image, *, softening: float = SOFTENING) -> Normalisat
 
     ny, nx = image.shape
     step = max(1, int(np.ceil(np.sqrt(ny * nx / MAX_SAMPLES))))
-    _, sky, sigma = sigma_clipped_stats(_subgrid(image, step), sigma=3.0, maxiters=10)
+    # a FITS-backed array reads a strided slice in bands of whole rows (mosaic.io.images)
+    _, sky, sigma = sigma_clipped_stats(image[::step, ::step], sigma=3.0, maxiters=10)
     if not (np.isfinite(sky) and np.isfinite(sigma) and sigma > 0):
         msg = f"image of shape {image.shape}: sky {sky!r} and noise {sigma!r} not measurable; expected finite pixels with noise"
         raise ValueError(msg)
     log.info("global normalisation: sky %.6g, sigma %.6g (every %d-th pixel)", sky, sigma, step)
     return Normalisation(float(sky), float(sigma), float(softening))
 
-
-def _subgrid(image, step: int):
-    """Every ``step``-th pixel on both axes; of a dask array, chunk by chunk (whole chunks read, then
-    thinned: a strided read of a FITS-backed array reads pixel by pixel, hours for a large mosaic)."""
-    if step == 1:
-        return image
-    if hasattr(image, "map_blocks") and hasattr(image, "chunks"):
-        chunks = tuple(tuple(-(-c // step) for c in sizes) for sizes in image.chunks)
-        return image.map_blocks(_thin, step=step, chunks=chunks, dtype=image.dtype)
-    return image[::step, ::step]
-
-
-def _thin(block, step):
-    return block[::step, ::step]
