@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import dask
 import dask.array as da
 import numpy as np
+from scipy import ndimage as ndi
 
 from mosaic.catalog.merge import CONNECTIVITIES, MergedSegments, label_tile, merge_tiles, tile_summary
 from mosaic.catalog.regions import ChunkGrid, delayed_on_regions, optimize_together
@@ -174,22 +175,43 @@ def _final_block(labels, lut, origin, pieces):
 # -- step 3: deblending ------------------------------------------------------------------------------
 
 
+def _at_most_one_peak(data, inside, footprint) -> bool:
+    """True when ``data`` has at most one local maximum (>= its ``footprint`` neighbours) in ``inside``.
+
+    Every connected piece of the parent above a level holds such a maximum (its brightest pixel),
+    so a parent with one cannot be split by any level: ``deblend_sources`` leaves it whole. Its
+    multi-thresholding (``n_levels`` labellings of the parent) is skipped for these parents, the
+    faint and compact majority. Non-finite values: not decided here (False).
+    """
+    values = data[inside]
+    if not np.isfinite(values).all():
+        return False
+    masked = np.where(inside, data, -np.inf)
+    peak = ndi.maximum_filter(masked, footprint=footprint, mode="constant", cval=-np.inf)
+    return int(np.count_nonzero(inside & (masked >= peak))) <= 1
+
+
 def _deblend_group(det, parents, origin, jobs, n_pixels, connectivity, n_levels, contrast, mode):
     """Deblend the parents ``jobs = [(label, bbox)]`` of one group; returns their child maps."""
     from photutils.segmentation import SegmentationImage, deblend_sources  # noqa: PLC0415
 
+    footprint = ndi.generate_binary_structure(2, 2 if connectivity == 8 else 1)
     y0, x0 = origin
     out, fallbacks = [], []
     for label, (by0, by1, bx0, bx1) in jobs:
         sl = (slice(by0 - y0, by1 - y0), slice(bx0 - x0, bx1 - x0))
-        seg = np.where(parents[sl] == label, 1, 0).astype(np.int32)
+        inside = parents[sl] == label
         data = np.asarray(det[sl])
         use = mode
-        if mode == "exponential" and np.nanmin(data[seg == 1]) <= 0:
+        if mode == "exponential" and np.nanmin(data[inside]) <= 0:
             # what photutils does for such a parent (linear levels), decided here: its warning
             # would go through warnings.catch_warnings, which is not thread-safe
             use = "linear"
             fallbacks.append(int(label))
+        if _at_most_one_peak(data, inside, footprint):
+            out.append((int(label), None))
+            continue
+        seg = inside.astype(np.int32)
         result = deblend_sources(
             data, SegmentationImage(seg), n_pixels, n_levels=n_levels, contrast=contrast,
             mode=use, connectivity=connectivity, relabel=True, progress_bar=False,
