@@ -75,7 +75,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m mosaic.restore.export", description="export a checkpoint to ONNX")
     p.add_argument("checkpoint")
     p.add_argument("out")
-    p.add_argument("--halo", type=int, default=96, help="overlap recommended for tiled inference, stored in the metadata")
+    p.add_argument("--halo", type=int, default=112,
+                   help="overlap recommended for tiled inference, stored in the metadata (default 112: the network's 96 "
+                        "and the linear base's 12; tests/restore/test_infer.py checks it)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     export_onnx(args.checkpoint, args.out, extra={"receptive_halo": str(args.halo)})

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from mosaic.restore.data import build_dataset, load_dataset
-from mosaic.restore.model import MULTIPLE, SEED_CONFIG, RestormerConfig, build_model
+from mosaic.restore.model import DEFAULT_CONFIG, MULTIPLE, SEED_CONFIG, RestormerConfig, build_model
 from mosaic.restore.normalise import Normalisation
 
 __all__ = ["PatchSampler", "train", "main"]
@@ -101,6 +101,10 @@ def train(data, out, *, config: RestormerConfig, steps: int, batch: int = 8, pat
     val = PatchSampler(pairs["inputs"][-1:], pairs["targets"][-1:], pairs["sky"][-1:], pairs["sigma"][-1:], patch=patch,
                        rng=np.random.default_rng([seed, 1])).batch(n_val)
     model = build_model(config)
+    if config.linear_kernel:  # the fixed linear base, from the training fields (the held-out one left out)
+        from mosaic.restore.linear import fit_linear_kernel  # noqa: PLC0415
+
+        model.set_kernel(fit_linear_kernel(pairs["inputs"][:-1], pairs["targets"][:-1], pairs["sky"][:-1], size=config.linear_kernel))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=lr * 0.01)
     history = {"step": [], "loss": [], "val_step": [], "val_loss": []}
@@ -190,7 +194,7 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
-    base = SEED_CONFIG if args.size == "seed" else RestormerConfig()
+    base = SEED_CONFIG if args.size == "seed" else DEFAULT_CONFIG
     config = RestormerConfig.from_dict({**base.to_dict(), **json.loads(args.config or "{}")})
     if not Path(args.data).exists():
         build_dataset(args.data, list(range(args.data_seed, args.data_seed + args.fields)))

@@ -108,16 +108,16 @@ def test_shipped_model_is_local(model):
     tiles with at least overlap / 2 of context, the farther the more weight (the graph tests above
     check the rest with a known local operator), and the default overlap is the halo.
     """
-    img = mosaic_image((232, 232), seed=2, nan_corner=False)
+    img = mosaic_image((264, 264), seed=2, nan_corner=False)
     norm = estimate_normalisation(img)
     u = norm.forward(img)
     whole = restore_whole(u, model, overlap=0)
     h = model.halo
-    crop = u[8:224, 8:224]  # offset a multiple of 8: the same pixel lattice
+    crop = u[8:256, 8:256]  # offset a multiple of 8: the same pixel lattice
     part = restore_whole(crop, model, overlap=0)
-    core = (slice(h, 216 - h), slice(h, 216 - h))
+    core = (slice(h, 248 - h), slice(h, 248 - h))
     assert part[core].size >= 16
-    want = whole[8:224, 8:224][core]
+    want = whole[8:256, 8:256][core]
     assert np.abs(part[core] - want).max() < 1e-4
     # the model restores something: far from the identity on the sources
     assert np.abs(whole - u).max() > 0.1

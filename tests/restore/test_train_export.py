@@ -55,15 +55,21 @@ def test_training_decreases_loss_and_resumes_identically(pairs, tmp_path):
         torch.testing.assert_close(final_a[key], final_b[key], rtol=0, atol=0)
 
 
-def test_onnx_equals_pytorch(tmp_path):
+@pytest.mark.parametrize("linear_kernel", [0, 5])
+def test_onnx_equals_pytorch(tmp_path, linear_kernel):
+    from dataclasses import replace
+
     from mosaic.restore.export import export_onnx
 
     torch.manual_seed(0)
-    model = build_model(TINY).eval()
+    cfg = replace(TINY, linear_kernel=linear_kernel)
+    model = build_model(cfg).eval()
     for p in model.parameters():  # a non-trivial network: perturb the identity-like initialisation
         p.data += 0.05 * torch.randn_like(p)
+    if linear_kernel:
+        model.set_kernel(torch.rand(linear_kernel, linear_kernel) / 12.5)
     ckpt = tmp_path / "m.pt"
-    torch.save({"model": model.state_dict(), "config": TINY.to_dict(), "history": {"val_loss": []}, "steps": 0, "batch": 1,
+    torch.save({"model": model.state_dict(), "config": cfg.to_dict(), "history": {"val_loss": []}, "steps": 0, "batch": 1,
                 "patch": 32, "lr": 0.0, "weight_decay": 0.0, "seed": 0, "n_fields": 0, "data_seeds": [], "band": "F200W",
                 "pixel_scale_arcsec": 0.0155, "reference_fwhm_px": 2.0}, ckpt)
     with warnings.catch_warnings():
@@ -78,3 +84,48 @@ def test_onnx_equals_pytorch(tmp_path):
     got = onnx_model.run(x)
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
     assert np.abs(want - x).max() > 0.01
+
+
+def test_linear_kernel_fit_recovers_a_known_kernel():
+    """Targets made by a known kernel (sum 1) from noisy inputs with sources: the fit returns that kernel."""
+    from scipy.ndimage import gaussian_filter
+    from scipy.signal import fftconvolve
+
+    from mosaic.restore.linear import fit_linear_kernel
+
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[-3:4, -3:4]
+    want = np.exp(-0.5 * (yy**2 + xx**2) / 1.2**2) - 0.3 * np.exp(-0.5 * (yy**2 + xx**2) / 2.5**2) + 0.02 * rng.normal(size=yy.shape)
+    want /= want.sum()
+    inputs, targets, skies = [], [], []
+    for k in range(3):
+        # white noise (every frequency present, so the kernel is determined) and smooth sources
+        d = rng.normal(size=(90, 110)) + gaussian_filter(rng.exponential(size=(90, 110)) ** 4, 2.0)
+        # sky in a border as wide as the kernel's reach: the fit's sums run over every lag, the convolution
+        # then stays inside the image and the least-squares solution is exact
+        d[:3], d[-3:], d[:, :3], d[:, -3:] = 0, 0, 0, 0
+        sky = 0.1 * k
+        inputs.append(d + sky)
+        targets.append(fftconvolve(d, want, mode="same"))
+        skies.append(sky)
+    got = fit_linear_kernel(inputs, targets, skies, size=7, ridge=0.0)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_linear_base_bounds_the_correction_on_bright_sources():
+    """However wrong the network, a flat region (where the linear base equals the input, whatever the gate) moves
+    by at most correction_max / (1 + (u / bright_u)^4) in asinh units: 2.2 % of the flux at u = 9."""
+    cfg = RestormerConfig(dim=4, blocks=(1, 1, 1, 1), heads=(1, 2, 4, 8), refinement=1, linear_kernel=5)
+    torch.manual_seed(1)
+    model = build_model(cfg).eval()
+    for p in model.parameters():
+        p.data += 2.0 * torch.randn_like(p)
+    model.set_kernel(torch.full((5, 5), 1 / 25))
+    for u0 in (3.0, 6.0, 9.0):
+        x = torch.full((1, 1, 48, 48), u0)
+        x[..., 20:28, 20:28] += 0.05  # a slight bump: the network sees structure
+        with torch.no_grad():
+            out = model(x)[0, 0, 4:16, 4:16]  # flat in a 5 x 5 box around every pixel here
+        bound = cfg.correction_max / (1 + (u0 / cfg.bright_u) ** 4)
+        assert float((out - u0).abs().max()) <= bound + 1e-5
+        assert float((out - u0).abs().max()) > 0.05 * bound  # the network is not silent
