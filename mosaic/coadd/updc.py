@@ -82,6 +82,10 @@ folder of the store's group (:mod:`mosaic.coadd.staging`): a tile is written as 
 made, and the tasks that need a window read it back from disk. The memory held is then set by
 the tile and the PSF; the numbers are the same to the bit. The folder is removed after each
 iteration (and by :meth:`~mosaic.io.store.Store.clean_temporaries` after a killed run).
+By default (``staging="auto"``) only grids whose staged planes would pass
+:data:`STAGE_ABOVE_BYTES` are staged: below that the whole front fits in a worker's memory
+many times over, and the round trips through the disk would only cost time (a second of an
+8 x 512² run's 10).
 """
 
 from __future__ import annotations
@@ -157,6 +161,8 @@ PEDESTAL_SIGMAS = 5.0
 #: ``f + s`` starts at least at this fraction of the pedestal ``s`` (a multiplicative update cannot lift a zero)
 PEDESTAL_FLOOR = 1e-3
 _SAMPLE_PIXELS = 1_000_000
+#: ``staging="auto"`` stages grids whose six float64 planes (iterate, convolutions, sums) pass this
+STAGE_ABOVE_BYTES = 256 * 2**20
 
 
 # -- PSFs ----------------------------------------------------------------------------------------
@@ -419,32 +425,69 @@ class _Checkpoints:
         for k in [k for k in self.store.manifest(self.field, self.band) if k.startswith(f"{prefix}/")]:
             self.store.forget(self.field, self.band, k)
 
-    def write(self, name: str, ds: xr.Dataset, extras=(), *, description: str, info=None) -> list:
-        """Compute ``ds`` and the arrays ``extras`` together, keep ``ds`` whole; ``info(extras) -> dict`` for the manifest."""
+    def write(self, name: str, ds: xr.Dataset, extras=(), *, description: str, info=None, also=(), files=()) -> list:
+        """Compute ``ds`` and the arrays ``extras`` together, keep ``ds`` whole; ``info(extras) -> dict`` for the manifest.
+
+        ``also``: more products ``(name, ds, extras, info)`` computed in the same call (tasks
+        they share run once, and the workers never wait between them). ``files``: laid-out
+        files (:class:`~mosaic.io.images.PendingFile`) whose tile writes join the call; they
+        are committed after the products. Returns the extras of ``name``.
+        """
         from mosaic.progress import compute  # noqa: PLC0415
 
+        items = [(name, ds, list(extras), info), *((n, d, list(e), i) for n, d, e, i in also)]
+        laid, arrays = [], []
+        for n, d, e, i in items:
+            d = self._on_grid(d)
+            if self.store is None:
+                lazy = [d[v].data for v in d.data_vars]
+                laid.append((n, d, i, len(arrays), len(e), None))
+            else:
+                lazy, pending = self.store.write_product(
+                    self.field, self.band, n, d, wcs_header=self.grid.to_header().tostring(sep="\n"),
+                    attrs=_jsonable(d.attrs), overwrite=True, compute=False,
+                )
+                laid.append((n, d, i, len(arrays), len(e), pending))
+            arrays += [*e, *lazy]
+        n_products = len(arrays)
+        arrays += [f.writes for f in files]
+        # one call: the extras, the products and the files share their tasks (each pair task runs once)
+        try:
+            got = compute(*arrays, description=description, client=self.client)[:n_products]
+        except OSError as err:
+            if not files:
+                raise
+            from mosaic.io.images import _write_error  # noqa: PLC0415
+
+            for f in files:
+                f.abort()
+            raise _write_error(files[0].final, err, sum(f.size for f in files)) from None
+        out = None
+        for n, d, i, start, n_extra, pending in laid:
+            extra = list(got[start : start + n_extra])
+            if pending is None:
+                kept = xr.Dataset(
+                    {
+                        v: (d[v].dims, da.from_array(to_host(a), chunks=d[v].data.chunks))
+                        for v, a in zip(d.data_vars, got[start + n_extra : start + n_extra + len(d.data_vars)], strict=True)
+                    },
+                    attrs=d.attrs,
+                )
+                self._memory[n] = (kept, i(extra) if i else {})
+            else:
+                pending.commit(**(i(extra) if i else {}))
+            out = extra if out is None else out
+        for f in files:
+            f.commit()
+        return out
+
+    def _on_grid(self, ds: xr.Dataset) -> xr.Dataset:
+        """``ds`` with its 2-D dask arrays in the grid's tiles."""
         ds = ds.copy()
         for v in ds.data_vars:
             if isinstance(ds[v].data, da.Array) and ds[v].ndim == 2 and ds[v].data.chunks != self.grid.chunks:
                 ds[v] = ds[v].chunk(dict(zip(ds[v].dims, self.grid.chunks, strict=True)))
-        if self.store is None:
-            names = list(ds.data_vars)
-            got = compute(*(ds[v].data for v in names), *extras, description=description, client=self.client)
-            arrays, extra = got[: len(names)], list(got[len(names) :])
-            kept = xr.Dataset(
-                {v: (ds[v].dims, da.from_array(to_host(a), chunks=ds[v].data.chunks)) for v, a in zip(names, arrays, strict=True)},
-                attrs=ds.attrs,
-            )
-            self._memory[name] = (kept, info(extra) if info else {})
-            return extra
-        writes, pending = self.store.write_product(
-            self.field, self.band, name, ds, wcs_header=self.grid.to_header().tostring(sep="\n"),
-            attrs=_jsonable(ds.attrs), overwrite=True, compute=False,
-        )
-        # one call: the extras and the writes share their tasks (each pair task runs once)
-        extra = list(compute(*extras, *writes, description=description, client=self.client)[: len(extras)])
-        pending.commit(**(info(extra) if info else {}))
-        return extra
+        return ds
 
 
 def _jsonable(attrs: dict) -> dict:
@@ -724,7 +767,7 @@ def updc(
     callback=None,
     final_residual: bool = True,
     array: str = "numpy",
-    staging: bool = True,
+    staging: bool | str = "auto",
     pedestal="auto",
     damping: float = 0.0,
     drizzled: xr.Dataset | None = None,
@@ -783,11 +826,12 @@ def updc(
     array : {"numpy", "cupy"}
         Iterate on host arrays, or on CuPy chunks on the workers' GPUs (needs CuPy and a CUDA
         device where the tasks run; see the module notes).
-    staging : bool
+    staging : bool or "auto"
         With a store: stage the iterate, its convolutions and the tiles' sums in a temporary
         folder of the store's group (:mod:`mosaic.coadd.staging`), so that tiles do not wait
         in memory for their neighbours' halos; the folder is removed after each iteration. The
-        results are the same to the bit. Without a store nothing is staged.
+        results are the same to the bit. Without a store nothing is staged. ``"auto"``
+        (default): only grids whose six float64 planes pass :data:`STAGE_ABOVE_BYTES`.
     pedestal : "auto", float or None
         ``s`` of the read-noise-corrected update (see the module notes): ``"auto"`` (default)
         from VAR_RNOISE and the gain the VAR_POISSON of the exposures imply, at least
@@ -823,6 +867,11 @@ def updc(
         msg = f"damping {damping!r} is not allowed; expected a number of sigmas >= 0 (0: no damping)"
         raise InputError(msg)
     save = check_save(save, n_iterations)
+    if staging == "auto":
+        staging = 6 * 8 * grid.shape[0] * grid.shape[1] > STAGE_ABOVE_BYTES
+    elif not isinstance(staging, bool):
+        msg = f"staging {staging!r} is not supported; expected True, False or 'auto'"
+        raise InputError(msg)
     on_device = _mover(array)
     n_exp = exposures.sizes["exposure"]
     groups = prepare_psfs(psfs, n_exp, pixel_scale_arcsec=grid.pixel_scale_arcsec)
@@ -837,97 +886,142 @@ def updc(
     if outdir is not None:
         outdir.mkdir(parents=True, exist_ok=True)
 
-    it0, info0, fresh = _iteration_zero(
-        ck, exposures, grid, method, weight, token, background, errors, cutout_reader, pedestal, drizzled=drizzled,
-    )
-    with pixel_maps_kept(client), ck.staging(method, enabled=staging) as scratch:
-        bkg, mock_floor, ped = float(info0["background"]), float(info0["mock_floor"]), float(info0["pedestal"])
-        den, den_floor = _normalisation(ck, plan, exposures, it0, method, groups, cutout_reader, scratch)
-        fill = max(bkg, mock_floor)
-        source = ExposureSource(exposures, reader=cutout_reader, variances=errors)
-        if method == "rl":
-            d, mask = on_device(_zero_nan(it0["sci"].data)), on_device(da.isfinite(it0["sci"].data))
-            # the drizzle mosaic's variances (for errors, damping and chi-squared) when it has them
-            v0 = [on_device(_zero_nan(it0[v].data)) for v in VARIANCES if v in it0]
-            var_d = sum(v0[1:], v0[0]) if len(v0) == len(VARIANCES) else None
-            psf = groups[0].psf
-
-            def correct(f):
-                return baselines.single_image_backproject(
-                    f, d, mask, psf, variances=v0 if errors else (), mock_floor=mock_floor, pedestal=ped, damping=damping, variance=var_d,
+    files: dict[int, Path] = {}
+    pending: list = []  # laid-out files whose writes join the next computation
+    try:
+        with pixel_maps_kept(client), ck.staging(method, enabled=staging) as scratch:
+            # the coverage normalisation needs only the exposures (not for "rl"): computed with iteration 0
+            norm = None if method == "rl" else _normalisation_product(ck, plan, exposures, method, cutout_reader, scratch)
+            it0, info0, fresh = _iteration_zero(
+                ck, exposures, grid, method, weight, token, background, errors, cutout_reader, pedestal, drizzled=drizzled,
+                also=[norm] if norm is not None else [],
+            )
+            bkg, mock_floor, ped = float(info0["background"]), float(info0["mock_floor"]), float(info0["pedestal"])
+            den, den_floor = _normalisation(ck, plan, exposures, it0, method, groups, cutout_reader, scratch)
+            fill = max(bkg, mock_floor)
+            correct, residual = _operators(
+                method, it0, groups, plan, exposures, cutout_reader, scratch, on_device=on_device, errors=errors,
+                mock_floor=mock_floor, pedestal=ped, damping=damping,
+            )
+            iterations = [it0]
+            prefix = f"{method}/iter_"
+            pending = [p for p in [_lay_out(files, 0, save, outdir, name, it0, it0, bkg, grid, method, overwrite, fresh=fresh)] if p]
+            if callback is not None and fresh:
+                callback(0, it0)
+            for n in range(1, n_iterations + 1):
+                key = f"{prefix}{n:02d}"
+                if ck.complete(key):
+                    iterations.append(ck.read(key))
+                    got = _lay_out(
+                        files, n, save, outdir, name, iterations[-1], it0, bkg, grid, method, overwrite, fresh=False,
+                        err_scale=ck.info(key).get("err_scale", 1.0),
+                    )
+                    pending += [got] if got else []
+                    continue
+                t0 = time.perf_counter()
+                ds, resid = _step(
+                    iterations[-1], it0, den, correct=correct, multiplicative=method != "landweber",
+                    tau=float(tau), den_floor=den_floor, errors=errors, fill=fill, on_device=on_device, pedestal=ped,
+                    noise_aware=pedestal is not None,
                 )
+                ds.attrs.update({"product": method, "iteration": n})
+                extras = [resid, _sky_sample(ds, it0, bkg)] if errors else [resid]
 
-            def residual(f):
-                return baselines.single_image_residual(f, d, mask, psf, variance=var_d)
-        else:
-            corr = "ratio" if method == "updc" else "difference"
+                def calibration(extra):
+                    return {"err_scale": _err_scale(extra[1])} if errors else {}
 
-            def correct(f):
-                return backproject(
-                    f, plan, source, correction=corr, mock_floor=mock_floor, variances=errors, staging=scratch,
-                    pedestal=ped if corr == "ratio" else 0.0, damping=damping,
+                # the files laid out so far are written by the same call: no phase of their own
+                r, *_ = ck.write(key, ds, extras, description=f"{method} iteration {n}/{n_iterations}", info=calibration, files=pending)
+                pending = []
+                if scratch is not None:
+                    shutil.rmtree(scratch, ignore_errors=True)
+                ck.set_info(f"{prefix}{n - 1:02d}", **_residual_info(r))
+                log.info(
+                    "%s iteration %d/%d done in %.1f s; iteration %d: chi2/dof %.4g (residuals in units of the exposures' ERR, "
+                    "%d pixels), data residual %.6g (MJy/sr)^2 weighted, %.4g per pixel",
+                    method, n, n_iterations, time.perf_counter() - t0, n - 1, _chi2_dof(r), r[3], r[0], r[0] / max(r[1], 1),
                 )
-
-            def residual(f):
-                return data_residual(f, plan, source, staging=scratch, chi2=True)
-
-        iterations = [it0]
-        files = {}
-        prefix = f"{method}/iter_"
-        _save(files, 0, save, outdir, name, it0, it0, bkg, grid, method, overwrite, fresh=fresh)
-        if callback is not None and fresh:
-            callback(0, it0)
-        for n in range(1, n_iterations + 1):
-            key = f"{prefix}{n:02d}"
-            if ck.complete(key):
                 iterations.append(ck.read(key))
-                _save(
-                    files, n, save, outdir, name, iterations[-1], it0, bkg, grid, method, overwrite, fresh=False,
+                got = _lay_out(
+                    files, n, save, outdir, name, iterations[-1], it0, bkg, grid, method, overwrite, fresh=True,
                     err_scale=ck.info(key).get("err_scale", 1.0),
                 )
-                continue
-            t0 = time.perf_counter()
-            ds, resid = _step(
-                iterations[-1], it0, den, correct=correct, multiplicative=method != "landweber",
-                tau=float(tau), den_floor=den_floor, errors=errors, fill=fill, on_device=on_device, pedestal=ped,
-                noise_aware=pedestal is not None,
-            )
-            ds.attrs.update({"product": method, "iteration": n})
-            extras = [resid, _sky_sample(ds, it0, bkg)] if errors else [resid]
+                pending += [got] if got else []
+                if callback is not None:
+                    callback(n, iterations[-1])
+            last = f"{prefix}{n_iterations:02d}"
+            wanted = [residual(on_device(_zero_nan(iterations[-1]["sci"].data)))] if final_residual and "residual" not in ck.info(last) else []
+            if wanted or pending:
+                # the last files and the last iterate's residual in one call
+                what = f"{method} residual of iteration {n_iterations}" if wanted else f"writing {', '.join(p.final.name for p in pending)}"
+                got = _compute_with_files(wanted, pending, what, client)
+                pending = []
+                if wanted:
+                    (r,) = got
+                    ck.set_info(last, **_residual_info(r))
+                    log.info(
+                        "%s iteration %d: chi2/dof %.4g (in units of the exposures' ERR, %d pixels), data residual %.6g (MJy/sr)^2 over %d pixels",
+                        method, n_iterations, _chi2_dof(r), r[3], r[0], r[1],
+                    )
+    finally:
+        for p in pending:  # a run stopped before writing them leaves no temporary file
+            p.abort()
+    infos = [ck.info(f"{prefix}{n:02d}") for n in range(n_iterations + 1)]
+    return UPDCResult(
+        method=method, iterations=iterations, residuals=[i.get("residual") for i in infos], background=bkg, grid=grid,
+        files=files, fill=fill, chi2=[i.get("chi2_dof") for i in infos], pedestal=ped,
+        err_scales=[i.get("err_scale", 1.0) for i in infos],
+    )
 
-            def calibration(extra):
-                return {"err_scale": _err_scale(extra[1])} if errors else {}
 
-            r, *_ = ck.write(key, ds, extras, description=f"{method} iteration {n}/{n_iterations}", info=calibration)
-            if scratch is not None:
-                shutil.rmtree(scratch, ignore_errors=True)
-            ck.set_info(f"{prefix}{n - 1:02d}", **_residual_info(r))
-            log.info(
-                "%s iteration %d/%d done in %.1f s; iteration %d: chi2/dof %.4g (residuals in units of the exposures' ERR, "
-                "%d pixels), data residual %.6g (MJy/sr)^2 weighted, %.4g per pixel",
-                method, n, n_iterations, time.perf_counter() - t0, n - 1, _chi2_dof(r), r[3], r[0], r[0] / max(r[1], 1),
+def _operators(method, it0, groups, plan, exposures, reader, scratch, *, on_device, errors, mock_floor, pedestal, damping):
+    """``correct(f)`` (the back-projected correction of an iterate) and ``residual(f)`` (its data residual) of ``method``."""
+    if method == "rl":
+        d, mask = on_device(_zero_nan(it0["sci"].data)), on_device(da.isfinite(it0["sci"].data))
+        # the drizzle mosaic's variances (for errors, damping and chi-squared) when it has them
+        v0 = [on_device(_zero_nan(it0[v].data)) for v in VARIANCES if v in it0]
+        var_d = sum(v0[1:], v0[0]) if len(v0) == len(VARIANCES) else None
+        psf = groups[0].psf
+
+        def correct(f):
+            return baselines.single_image_backproject(
+                f, d, mask, psf, variances=v0 if errors else (), mock_floor=mock_floor, pedestal=pedestal, damping=damping, variance=var_d,
             )
-            iterations.append(ck.read(key))
-            _save(
-                files, n, save, outdir, name, iterations[-1], it0, bkg, grid, method, overwrite, fresh=True,
-                err_scale=ck.info(key).get("err_scale", 1.0),
-            )
-            if callback is not None:
-                callback(n, iterations[-1])
-        last = f"{prefix}{n_iterations:02d}"
-        if final_residual and "residual" not in ck.info(last):
-            (r,) = _compute([residual(on_device(_zero_nan(iterations[-1]["sci"].data)))], f"{method} residual of iteration {n_iterations}", client)
-            ck.set_info(last, **_residual_info(r))
-            log.info(
-                "%s iteration %d: chi2/dof %.4g (in units of the exposures' ERR, %d pixels), data residual %.6g (MJy/sr)^2 over %d pixels",
-                method, n_iterations, _chi2_dof(r), r[3], r[0], r[1],
-            )
-        infos = [ck.info(f"{prefix}{n:02d}") for n in range(n_iterations + 1)]
-        return UPDCResult(
-            method=method, iterations=iterations, residuals=[i.get("residual") for i in infos], background=bkg, grid=grid,
-            files=files, fill=fill, chi2=[i.get("chi2_dof") for i in infos], pedestal=ped,
-            err_scales=[i.get("err_scale", 1.0) for i in infos],
+
+        def residual(f):
+            return baselines.single_image_residual(f, d, mask, psf, variance=var_d)
+
+        return correct, residual
+    corr = "ratio" if method == "updc" else "difference"
+    source = ExposureSource(exposures, reader=reader, variances=errors)
+
+    def correct(f):
+        return backproject(
+            f, plan, source, correction=corr, mock_floor=mock_floor, variances=errors, staging=scratch,
+            pedestal=pedestal if corr == "ratio" else 0.0, damping=damping,
         )
+
+    def residual(f):
+        return data_residual(f, plan, source, staging=scratch, chi2=True)
+
+    return correct, residual
+
+
+def _compute_with_files(items, files, description, client):
+    """Compute ``items`` and the writes of the laid-out ``files`` in one call, then commit the files."""
+    try:
+        got = _compute([*items, *(f.writes for f in files)], description, client)[: len(items)]
+    except OSError as err:
+        if not files:
+            raise
+        from mosaic.io.images import _write_error  # noqa: PLC0415
+
+        for f in files:
+            f.abort()
+        raise _write_error(files[0].final, err, sum(f.size for f in files)) from None
+    for f in files:
+        f.commit()
+    return got
 
 
 def _sky_z_block(sci, err, sci0, err0, *, background: float, cut: float, dilate: int):
@@ -1025,8 +1119,11 @@ def _compute(items, description, client):
     return compute(*items, description=description, client=client)
 
 
-def _iteration_zero(ck, exposures, grid, method, weight, token, background, errors, reader, pedestal="auto", *, drizzled=None):
-    """The drizzle mosaic (pixfrac 1; ``drizzled`` when given), its sky, the mock floor and the pedestal: computed once, then read."""
+def _iteration_zero(ck, exposures, grid, method, weight, token, background, errors, reader, pedestal="auto", *, drizzled=None, also=()):
+    """The drizzle mosaic (pixfrac 1; ``drizzled`` when given), its sky, the mock floor and the pedestal: computed once, then read.
+
+    ``also``: more products ``(name, ds, extras, info)`` to compute in the same call, when iteration 0 is computed.
+    """
     key = f"{method}/iter_00"
     if ck.complete(key):
         info = ck.info(key)
@@ -1052,7 +1149,7 @@ def _iteration_zero(ck, exposures, grid, method, weight, token, background, erro
     def info(extra):
         return {**_sky_info(extra[0], background, token), **_pedestal_info(extra[1], pedestal)}
 
-    ck.write(key, mosaic, [sample, noise_sums(exposures)], description=f"{method} iteration 0 (drizzle)", info=info)
+    ck.write(key, mosaic, [sample, noise_sums(exposures)], description=f"{method} iteration 0 (drizzle)", info=info, also=also)
     return ck.read(key), ck.info(key), True
 
 
@@ -1155,33 +1252,47 @@ def _sky_info(sample, background, token) -> dict:
     return {"token": token, "background": bkg, "mock_floor": MOCK_FLOOR * scale}
 
 
+def _normalisation_product(ck, plan, exposures, method, reader, scratch):
+    """The product ``(name, ds, extras, info)`` of the multi-frame normalisation ``sum_G B_G^*(sum_k D_k(w_k))``
+    for :meth:`_Checkpoints.write`; None when it is already complete."""
+    key = f"{method}/norm"
+    if ck.complete(key):
+        return None
+    return _norm_product(key, normalisation(plan, ExposureSource(exposures, reader=reader), staging=scratch))
+
+
+def _norm_product(key, den):
+    def info(extra):
+        return {"max": float(extra[0])}
+
+    return key, xr.Dataset({"norm": (("y", "x"), den)}), [den.max()], info
+
+
 def _normalisation(ck, plan, exposures, it0, method, groups, reader, scratch):
-    """``sum_G B_G^*(sum_k D_k(w_k))`` (or ``B^*(mask)`` for ``"rl"``), written once, and its floor."""
+    """``sum_G B_G^*(sum_k D_k(w_k))`` (or ``B^*(mask)`` for ``"rl"``), written once (if iteration 0 did not), and its floor."""
     key = f"{method}/norm"
     if not ck.complete(key):
         if method == "rl":
             den = baselines.single_image_normalisation(da.isfinite(it0["sci"].data), groups[0].psf)
+            item = _norm_product(key, den)
         else:
-            den = normalisation(plan, ExposureSource(exposures, reader=reader), staging=scratch)
-        ds = xr.Dataset({"norm": (("y", "x"), den)})
-
-        def info(extra):
-            return {"max": float(extra[0])}
-
-        ck.write(key, ds, [den.max()], description=f"{method} normalisation", info=info)
+            item = _normalisation_product(ck, plan, exposures, method, reader, scratch)
+        name, ds, extras, info = item
+        ck.write(name, ds, extras, description=f"{method} normalisation", info=info)
     den = ck.read(key)["norm"].data.astype(np.float64)
     return den, NORM_FLOOR * float(ck.info(key)["max"])
 
 
-def _save(files, n, save, outdir, name, ds, it0, bkg, grid, method, overwrite, *, fresh: bool, err_scale: float = 1.0):
-    """Write iteration ``n`` as an _i2d.fits file if asked (skip a resumed one already on disk)."""
+def _lay_out(files, n, save, outdir, name, ds, it0, bkg, grid, method, overwrite, *, fresh: bool, err_scale: float = 1.0):
+    """Lay out iteration ``n``'s _i2d.fits file if asked (not a resumed one already on disk): its
+    :class:`~mosaic.io.images.PendingFile`, whose writes join the next computation; else None."""
     if outdir is None or n not in save:
-        return
+        return None
     from mosaic.io.products import write_i2d  # noqa: PLC0415
 
     path = outdir / f"{name}_iter{n:02d}_i2d.fits"
     files[n] = path
     if path.exists() and not (fresh or overwrite):
-        return
+        return None
     header = {"UPDCMETH": method, "UPDCITER": n, "BKGLEVEL": bkg, "BKGSUB": bkg != 0.0, "ERRSCALE": err_scale}
-    write_i2d(path, _product(ds, it0, bkg, err_scale), grid, primary_header=header, overwrite=True)
+    return write_i2d(path, _product(ds, it0, bkg, err_scale), grid, primary_header=header, overwrite=True, compute=False)

@@ -95,6 +95,8 @@ def test_resume_after_a_stop_equals_an_uninterrupted_run(tmp_path, small_field, 
     done = store.manifest("field", "F200W")
     assert {"updc/iter_00", "updc/iter_01", "updc/iter_02", "updc/norm"} <= set(done)
     assert "updc/iter_03" not in done
+    # iteration 1's file was written by iteration 2's computation; the stop left no half-written file
+    assert sorted(f.name for f in (tmp_path / "b").iterdir()) == ["updc_iter01_i2d.fits"]
     seen = []
     resumed = updc(exposures, grid, psf, n_iterations=3, store=store, outdir=tmp_path / "b", save=(1, 3), callback=lambda n, ds: seen.append(n))
     assert seen == [3]  # iterations 0-2 were read back, not recomputed
@@ -110,6 +112,30 @@ def test_resume_after_a_stop_equals_an_uninterrupted_run(tmp_path, small_field, 
     longer = updc(exposures, grid, psf, n_iterations=4, store=store, callback=lambda n, ds: seen.append(n))
     assert seen == [3, 4]
     assert len(longer.residuals) == 5
+
+
+def test_a_run_has_one_computation_per_iteration_and_writes_its_files_inside_them(tmp_path, small_field, exposures, psf, monkeypatch):
+    """Iteration 0 and the normalisation are one computation; each file is written by the next
+    one (the last with the final residual): n + 2 phases for n iterations, the same products."""
+    import mosaic.progress
+
+    calls = []
+    real = mosaic.progress.compute
+
+    def counted(*collections, description="computing", **kwargs):
+        calls.append(description)
+        return real(*collections, description=description, **kwargs)
+
+    grid = small_field.grid.with_tiling((120, 180))
+    reference = updc(exposures, grid, psf, n_iterations=2, store=Store(tmp_path / "a.zarr"))
+    monkeypatch.setattr(mosaic.progress, "compute", counted)
+    run = updc(exposures, grid, psf, n_iterations=2, store=Store(tmp_path / "b.zarr"), outdir=tmp_path / "b", save=(0, 1, 2))
+    assert calls == ["updc iteration 0 (drizzle)", "updc iteration 1/2", "updc iteration 2/2", "updc residual of iteration 2"]
+    np.testing.assert_allclose(run.residuals, reference.residuals, rtol=1e-6)
+    for n in range(3):
+        want = reference.product(n)["sci"].values
+        np.testing.assert_allclose(fits.getdata(run.files[n], "SCI"), want, rtol=1e-6, atol=1e-6 * np.nanmax(np.abs(want)), equal_nan=True)
+    assert sorted(f.name for f in (tmp_path / "b").iterdir()) == [f"updc_iter0{n}_i2d.fits" for n in range(3)]
 
 
 def test_other_settings_are_refused_then_overwritten(tmp_path, small_field, exposures, psf):
@@ -504,10 +530,11 @@ def test_forward_model_and_update_share_no_task(tmp_path, small_field, exposures
 
 
 def test_staging_changes_no_number_and_leaves_no_folder(tmp_path, monkeypatch, small_field, exposures, psf):
-    """With a store the iterations stage through a temporary folder of the store's group: the
-    products equal those of the in-memory graph to the bit, and the folder goes after each
-    iteration, and after a run stopped half way."""
+    """With a store the iterations of a grid above STAGE_ABOVE_BYTES stage through a temporary
+    folder of the store's group: the products equal those of the in-memory graph to the bit, and
+    the folder goes after each iteration, and after a run stopped half way."""
     import mosaic.coadd.forward as forward
+    import mosaic.coadd.updc as updc_module
 
     staged_paths = []
     real_stage = forward.stage
@@ -520,7 +547,10 @@ def test_staging_changes_no_number_and_leaves_no_folder(tmp_path, monkeypatch, s
     grid = small_field.grid.with_tiling((97, 61))
     kept = updc(exposures, grid, psf, n_iterations=2, store=Store(tmp_path / "a.zarr"), staging=False)
     assert staged_paths == []
+    assert updc(exposures, grid, psf, n_iterations=1, store=Store(tmp_path / "c.zarr")).iterations  # "auto": a small grid
+    assert staged_paths == []
     store = Store(tmp_path / "b.zarr")
+    monkeypatch.setattr(updc_module, "STAGE_ABOVE_BYTES", 6 * 8 * grid.shape[0] * grid.shape[1] - 1)  # "auto": just above it
     with pytest.raises(_Stop):
         updc(exposures, grid, psf, n_iterations=2, store=store, callback=_stop_after(1))
     staged = updc(exposures, grid, psf, n_iterations=2, store=store)
