@@ -175,6 +175,7 @@ def _flags(cat, data, mask, origin, image_shape, rows) -> np.ndarray:
     bad = ~np.isfinite(np.asarray(data))
     if mask is not None:
         bad |= np.asarray(mask, dtype=bool)
+    any_bad = bool(bad.any())  # else no aperture or segment holds a bad pixel: no masks to make
     bad = bad.astype(np.float64)  # once: get_values wants numbers
     y0, x0 = origin
     flags = np.zeros(len(rows["label"]), dtype=np.int64)
@@ -187,10 +188,9 @@ def _flags(cat, data, mask, origin, image_shape, rows) -> np.ndarray:
         if ap is not None:
             b = ap.bbox
             touches |= b.ixmin + x0 < 0 or b.iymin + y0 < 0 or b.ixmax + x0 > image_shape[1] or b.iymax + y0 > image_shape[0]
-            in_ap = ap.to_mask(method="center").get_values(bad)
-            masked = bool(np.any(in_ap > 0))
+            masked = any_bad and bool(np.any(ap.to_mask(method="center").get_values(bad) > 0))
         else:
-            masked = bool(np.any(bad[sl][np.asarray(seg) > 0] > 0))
+            masked = any_bad and bool(np.any(bad[sl][np.asarray(seg) > 0] > 0))
         flags[i] = FLAGS["masked"] * masked + FLAGS["edge"] * bool(touches)
     return flags
 

@@ -4,7 +4,7 @@
                   [--threshold 1.5] [--npixels 10] [--deblend] [--fwhm PIX] [--radii R ...]
                   [--tile PIX] [--workers N] [--regions CAT.reg] [--segmentation SEG.fits]
                   [--store STORE.zarr] [--field NAME] [--overwrite] [--detection-image DRIZZLE_i2d.fits]
-                  [--engine photutils|sep] [--noise measured|err]
+                  [--engine photutils|sep] [--noise measured|err] [--sep-whole-mpix MPIX]
 
 IMAGE is an ``_i2d.fits`` mosaic (SCI, ERR, WHT) or a plain FITS image. The threshold is
 ``--threshold`` times the noise per pixel, measured on the image itself (``--noise measured``,
@@ -16,7 +16,9 @@ have zero weight are masked. An image without a celestial WCS gives a catalogue 
 are NaN, with a warning (positions in pixels are still exact). With ``--detection-image`` the
 sources are found on that image (the drizzle mosaic, smoothed by ``--fwhm``, threshold in units of
 the noise measured on it) and deblended and measured on IMAGE (a UPDC iterate). ``--engine sep``
-detects and measures with SEP (SExtractor's algorithms; ``pip install 'mosaic[sep]'``).
+detects and measures with SEP (SExtractor's algorithms; ``pip install 'mosaic[sep]'``): the whole
+image in one task where SEP on it fits in half a worker's memory (``--sep-whole-mpix``), else in
+tiles joined across seams; the catalogue is the same.
 """
 
 from __future__ import annotations
@@ -73,6 +75,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--fwhm", type=float, default=2.0, help="FWHM (pix) of the smoothing kernel / DAOFIND kernel; 0: no smoothing (default 2)")
     p.add_argument("--radii", type=positive_float, nargs="*", default=[3.0, 6.0], metavar="R", help="circular aperture radii in pixels (default 3 6)")
     p.add_argument("--tile", type=positive_int, default=1024, metavar="PIX", help="tile size in pixels (default 1024)")
+    p.add_argument(
+        "--sep-whole-mpix", type=float, default=None, metavar="MPIX",
+        help="--engine sep: extract images of up to MPIX megapixels whole, in one task (faster than tiles), larger ones in tiles "
+             "(default: whole when SEP needs at most half a worker's memory, about 48 bytes a pixel; 0: always tiles)",
+    )
     p.add_argument("--workers", type=int, default=0, metavar="N", help="local dask cluster of N processes (default 0: threads)")
     p.add_argument("--regions", metavar="CAT.reg", help="also write a DS9 region file")
     p.add_argument("--segmentation", metavar="SEG.fits", help="also write the segmentation map as FITS")
@@ -101,6 +108,9 @@ def _check_outputs(args) -> None:
     if args.noise != "measured" and args.detection_image is not None:
         msg = f"--noise {args.noise} with --detection-image is not allowed; expected --noise measured (a detection image's threshold is in its measured noise)"
         raise InputError(msg)
+    if args.sep_whole_mpix is not None and not args.sep_whole_mpix >= 0:
+        msg = f"--sep-whole-mpix {args.sep_whole_mpix!r} is out of range; expected megapixels >= 0 (0: always tiles)"
+        raise InputError(msg)
     if args.fwhm < 0 or (args.method == "daofind" and args.fwhm == 0):
         msg = f"--fwhm {args.fwhm!r} is out of range; expected > 0 (>= 0 for segmentation, 0 meaning no smoothing)"
         raise InputError(msg)
@@ -118,5 +128,6 @@ def run(args: argparse.Namespace) -> int:
             fwhm=args.fwhm, radii=args.radii, tile=args.tile, regions=args.regions, segmentation=args.segmentation,
             store=Store(args.store) if args.store else None, field=args.field, overwrite=args.overwrite,
             background_box=args.background_box, detection_image=args.detection_image, engine=args.engine, noise=args.noise,
+            sep_max_whole=None if args.sep_whole_mpix is None else int(args.sep_whole_mpix * 1e6),
         )
     return 0

@@ -105,7 +105,38 @@ def _require_sep() -> None:
         raise InputError(msg) from None
 
 
-def _sep_table(filled, bad, err, rms, image, *, threshold, n_pixels, deblend, fwhm, radii, tile):
+#: bytes a pixel that SEP on the whole image needs (image, noise and mask as it gets them, its
+#: filtered image, threshold and pixel buffers): the whole-image peak of the catalogue benchmark
+#: was about 40
+SEP_BYTES_PER_PIXEL = 48
+
+
+def _worker_memory() -> float:
+    """Memory one task may use: the smallest worker's limit on a dask cluster, else what is available here."""
+    import psutil  # noqa: PLC0415
+
+    available = float(psutil.virtual_memory().available)
+    try:
+        from distributed import get_client  # noqa: PLC0415
+
+        client = get_client()
+    except (ImportError, ValueError):
+        return available
+    limits = [w.get("memory_limit") or 0 for w in client.scheduler_info().get("workers", {}).values()]
+    return float(min(limits)) if limits and min(limits) > 0 else available
+
+
+def _sep_whole(shape, max_pixels) -> bool:
+    """Whether the SEP engine extracts the whole image in one task: when it has at most
+    ``max_pixels`` pixels, or (None) when SEP on it needs at most half a worker's memory."""
+    n = int(np.prod(shape))
+    need = SEP_BYTES_PER_PIXEL * n
+    fits = n <= max_pixels if max_pixels is not None else need <= 0.5 * _worker_memory()
+    log.info("detect: SEP on %s (about %.1f GiB for SEP on the whole image)", "the whole image" if fits else "tiles", need / 2**30)
+    return fits
+
+
+def _sep_table(filled, bad, err, rms, image, *, threshold, n_pixels, deblend, fwhm, radii, tile, whole=False):
     """The SEP engine's catalogue: relative threshold with ERR (``threshold`` in units of ``err``),
     else absolute (``threshold * rms``).
 
@@ -124,14 +155,15 @@ def _sep_table(filled, bad, err, rms, image, *, threshold, n_pixels, deblend, fw
     return sep_catalog(
         filled, threshold if err is not None else threshold * rms, err=err, mask=bad, minarea=n_pixels, filter_kernel=kernel, filter_type="conv",
         deblend_cont=0.005 if deblend else 1.0, radii=tuple(radii), tile=tile, halo=max(64, int(n_pixels), (0 if kernel is None else kernel.shape[0]) + 4),
-        wcs=image.wcs, flux_scale=scale, flux_unit=unit,
+        wcs=image.wcs, flux_scale=scale, flux_unit=unit, whole=whole,
     )
 
 
 def detect_image(path, out, *, method: str = "segmentation", threshold: float = 1.5, n_pixels: int = 10,
                  deblend: bool = False, fwhm: float = 2.0, radii=(3.0, 6.0), tile: int = 1024, require_error: bool = False,
                  regions=None, segmentation=None, store=None, field: str | None = None, overwrite: bool = False,
-                 background_box: int | None = None, detection_image=None, engine: str = "photutils", noise: str = "measured"):
+                 background_box: int | None = None, detection_image=None, engine: str = "photutils", noise: str = "measured",
+                 sep_max_whole: int | None = None):
     """Detect and measure the sources of an image file and write the catalogue (and products).
 
     Computes on the current dask client, if any (else with threads here).
@@ -188,6 +220,11 @@ def detect_image(path, out, *, method: str = "segmentation", threshold: float = 
         :func:`mosaic.catalog.photometry.source_catalog`), or SEP (SExtractor's detection,
         Kron and circular apertures, :func:`mosaic.catalog.sep_engine.sep_catalog`; needs the
         ``sep`` extra; ``fwhm`` is its Gaussian filter, ``deblend`` its deblending).
+    sep_max_whole : int, optional
+        The SEP engine extracts images of at most this many pixels whole, in one task (SEP
+        alone: faster than tiles where the image fits in memory), larger ones in tiles; default
+        (None): whole when SEP on the image needs at most half a worker's memory
+        (:data:`SEP_BYTES_PER_PIXEL`); 0: always tiles. The catalogue is the same either way.
 
     Returns
     -------
@@ -216,6 +253,9 @@ def detect_image(path, out, *, method: str = "segmentation", threshold: float = 
         msg = f"noise {noise!r} is not allowed here; expected one of {list(DETECTION_NOISE)} ('measured' with a detection image)"
         raise InputError(msg)
     image = read_image(path, tile=tile)
+    sep_whole = engine == "sep" and detection_image is None and method == "segmentation" and _sep_whole(image.sci.shape, sep_max_whole)
+    if sep_whole:  # one chunk: SEP's task reads full-width row bands, with no chunks to join
+        image = read_image(path, tile=max(image.sci.shape))
     if detection_image is not None:
         return _detect_dual_image(image, detection_image, out, method=method, threshold=threshold, n_pixels=n_pixels,
                                   deblend=deblend, fwhm=fwhm, radii=radii, tile=tile, regions=regions,
@@ -270,14 +310,16 @@ def detect_image(path, out, *, method: str = "segmentation", threshold: float = 
             table["ra"], table["dec"] = ra, dec
             table["ra"].unit = table["dec"].unit = "deg"
     elif engine == "sep":
-        filled, _, bad, err = _persisted(da.where(good, sci, 0.0), None, ~good, None if image.err is None else rms)
+        filled, bad, err = da.where(good, sci, 0.0), ~good, None if image.err is None else rms
+        if not sep_whole:
+            filled, _, bad, err = _persisted(filled, None, bad, err)
         if measured:
             k = _measured_noise(filled, ~bad, err, path, threshold).scale
             rms = k if err is None else rms
         # with ERR, SEP's threshold is relative to it: the measured scale goes into the threshold
         # (ERR itself stays the flux errors' noise)
         table = _sep_table(filled, bad, err, rms, image, threshold=threshold * (k if err is not None else 1.0),
-                           n_pixels=n_pixels, deblend=deblend, fwhm=fwhm, radii=radii, tile=tile)
+                           n_pixels=n_pixels, deblend=deblend, fwhm=fwhm, radii=radii, tile=tile, whole=sep_whole)
     else:
         filled = da.where(good, sci, 0.0)
         det = smooth(filled, fwhm=fwhm, tile=tiles) if fwhm > 0 else filled

@@ -117,6 +117,26 @@ def test_deblending_same_sources(scene):
     assert t["area"].value[tm].sum() == o["npix"][merged].sum()
 
 
+def test_whole_image_path_equals_sep(scene):
+    """``whole=True``: one task reads the lazy inputs and runs SEP on the whole image; every row
+    equals SEP's, deblended children included (one call, one random stream)."""
+    import dask.array as da
+
+    img = scene[0]
+    rng = np.random.default_rng(5)
+    err = 0.8 + 0.4 * rng.random(img.shape)
+    mask = np.zeros(img.shape, bool)
+    mask[40:46, 100:130] = True
+    o, cols = whole_image(img, 1.5, err=err, mask=mask, deblend_cont=0.005)
+    lazy = [da.from_array(a, chunks=(37, 41)) for a in (img, err, mask)]
+    t = tiled(lazy[0], 1.5, err=lazy[1], mask=lazy[2], deblend_cont=0.005, tile=(37, 41), whole=True)
+    assert len(t) == len(o) > 10
+    assert ((o["flag"] & sep.OBJ_MERGED) > 0).sum() >= 4
+    assert_rows_equal(t, o, cols)
+    with pytest.raises(ValueError, match=r"err has shape \(3, 3\); expected the image shape"):
+        tiled(img, 1.5, err=np.ones((3, 3)), whole=True)
+
+
 def test_no_sources_and_bad_input():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NoWCSWarning)
@@ -129,8 +149,10 @@ def test_no_sources_and_bad_input():
         sep_catalog(np.zeros((40, 50)), 0.0)
 
 
-def test_mosaic_detect_engine_sep(tmp_path, scene):
-    """``mosaic detect --engine sep`` on an i2d file: SEP on the whole image with ERR, masked zero weights."""
+@pytest.mark.parametrize("whole", [[], ["--sep-whole-mpix", "0"]], ids=["whole-image-task", "tiles"])
+def test_mosaic_detect_engine_sep(tmp_path, scene, whole, capsys):
+    """``mosaic detect --engine sep`` on an i2d file: SEP on the whole image with ERR, masked zero
+    weights; in one task (the image fits in memory) or in tiles."""
     from astropy.io import fits
 
     from mosaic.cli import main
@@ -146,7 +168,11 @@ def test_mosaic_detect_engine_sep(tmp_path, scene):
     out = tmp_path / "cat.ecsv"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NoWCSWarning)
-        assert main(["detect", str(path), "--out", str(out), "--engine", "sep", "--tile", "48", "--fwhm", "0", "--npixels", "5"]) == 0
+        assert main(["--log-level", "INFO", "detect", str(path), "--out", str(out), "--engine", "sep", "--tile", "48", "--fwhm", "0",
+                     "--npixels", "5", *whole]) == 0
+    log = capsys.readouterr().err
+    assert ("sep: extract the whole image: done" in log) == (not whole)
+    assert ("sep: extract tiles: done" in log) == bool(whole)
     t = read_catalog(out)
     # the measured noise: ERR (0.9) scaled to the scene's unit noise
     k = t.meta["noise_scale"]
