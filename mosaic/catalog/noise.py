@@ -91,19 +91,31 @@ def _source_mask(z: np.ndarray, ok: np.ndarray, *, med: float, mask_sigma: float
     return mask
 
 
+def _mesh_medians(z: np.ndarray, use: np.ndarray, box: int, my: int, mx: int) -> np.ndarray:
+    """``np.median`` of ``z[use]`` in each ``box`` x ``box`` mesh (NaN where none) and the number of
+    values, all meshes at once: each mesh's used values sorted (unused ones as +inf, last), the
+    middle one or the mean of the middle two, as ``np.median`` takes them."""
+    ny, nx = z.shape
+    v = np.full((my * box, mx * box), np.inf)
+    v[:ny, :nx] = np.where(use, z, np.inf)
+    v = np.sort(v.reshape(my, box, mx, box).transpose(0, 2, 1, 3).reshape(my, mx, box * box), axis=-1)
+    n = np.isfinite(v).sum(axis=-1)
+    lo = np.take_along_axis(v, np.maximum(n - 1, 0)[..., None] // 2, axis=-1)[..., 0]
+    hi = np.take_along_axis(v, (n // 2)[..., None], axis=-1)[..., 0]
+    with np.errstate(invalid="ignore"):
+        med = np.where(n % 2 == 1, hi, (lo + hi) / 2)
+    return np.where(n > 0, med, np.nan), n
+
+
 def _background(z: np.ndarray, use: np.ndarray, box: int) -> np.ndarray:
     """Median of ``z`` over ``use`` in meshes of ``box`` pixels, 3 x 3-median-filtered, bilinear."""
     from scipy import ndimage  # noqa: PLC0415
 
     ny, nx = z.shape
     my, mx = -(-ny // box), -(-nx // box)
-    mesh = np.full((my, mx), np.nan)
     least = max(10, box * box // 4)
-    for j in range(my):
-        for i in range(mx):
-            v = z[j * box : (j + 1) * box, i * box : (i + 1) * box][use[j * box : (j + 1) * box, i * box : (i + 1) * box]]
-            if v.size >= least:
-                mesh[j, i] = np.median(v)
+    med, count = _mesh_medians(z, use, box, my, mx)
+    mesh = np.where(count >= least, med, np.nan)
     empty = np.isnan(mesh)
     if empty.all():
         return np.full(z.shape, np.median(z[use]) if use.any() else 0.0)

@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 from astropy.convolution import convolve
 from astropy.io import fits
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from photutils.segmentation import detect_sources, make_2dgaussian_kernel
 from scipy.special import ndtr
 
-from mosaic.catalog.noise import sky_noise
+from mosaic.catalog.noise import _mesh_medians, sky_noise
 from mosaic.cli import main
 from mosaic.exceptions import NoDetectionsWarning
 from mosaic.io.catalogs import read_catalog
@@ -146,3 +148,19 @@ def test_daofind_and_sep_threshold_in_the_measured_noise_too(tmp_path, field, ho
     assert len(a) == len(b) > 10
     np.testing.assert_allclose(np.asarray(a["x_centroid"]), np.asarray(b["x_centroid"]), rtol=1e-12)
     assert len(c) > len(a)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), ny=st.integers(1, 60), nx=st.integers(1, 60), box=st.integers(1, 17), used=st.floats(0.0, 1.0))
+def test_mesh_medians_equal_numpy_median_per_mesh(seed, ny, nx, box, used):
+    """The meshes' medians at once equal ``np.median`` of each mesh's used pixels, bit for bit (ties and partial meshes too)."""
+    rng = np.random.default_rng(seed)
+    z = np.round(rng.normal(size=(ny, nx)), 1)  # ties
+    use = rng.random((ny, nx)) < used
+    my, mx = -(-ny // box), -(-nx // box)
+    med, count = _mesh_medians(z, use, box, my, mx)
+    for j in range(my):
+        for i in range(mx):
+            v = z[j * box : (j + 1) * box, i * box : (i + 1) * box][use[j * box : (j + 1) * box, i * box : (i + 1) * box]]
+            assert count[j, i] == v.size
+            assert (np.isnan(med[j, i]) and v.size == 0) or med[j, i] == np.median(v)
