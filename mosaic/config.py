@@ -333,6 +333,7 @@ def _drizzle_choices():
 
 _KERNELS, _WEIGHTS, _BLOTS = _drizzle_choices()
 _METHODS = ("updc", "landweber", "rl")
+_NOISE = ("measured", "err")  # mosaic.pipeline.detect.DETECTION_NOISE (not imported: photutils is slow to import)
 _ARRAYS = ("numpy", "cupy")
 
 
@@ -431,6 +432,10 @@ class CatalogConfig:
     background_box : int or None
         Subtract a local background of meshes this size before detection (the ICL and other
         light the global sky leaves); None: none.
+    noise : {"measured", "err"}
+        The noise ``threshold`` is in units of: ``measured`` (default) ERR scaled to the scatter
+        measured on the image's own sky, or ``err`` the image's ERR as it is (which UPDC's
+        iterations distort; see ``mosaic detect --noise``).
     """
 
     enabled: bool = _option(False, parse=_bool)
@@ -438,6 +443,7 @@ class CatalogConfig:
     npixels: int = _option(5, parse=_int(minimum=1))
     iterations: tuple[int, ...] | None = _option(None, parse=_optional(_int_list))
     background_box: int | None = _option(None, parse=_optional(_int(minimum=4)))
+    noise: str = _option("measured", parse=_choice(_NOISE))
 
 
 def _rgb(v, w, b):

@@ -59,6 +59,7 @@ def test_defaults_and_relative_paths(tmp_path):
         ({"bands": {"F200W": {"inputs": "x"}}}, r"bands\.F200W\.psf: missing; expected a PSF file or a folder"),
         ({"bands": {"F200W": {"inputs": [], "psf": "y"}}}, r"bands\.F200W\.inputs: got \[\]; expected a glob of _cal\.fits files"),
         ({"catalogs": {"enabled": True, "npixels": 0}}, r"catalogs\.npixels: got 0; expected an integer >= 1"),
+        ({"catalogs": {"enabled": True, "noise": "rms"}}, r"catalogs\.noise: got 'rms'; expected one of \('measured', 'err'\)"),
         ({"catalogs": {"enabled": True, "iterations": [3]}}, r"catalogs\.iterations: got \[3\]; expected saved iterations \(updc\.save: \[0, 5, 10\]\)"),
         ({"products": {"rgb": ["F200W", "F444W"]}}, r"products\.rgb: got \['F200W', 'F444W'\]; expected three band names"),
         ({"products": {"rgb": ["F200W", "F150W", "F090W"]}}, r"products\.rgb: got .*; expected bands of this field \['F200W'\]"),

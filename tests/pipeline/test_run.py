@@ -113,6 +113,16 @@ def test_rerun_redoes_only_what_changed(first, tiny_field):
     assert store.manifest("tiny", "F200W")["updc/iter_01"]["completed"] == iter1
     assert (config.outdir / "tiny_f200w_updc_iter03_i2d.fits").exists()
 
+    # thresholds in units of the ERR as it is (catalogs.noise): only the catalogues are redone
+    from astropy.table import Table
+
+    settings = {"drizzle": {"pixfrac": 1.0}, "updc": {"iterations": 3, "save": [2, 3]}}
+    err_noise = run_field(_config(base, tiny_field, catalogs={"noise": "err"}, **settings), start_cluster=False)
+    rows = _rows(err_noise)
+    assert [rows[s].status for s in ("outliers", "drizzle", "updc", "catalogs")] == ["resumed", "resumed", "resumed", "done"]
+    for n in (2, 3):
+        assert Table.read(config.outdir / "catalogs" / f"tiny_f200w_updc_iter{n:02d}_cat.ecsv").meta["noise"] == "err"
+
 
 def test_cli_check_and_errors(tmp_path, tiny_field, capsys):
     path = write_yaml(tmp_path / "f.yaml", field_mapping(tiny_field))
