@@ -179,3 +179,11 @@ def test_examples_load_and_their_inputs_are_what_simulate_writes(tmp_path):
         check_config(f)
     raw = yaml.safe_load((EXAMPLES / "field.yaml").read_text())
     assert raw["cluster"]["kind"] == "local"
+
+
+def test_catalogue_noise_choices_are_those_of_mosaic_detect():
+    # the config lists them without importing photutils; they must not drift apart
+    from mosaic.config import _NOISE
+    from mosaic.pipeline.detect import DETECTION_NOISE
+
+    assert _NOISE == DETECTION_NOISE
