@@ -317,7 +317,7 @@ def sep_catalog(
     whole : bool
         Extract the whole image in one task instead (SEP alone, on one worker, which reads the
         lazy inputs itself): for images that fit in a worker's memory this is faster than tiles
-        and their seams (SEP is single-threaded C; about 48 bytes a pixel).
+        and their seams (SEP is single-threaded C; about 64 bytes a pixel).
 
     Returns
     -------

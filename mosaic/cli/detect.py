@@ -78,7 +78,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--sep-whole-mpix", type=float, default=None, metavar="MPIX",
         help="--engine sep: extract images of up to MPIX megapixels whole, in one task (faster than tiles), larger ones in tiles "
-             "(default: whole when SEP needs at most half a worker's memory, about 48 bytes a pixel; 0: always tiles)",
+             "(default: whole when SEP needs at most half a worker's memory, about 64 bytes a pixel; 0: always tiles)",
     )
     p.add_argument("--workers", type=int, default=0, metavar="N", help="local dask cluster of N processes (default 0: threads)")
     p.add_argument("--regions", metavar="CAT.reg", help="also write a DS9 region file")
