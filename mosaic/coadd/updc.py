@@ -433,8 +433,6 @@ class _Checkpoints:
         files (:class:`~mosaic.io.images.PendingFile`) whose tile writes join the call; they
         are committed after the products. Returns the extras of ``name``.
         """
-        from mosaic.progress import compute  # noqa: PLC0415
-
         items = [(name, ds, list(extras), info), *((n, d, list(e), i) for n, d, e, i in also)]
         laid, arrays = [], []
         for n, d, e, i in items:
@@ -449,19 +447,8 @@ class _Checkpoints:
                 )
                 laid.append((n, d, i, len(arrays), len(e), pending))
             arrays += [*e, *lazy]
-        n_products = len(arrays)
-        arrays += [f.writes for f in files]
         # one call: the extras, the products and the files share their tasks (each pair task runs once)
-        try:
-            got = compute(*arrays, description=description, client=self.client)[:n_products]
-        except OSError as err:
-            if not files:
-                raise
-            from mosaic.io.images import _write_error  # noqa: PLC0415
-
-            for f in files:
-                f.abort()
-            raise _write_error(files[0].final, err, sum(f.size for f in files)) from None
+        got = _compute_with_files(arrays, files, description, self.client)
         out = None
         for n, d, i, start, n_extra, pending in laid:
             extra = list(got[start : start + n_extra])
@@ -477,8 +464,6 @@ class _Checkpoints:
             else:
                 pending.commit(**(i(extra) if i else {}))
             out = extra if out is None else out
-        for f in files:
-            f.commit()
         return out
 
     def _on_grid(self, ds: xr.Dataset) -> xr.Dataset:
@@ -1010,7 +995,8 @@ def _operators(method, it0, groups, plan, exposures, reader, scratch, *, on_devi
 
 
 def _compute_with_files(items, files, description, client):
-    """Compute ``items`` and the writes of the laid-out ``files`` in one call, then commit the files."""
+    """Compute ``items`` and the writes of the laid-out ``files`` in one call, then commit the files
+    (a failed call removes them; a full disk or quota is one error naming the first)."""
     try:
         got = _compute([*items, *(f.writes for f in files)], description, client)[: len(items)]
     except OSError as err:

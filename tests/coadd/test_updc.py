@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 
 import numpy as np
 import pytest
@@ -136,6 +137,28 @@ def test_a_run_has_one_computation_per_iteration_and_writes_its_files_inside_the
         want = reference.product(n)["sci"].values
         np.testing.assert_allclose(fits.getdata(run.files[n], "SCI"), want, rtol=1e-6, atol=1e-6 * np.nanmax(np.abs(want)), equal_nan=True)
     assert sorted(f.name for f in (tmp_path / "b").iterdir()) == [f"updc_iter0{n}_i2d.fits" for n in range(3)]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="finds the file of a descriptor in /proc (Linux)")
+def test_a_full_disk_while_writing_a_file_is_one_error_naming_it_and_leaves_no_part(tmp_path, small_field, exposures, psf, monkeypatch):
+    """The files are written inside the iterations' computations: a write that fails there is
+    still the one error of a full disk, naming the file, and no temporary file stays."""
+    import errno
+
+    import mosaic.io.images
+
+    real = os.pwrite
+
+    def full(fd, data, offset):
+        if ".updc_iter00_i2d.fits.part-" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(mosaic.io.images.os, "pwrite", full)
+    grid = small_field.grid.with_tiling((120, 180))
+    with pytest.raises(InputError, match=r"updc_iter00_i2d\.fits: the disk is full"):
+        updc(exposures, grid, psf, n_iterations=1, store=Store(tmp_path / "s.zarr"), outdir=tmp_path / "out", save=(0, 1))
+    assert list((tmp_path / "out").iterdir()) == []
 
 
 def test_other_settings_are_refused_then_overwritten(tmp_path, small_field, exposures, psf):
