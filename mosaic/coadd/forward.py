@@ -678,22 +678,52 @@ def _pair_task(window, cut, wcs_exposure, wcs_grid, *, kind, region, origin, geo
     return _pair_residual(window, cut, pixmap, **kwargs)
 
 
-def _add_parts(*parts):
-    """Sum pair results: arrays elementwise (float64), scalars, and variance tuples."""
-    out = dict(parts[0])
-    for p in parts[1:]:
-        for key, v in p.items():
-            if key == "var":
-                out[key] = tuple(a + b for a, b in zip(out[key], v, strict=True)) if out[key] else v
+def _add_into(acc, part):
+    """``acc`` with ``part`` added (arrays in place, in float64; scalars and variance tuples too)."""
+    for key, v in part.items():
+        if key == "var":
+            if not acc[key]:
+                acc[key] = v
             else:
-                out[key] = out[key] + v
-    return out
+                for a, b in zip(acc[key], v, strict=True):
+                    a += b
+        elif np.ndim(v) == 0:
+            acc[key] = acc[key] + v
+        else:
+            acc[key] += v
+    return acc
 
 
-def _pair_step(acc, window, cut, wcs_exposure, wcs_grid, *, kind, **kwargs):
-    """One link of a tile's chain: this pair's results added to ``acc``, those of the pairs before it (None first)."""
-    part = _pair_task(window, cut, wcs_exposure, wcs_grid, kind=kind, **kwargs)
-    return part if acc is None else _add_parts(acc, part)
+def _tile_pairs(window, wcs_grid, *cuts_and_wcs, kind, links):
+    """One tile's task: its pairs one after the other, each pair's results added to those before.
+
+    ``cuts_and_wcs`` holds, per pair, its cut-out (a dict, or a :class:`CutReading` read here,
+    when its turn comes, so one cut-out is held at a time) and its exposure's WCS; ``links``
+    the pair's options. The sums are the task's own, so they grow in place.
+    """
+    acc = None
+    for i, kwargs in enumerate(links):
+        cut, wcs_exposure = cuts_and_wcs[2 * i], cuts_and_wcs[2 * i + 1]
+        if isinstance(cut, CutReading):
+            cut = cut()
+        part = _pair_task(window, cut, wcs_exposure, wcs_grid, kind=kind, **kwargs)
+        acc = part if acc is None else _add_into(acc, part)
+    return acc
+
+
+class CutReading:
+    """An exposure cut-out to read where it is used: ``reader(k, region)``, kept to ``names``.
+
+    Not a task: dask would read every cut-out of a tile ahead of the tile's task and hold them
+    all; the tile task reads each when its pair's turn comes (:func:`_tile_pairs`).
+    """
+
+    def __init__(self, reader, k: int, region, names):
+        self.reader, self.k, self.region, self.names = reader, k, region, list(names)
+
+    def __call__(self) -> dict:
+        got = self.reader(self.k, self.region)
+        return {n: np.asarray(got[n]) for n in self.names if n in got}
 
 
 @dataclass
@@ -722,14 +752,14 @@ class BackProjection:
 def _pair_graph(kind, image_by_group, plan: ForwardPlan, source, options: dict, token: str):
     """Tasks of every pair: windows of each group's image, cut-outs, pair operators summed per tile.
 
-    A tile's pairs (of one PSF group) form a chain: each pair task adds its results to those of
-    the pair before it. So a tile holds one running sum, not a result per pair waiting for its
-    tree, and the scheduler runs each link where the sum already is (the largest input), which
-    keeps a tile's sums on one worker instead of shipping every pair's result between workers.
-    Tiles are the parallelism. Returns ``(name, anchor, tile_roots, residuals)``: ``anchor`` a
-    Delayed holding the graph's one layer, ``tile_roots[(g, tile)]`` the key of the last link of
-    group ``g``'s chain on a tile (the sum of its pairs), ``residuals[(g, tile)]`` the key of
-    that tile's ``[resid, npix, chi2, nchi]`` (none for ``kind="weight"``). The arrays taken from a tile's
+    A tile's pairs (of one PSF group) are one task (:func:`_tile_pairs`): it runs them one after
+    the other, adding each pair's results to a running sum of its own. So a tile holds one sum,
+    on one worker, never shipped between workers, and the scheduler sees one task per tile and
+    pass (a chain of one task per pair cost a scheduling round and, when a link ran elsewhere,
+    a transfer of the sum). Tiles are the parallelism. Returns ``(name, anchor, tile_roots,
+    residuals)``: ``anchor`` a Delayed holding the graph's one layer, ``tile_roots[(g, tile)]``
+    the key of group ``g``'s task on a tile (the sum of its pairs), ``residuals[(g, tile)]`` the
+    key of that tile's ``[resid, npix, chi2, nchi]`` (none for ``kind="weight"``). The arrays taken from a tile's
     sum wait for its residual (:func:`_tile_array`), so the sum is let go as soon as its arrays
     are: a residual left for the end of the graph would hold every tile's sum until then.
     """
@@ -761,12 +791,12 @@ def _pair_graph(kind, image_by_group, plan: ForwardPlan, source, options: dict, 
                 places = [(src, dst) for _, src, dst in pieces]
                 # on the host: the overlaps are CPU code, so a GPU window crosses once per tile, not per pair
                 dsk[window_key] = (to_host, (_gather, wshape, image.dtype, places, *((image.name, *ij) for ij, _, _ in pieces)))
-            acc = None
+            links, args = [], []
             for p in pairs:
                 k = p.exposure
-                # the cut-out is read inside the link (a nested task), when the link runs: a
-                # task of its own would be a root task, read ahead of its chain and held
-                cut = source.task(k, p.cut)
+                # the cut-out is read inside the tile's task, when its pair's turn comes: a task
+                # of its own would be a root task, read ahead of the tile and held
+                cut = source.reading(k, p.cut)
                 win, core = p.window, p.core_in_window
                 kwargs = {
                     "region": p.cut, "origin": (win[1].start, win[0].start), "core": core,
@@ -779,11 +809,12 @@ def _pair_graph(kind, image_by_group, plan: ForwardPlan, source, options: dict, 
                     kwargs.update(blot=plan.blot, interp=plan.interp)
                 if kind == "correction":
                     kwargs.update(options)
-                key = (f"{name}-pair", k, *t.index)
-                # options travel in a partial: dask does not look into it for keys
-                dsk[key] = (functools.partial(_pair_step, kind=kind, **kwargs), acc, window_key, cut, wcs_keys[k], grid_key)
-                acc = key
-            roots[(gi, t.index)] = acc
+                links.append(kwargs)
+                args += [cut, wcs_keys[k]]
+            key = (f"{name}-tile-pairs", gi, *t.index)
+            # options travel in a partial: dask does not look into it for keys
+            dsk[key] = (functools.partial(_tile_pairs, kind=kind, links=links), window_key, grid_key, *args)
+            roots[(gi, t.index)] = acc = key
             if kind != "weight":
                 residuals[(gi, t.index)] = (f"{name}-residual-tile", gi, *t.index)
                 dsk[residuals[(gi, t.index)]] = (_residual_of_tile, acc)

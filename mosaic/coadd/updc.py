@@ -110,7 +110,15 @@ from dask.highlevelgraph import HighLevelGraph
 from mosaic.coadd import baselines
 from mosaic.coadd.drizzle import drizzle_mosaic
 from mosaic.coadd.errors import VARIANCES, additive_update, multiplicative_update, total_error, weight_map_from_variance
-from mosaic.coadd.forward import backproject, data_residual, normalisation, pixel_maps_kept, plan_forward, region_pieces
+from mosaic.coadd.forward import (
+    CutReading,
+    backproject,
+    data_residual,
+    normalisation,
+    pixel_maps_kept,
+    plan_forward,
+    region_pieces,
+)
 from mosaic.exceptions import InputError
 from mosaic.io.grid import MosaicGrid
 from mosaic.ops.convolve import PreparedPSF, to_host
@@ -321,6 +329,13 @@ class ExposureSource:
     def dependencies(self) -> list:
         """Dask collections the cut-out tasks depend on."""
         return [] if self.reader is not None else list(self.arrays.values())
+
+    def reading(self, k: int, region: tuple[slice, slice]):
+        """Exposure ``k``'s cut-out as the pair tasks take it: a :class:`~mosaic.coadd.forward.CutReading`
+        (read by the task that uses it) with a reader, else :meth:`task`."""
+        if self.reader is not None:
+            return CutReading(self.reader, k, region, self.names)
+        return self.task(k, region)
 
     def task(self, k: int, region: tuple[slice, slice]):
         """A task (tuple) that makes exposure ``k``'s cut-out dict."""

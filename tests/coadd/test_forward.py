@@ -253,34 +253,22 @@ def test_residual_sum_does_not_hold_every_pair(sim, exposures, psf, image):
     assert total.shape == (2,) and total[1] > 0
 
 
-def test_pairs_of_a_tile_form_one_chain(sim, exposures, psf, image):
-    # each pair task adds to the sum of the tile's pairs before it: one running sum per tile
-    from dask.core import get_dependencies
-
+def test_pairs_of_a_tile_are_one_task(sim, exposures, psf, image):
+    # a tile's pairs run in one task that keeps one running sum: one task per tile a pair reaches
     grid = sim.grid.with_tiling((48, 48))
     plan = plan_forward(exposures, grid, prepare_psfs(psf, 3))
     bp = backproject(da.from_array(image, chunks=grid.chunks), plan, ExposureSource(exposures))
     graph = dict(bp.num.__dask_graph__())
-    pairs = {k for k in graph if isinstance(k, tuple) and str(k[0]).endswith("-pair")}
-    assert len(pairs) == plan.n_pairs
-    before = {k: [d for d in get_dependencies(graph, k) if d in pairs] for k in pairs}
-    assert all(len(b) <= 1 for b in before.values())
-    by_tile = {}
-    for k in pairs:
-        by_tile.setdefault(k[2:], []).append(k)
-    for tile, keys in by_tile.items():
-        assert len(keys) == len(plan.pairs[tile])
-        # one chain: a single first link, every other link after another of the same tile
-        assert sum(not before[k] for k in keys) == 1
-        assert all(b[0][2:] == tile for k in keys for b in [before[k]] if b)
-    assert max(len(keys) for keys in by_tile.values()) > 1  # some chain has links to check
-
+    tasks = {k for k in graph if isinstance(k, tuple) and str(k[0]).endswith("-tile-pairs")}
+    assert {k[2:] for k in tasks} == {t for t, pairs in plan.pairs.items() if pairs}
+    assert max(len(pairs) for pairs in plan.pairs.values()) > 1  # some tile has several pairs
+    assert not any(str(k[0] if isinstance(k, tuple) else k).endswith("-pair") for k in graph)
 
 
 def test_pairs_read_their_own_cut_outs_and_let_go_of_tile_sums(sim, exposures, psf, image):
-    # with a reader, each pair task reads its cut-out itself: no cut-out is a task of its own,
-    # which the scheduler would read ahead of its chain and hold; and a tile's arrays are taken
-    # from its sum after its residual, so the sum goes when they do, not at the graph's end
+    # with a reader, a tile's task reads each cut-out itself when its pair's turn comes: no cut-out
+    # is a task of its own, which the scheduler would read ahead of the tile and hold; and a tile's
+    # arrays are taken from its sum after its residual, so the sum goes when they do, not at the graph's end
     from dask.core import get_dependencies
 
     from mosaic.cli.drizzle import CalCutouts
@@ -291,9 +279,9 @@ def test_pairs_read_their_own_cut_outs_and_let_go_of_tile_sums(sim, exposures, p
     f = da.from_array(image, chunks=grid.chunks)
     bp = backproject(f, plan, ExposureSource(exposures, reader=reader, variances=True), variances=True)
     graph = dict(bp.num.__dask_graph__())
-    pairs = {k for k in graph if isinstance(k, tuple) and str(k[0]).endswith("-pair")}
-    assert len(pairs) == plan.n_pairs
-    allowed = ("-pair", "-window", "-wcs", "-grid-wcs")
+    pairs = {k for k in graph if isinstance(k, tuple) and str(k[0]).endswith("-tile-pairs")}
+    assert len(pairs) == len([t for t, p in plan.pairs.items() if p])
+    allowed = ("-window", "-wcs", "-grid-wcs")
     assert all(str(d[0] if isinstance(d, tuple) else d).endswith(allowed) for k in pairs for d in get_dependencies(graph, k))
     blocks = [k for k in graph if isinstance(k, tuple) and str(k[0]).endswith("-num-0")]
     assert len(blocks) == grid.n_tiles[0] * grid.n_tiles[1]
