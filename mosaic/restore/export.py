@@ -19,7 +19,7 @@ import torch
 from mosaic.restore.model import MULTIPLE, build_model
 from mosaic.restore.normalise import SOFTENING
 
-__all__ = ["export_onnx", "load_checkpoint", "FORMAT_VERSION"]
+__all__ = ["export_onnx", "load_checkpoint", "FORMAT_VERSION", "BOUND_KEYS"]
 
 log = logging.getLogger(__name__)
 
@@ -27,20 +27,35 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = "1"
 
 
-def load_checkpoint(path):
-    """The model (eval mode) and the state dict of a checkpoint written by :mod:`mosaic.restore.train`."""
+#: configuration keys that an export may change without retraining: the bound of the correction only
+BOUND_KEYS = ("correction_max", "bright_u")
+
+
+def load_checkpoint(path, *, bound: dict | None = None):
+    """The model (eval mode) and the state dict of a checkpoint written by :mod:`mosaic.restore.train`.
+
+    ``bound``: new values of :data:`BOUND_KEYS` (a tighter bound on the network's correction than
+    it was trained with; the weights are unchanged).
+    """
     state = torch.load(path, weights_only=False, map_location="cpu")
+    bound = dict(bound or {})
+    if set(bound) - set(BOUND_KEYS):
+        msg = f"bound keys {sorted(set(bound) - set(BOUND_KEYS))}; expected only {list(BOUND_KEYS)}"
+        raise ValueError(msg)
+    if bound:
+        state["trained_config"] = dict(state["config"])
+        state["config"] = {**state["config"], **bound}
     model = build_model(state["config"])
     model.load_state_dict(state["model"])
     model.eval()
     return model, state
 
 
-def export_onnx(checkpoint, out, *, opset: int = 17, extra: dict | None = None) -> Path:
-    """Write the checkpoint's model as ONNX with its metadata; returns the path."""
+def export_onnx(checkpoint, out, *, opset: int = 17, extra: dict | None = None, bound: dict | None = None) -> Path:
+    """Write the checkpoint's model as ONNX with its metadata; returns the path (``bound``: see :func:`load_checkpoint`)."""
     import onnx  # noqa: PLC0415
 
-    model, state = load_checkpoint(checkpoint)
+    model, state = load_checkpoint(checkpoint, bound=bound)
     out = Path(out)
     tmp = out.with_name(out.name + ".part")
     x = torch.zeros(1, 1, 4 * MULTIPLE, 4 * MULTIPLE)
@@ -48,6 +63,11 @@ def export_onnx(checkpoint, out, *, opset: int = 17, extra: dict | None = None) 
                       dynamic_axes={"input": {2: "height", 3: "width"}, "output": {2: "height", 3: "width"}}, dynamo=False)
     proto = onnx.load(str(tmp))
     training = {k: state[k] for k in ("steps", "batch", "patch", "lr", "weight_decay", "seed", "n_fields", "data_seeds")}
+    training["blob_fraction"] = state.get("blob_fraction", 0.0)
+    training["step"] = state.get("step", state["steps"])
+    training["init"] = state.get("init")
+    if "trained_config" in state:
+        training["trained_config"] = state["trained_config"]
     training["final_validation_l1"] = state["history"]["val_loss"][-1] if state["history"]["val_loss"] else None
     meta = {
         "mosaic_restore": FORMAT_VERSION,
@@ -78,10 +98,12 @@ def main(argv=None) -> int:
     p.add_argument("--halo", type=int, default=112,
                    help="overlap recommended for tiled inference, stored in the metadata (default 112: the network's 96 "
                         "and the linear base's 12; tests/restore/test_infer.py checks it)")
+    p.add_argument("--bound", default=None, help=f"JSON of new {'/'.join(BOUND_KEYS)} (a tighter correction bound than trained with)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    export_onnx(args.checkpoint, args.out, extra={"receptive_halo": str(args.halo)})
-    model, _ = load_checkpoint(args.checkpoint)
+    bound = json.loads(args.bound) if args.bound else None
+    export_onnx(args.checkpoint, args.out, extra={"receptive_halo": str(args.halo)}, bound=bound)
+    model, _ = load_checkpoint(args.checkpoint, bound=bound)
     x = np.random.default_rng(0).normal(size=(1, 1, 64, 64)).astype(np.float32)
     import onnxruntime as ort  # noqa: PLC0415
 

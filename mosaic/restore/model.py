@@ -13,12 +13,15 @@ erased bright galaxies and even star cores. Here the output is built on flux-con
 estimates instead: ``w = K * sinh(u)`` with a fixed ``linear_kernel``-square kernel ``K`` (the
 least-squares linear map from input to target on the training fields,
 :mod:`mosaic.restore.linear`, a buffer saved with the weights), mixed in linear units with the
-input by a learned per-pixel gate ``g``, and a learned correction ``c`` bounded by
+input by a per-pixel gate ``g = sigmoid(gate_slope (u - gate_u) + 2 tanh(a / 2))`` (the input's
+brightness decides: mostly the input below ~20 sigma, mostly the linear base above ~50 sigma;
+the network's ``a`` only shifts the logit by +/- 2), and a learned correction ``c`` bounded by
 ``correction_max / (1 + (m / bright_u)^4)`` in ``u``: ``out = m + c`` with
 ``m = asinh(sinh(u) + g (w - sinh(u)))``. The correction can reshape faint structure, but a pixel
-at ``m`` = 4.5, 6 and 9 (about 135, 600 and 12 000 sigma with the shipped softening) moves by at
-most 28 %, 9 % and 2 %; the gate only mixes two flux-conserving estimates, so bright sources
-keep their flux.
+at ``m`` = 4, 5 and 6 (about 80, 220 and 600 sigma with the shipped softening) moves by at most
+22 %, 9 % and 4 % (``bright_u`` 2.5; the shipped export tightens it to 1.5: 9 % at ``m`` = 3);
+the gate only mixes two flux-conserving estimates, so bright sources keep their flux. (Training with a learned, unconstrained gate shut the linear base off everywhere,
+its noise being what the asinh-space loss saw first.)
 
 One departure, for tiled inference. Restormer's MDTA computes its channel-by-channel attention
 from the whole image (a sum over all pixels), so its output at a pixel depends on every pixel of
@@ -61,7 +64,9 @@ class RestormerConfig:
     bias: bool = False
     linear_kernel: int = 0
     correction_max: float = 1.5
-    bright_u: float = 3.0
+    bright_u: float = 2.5
+    gate_u: float = 3.0
+    gate_slope: float = 3.0
 
     def __post_init__(self):
         if self.attention not in ("local", "global"):
@@ -232,7 +237,7 @@ class Restormer(nn.Module):
         self.dec1 = _stage(nb[0], 2 * d, 2 * nh[0], cfg)
         self.refine = _stage(cfg.refinement, 2 * d, 2 * nh[0], cfg)
         self.output = nn.Conv2d(2 * d, 2 if k else 1, 3, padding=1, bias=cfg.bias)
-        if k:  # untrained: mostly the input (see forward), no correction
+        if k:  # untrained: the brightness-gated mix of the input and the linear base, no correction
             nn.init.zeros_(self.output.weight)
 
     def forward(self, x):
@@ -241,7 +246,9 @@ class Restormer(nn.Module):
         lin = _sinh(x)
         w = F.conv2d(lin, self.kernel, padding=self.cfg.linear_kernel // 2)
         gate, corr = self._net(torch.cat([x, _asinh(w)], 1)).chunk(2, dim=1)
-        m = _asinh(lin + torch.sigmoid(gate - 2.0) * (w - lin))  # untrained: 12 % of the linear base
+        # the gate: the input's brightness decides (logit gate_slope * (u - gate_u)), the network shifts it by +/- 2
+        g = torch.sigmoid(2.0 * torch.tanh(0.5 * gate) + self.cfg.gate_slope * (x - self.cfg.gate_u))
+        m = _asinh(lin + g * (w - lin))
         c = self.cfg.correction_max
         return m + c * torch.tanh(corr / c) / (1 + (m / self.cfg.bright_u) ** 4)
 

@@ -33,8 +33,9 @@ class PatchSampler:
     """Seeded random patches (input, target, mask) in network space from a list of pairs."""
 
     def __init__(self, inputs, targets, skies, sigmas, *, patch: int, rng: np.random.Generator, min_cover: float = 0.9,
-                 bright_fraction: float = 0.5, bright: float = 2.0):
+                 bright_fraction: float = 0.5, bright: float = 2.0, blobs=None, blob_fraction: float = 0.0):
         self.patch, self.rng, self.bright_fraction = patch, rng, bright_fraction
+        self.blobs, self.blob_fraction = blobs, blob_fraction
         self.x, self.y, self.m, self.starts, self.bright = [], [], [], [], []
         for inp, tgt, sky, sigma in zip(inputs, targets, skies, sigmas, strict=True):
             norm = Normalisation(float(sky), float(sigma))
@@ -67,9 +68,16 @@ class PatchSampler:
             pool = self.bright[f] if len(self.bright[f]) and self.rng.random() < self.bright_fraction else self.starts[f]
             y0, x0 = pool[self.rng.integers(len(pool))]
             s = (slice(y0, y0 + self.patch), slice(x0, x0 + self.patch))
-            xs.append(self.x[f][s])
-            ys.append(self.y[f][s])
-            ms.append(self.m[f][s])
+            x, y, m = self.x[f][s], self.y[f][s], self.m[f][s]
+            if self.blobs is not None and self.rng.random() < self.blob_fraction:
+                # smooth sources of any brightness, added in linear units (mosaic.restore.augment)
+                xl, yl = np.sinh(x.astype(np.float64)), np.sinh(y.astype(np.float64))
+                self.blobs.add(xl, yl, self.rng)
+                x = np.where(m > 0, np.arcsinh(xl), x).astype(np.float32)
+                y = np.arcsinh(yl).astype(np.float32)
+            xs.append(x)
+            ys.append(y)
+            ms.append(m)
         return tuple(torch.from_numpy(np.stack(a)[:, None]) for a in (xs, ys, ms))
 
 
@@ -79,8 +87,12 @@ def _masked_l1(pred, target, mask):
 
 def train(data, out, *, config: RestormerConfig, steps: int, batch: int = 8, patch: int = 64, lr: float = 1e-3,
           weight_decay: float = 1e-4, seed: int = 0, checkpoint_every: int = 50, log_every: int = 10,
-          n_val: int = 16, stop_at: int | None = None) -> dict:
+          n_val: int = 16, stop_at: int | None = None, blob_fraction: float = 0.0, init=None) -> dict:
     """Train (or resume) a model on the pairs cache ``data``; write ``out/checkpoint.pt``. Returns the history.
+
+    ``blob_fraction`` of the training patches get 1-3 smooth sources of random brightness added
+    (:mod:`mosaic.restore.augment`); the validation patches none. ``init``: a checkpoint of the
+    same config whose weights (not its optimiser or schedule) a new run starts from (fine-tuning).
 
     ``stop_at`` ends the run after that step (checkpointed; the schedule still spans ``steps``):
     a later call resumes it.
@@ -97,7 +109,14 @@ def train(data, out, *, config: RestormerConfig, steps: int, batch: int = 8, pat
         raise ValueError(msg)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    sampler = PatchSampler(pairs["inputs"][:-1], pairs["targets"][:-1], pairs["sky"][:-1], pairs["sigma"][:-1], patch=patch, rng=rng)
+    blobs = None
+    if blob_fraction > 0:
+        from mosaic.restore.augment import BlobBank, drizzle_psf  # noqa: PLC0415
+        from mosaic.restore.data import PSR  # noqa: PLC0415
+
+        blobs = BlobBank(drizzle_psf(pairs["band"], pairs["pixel_scale_arcsec"], PSR), pairs["reference_fwhm_px"], seed=seed)
+    sampler = PatchSampler(pairs["inputs"][:-1], pairs["targets"][:-1], pairs["sky"][:-1], pairs["sigma"][:-1], patch=patch, rng=rng,
+                           blobs=blobs, blob_fraction=blob_fraction)
     val = PatchSampler(pairs["inputs"][-1:], pairs["targets"][-1:], pairs["sky"][-1:], pairs["sigma"][-1:], patch=patch,
                        rng=np.random.default_rng([seed, 1])).batch(n_val)
     model = build_model(config)
@@ -110,6 +129,13 @@ def train(data, out, *, config: RestormerConfig, steps: int, batch: int = 8, pat
     history = {"step": [], "loss": [], "val_step": [], "val_loss": []}
     ckpt = out / "checkpoint.pt"
     start = 0
+    if init is not None and not ckpt.exists():
+        first = torch.load(init, weights_only=False)
+        if first["config"] != config.to_dict():
+            msg = f"{init}: made for config {first['config']}; expected {config.to_dict()}"
+            raise ValueError(msg)
+        model.load_state_dict(first["model"])
+        log.info("starting from the weights of %s (step %d)", init, first["step"])
     if ckpt.exists():
         state = torch.load(ckpt, weights_only=False)
         if state["config"] != config.to_dict() or state["steps"] != steps:
@@ -134,7 +160,7 @@ def train(data, out, *, config: RestormerConfig, steps: int, batch: int = 8, pat
         state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                  "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "history": history, "step": step,
                  "steps": steps, "config": config.to_dict(), "seed": seed, "batch": batch, "patch": patch, "lr": lr,
-                 "weight_decay": weight_decay, "band": pairs["band"], "pixel_scale_arcsec": pairs["pixel_scale_arcsec"],
+                 "weight_decay": weight_decay, "blob_fraction": blob_fraction, "init": str(init) if init else None, "band": pairs["band"], "pixel_scale_arcsec": pairs["pixel_scale_arcsec"],
                  "reference_fwhm_px": pairs["reference_fwhm_px"], "n_fields": n, "data_seeds": pairs["seeds"].tolist()}
         tmp = ckpt.with_suffix(".part")
         torch.save(state, tmp)
@@ -187,6 +213,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=50)
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--stop-at", type=int, default=None, help="stop after this step (resume later)")
+    p.add_argument("--init", default=None, help="checkpoint whose weights a new run starts from (fine-tuning)")
+    p.add_argument("--blobs", type=float, default=0.5, help="share of training patches with injected smooth sources (default 0.5)")
     return p
 
 
@@ -199,7 +227,8 @@ def main(argv=None) -> int:
     if not Path(args.data).exists():
         build_dataset(args.data, list(range(args.data_seed, args.data_seed + args.fields)))
     train(args.data, args.out, config=config, steps=args.steps, batch=args.batch, patch=args.patch, lr=args.lr,
-          seed=args.seed, checkpoint_every=args.checkpoint_every, log_every=args.log_every, stop_at=args.stop_at)
+          seed=args.seed, checkpoint_every=args.checkpoint_every, log_every=args.log_every, stop_at=args.stop_at,
+          blob_fraction=args.blobs, init=args.init)
     return 0
 
 
