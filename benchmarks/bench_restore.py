@@ -1,6 +1,6 @@
 """``mosaic restore`` on a large synthetic mosaic: seconds and peak memory against whole-image inference.
 
-    python benchmarks/bench_restore.py [--size 4096] [--tile 512] [--overlap 96] [--workers 2]
+    python benchmarks/bench_restore.py [--size 4096] [--tile 512] [--overlap 112] [--workers 2]
                                        [--peer] [--check-size 0] [--model PATH]
 
 Writes an F200W-like mosaic of ``size``^2 (sky, noise, Gaussian sources, a NaN border; written
@@ -90,7 +90,7 @@ def whole_image(src: str, out: str, model_path: str, overlap: int, threads: int,
 
 
 #: bytes per pixel of the padded image that whole-image inference of the shipped model takes
-#: (measured: 2.87 GiB added for 1024² with its 96-pixel border)
+#: (measured with the previous model: 2.87 GiB added for 1024² with its 96-pixel border; not re-measured)
 PEER_BYTES_PER_PIXEL = 2100
 
 
