@@ -1,6 +1,6 @@
 """``mosaic restore``: learned restoration (seed 002, Restormer) of a mosaic, tiled, with ONNX Runtime.
 
-    mosaic restore IMAGE_i2d.fits --out OUT_i2d.fits [--model PATH] [--tile 512] [--overlap 96]
+    mosaic restore IMAGE_i2d.fits --out OUT_i2d.fits [--model PATH] [--tile 512] [--overlap PIX]
                    [--workers N] [--overwrite]
 
 The shipped model (F200W, 0.0155"/pix) is used unless ``--model`` names another ONNX file
@@ -36,7 +36,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, metavar="PATH", help="ONNX model (default: the shipped F200W model)")
     p.add_argument("--tile", type=positive_int, default=512, metavar="PIX", help="tile side in pixels, a multiple of 8 (default 512)")
     p.add_argument("--overlap", type=non_negative_int, default=None, metavar="PIX",
-                   help="overlap in pixels, a multiple of 8 (default: the model's halo, 96 for the shipped model)")
+                   help="overlap in pixels, a multiple of 8 (default: the model's halo, 112 for the shipped model)")
     p.add_argument("--workers", type=int, default=0, metavar="N", help="local dask cluster of N processes (default 0: threads)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(func=run)
