@@ -48,6 +48,7 @@ import functools
 import hashlib
 import logging
 import math
+import os
 import pickle
 import threading
 from dataclasses import dataclass, field
@@ -167,6 +168,9 @@ class ForwardPlan:
     names: list[str]
     wcs: list = field(repr=False)
     grid_wcs: object = field(repr=False, default=None)
+    #: a folder every worker can read where the pairs' pixel maps are kept for the run's later
+    #: passes, whichever worker makes or needs them (:class:`_GeometryCache`); None: memory only
+    maps_folder: str | None = field(repr=False, default=None)
 
     @property
     def used(self) -> list[int]:
@@ -581,11 +585,15 @@ class _GeometryCache:
         self.budget = None
         self.lock = threading.Lock()
 
-    def get(self, key, make):
+    def get(self, key, make, folder=None):
         got = self.entries.get(key)
         if got is not None:
             return got
-        value = make()
+        value = _read_maps(folder, key) if folder else None
+        if value is None:
+            value = make()
+            if folder:
+                _write_maps(folder, key, value)
         with self.lock:
             if key[0] != self.run:  # another grid: let the maps go
                 self.entries, self.used, self.run = {}, 0, key[0]
@@ -597,6 +605,34 @@ class _GeometryCache:
                 self.entries[key] = value
                 self.used += size
         return value
+
+
+def _maps_path(folder, key) -> Path:
+    return Path(folder) / f"{hashlib.sha1(repr(key).encode()).hexdigest()}.npz"
+
+
+def _read_maps(folder, key):
+    """A pair's ``(pixmap, crop, any_left)`` kept in ``folder`` by any worker of the run, or None."""
+    path = _maps_path(folder, key)
+    try:
+        with np.load(path) as z:
+            crop = z["crop"]
+            sl = None if crop[0] < 0 else (slice(int(crop[0]), int(crop[1])), slice(int(crop[2]), int(crop[3])))
+            return np.ascontiguousarray(z["pixmap"]), sl, bool(z["any_left"])
+    except FileNotFoundError:
+        return None
+
+
+def _write_maps(folder, key, value) -> None:
+    """Keep ``value`` in ``folder`` whole or not at all (a temporary name, then renamed)."""
+    pixmap, sl, any_left = value
+    crop = np.array([-1, -1, -1, -1] if sl is None else [sl[0].start, sl[0].stop, sl[1].start, sl[1].stop])
+    path = _maps_path(folder, key)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}")
+    with tmp.open("wb") as fh:
+        np.savez(fh, pixmap=pixmap, crop=crop, any_left=np.array(any_left))
+    os.replace(tmp, path)
 
 
 #: most bytes of pixel maps a process keeps between passes (:class:`_GeometryCache`)
@@ -640,11 +676,12 @@ def _cache_budget() -> int:
     return int(min(GEOMETRY_CACHE_BYTES, GEOMETRY_CACHE_FRACTION * limit)) if limit else GEOMETRY_CACHE_BYTES
 
 
-def _pair_geometry(wcs_exposure, wcs_grid, *, region, origin, core, reach, geometry=None):
+def _pair_geometry(wcs_exposure, wcs_grid, *, region, origin, core, reach, geometry=None, maps_folder=None):
     """``(pixmap, crop, any_left)`` of a pair: its pixel map cropped to what reaches the core.
 
     ``geometry``, a digest of the two WCS (:meth:`ForwardPlan.geometry`), lets the process keep
-    the result for the next pass (:class:`_GeometryCache`); None computes it every time.
+    the result for the next pass (:class:`_GeometryCache`), and ``maps_folder`` every worker
+    of the run; None computes it every time.
     """
 
     def make():
@@ -655,17 +692,18 @@ def _pair_geometry(wcs_exposure, wcs_grid, *, region, origin, core, reach, geome
     if geometry is None:
         return make()
     key = (*geometry, _plain_slices(region), tuple(origin), _plain_slices(core), float(reach))
-    return _GEOMETRY.get(key, make)
+    return _GEOMETRY.get(key, make, maps_folder)
 
 
 def _plain_slices(slices) -> tuple:
     return tuple((s.start, s.stop) for s in slices)
 
 
-def _pair_task(window, cut, wcs_exposure, wcs_grid, *, kind, region, origin, geometry=None, **kwargs):
+def _pair_task(window, cut, wcs_exposure, wcs_grid, *, kind, region, origin, geometry=None, maps_folder=None, **kwargs):
     """One pair's task: pixel map in the window frame, cropped to what matters, then the operator of ``kind``."""
     pixmap, sl, any_left = _pair_geometry(
         wcs_exposure, wcs_grid, region=region, origin=origin, core=kwargs["core"], reach=kwargs["reach"], geometry=geometry,
+        maps_folder=maps_folder,
     )
     if sl is not None:
         cut = {k: np.asarray(v)[sl] for k, v in cut.items()}
@@ -694,16 +732,15 @@ def _add_into(acc, part):
     return acc
 
 
-def _tile_pairs(window, wcs_grid, *cuts_and_wcs, kind, links):
+def _tile_pairs(window, *cuts, kind, links, wcs_grid, wcs_exposures):
     """One tile's task: its pairs one after the other, each pair's results added to those before.
 
-    ``cuts_and_wcs`` holds, per pair, its cut-out (a dict, or a :class:`CutReading` read here,
-    when its turn comes, so one cut-out is held at a time) and its exposure's WCS; ``links``
-    the pair's options. The sums are the task's own, so they grow in place.
+    ``cuts`` holds, per pair, its cut-out (a dict, or a :class:`CutReading` read here, when its
+    turn comes, so one cut-out is held at a time); ``links`` the pair's options and
+    ``wcs_exposures`` its exposure's WCS. The sums are the task's own, so they grow in place.
     """
     acc = None
-    for i, kwargs in enumerate(links):
-        cut, wcs_exposure = cuts_and_wcs[2 * i], cuts_and_wcs[2 * i + 1]
+    for cut, kwargs, wcs_exposure in zip(cuts, links, wcs_exposures, strict=True):
         if isinstance(cut, CutReading):
             cut = cut()
         part = _pair_task(window, cut, wcs_exposure, wcs_grid, kind=kind, **kwargs)
@@ -766,12 +803,8 @@ def _pair_graph(kind, image_by_group, plan: ForwardPlan, source, options: dict, 
     name = f"updc-{kind}-{token}"
     dsk: dict = {}
     deps = list(source.dependencies())
-    wcs_keys = {}
     grid_key = (f"{name}-grid-wcs",)
     dsk[grid_key] = plan.grid_wcs
-    for k in plan.used:
-        wcs_keys[k] = (f"{name}-wcs", k)
-        dsk[wcs_keys[k]] = plan.wcs[k]
     roots, residuals = {}, {}
     for t in plan.grid.tiles():
         for gi, group in enumerate(plan.groups):
@@ -791,7 +824,7 @@ def _pair_graph(kind, image_by_group, plan: ForwardPlan, source, options: dict, 
                 places = [(src, dst) for _, src, dst in pieces]
                 # on the host: the overlaps are CPU code, so a GPU window crosses once per tile, not per pair
                 dsk[window_key] = (to_host, (_gather, wshape, image.dtype, places, *((image.name, *ij) for ij, _, _ in pieces)))
-            links, args = [], []
+            links, cuts = [], []
             for p in pairs:
                 k = p.exposure
                 # the cut-out is read inside the tile's task, when its pair's turn comes: a task
@@ -801,7 +834,7 @@ def _pair_graph(kind, image_by_group, plan: ForwardPlan, source, options: dict, 
                 kwargs = {
                     "region": p.cut, "origin": (win[1].start, win[0].start), "core": core,
                     "reach": plan.reach[k], "weight": plan.weight, "exptime": plan.exptimes[k],
-                    "geometry": plan.geometry[k],
+                    "geometry": plan.geometry[k], "maps_folder": plan.maps_folder,
                 }
                 if kind == "weight":
                     kwargs["shape"] = (win[0].stop - win[0].start, win[1].stop - win[1].start)
@@ -810,10 +843,15 @@ def _pair_graph(kind, image_by_group, plan: ForwardPlan, source, options: dict, 
                 if kind == "correction":
                     kwargs.update(options)
                 links.append(kwargs)
-                args += [cut, wcs_keys[k]]
+                cuts.append(cut)
             key = (f"{name}-tile-pairs", gi, *t.index)
-            # options travel in a partial: dask does not look into it for keys
-            dsk[key] = (functools.partial(_tile_pairs, kind=kind, links=links), window_key, grid_key, *args)
+            # options and WCSs travel in a partial: dask does not look into it for keys. The WCSs
+            # are not tasks of their own: tiny inputs that every tile shares, on the worker that
+            # made them, drew every tile task of a pass to that worker
+            task = functools.partial(
+                _tile_pairs, kind=kind, links=links, wcs_grid=plan.grid_wcs, wcs_exposures=[plan.wcs[p.exposure] for p in pairs],
+            )
+            dsk[key] = (task, window_key, *cuts)
             roots[(gi, t.index)] = acc = key
             if kind != "weight":
                 residuals[(gi, t.index)] = (f"{name}-residual-tile", gi, *t.index)

@@ -97,7 +97,7 @@ import logging
 import shutil
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import dask.array as da
@@ -411,9 +411,9 @@ class _Checkpoints:
             self.store.mark_complete(self.field, self.band, name, **{**entry, **info})
 
     @contextlib.contextmanager
-    def staging(self, method: str, *, enabled: bool = True):
-        """A new temporary folder in the store's group for staged arrays, removed on exit (None
-        without a store, or not ``enabled``).
+    def staging(self, method: str, *, enabled: bool = True, what: str = "staging"):
+        """A new temporary folder in the store's group for staged arrays (or ``what`` else), removed
+        on exit (None without a store, or not ``enabled``).
 
         Its name is one :meth:`~mosaic.io.store.Store.clean_temporaries` removes, should a
         killed run leave it behind.
@@ -421,7 +421,7 @@ class _Checkpoints:
         if self.store is None or not enabled:
             yield None
             return
-        path = self.store.group_path(self.field, self.band) / f".{method}-staging.tmp-{uuid.uuid4().hex[:12]}"
+        path = self.store.group_path(self.field, self.band) / f".{method}-{what}.tmp-{uuid.uuid4().hex[:12]}"
         try:
             yield path
         finally:
@@ -891,7 +891,11 @@ def updc(
     files: dict[int, Path] = {}
     pending: list = []  # laid-out files whose writes join the next computation
     try:
-        with pixel_maps_kept(client), ck.staging(method, enabled=staging) as scratch:
+        with pixel_maps_kept(client), ck.staging(method, enabled=staging) as scratch, ck.staging(method, what="pixmaps") as maps:
+            if maps is not None:
+                # the pairs' pixel maps kept beside the store for every worker: made once per run,
+                # wherever a tile's task runs in each pass (workers alone keep only their own)
+                plan = replace(plan, maps_folder=str(maps))
             # the coverage normalisation needs only the exposures (not for "rl"): computed with iteration 0
             norm = None if method == "rl" else _normalisation_product(ck, plan, exposures, method, cutout_reader, scratch)
             it0, info0, fresh = _iteration_zero(

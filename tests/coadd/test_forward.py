@@ -281,7 +281,7 @@ def test_pairs_read_their_own_cut_outs_and_let_go_of_tile_sums(sim, exposures, p
     graph = dict(bp.num.__dask_graph__())
     pairs = {k for k in graph if isinstance(k, tuple) and str(k[0]).endswith("-tile-pairs")}
     assert len(pairs) == len([t for t, p in plan.pairs.items() if p])
-    allowed = ("-window", "-wcs", "-grid-wcs")
+    allowed = ("-window",)
     assert all(str(d[0] if isinstance(d, tuple) else d).endswith(allowed) for k in pairs for d in get_dependencies(graph, k))
     blocks = [k for k in graph if isinstance(k, tuple) and str(k[0]).endswith("-num-0")]
     assert len(blocks) == grid.n_tiles[0] * grid.n_tiles[1]

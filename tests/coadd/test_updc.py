@@ -504,6 +504,38 @@ def test_pixel_maps_are_made_once_per_run(monkeypatch, small_field, exposures, p
         np.testing.assert_array_equal(again.product(2)[v].values, kept.product(2)[v].values)
 
 
+def test_with_a_store_pixel_maps_are_made_once_whatever_the_worker(tmp_path, monkeypatch, small_field, exposures, psf):
+    """With a store the pairs' maps are also kept in a folder of its group that every worker reads:
+    with no room in any process (as when a tile's next pass runs on another worker) each map is
+    still made once per run, the iterates are the same to the bit, and the folder goes at the end."""
+    import collections
+    import threading
+
+    from mosaic.coadd import forward
+
+    made: collections.Counter = collections.Counter()
+    lock = threading.Lock()
+    original = forward._pixmap
+
+    def counted(*args, **kwargs):
+        with lock:
+            made["maps"] += 1
+        return original(*args, **kwargs)
+
+    grid = small_field.grid.with_tiling((97, 61))
+    n_pairs = forward.plan_forward(exposures, grid, prepare_psfs(psf, exposures.sizes["exposure"])).n_pairs
+    kept = updc(exposures, grid, psf, n_iterations=2, final_residual=False)
+    monkeypatch.setattr(forward, "_pixmap", counted)
+    monkeypatch.setattr(forward, "GEOMETRY_CACHE_BYTES", 0)
+    monkeypatch.setattr(forward, "_GEOMETRY", forward._GeometryCache())
+    store = Store(tmp_path / "s.zarr")
+    again = updc(exposures, grid, psf, n_iterations=2, store=store, final_residual=False)
+    assert made["maps"] == n_pairs
+    for v in PRODUCT_VARS:
+        np.testing.assert_array_equal(again.product(2)[v].values, kept.product(2)[v].values)
+    assert not list(store.group_path("field", exposures.attrs["band"]).glob(".*pixmaps*"))
+
+
 def test_forward_model_and_update_share_no_task(tmp_path, small_field, exposures, psf):
     """No tile is held from the start of an iteration to its end.
 
