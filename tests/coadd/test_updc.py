@@ -468,12 +468,8 @@ def test_each_pair_is_computed_once_per_pass(tmp_path, monkeypatch, small_field,
     assert calls == {"weight": n_pairs, "correction": 2 * n_pairs}
 
 
-def test_pixel_maps_are_made_once_per_run(monkeypatch, small_field, exposures, psf):
-    """A pair's pixel map is made on its first pass and kept for the passes after it.
-
-    With no room to keep them (a budget of 0 bytes) every pass makes them again, and the
-    iterates are the same to the bit.
-    """
+def _counting_pixel_maps(monkeypatch):
+    """A counter of the pixel maps the forward model makes from now on (in this process)."""
     import collections
     import threading
 
@@ -489,6 +485,18 @@ def test_pixel_maps_are_made_once_per_run(monkeypatch, small_field, exposures, p
         return original(*args, **kwargs)
 
     monkeypatch.setattr(forward, "_pixmap", counted)
+    return made
+
+
+def test_pixel_maps_are_made_once_per_run(monkeypatch, small_field, exposures, psf):
+    """A pair's pixel map is made on its first pass and kept for the passes after it.
+
+    With no room to keep them (a budget of 0 bytes) every pass makes them again, and the
+    iterates are the same to the bit.
+    """
+    from mosaic.coadd import forward
+
+    made = _counting_pixel_maps(monkeypatch)
     monkeypatch.setattr(forward, "_GEOMETRY", forward._GeometryCache())
     grid = small_field.grid.with_tiling((97, 61))
     n_pairs = forward.plan_forward(exposures, grid, prepare_psfs(psf, exposures.sizes["exposure"])).n_pairs
@@ -508,24 +516,12 @@ def test_with_a_store_pixel_maps_are_made_once_whatever_the_worker(tmp_path, mon
     """With a store the pairs' maps are also kept in a folder of its group that every worker reads:
     with no room in any process (as when a tile's next pass runs on another worker) each map is
     still made once per run, the iterates are the same to the bit, and the folder goes at the end."""
-    import collections
-    import threading
-
     from mosaic.coadd import forward
-
-    made: collections.Counter = collections.Counter()
-    lock = threading.Lock()
-    original = forward._pixmap
-
-    def counted(*args, **kwargs):
-        with lock:
-            made["maps"] += 1
-        return original(*args, **kwargs)
 
     grid = small_field.grid.with_tiling((97, 61))
     n_pairs = forward.plan_forward(exposures, grid, prepare_psfs(psf, exposures.sizes["exposure"])).n_pairs
     kept = updc(exposures, grid, psf, n_iterations=2, final_residual=False)
-    monkeypatch.setattr(forward, "_pixmap", counted)
+    made = _counting_pixel_maps(monkeypatch)
     monkeypatch.setattr(forward, "GEOMETRY_CACHE_BYTES", 0)
     monkeypatch.setattr(forward, "_GEOMETRY", forward._GeometryCache())
     store = Store(tmp_path / "s.zarr")
