@@ -290,11 +290,6 @@ def _cut_from_blocks(names, shapes, places_per_var, *blocks):
     return out
 
 
-def _read_cut(reader, k, region, names):
-    got = reader(k, region)
-    return {n: np.asarray(got[n]) for n in names if n in got}
-
-
 class ExposureSource:
     """Where pair tasks get exposure cut-outs: the exposure set's dask arrays, or a reader.
 
@@ -331,16 +326,11 @@ class ExposureSource:
         return [] if self.reader is not None else list(self.arrays.values())
 
     def reading(self, k: int, region: tuple[slice, slice]):
-        """Exposure ``k``'s cut-out as the pair tasks take it: a :class:`~mosaic.coadd.forward.CutReading`
-        (read by the task that uses it) with a reader, else :meth:`task`."""
+        """Exposure ``k``'s cut-out as the pair tasks take it: with a reader a
+        :class:`~mosaic.coadd.forward.CutReading` (read by the task that uses it), else a task
+        (tuple) that assembles the cut-out dict from the exposure blocks."""
         if self.reader is not None:
             return CutReading(self.reader, k, region, self.names)
-        return self.task(k, region)
-
-    def task(self, k: int, region: tuple[slice, slice]):
-        """A task (tuple) that makes exposure ``k``'s cut-out dict."""
-        if self.reader is not None:
-            return (_read_cut, self.reader, k, region, self.names)
         shape = (region[0].stop - region[0].start, region[1].stop - region[1].start)
         places_per_var, keys, shapes = [], [], []
         for name in self.names:
