@@ -73,6 +73,7 @@ def fuse_files(
     cross_calibration: bool = True,
     psf_size: int = 21,
     previews: bool = False,
+    mean: str = "projected",
 ) -> Path:
     """Fuse NIRCam image files with an IFU cube file into ``out`` (what ``mosaic fuse`` does).
 
@@ -98,6 +99,8 @@ def fuse_files(
         PSF side in fine pixels (odd).
     previews : bool
         Also write PNG previews of three planes beside ``out``.
+    mean : {"projected", "data"}
+        The model's mean spectrum (:func:`mosaic.fusion.objective.pca_subspace`).
 
     Returns
     -------
@@ -164,12 +167,14 @@ def fuse_files(
         halo=halo,
         boundary=boundary,
         cg_iterations=cg_iterations,
+        mean=mean,
     )
     field_wcs = fine.deepcopy()
     field_wcs.wcs.crpix = field_wcs.wcs.crpix - np.array([d * x0, d * y0])
     extra = {"FUSEK": (components, "principal spectra kept"), "FUSEGAM": (gamma, "gamma, IFU term weight"),
              "FUSEMU": (mu, "mu, Sobolev weight"), "FUSESOLV": (solver, "solver"), "FUSEFAC": (d, "fine pixels per spaxel"),
-             "FUSEPCA": (round(100 * result.subspace.explained, 3), "% of IFU variance kept by the subspace")}
+             "FUSEPCA": (round(100 * result.subspace.explained, 3), "% of IFU variance kept by the subspace"),
+             "FUSEMRNK": (result.subspace.mean_rank, "rank of the mean's projection (0: none)")}
     for n, c in zip(names, factors, strict=True):
         extra[f"XCAL{n[1:4]}"] = (float(c), f"cross-calibration factor of {n}")
     write_fused(out, result.cube, field_wcs, cube.wavelengths, basis=result.subspace.basis, mean=result.subspace.mean,

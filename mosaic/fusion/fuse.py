@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mosaic.fusion.objective import Subspace, pca_subspace
+from mosaic.fusion.objective import MEANS, Subspace, pca_subspace
 from mosaic.fusion.operators import FusionOperators
 from mosaic.fusion.solve import solve_cg, solve_exact
 from mosaic.fusion.tiled import BOUNDARIES, expand, fuse_tiled
@@ -43,6 +43,7 @@ def fuse(
     boundary: str = "periodic",
     cg_iterations: int = 1000,
     subspace: Subspace | None = None,
+    mean: str = "projected",
 ) -> FusionResult:
     """Fuse co-registered NIRCam images and an IFU cube by minimising objective (9) of seed 003.
 
@@ -64,6 +65,9 @@ def fuse(
         Solve in tiles of this many spaxels (exact solver only); the result is then lazy.
     halo, boundary
         See :func:`mosaic.fusion.tiled.fuse_tiled`.
+    mean : {"projected", "data"}
+        The mean spectrum: the IFU's projected on its signal subspace, or as it is (seed 003);
+        see :func:`mosaic.fusion.objective.pca_subspace` (ignored when ``subspace`` is given).
     """
     if solver not in SOLVERS:
         msg = f"solver must be one of {SOLVERS}; got {solver!r}"
@@ -71,9 +75,14 @@ def fuse(
     if boundary not in BOUNDARIES:
         msg = f"boundary must be one of {BOUNDARIES}; got {boundary!r}"
         raise ValueError(msg)
+    if mean not in MEANS:
+        msg = f"mean must be one of {MEANS}; got {mean!r}"
+        raise ValueError(msg)
     if subspace is None:
-        subspace = pca_subspace(cube, n_components)
+        subspace = pca_subspace(cube, n_components, mean=mean)
     log.info("subspace: %d components keep %.2f %% of the IFU variance", subspace.n_components, 100 * subspace.explained)
+    if subspace.mean_rank:
+        log.info("mean spectrum projected on the %d-dimensional signal subspace of the IFU cube", subspace.mean_rank)
     kw = {"gamma": gamma, "mu": mu}
     if tile is not None:
         if solver != "exact":
