@@ -181,16 +181,21 @@ def fuse_files(
                 header_extra=extra, bunit=cube.header.get("BUNIT"))
     log.info("wrote %s: %d wavelengths x %d x %d", out, len(cube.wavelengths), *planes.shape[1:])
     if previews:
-        _previews(out, result.cube, cube.wavelengths)
+        _previews(out, cube.wavelengths)
     return out
 
 
-def _previews(out, cube, wavelengths):
+def _previews(out, wavelengths):
+    """PNG previews of three planes, read from the written cube (a tiled cube is not computed again)."""
     import numpy as np  # noqa: PLC0415
+    from astropy.io import fits  # noqa: PLC0415
 
     from mosaic.viz.preview import write_png  # noqa: PLC0415
 
-    for i in (len(wavelengths) // 5, len(wavelengths) // 2, 4 * len(wavelengths) // 5):
-        path = out.with_name(f"{out.stem}_{wavelengths[i]:.4f}um.png")
-        write_png(path, np.asarray(cube[i]))
-        log.info("wrote %s", path)
+    with fits.open(out, memmap=True) as hdul:
+        sci = hdul["SCI"].data
+        for i in (len(wavelengths) // 5, len(wavelengths) // 2, 4 * len(wavelengths) // 5):
+            path = out.with_name(f"{out.stem}_{wavelengths[i]:.4f}um.png")
+            write_png(path, np.array(sci[i], dtype=np.float64))
+            log.info("wrote %s", path)
+        del sci

@@ -4,7 +4,9 @@ The IFU cube is read from ``SCI`` (a JWST ``_s3d.fits``), else from the first 3-
 WCS must have a spectral axis (``CTYPE3 = 'WAVE'`` ...), from which the channel wavelengths are
 taken, in microns. The fused cube is written as ``SCI`` (float32, ``n_wave x ny x nx``) with the
 fine celestial WCS and the cube's spectral axis, plus ``BASIS`` (the principal spectra, ``k x
-n_wave``) and ``MEAN`` (the mean spectrum), under a temporary name renamed when whole.
+n_wave``) and ``MEAN`` (the mean spectrum), under a temporary name renamed when whole. A lazy
+(dask) cube, as tiled fusion makes, is written block by block into the allocated file, so the
+cube is never whole in memory.
 """
 
 from __future__ import annotations
@@ -87,9 +89,8 @@ def read_cube(path) -> IFUCube:
     return IFUCube(path, data, wcs, wavelengths, header)
 
 
-def write_fused(path, cube, fine_wcs: WCS, wavelengths, *, basis, mean, header_extra=None, bunit=None) -> Path:
-    """Write the fused cube (computed plane-block by plane-block if it is a dask array) to ``path``."""
-    path = Path(path)
+def _fused_header(fine_wcs: WCS, wavelengths, bunit):
+    """The SCI header: the fine celestial WCS and, for evenly spaced channels, the spectral axis."""
     w = np.asarray(wavelengths, dtype=np.float64)
     hdr = fine_wcs.to_header()
     hdr["WCSAXES"] = 3
@@ -101,20 +102,83 @@ def write_fused(path, cube, fine_wcs: WCS, wavelengths, *, basis, mean, header_e
         log.warning("wavelengths are not evenly spaced: the spectral axis is the WAVELENGTH table, CTYPE3 = 'WAVE-TAB' is not written")
     if bunit:
         hdr["BUNIT"] = bunit
+    return hdr
+
+
+class _ImageRegion:
+    """A FITS image's data in a file, written region by region (a :func:`dask.array.store` target).
+
+    Each assignment maps the file, writes its region and unmaps it, so the target pickles as a
+    path and an offset and works from any worker that sees the file (a distributed cluster's
+    too, where a memmap would be pickled as a copy and the writes lost).
+    """
+
+    def __init__(self, path, offset: int, shape, dtype=">f4"):
+        self.path, self.offset, self.shape, self.dtype = str(path), int(offset), tuple(shape), np.dtype(dtype)
+
+    def __setitem__(self, key, value):
+        # map only the planes the region reaches (a block of tiled fusion spans every wavelength,
+        # but a block split along the first axis need not map the others)
+        first = key[0] if isinstance(key, tuple) else key
+        start, stop, _ = first.indices(self.shape[0])
+        plane = int(np.prod(self.shape[1:])) * self.dtype.itemsize
+        shape = (stop - start, *self.shape[1:])
+        data = np.memmap(self.path, dtype=self.dtype, mode="r+", offset=self.offset + start * plane, shape=shape)
+        data[(slice(None), *key[1:]) if isinstance(key, tuple) else slice(None)] = value
+        del data  # unmapped: the pages are the file's (the writes are seen by whoever reads it next)
+
+
+def _write_streamed(tmp, cube, primary, sci_header, others):
+    """Write ``primary``, a SCI HDU of ``cube`` (dask) filled block by block, then ``others``.
+
+    The SCI header is that of a float32 image of the cube's shape; its data are allocated as
+    zeros (a sparse file where the file system allows) and filled by :func:`dask.array.store`
+    (on the active scheduler), so no more than a few blocks of the cube are in memory at once.
+    """
+    import dask.array as da  # noqa: PLC0415
+
+    fits.HDUList([primary]).writeto(tmp)
+    # the header astropy would write for this image, without making the image
+    sci = fits.ImageHDU(np.zeros((1,) * cube.ndim, dtype=np.float32), header=sci_header, name="SCI")
+    for axis, n in enumerate(reversed(cube.shape), start=1):
+        sci.header[f"NAXIS{axis}"] = n
+    n_bytes = 4 * int(np.prod(cube.shape))
+    with open(tmp, "ab") as f:
+        f.write(sci.header.tostring().encode("ascii"))
+        offset = f.tell()
+        f.truncate(offset + n_bytes + (-n_bytes) % 2880)  # data padded to whole FITS blocks with zeros
+    with fits.open(tmp, mode="append") as hdul:
+        for hdu in others:
+            hdul.append(hdu)
+    da.store(cube.astype(np.float32), _ImageRegion(tmp, offset, cube.shape), lock=False)
+
+
+def write_fused(path, cube, fine_wcs: WCS, wavelengths, *, basis, mean, header_extra=None, bunit=None) -> Path:
+    """Write the fused cube to ``path``, under a temporary name renamed when whole.
+
+    A dask ``cube`` (tiled fusion) is computed and written block by block: memory holds a few
+    blocks, not the cube. A NumPy one is written as it is.
+    """
+    import dask.array as da  # noqa: PLC0415
+
+    path = Path(path)
+    w = np.asarray(wavelengths, dtype=np.float64)
+    hdr = _fused_header(fine_wcs, w, bunit)
     primary = fits.PrimaryHDU()
     for key, value in (header_extra or {}).items():
         primary.header[key] = value
-    sci = fits.ImageHDU(np.asarray(cube, dtype=np.float32), header=hdr, name="SCI")
-    hdus = [
-        primary,
-        sci,
+    others = [
         fits.ImageHDU(np.asarray(basis.T, dtype=np.float64), name="BASIS"),
         fits.ImageHDU(np.asarray(mean, dtype=np.float64), name="MEAN"),
         fits.BinTableHDU.from_columns([fits.Column(name="WAVELENGTH", format="D", unit="um", array=w)], name="WAVELENGTH"),
     ]
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        fits.HDUList(hdus).writeto(tmp)
+        if isinstance(cube, da.Array):
+            _write_streamed(tmp, cube, primary, hdr, others)
+        else:
+            sci = fits.ImageHDU(np.asarray(cube, dtype=np.float32), header=hdr, name="SCI")
+            fits.HDUList([primary, sci, *others]).writeto(tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
