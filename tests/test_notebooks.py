@@ -61,8 +61,8 @@ def _one(pattern: str, tmp_path: Path) -> Path:
     return found[0]
 
 
-def test_the_three_notebooks_are_there_and_stored_without_outputs():
-    assert [p.name for p in _notebooks()] == ["monitoring.ipynb", "quickstart.ipynb", "survey.ipynb"]
+def test_the_four_notebooks_are_there_and_stored_without_outputs():
+    assert [p.name for p in _notebooks()] == ["fusion.ipynb", "monitoring.ipynb", "quickstart.ipynb", "survey.ipynb"]
     for path in _notebooks():
         nb = json.loads(path.read_text())
         assert nb["metadata"]["kernelspec"]["name"] == "python3"
@@ -143,3 +143,28 @@ def test_survey(tmp_path, monkeypatch):
         assert store.manifest(field, "F200W")["pipeline/run"]["status"] == "complete"
         assert store.is_complete(field, "F200W", "updc/iter_02")
         assert (work / "products" / field / f"{field}_f200w_updc_iter02_i2d.fits").is_file()
+
+
+def test_fusion(tmp_path, monkeypatch):
+    from astropy.io import fits
+
+    _, text = _execute(NOTEBOOKS / "fusion.ipynb", tmp_path, monkeypatch)
+
+    # at both positions the fused spectrum is closer to the truth than the IFU's
+    spectra = re.findall(r"(jet knot|Titan cloud) at fine pixel .*: spectrum RMS error fused ([\d.]+) %, IFU ([\d.]+) %", text)
+    assert [name for name, _, _ in spectra] == ["jet knot", "Titan cloud"]
+    for name, fused, ifu in spectra:
+        assert float(fused) < 0.5 * float(ifu), name
+    # and so are the planes, by PSNR and SSIM, at three wavelengths
+    planes = re.findall(r"PSNR fused ([\d.]+) dB, IFU ([\d.]+) dB; SSIM fused ([\d.]+), IFU ([\d.]+)", text)
+    assert len(planes) == 3
+    for psnr_f, psnr_i, ssim_f, ssim_i in planes:
+        assert float(psnr_f) > float(psnr_i) and float(ssim_f) > float(ssim_i)
+
+    # the file the notebook wrote: the fused cube at three times the IFU's sampling, with its spectral axis
+    work = _one("mosaic-fusion-*", tmp_path)
+    with fits.open(work / "fused.fits") as hdul:
+        assert hdul["SCI"].data.shape == (60, 72, 72)
+        assert hdul["SCI"].header["CTYPE3"] == "WAVE"
+        assert hdul[0].header["FUSEMRNK"] >= 1
+    assert fits.getdata(work / "scene" / "ifu_s3d.fits", "SCI").shape == (60, 24, 24)
