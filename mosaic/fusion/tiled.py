@@ -44,14 +44,15 @@ _PAD_MODE = {"periodic": "wrap", "reflect": "symmetric"}
 
 
 def default_halo(ops: FusionOperators) -> int:
-    """Halo in IFU spaxels: twice the larger PSF radius plus 16 fine pixels, in spaxels rounded up.
+    """Halo in IFU spaxels: twice the larger PSF radius plus 20 fine pixels, in spaxels rounded up.
 
     The tiled solve differs from the untiled one by an error that falls off exponentially with
-    the halo, over a few fine pixels (more for a larger ``mu``); with this halo it was below
-    1e-4 of the solution's peak in every test (``tests/fusion/test_tiled.py``).
+    the halo, about 2x per fine pixel (more slowly for a larger ``mu``). With 16 fine pixels it
+    reached 1.4e-4 of the solution's peak on noise data at d = 2 (a case hypothesis found); with
+    20 the worst of a sweep of such cases was 1.6e-5 (``tests/fusion/test_tiled.py``).
     """
     radius = max(ops.psf_m.shape[1], ops.psf_m.shape[2], ops.psf_h.shape[1], ops.psf_h.shape[2]) // 2
-    return math.ceil((2 * radius + 16) / ops.factor)
+    return math.ceil((2 * radius + 20) / ops.factor)
 
 
 def _with_shape(ops: FusionOperators, coarse_shape) -> FusionOperators:
