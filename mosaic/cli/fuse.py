@@ -1,7 +1,7 @@
 """``mosaic fuse``: NIRCam images + a NIRSpec IFU cube -> a hyperspectral cube at NIRCam resolution (seed 003).
 
     mosaic fuse --images F182M.fits F210M.fits ... --cube IFU_s3d.fits --out FUSED.fits
-                [--filters F182M F210M ...] [--factor 3] [--components 5] [--gamma 1] [--mu 1e-3]
+                [--filters F182M F210M ...] [--factor 3] [--components 5] [--mean projected|data] [--gamma 1] [--mu 1e-3]
                 [--solver exact|cg] [--tile N] [--halo N] [--boundary periodic|reflect]
                 [--align wcs|phase] [--no-resample] [--no-cross-calibration] [--psf-size 21]
                 [--previews] [--overwrite]
@@ -41,6 +41,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--filters", nargs="+", metavar="FILTER", help="filter of each image (default: the FILTER keyword)")
     p.add_argument("--factor", type=positive_int, default=3, help="fine pixels per IFU spaxel and axis (default 3: 0.033\" for 0.1\" spaxels)")
     p.add_argument("--components", type=positive_int, default=5, help="principal spectra kept, k (default 5)")
+    p.add_argument("--mean", choices=("projected", "data"), default="projected",
+                   help="the model's mean spectrum: the IFU's projected on its signal subspace (default), or as it is (seed 003)")
     p.add_argument("--gamma", type=positive_float, default=1.0, help="weight of the IFU term (default 1)")
     p.add_argument("--mu", type=float, default=1e-3, help="weight of the Sobolev regulariser (default 1e-3)")
     p.add_argument("--solver", choices=("exact", "cg"), default="exact", help="exact Fourier blocks or conjugate gradients (default exact)")
@@ -81,5 +83,6 @@ def run(args) -> int:
         cross_calibration=not args.no_cross_calibration,
         psf_size=args.psf_size,
         previews=args.previews,
+        mean=args.mean,
     )
     return 0

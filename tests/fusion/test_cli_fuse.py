@@ -50,6 +50,24 @@ def test_fuse_command(scene_files, tmp_path):
     assert len(list(tmp_path.glob("tiled_*um.png"))) == 3
 
 
+def test_fuse_mean_choices(scene_files, tmp_path):
+    """--mean data keeps the IFU's averaged spectrum (seed 003); the default projects it on fewer components than channels."""
+    scene, paths = scene_files
+    base = ["fuse", "--images", *_images(paths), "--cube", str(paths["cube"]), "--components", "4", "--boundary", "periodic"]
+    means = {}
+    for mean in ("projected", "data"):
+        out = tmp_path / f"{mean}.fits"
+        assert main([*base, "--out", str(out), "--mean", mean]) == 0
+        means[mean] = (fits.getdata(out, "MEAN"), fits.getheader(out, 0)["FUSEMRNK"])
+    average = fits.getdata(paths["cube"], "SCI").astype(np.float64).mean(axis=(1, 2))
+    np.testing.assert_allclose(means["data"][0], average, rtol=1e-6)
+    assert means["data"][1] == 0
+    assert 1 <= means["projected"][1] < len(average)
+    # the projection moves the mean by about the noise of an averaged channel, no more
+    residual = np.sqrt(np.mean((means["projected"][0] - average) ** 2))
+    assert 0 < residual < 2 * scene.sigma_cube / np.sqrt(scene.cube[0].size)
+
+
 def _write_cube(path, src, *, header_edit):
     with fits.open(src) as hdul:
         data, hdr = hdul["SCI"].data, hdul["SCI"].header.copy()
