@@ -402,6 +402,27 @@ def plan_drizzle(
 
 
 @algorithm("coaddition")
+def drizzle_attrs(exposures: xr.Dataset, grid: MosaicGrid, *, kernel: str, pixfrac: float, weight: str, psrs, used) -> dict:
+    """The attributes of a drizzle mosaic of ``exposures`` on ``grid`` (``psrs``: the exposures'
+    pixel scale ratios, used where the grid has none; ``used``: the exposures that landed)."""
+    attrs = {
+        "wcs_header": grid.to_header().tostring(sep="\n"),
+        "product": "drizzle",
+        "kernel": kernel,
+        "pixfrac": float(pixfrac),
+        "weight_type": weight,
+        "pixel_scale_ratio": float(grid.psr) if grid.psr is not None else float(np.median(psrs)),
+        "n_exposures": int(exposures.sizes["exposure"]),
+        "exposures_used": [int(k) for k in used],
+        "exposure_paths": _exposure_names(exposures),
+        "bunit": "MJy/sr",
+    }
+    band = _check_single_band(exposures)
+    if band is not None:
+        attrs["band"] = band
+    return attrs
+
+
 def drizzle_mosaic(
     exposures: xr.Dataset,
     grid: MosaicGrid,
@@ -481,7 +502,7 @@ def drizzle_mosaic(
         if name not in exposures:
             msg = f"exposure set has no {name!r} variable; expected {('sci', *VARIANCES)} (or pass variance=False, weight='uniform')"
             raise InputError(msg)
-    band = _check_single_band(exposures)
+    _check_single_band(exposures)  # one band, or a clear error before any graph is built
     names = _exposure_names(exposures)
     n_exp = exposures.sizes["exposure"]
     wcs_list = exposure_wcs(exposures)
@@ -562,20 +583,7 @@ def drizzle_mosaic(
         rows.append(row)
     data_vars["con"] = (("plane", "y", "x"), da.block([rows]))
 
-    attrs = {
-        "wcs_header": grid.to_header().tostring(sep="\n"),
-        "product": "drizzle",
-        "kernel": kernel,
-        "pixfrac": float(pixfrac),
-        "weight_type": weight,
-        "pixel_scale_ratio": float(grid.psr) if grid.psr is not None else float(np.median(psrs)),
-        "n_exposures": int(n_exp),
-        "exposures_used": [int(k) for k in used],
-        "exposure_paths": names,
-        "bunit": "MJy/sr",
-    }
-    if band is not None:
-        attrs["band"] = band
+    attrs = drizzle_attrs(exposures, grid, kernel=kernel, pixfrac=pixfrac, weight=weight, psrs=psrs, used=used)
     log.info(
         "drizzle graph: %d exposures on %d x %d tiles, %d tile tasks of %d (exposure, tile) pairs",
         len(used), nty, ntx, len(finals), sum(len(v) for v in by_tile.values()),

@@ -48,6 +48,7 @@ import functools
 import hashlib
 import logging
 import math
+import operator
 import os
 import pickle
 import threading
@@ -408,6 +409,46 @@ def pair_weight(cut: dict, pixmap, *, shape, core, reach: float, weight: str = "
     return PairOverlaps(pixmap, shape).drizzle(w)[0][core]
 
 
+def pair_drizzle(
+    cut: dict, pixmap, *, shape, core, reach: float, exposure: int, n_planes: int, variances: bool = True, weight: str = "ivm",
+    exptime: float = 1.0,
+) -> dict:
+    """:func:`pair_weight` and, in the same pass over the overlaps, the pair's share of the drizzle mosaic.
+
+    The drizzle with the square kernel and pixfrac 1 is ``D`` itself: the mosaic is
+    ``sum D(w g) / sum D(w)``, its variances ``sum D²(w² v) / (sum D(w))²`` and its WHT
+    ``sum D(w)`` (what the ``drizzle`` package computes, in float64 here). Returns the core's
+    ``num`` (``D(w)``), ``sci`` (``D(w g)``), ``var`` (``D²(w² v)`` per :data:`VARIANCES`, with
+    ``variances``) and ``con``: per context plane, the exposure's bit where it has weight.
+
+    Parameters
+    ----------
+    cut : dict
+        The cut-out's ``sci``, ``good``, ``var_rnoise`` (and the other variances).
+    exposure : int
+        The exposure's number (its context bit).
+    n_planes : int
+        Context planes of the mosaic, ``ceil(n_exposures / 32)``.
+    variances : bool
+        Also drizzle the variances.
+    shape, core, reach, weight, exptime
+        As :func:`pair_weight`.
+    """
+    w = _weights(cut, pixmap, core, reach, weight=weight, exptime=exptime)
+    on = w > 0
+    g = np.where(on, np.asarray(cut["sci"], dtype=np.float64), 0.0)
+    squared = []
+    if variances:
+        for v in VARIANCES:
+            v = np.asarray(cut[v], dtype=np.float64)
+            squared.append(np.where(on & np.isfinite(v), w * w * v, 0.0))
+    num, sci, *var = PairOverlaps(pixmap, shape).drizzle(w, w * g, squared=squared)
+    num = num[core]
+    bit = float(1 << (exposure % 32))
+    con = tuple(np.where(num > 0, bit, 0.0) if p == exposure // 32 else np.zeros_like(num) for p in range(n_planes))
+    return {"num": num, "sci": sci[core], "var": tuple(v[core] for v in var), "con": con}
+
+
 def damping_factor(g, m, variance, damping: float):
     """``u`` in ``[0, 1]``: how much of a pixel's correction survives damping (1 without it).
 
@@ -666,6 +707,34 @@ def pixel_maps_kept(client=None):
                 log.debug("pixel maps not released on every worker: %s", exc)
 
 
+def map_bytes(plan: ForwardPlan) -> int:
+    """At most the bytes of all the pairs' pixel maps (two float64 per exposure pixel of each cut)."""
+    return sum(16 * (p.cut[0].stop - p.cut[0].start) * (p.cut[1].stop - p.cut[1].start) for ps in plan.pairs.values() for p in ps)
+
+
+def maps_need_a_folder(plan: ForwardPlan, client=None) -> bool:
+    """Whether the run's pixel maps must also be kept in a folder every worker reads.
+
+    Only when one process's cache cannot do it: tasks run in two worker processes or more (a
+    tile's next pass may land on another worker), or the maps do not fit in the budget of the
+    process that runs them all. ``client`` None: the current distributed client, if any, else
+    the local threads.
+    """
+    if client is None:
+        try:
+            from distributed import get_client  # noqa: PLC0415
+
+            client = get_client()
+        except (ImportError, ValueError):
+            client = None
+    if client is None:
+        return map_bytes(plan) > GEOMETRY_CACHE_BYTES
+    pids = set(client.run(os.getpid).values())
+    limits = [w.get("memory_limit") or 0 for w in client.scheduler_info()["workers"].values()]
+    budget = min((int(min(GEOMETRY_CACHE_BYTES, GEOMETRY_CACHE_FRACTION * m)) if m else GEOMETRY_CACHE_BYTES for m in limits), default=0)
+    return len(pids) > 1 or map_bytes(plan) > budget
+
+
 def _cache_budget() -> int:
     try:
         from distributed import get_worker  # noqa: PLC0415
@@ -713,13 +782,15 @@ def _pair_task(window, cut, wcs_exposure, wcs_grid, *, kind, region, origin, geo
         return pair_correction(window, cut, pixmap, **kwargs)
     if kind == "weight":
         return {"num": pair_weight(cut, pixmap, **kwargs)}
+    if kind == "drizzle":
+        return pair_drizzle(cut, pixmap, **kwargs)
     return _pair_residual(window, cut, pixmap, **kwargs)
 
 
 def _add_into(acc, part):
-    """``acc`` with ``part`` added (arrays in place, in float64; scalars and variance tuples too)."""
+    """``acc`` with ``part`` added (arrays in place, in float64; scalars and tuples of arrays too)."""
     for key, v in part.items():
-        if key == "var":
+        if isinstance(v, tuple):
             if not acc[key]:
                 acc[key] = v
             else:
@@ -786,6 +857,10 @@ class BackProjection:
     chi2: da.Array | None = None
 
 
+#: pair kinds that mock nothing: no window of an image, no residual
+_SUMS_ONLY = ("weight", "drizzle")
+
+
 def _pair_graph(kind, image_by_group, plan: ForwardPlan, source, options: dict, token: str):
     """Tasks of every pair: windows of each group's image, cut-outs, pair operators summed per tile.
 
@@ -796,7 +871,7 @@ def _pair_graph(kind, image_by_group, plan: ForwardPlan, source, options: dict, 
     a transfer of the sum). Tiles are the parallelism. Returns ``(name, anchor, tile_roots,
     residuals)``: ``anchor`` a Delayed holding the graph's one layer, ``tile_roots[(g, tile)]``
     the key of group ``g``'s task on a tile (the sum of its pairs), ``residuals[(g, tile)]`` the
-    key of that tile's ``[resid, npix, chi2, nchi]`` (none for ``kind="weight"``). The arrays taken from a tile's
+    key of that tile's ``[resid, npix, chi2, nchi]`` (none for the kinds of :data:`_SUMS_ONLY`). The arrays taken from a tile's
     sum wait for its residual (:func:`_tile_array`), so the sum is let go as soon as its arrays
     are: a residual left for the end of the graph would hold every tile's sum until then.
     """
@@ -836,12 +911,14 @@ def _pair_graph(kind, image_by_group, plan: ForwardPlan, source, options: dict, 
                     "reach": plan.reach[k], "weight": plan.weight, "exptime": plan.exptimes[k],
                     "geometry": plan.geometry[k], "maps_folder": plan.maps_folder,
                 }
-                if kind == "weight":
+                if kind in _SUMS_ONLY:
                     kwargs["shape"] = (win[0].stop - win[0].start, win[1].stop - win[1].start)
                 else:
                     kwargs.update(blot=plan.blot, interp=plan.interp)
                 if kind == "correction":
                     kwargs.update(options)
+                if kind == "drizzle":
+                    kwargs.update(options, exposure=k)
                 links.append(kwargs)
                 cuts.append(cut)
             key = (f"{name}-tile-pairs", gi, *t.index)
@@ -853,7 +930,7 @@ def _pair_graph(kind, image_by_group, plan: ForwardPlan, source, options: dict, 
             )
             dsk[key] = (task, window_key, *cuts)
             roots[(gi, t.index)] = acc = key
-            if kind != "weight":
+            if kind not in _SUMS_ONLY:
                 residuals[(gi, t.index)] = (f"{name}-residual-tile", gi, *t.index)
                 dsk[residuals[(gi, t.index)]] = (_residual_of_tile, acc)
     if image_by_group is not None:
@@ -1025,23 +1102,51 @@ def _sum_residuals(part, *tiles) -> np.ndarray:
     return np.sum([t[part] for t in tiles], axis=0) if tiles else np.zeros(2, dtype=np.float64)
 
 
-def normalisation(plan: ForwardPlan, source, *, like=None, staging=None) -> da.Array:
+def normalisation(plan: ForwardPlan, source, *, like=None, staging=None, drizzle: bool = False, variances: bool = True):
     """The coverage normalisation ``sum_G B_G^*(sum_{k in G} D_k(w_k))`` on the grid (float64).
 
     It is Richardson-Lucy's ``A^T W 1``: the per-pixel ``1/L_E`` of eq. 1 where exposures
     cover the mosaic unevenly. ``like`` (an array) sets the array module of the chunks;
     ``staging`` as in :func:`backproject`.
+
+    With ``drizzle``, returns ``(den, planes)``: ``planes`` the drizzle mosaic (square kernel,
+    pixfrac 1, the plan's weights) made in the same pass over the pairs (:func:`pair_drizzle`),
+    a dict of lazy arrays ``sci``, ``wht``, ``con`` (``(plane, y, x)`` int32) and, with
+    ``variances``, each of :data:`VARIANCES` and ``err``: the planes of
+    :func:`mosaic.coadd.drizzle.drizzle_mosaic` with the same options, to float32 round-off.
     """
     meta = _meta(da.asarray(like)) if like is not None else np.empty((0, 0), np.float64)
-    token = tokenize(plan.token(), source.token, "weight")
+    kind = "drizzle" if drizzle else "weight"
+    n_planes = -(-len(plan.exptimes) // 32)
+    options = {"n_planes": n_planes, "variances": bool(variances)} if drizzle else {}
+    token = tokenize(plan.token(), source.token, kind, options)
     put = _stager(staging, token)
-    name, anchor, roots, _ = _pair_graph("weight", None, plan, source, {}, token)
+    name, anchor, roots, _ = _pair_graph(kind, None, plan, source, options, token)
     den = None
     for gi, group in enumerate(plan.groups):
         u = _tile_array(name, anchor, roots, plan, gi, "num", None, meta)
         term = convolve_tiled(put(u, f"weight-{gi}"), group.psf, adjoint=True)
         den = term if den is None else den + term
-    return den
+    if not drizzle:
+        return den
+
+    def total(field_name, index=None):
+        return functools.reduce(
+            operator.add, (_tile_array(name, anchor, roots, plan, gi, field_name, index, meta) for gi in range(len(plan.groups)))
+        )
+
+    wht = total("num")
+    has = wht > 0
+    safe = da.where(has, wht, 1.0)
+    planes = {"sci": da.where(has, total("sci") / safe, np.nan).astype(np.float32), "wht": wht.astype(np.float32)}
+    if variances:
+        var = [da.where(has, total("var", i) / (safe * safe), np.nan) for i in range(len(VARIANCES))]
+        planes.update({v: a.astype(np.float32) for v, a in zip(VARIANCES, var, strict=True)})
+        planes["err"] = da.sqrt(functools.reduce(operator.add, var)).astype(np.float32)
+    # bits as float64 sums (exact: one exposure per bit and tile), stored as the int32 bit pattern
+    con = [total("con", p).astype(np.uint32).view(np.int32) for p in range(n_planes)]
+    planes["con"] = da.stack(con)
+    return den, planes
 
 
 def data_residual(f, plan: ForwardPlan, source, *, staging=None, chi2: bool = False) -> da.Array:

@@ -106,14 +106,16 @@ import xarray as xr
 from dask.base import tokenize
 from dask.graph_manipulation import clone
 from dask.highlevelgraph import HighLevelGraph
+from drizzle.utils import estimate_pixel_scale_ratio
 
 from mosaic.coadd import baselines
-from mosaic.coadd.drizzle import drizzle_mosaic
+from mosaic.coadd.drizzle import drizzle_attrs, drizzle_mosaic
 from mosaic.coadd.errors import VARIANCES, additive_update, multiplicative_update, total_error, weight_map_from_variance
 from mosaic.coadd.forward import (
     CutReading,
     backproject,
     data_residual,
+    maps_need_a_folder,
     normalisation,
     pixel_maps_kept,
     plan_forward,
@@ -881,16 +883,26 @@ def updc(
     files: dict[int, Path] = {}
     pending: list = []  # laid-out files whose writes join the next computation
     try:
-        with pixel_maps_kept(client), ck.staging(method, enabled=staging) as scratch, ck.staging(method, what="pixmaps") as maps:
+        share_maps = ck.store is not None and maps_need_a_folder(plan, client)
+        with (
+            pixel_maps_kept(client),
+            ck.staging(method, enabled=staging) as scratch,
+            ck.staging(method, what="pixmaps", enabled=share_maps) as maps,
+        ):
             if maps is not None:
                 # the pairs' pixel maps kept beside the store for every worker: made once per run,
                 # wherever a tile's task runs in each pass (workers alone keep only their own)
                 plan = replace(plan, maps_folder=str(maps))
-            # the coverage normalisation needs only the exposures (not for "rl"): computed with iteration 0
-            norm = None if method == "rl" else _normalisation_product(ck, plan, exposures, method, cutout_reader, scratch)
+            # the coverage normalisation needs only the exposures (not for "rl"): computed with iteration 0,
+            # and iteration 0 (unless given) drizzled by the same pass over the pairs
+            norm, fused = None, None
+            if method != "rl":
+                norm, fused = _normalisation_product(
+                    ck, plan, exposures, method, cutout_reader, scratch, drizzle=drizzled is None, errors=errors, weight=weight,
+                )
             it0, info0, fresh = _iteration_zero(
-                ck, exposures, grid, method, weight, token, background, errors, cutout_reader, pedestal, drizzled=drizzled,
-                also=[norm] if norm is not None else [],
+                ck, exposures, grid, method, weight, token, background, errors, cutout_reader, pedestal,
+                drizzled=drizzled if fused is None else fused, also=[norm] if norm is not None else [],
             )
             bkg, mock_floor, ped = float(info0["background"]), float(info0["mock_floor"]), float(info0["pedestal"])
             den, den_floor = _normalisation(ck, plan, exposures, it0, method, groups, cutout_reader, scratch)
@@ -1249,13 +1261,31 @@ def _sky_info(sample, background, token) -> dict:
     return {"token": token, "background": bkg, "mock_floor": MOCK_FLOOR * scale}
 
 
-def _normalisation_product(ck, plan, exposures, method, reader, scratch):
+def _normalisation_product(ck, plan, exposures, method, reader, scratch, *, drizzle=False, errors=True, weight="ivm"):
     """The product ``(name, ds, extras, info)`` of the multi-frame normalisation ``sum_G B_G^*(sum_k D_k(w_k))``
-    for :meth:`_Checkpoints.write`; None when it is already complete."""
+    for :meth:`_Checkpoints.write` (None when it is already complete), and with ``drizzle`` the
+    drizzle mosaic of iteration 0 made by the same pass over the pairs (None when iteration 0 is
+    already complete): ``(product, mosaic)``.
+
+    The normalisation drizzles the weights with the square kernel and pixfrac 1, as iteration 0
+    drizzles the data: one pass computes each pair's overlaps once for both, and the pixel maps
+    it makes serve every later pass (:func:`mosaic.coadd.forward.pair_drizzle`).
+    """
     key = f"{method}/norm"
-    if ck.complete(key):
-        return None
-    return _norm_product(key, normalisation(plan, ExposureSource(exposures, reader=reader), staging=scratch))
+    drizzle = drizzle and not ck.complete(f"{method}/iter_00")
+    if ck.complete(key) and not drizzle:
+        return None, None
+    source = ExposureSource(exposures, reader=reader)
+    if not drizzle:
+        return _norm_product(key, normalisation(plan, source, staging=scratch)), None
+    den, planes = normalisation(plan, source, staging=scratch, drizzle=True, variances=errors)
+    wcs = [w.get() for w in plan.wcs]
+    psrs = [float(estimate_pixel_scale_ratio(wcs[k], plan.grid.wcs)) for k in plan.used] if plan.grid.psr is None else []
+    attrs = drizzle_attrs(exposures, plan.grid, kernel="square", pixfrac=1.0, weight=weight, psrs=psrs, used=plan.used)
+    mosaic = xr.Dataset(
+        {name: (("plane", "y", "x") if name == "con" else ("y", "x"), a) for name, a in planes.items()}, attrs=attrs,
+    )
+    return (None if ck.complete(key) else _norm_product(key, den)), mosaic
 
 
 def _norm_product(key, den):
@@ -1273,7 +1303,7 @@ def _normalisation(ck, plan, exposures, it0, method, groups, reader, scratch):
             den = baselines.single_image_normalisation(da.isfinite(it0["sci"].data), groups[0].psf)
             item = _norm_product(key, den)
         else:
-            item = _normalisation_product(ck, plan, exposures, method, reader, scratch)
+            item, _ = _normalisation_product(ck, plan, exposures, method, reader, scratch)
         name, ds, extras, info = item
         ck.write(name, ds, extras, description=f"{method} normalisation", info=info)
     den = ck.read(key)["norm"].data.astype(np.float64)

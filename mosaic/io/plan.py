@@ -66,7 +66,9 @@ class RunPlan:
     store_bytes : int
         The store's products (drizzle and every UPDC iteration), uncompressed.
     staging_bytes : int
-        UPDC's staging folder during an iteration (six float64 planes).
+        UPDC's temporary folders: staging during an iteration (six float64 planes) and the pairs'
+        pixel maps, kept for the run when it has several worker processes (two float64 per
+        exposure pixel, and the tiles' overlaps).
     worker_bytes : int
         Memory of one tile task (the tile with its PSF margin, a few float64 planes and FFTs).
     """
@@ -146,6 +148,7 @@ def plan_run(
     iterations: int = 0,
     saved: int = 0,
     psf_size: int = 0,
+    exposure_pixels: int = 0,
 ) -> RunPlan:
     """The plan of one field/band on ``grid`` (a :class:`~mosaic.io.grid.MosaicGrid`).
 
@@ -163,6 +166,8 @@ def plan_run(
         Iterations written as ``_i2d.fits`` files.
     psf_size : int
         Side of the PSF in output pixels (the UPDC grid grows by its radius; tiles carry it as a halo).
+    exposure_pixels : int
+        Pixels of all the exposures together (their pixel maps may be kept on disk during UPDC).
     """
     ny, nx = grid.shape
     if iterations:
@@ -172,7 +177,8 @@ def plan_run(
     i2d = pixels * (4 * _PLANES + con)
     file_bytes = (i2d if drizzle else 0) + saved * i2d
     store_bytes = (i2d if drizzle or iterations else 0) + iterations * pixels * 4 * _PLANES
-    staging_bytes = pixels * 8 * 6 if iterations else 0
+    # the maps: two float64 per exposure pixel, a quarter more where the tiles' cut-outs overlap
+    staging_bytes = pixels * 8 * 6 + 20 * exposure_pixels if iterations else 0
     ty, tx = min(grid.tile[0], ny), min(grid.tile[1], nx)
     side = max(ty, tx) + 2 * grid.halo + (psf_size if iterations else 0)
     # a tile's arrays in float64 (a dozen planes) and the FFTs of a padded tile (complex128, three)

@@ -209,12 +209,13 @@ def plan_band(config: FieldConfig, band: str):
         bcfg = config.bands[band]
         paths = bcfg.exposure_paths(f"bands.{band}.inputs")
         psfs = psf_for_exposures(paths, band, bcfg.psf, where=f"bands.{band}.psf")
-        grid, scale = _planned_grid(config, paths)
+        grid, scale, exposure_pixels = _planned_grid(config, paths)
         psf_size = _psf_side(sorted(set(psfs)), scale)
         u = config.updc
         plan = plan_run(
             grid, name=f"{config.field}/{band}", n_exposures=len(paths), drizzle=config.drizzle.enabled,
             iterations=u.iterations if u.enabled else 0, saved=len(u.saved()) if u.enabled else 0, psf_size=psf_size,
+            exposure_pixels=exposure_pixels,
         )
         plan.check(outdir=config.outdir, store=config.store_path, worker_memory=_worker_memory(config))
     except LimitError as err:
@@ -243,7 +244,7 @@ def _worker_memory(config: FieldConfig) -> int | None:
 
 
 def _planned_grid(config: FieldConfig, paths):
-    """The output grid of a band from headers alone, and its pixel scale (arcsec)."""
+    """The output grid of a band from headers alone, its pixel scale (arcsec) and the exposures' pixels in all."""
     from astropy.io import fits  # noqa: PLC0415
 
     from mosaic.io.cal import _check_scales, exposure_header_info  # noqa: PLC0415
@@ -264,7 +265,7 @@ def _planned_grid(config: FieldConfig, paths):
             [i["wcs"] for i in infos], [i["shape"] for i in infos], psr=g.psr, rotation_deg=g.rotation, tile=g.tile, halo=g.halo,
             names=[i["path"] for i in infos],
         )
-    return grid, grid.pixel_scale_arcsec
+    return grid, grid.pixel_scale_arcsec, sum(int(i["shape"][0]) * int(i["shape"][1]) for i in infos)
 
 
 def _psf_side(paths, scale_arcsec: float) -> int:

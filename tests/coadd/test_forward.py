@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from scipy.signal import fftconvolve
 
+from mosaic.coadd.drizzle import drizzle_mosaic
 from mosaic.coadd.forward import backproject, data_residual, normalisation, plan_forward
 from mosaic.coadd.updc import ExposureSource, prepare_psfs
 from mosaic.io.cal import read_exposures
@@ -325,3 +326,24 @@ def test_staged_back_projection_is_the_same_to_the_bit(tmp_path, sim, exposures,
     np.testing.assert_array_equal(
         data_residual(f, plan, source, staging=tmp_path / "s").compute(), data_residual(f, plan, source).compute(),
     )
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ty=st.integers(31, 170), tx=st.integers(29, 170), groups=st.booleans())
+def test_normalisation_pass_drizzles_iteration_zero_like_the_drizzle_package(sim, exposures, psf, ty, tx, groups):
+    """The normalisation's pass over the pairs also drizzles the data (square kernel, pixfrac 1):
+    the planes equal ``drizzle_mosaic`` (the ``drizzle`` package, whole exposures) on any tiling
+    and with several PSF groups, to its float32 sums; the context bits exactly."""
+    grid = sim.grid.with_tiling((ty, tx))
+    psfs = [psf, psf[::-1].copy(), psf] if groups else psf
+    plan = plan_forward(exposures, grid, prepare_psfs(psfs, exposures.sizes["exposure"]))
+    den, planes = normalisation(plan, ExposureSource(exposures), drizzle=True)
+    ref = drizzle_mosaic(exposures, grid).compute(scheduler="sync")
+    got = dask.compute(planes, scheduler="sync")[0]
+    np.testing.assert_allclose(den.compute(scheduler="sync"), normalisation(plan, ExposureSource(exposures)).compute(), rtol=1e-12)
+    for name in ("sci", "wht", "err", "var_poisson", "var_rnoise", "var_flat"):
+        want = ref[name].values.astype(np.float64)
+        np.testing.assert_array_equal(np.isfinite(got[name]), np.isfinite(want), err_msg=name)
+        ok = np.isfinite(want)
+        np.testing.assert_allclose(got[name][ok], want[ok], rtol=0, atol=2e-6 * np.abs(want[ok]).max(), err_msg=name)
+    np.testing.assert_array_equal(got["con"], ref["con"].values)

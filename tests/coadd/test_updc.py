@@ -55,19 +55,44 @@ def test_tiled_iteration_equals_untiled(small_field, exposures, psf, untiled, ti
     np.testing.assert_allclose(tiled.residuals, untiled.residuals, rtol=RTOL)
 
 
-def test_distributed_workers_read_their_own_cutouts(small_field, exposures, psf, untiled):
+def _pixel_map_files(store, band) -> dict:
+    """Name and size of the pixel maps kept in the run folders of ``store``'s group
+    (:func:`mosaic.coadd.forward.maps_need_a_folder`)."""
+    return {p.name: p.stat().st_size for d in store.group_path("field", band).glob(".*pixmaps*") for p in d.glob("*.npz")}
+
+
+def _plan(exposures, grid, psf):
+    from mosaic.coadd import forward
+
+    return forward.plan_forward(exposures, grid, prepare_psfs(psf, exposures.sizes["exposure"]))
+
+
+def test_distributed_workers_read_their_own_cutouts(tmp_path, small_field, exposures, psf, untiled):
+    """Two worker processes: each reads its own cut-outs, and the pairs' pixel maps go through the
+    store's run folder (a tile's next pass may run on the other worker); results as on threads."""
     distributed = pytest.importorskip("distributed")
     from mosaic.cli.drizzle import CalCutouts
+    from mosaic.coadd.forward import map_bytes
 
     reader = CalCutouts(exposures["path"].values, exposures.attrs["bad_bits"])
+    store, band, seen = Store(tmp_path / "s.zarr"), exposures.attrs["band"], []
+    grid = small_field.grid.with_tiling((150, 128))
     with (
         distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
         distributed.Client(cluster) as client,
     ):
-        result = updc(exposures, small_field.grid.with_tiling((150, 128)), psf, n_iterations=1, cutout_reader=reader, client=client)
+        result = updc(
+            exposures, grid, psf, n_iterations=1, cutout_reader=reader, client=client, store=store,
+            callback=lambda n, ds: seen.append(_pixel_map_files(store, band)),
+        )
         tiled = result.iterations[1].compute()
     assert_same(tiled, untiled.iterations[1].compute())
     np.testing.assert_allclose(result.residuals, untiled.residuals, rtol=RTOL)
+    plan = _plan(exposures, grid, psf)
+    assert len(seen[-1]) == plan.n_pairs  # every pair's map, once
+    # at most what the run plan counts (the cut-outs' pixels), and the files' headers
+    assert 0 < sum(seen[-1].values()) <= map_bytes(plan) + 1024 * plan.n_pairs
+    assert not list(store.group_path("field", band).glob(".*pixmaps*"))
 
 
 def test_interpolating_blot_tiled_equals_untiled(small_field, exposures, psf):
@@ -440,7 +465,8 @@ def test_array_option_is_checked(small_field, exposures, psf):
 
 @pytest.mark.parametrize("with_store", [True, False], ids=["store", "memory"])
 def test_each_pair_is_computed_once_per_pass(tmp_path, monkeypatch, small_field, exposures, psf, with_store):
-    """An iteration runs every (exposure, tile) pair task once: its tiles and its residual share it.
+    """An iteration runs every (exposure, tile) pair task once: its tiles and its residual share it;
+    iteration 0's drizzle and the normalisation are one pass.
 
     (Computing the products and the residual in one call once let graph optimisation fuse each
     pair into its residual task while the products kept the pair task too: every pair twice.)
@@ -465,7 +491,8 @@ def test_each_pair_is_computed_once_per_pass(tmp_path, monkeypatch, small_field,
     updc(exposures, grid, psf, n_iterations=2, store=store, final_residual=False)
     n_pairs = forward.plan_forward(exposures, grid, prepare_psfs(psf, exposures.sizes["exposure"])).n_pairs
     assert n_pairs > 4
-    assert calls == {"weight": n_pairs, "correction": 2 * n_pairs}
+    # iteration 0 and the normalisation in one pass ("drizzle"), then one per iteration
+    assert calls == {"drizzle": n_pairs, "correction": 2 * n_pairs}
 
 
 def _counting_pixel_maps(monkeypatch):
@@ -530,6 +557,25 @@ def test_with_a_store_pixel_maps_are_made_once_whatever_the_worker(tmp_path, mon
     for v in PRODUCT_VARS:
         np.testing.assert_array_equal(again.product(2)[v].values, kept.product(2)[v].values)
     assert not list(store.group_path("field", exposures.attrs["band"]).glob(".*pixmaps*"))
+
+
+def test_one_process_keeps_pixel_maps_in_memory_only(tmp_path, monkeypatch, small_field, exposures, psf):
+    """On threads, with room in the process for every map, no map is written to the store's group
+    (it would be bytes on disk for nothing) and each is still made once per run."""
+    from mosaic.coadd import forward
+
+    grid = small_field.grid.with_tiling((97, 61))
+    made = _counting_pixel_maps(monkeypatch)
+    monkeypatch.setattr(forward, "_GEOMETRY", forward._GeometryCache())
+    store, band, seen = Store(tmp_path / "s.zarr"), exposures.attrs["band"], []
+    plan = _plan(exposures, grid, psf)
+    assert 0 < forward.map_bytes(plan) < forward.GEOMETRY_CACHE_BYTES
+    updc(
+        exposures, grid, psf, n_iterations=2, store=store, final_residual=False,
+        callback=lambda n, ds: seen.append(list(store.group_path("field", band).glob(".*pixmaps*"))),
+    )
+    assert seen == [[], [], []]  # iterations 0, 1 and 2
+    assert made["maps"] == plan.n_pairs
 
 
 def test_forward_model_and_update_share_no_task(tmp_path, small_field, exposures, psf):
