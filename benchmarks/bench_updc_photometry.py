@@ -15,8 +15,10 @@ and 0.35" radius). Magnitude minus true magnitude (the star's whole flux) per st
 
 ``--fwhm``: the FWHM the iteration reaches at real noise. Nine isolated stars of modest S/N
 (2e5 down to 2e3 electrons per exposure: drizzle peak S/N ~600 to ~15), seed 41, iterations 0,
-5, 10 and 20: FWHM (:func:`mosaic.catalog.profiles.star_fwhm`) relative to iteration 0's, per
-star and the median.
+5, 10, 20 and 30: FWHM (:func:`mosaic.catalog.profiles.star_fwhm`) relative to iteration 0's, per
+star and the median; the chi-squared per degree of freedom of every iterate, and the median FWHM
+at the first iterate whose chi-squared per degree of freedom is at most 1 (fitted to the noise:
+sharper than that is noise).
 """
 
 from __future__ import annotations
@@ -98,14 +100,19 @@ def fwhm_ratios(args) -> int:
         exposures, clean, psf, grid, truth = crowded_exposures(Path(tmp), seed=41, n_stars=9, size=128, layout=modest)
         for ratio in ratios:
             e, sky = observe(exposures, clean, ratio, seed=41)
-            run = updc(e, grid.with_tiling(512), psf, n_iterations=20, errors=False, background=sky, pedestal=_pedestal(args.pedestal), damping=args.damping)
+            run = updc(e, grid.with_tiling(512), psf, n_iterations=30, errors=False, background=sky, pedestal=_pedestal(args.pedestal), damping=args.damping)
+            # the first iterate fitted to the noise: chi-squared per degree of freedom at most 1
+            fitted = next((n for n, c in enumerate(run.chi2) if c is not None and c <= 1.0), None)
             fwhm = {}
-            for n in (0, 5, 10, 20):
+            for n in sorted({0, 5, 10, 20, 30} | ({fitted} if fitted is not None else set())):
                 image = np.nan_to_num(run.product(n)["sci"].values.astype(np.float64))
                 fwhm[n] = np.array([star_fwhm(image, x, y, radius=10) for x, y in zip(truth["x"], truth["y"], strict=True)])
             print(f"sky/RN {ratio:g}, pedestal {run.pedestal / C:.0f} e-: FWHM at iteration 0 {np.round(fwhm[0], 2)} px")
             print(f"  iteration 10 / 0 per star (bright to faint): {np.round(fwhm[10] / fwhm[0], 2)}")
-            print("  median: " + ", ".join(f"iteration {n} {np.nanmedian(fwhm[n] / fwhm[0]):.3f}x" for n in (5, 10, 20)))
+            print("  median: " + ", ".join(f"iteration {n} {np.nanmedian(fwhm[n] / fwhm[0]):.3f}x" for n in (5, 10, 20, 30)))
+            print("  chi2/dof per iteration: " + " ".join(f"{c:.3f}" for c in run.chi2))
+            if fitted is not None:
+                print(f"  chi2/dof first <= 1 at iteration {fitted}: median FWHM {np.nanmedian(fwhm[fitted] / fwhm[0]):.3f}x iteration 0's")
     return 0
 
 
