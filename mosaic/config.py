@@ -504,6 +504,9 @@ class FusionConfig:
         Fine pixels per spaxel and axis.
     previews : bool
         PNG previews of three planes beside the cube.
+    mean : {"projected", "data"}
+        The model's mean spectrum: the IFU's averaged spectrum projected on the cube's signal
+        subspace (default), or as it is (seed 003); see :mod:`mosaic.fusion.objective`.
     """
 
     enabled: bool = _option(False, parse=_bool)
@@ -518,6 +521,7 @@ class FusionConfig:
     align: str = _option("wcs", parse=_choice(("wcs", "phase")))
     factor: int = _option(3, parse=_int(minimum=1))
     previews: bool = _option(False, parse=_bool)
+    mean: str = _option("projected", parse=_choice(("projected", "data")))  # mosaic.fusion.objective.MEANS
 
     def _check(self, where):
         if self.enabled and self.cube is None:

@@ -628,7 +628,7 @@ class FusionStep(Step):
         run.outdir.mkdir(parents=True, exist_ok=True)
         out = fuse_files(images, f.cube, run.outdir / f"{run.field}_fused.fits", factor=f.factor, components=f.components,
                          gamma=f.gamma, mu=f.mu, solver=f.solver, tile=f.tile, boundary=f.boundary, align=f.align,
-                         previews=f.previews)
+                         previews=f.previews, mean=f.mean)
         return Outcome(products={"fused": str(out)}, detail=f"{len(images)} images + {Path(f.cube).name}")
 
 

@@ -32,7 +32,7 @@ def _config(paths, tmp_path, **fusion):
 
 
 def test_fusion_step_equals_mosaic_fuse(scene_files, tmp_path):
-    config = _config(scene_files, tmp_path, boundary="periodic")
+    config = _config(scene_files, tmp_path, boundary="periodic", mean="data")
     assert any(isinstance(s, FusionStep) for s in STEPS)
     step = FusionStep()
     # once per field: in the run of its last band only
@@ -44,12 +44,17 @@ def test_fusion_step_equals_mosaic_fuse(scene_files, tmp_path):
     assert outcome.products == {"fused": str(out)}
     ref = tmp_path / "ref.fits"
     argv = ["fuse", "--images", *config.fusion.images, "--cube", str(scene_files["cube"]), "--out", str(ref),
-            "--components", "3", "--mu", "2e-3", "--boundary", "periodic"]
+            "--components", "3", "--mu", "2e-3", "--boundary", "periodic", "--mean", "data"]
     assert main(argv) == 0
     np.testing.assert_array_equal(fits.getdata(out, "SCI"), fits.getdata(ref, "SCI"))
     # the token follows the options
     changed = FusionStep().settings(BandRun(config=_config(scene_files, tmp_path, boundary="periodic", mu=1e-2), band="F150W", store=None))
     assert changed != settings
+    # and the mean spectrum's key reaches the solve: with the default (projected) mean the cube differs
+    default = FusionStep().settings(BandRun(config=_config(scene_files, tmp_path, boundary="periodic"), band="F150W", store=None))
+    assert default != settings
+    assert main([*argv[:-2], "--out", str(tmp_path / "projected.fits")]) == 0
+    assert not np.array_equal(fits.getdata(tmp_path / "projected.fits", "SCI"), fits.getdata(out, "SCI"))
 
 
 @pytest.mark.parametrize(("fusion", "words"), [
@@ -57,6 +62,7 @@ def test_fusion_step_equals_mosaic_fuse(scene_files, tmp_path):
     ({"images": None}, "fusion.images: missing"),
     ({"solver": "lsqr"}, "fusion.solver"),
     ({"components": 0}, "fusion.components"),
+    ({"mean": "median"}, "fusion.mean"),
     ({"colour": 1}, "fusion.colour: unknown key"),
 ])
 def test_bad_fusion_sections_name_the_key(scene_files, tmp_path, fusion, words):
