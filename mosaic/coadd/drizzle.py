@@ -401,7 +401,6 @@ def plan_drizzle(
     return DrizzlePlan(psrs, cutouts, used, by_tile, n_planes)
 
 
-@algorithm("coaddition")
 def drizzle_attrs(exposures: xr.Dataset, grid: MosaicGrid, *, kernel: str, pixfrac: float, weight: str, psrs, used) -> dict:
     """The attributes of a drizzle mosaic of ``exposures`` on ``grid`` (``psrs``: the exposures'
     pixel scale ratios, used where the grid has none; ``used``: the exposures that landed)."""
@@ -423,6 +422,7 @@ def drizzle_attrs(exposures: xr.Dataset, grid: MosaicGrid, *, kernel: str, pixfr
     return attrs
 
 
+@algorithm("coaddition")
 def drizzle_mosaic(
     exposures: xr.Dataset,
     grid: MosaicGrid,
