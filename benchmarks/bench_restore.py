@@ -1,6 +1,6 @@
 """``mosaic restore`` on a large synthetic mosaic: seconds and peak memory against whole-image inference.
 
-    python benchmarks/bench_restore.py [--size 4096] [--tile 512] [--overlap 112] [--workers 2]
+    python benchmarks/bench_restore.py [--size 4096] [--tile 512] [--overlap 128] [--workers 2]
                                        [--peer] [--check-size 0] [--model PATH]
 
 Writes an F200W-like mosaic of ``size``^2 (sky, noise, Gaussian sources, a NaN border; written

@@ -36,7 +36,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, metavar="PATH", help="ONNX model (default: the shipped F200W model)")
     p.add_argument("--tile", type=positive_int, default=512, metavar="PIX", help="tile side in pixels, a multiple of 8 (default 512)")
     p.add_argument("--overlap", type=non_negative_int, default=None, metavar="PIX",
-                   help="overlap in pixels, a multiple of 8 (default: the model's halo, 112 for the shipped model)")
+                   help="overlap in pixels, a multiple of 8 (default: the model's halo, 128 for the shipped model)")
     p.add_argument("--workers", type=int, default=0, metavar="N", help="local dask cluster of N processes (default 0: threads)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(func=run)

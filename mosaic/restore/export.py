@@ -19,7 +19,7 @@ import torch
 from mosaic.restore.model import MULTIPLE, build_model
 from mosaic.restore.normalise import SOFTENING
 
-__all__ = ["export_onnx", "load_checkpoint", "FORMAT_VERSION", "BOUND_KEYS"]
+__all__ = ["export_onnx", "load_checkpoint", "default_halo", "FORMAT_VERSION", "BOUND_KEYS"]
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,12 @@ FORMAT_VERSION = "1"
 
 #: configuration keys that an export may change without retraining: the bound of the correction only
 BOUND_KEYS = ("correction_max", "bright_u")
+
+
+def default_halo(config: dict) -> int:
+    """Context a tiled pixel needs: the network's 96 px and the widest base's radius, up to a multiple of 8."""
+    radius = max(config.get("linear_kernel", 0), config.get("faint_kernel", 0)) // 2
+    return -(-(96 + radius) // MULTIPLE) * MULTIPLE
 
 
 def load_checkpoint(path, *, bound: dict | None = None):
@@ -66,6 +72,7 @@ def export_onnx(checkpoint, out, *, opset: int = 17, extra: dict | None = None, 
     training["blob_fraction"] = state.get("blob_fraction", 0.0)
     training["step"] = state.get("step", state["steps"])
     training["init"] = state.get("init")
+    training["reset_head"] = state.get("reset_head", False)
     if "trained_config" in state:
         training["trained_config"] = state["trained_config"]
     training["final_validation_l1"] = state["history"]["val_loss"][-1] if state["history"]["val_loss"] else None
@@ -95,14 +102,16 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m mosaic.restore.export", description="export a checkpoint to ONNX")
     p.add_argument("checkpoint")
     p.add_argument("out")
-    p.add_argument("--halo", type=int, default=112,
-                   help="overlap recommended for tiled inference, stored in the metadata (default 112: the network's 96 "
-                        "and the linear base's 12; tests/restore/test_infer.py checks it)")
+    p.add_argument("--halo", type=int, default=None,
+                   help="overlap recommended for tiled inference, stored in the metadata (default: the network's 96 and the "
+                        "widest linear base's radius, rounded up to a multiple of 8: 128 for the shipped model; "
+                        "tests/restore/test_infer.py checks it)")
     p.add_argument("--bound", default=None, help=f"JSON of new {'/'.join(BOUND_KEYS)} (a tighter correction bound than trained with)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     bound = json.loads(args.bound) if args.bound else None
-    export_onnx(args.checkpoint, args.out, extra={"receptive_halo": str(args.halo)}, bound=bound)
+    halo = args.halo if args.halo is not None else default_halo(load_checkpoint(args.checkpoint)[1]["config"])
+    export_onnx(args.checkpoint, args.out, extra={"receptive_halo": str(halo)}, bound=bound)
     model, _ = load_checkpoint(args.checkpoint, bound=bound)
     x = np.random.default_rng(0).normal(size=(1, 1, 64, 64)).astype(np.float32)
     import onnxruntime as ort  # noqa: PLC0415

@@ -87,12 +87,13 @@ def _masked_l1(pred, target, mask):
 
 def train(data, out, *, config: RestormerConfig, steps: int, batch: int = 8, patch: int = 64, lr: float = 1e-3,
           weight_decay: float = 1e-4, seed: int = 0, checkpoint_every: int = 50, log_every: int = 10,
-          n_val: int = 16, stop_at: int | None = None, blob_fraction: float = 0.0, init=None) -> dict:
+          n_val: int = 16, stop_at: int | None = None, blob_fraction: float = 0.0, init=None, reset_head: bool = False) -> dict:
     """Train (or resume) a model on the pairs cache ``data``; write ``out/checkpoint.pt``. Returns the history.
 
     ``blob_fraction`` of the training patches get 1-3 smooth sources of random brightness added
     (:mod:`mosaic.restore.augment`); the validation patches none. ``init``: a checkpoint of the
-    same config whose weights (not its optimiser or schedule) a new run starts from (fine-tuning).
+    same network size whose weights (not its optimiser or schedule, nor its fixed bases) a new run
+    starts from (fine-tuning); ``reset_head`` zeroes its output layer first.
 
     ``stop_at`` ends the run after that step (checkpointed; the schedule still spans ``steps``):
     a later call resumes it.
@@ -124,6 +125,13 @@ def train(data, out, *, config: RestormerConfig, steps: int, batch: int = 8, pat
         from mosaic.restore.linear import fit_linear_kernel  # noqa: PLC0415
 
         model.set_kernel(fit_linear_kernel(pairs["inputs"][:-1], pairs["targets"][:-1], pairs["sky"][:-1], size=config.linear_kernel))
+    if config.faint_kernel:  # the fixed faint base: the Wiener filter from the drizzle PSF to the reference PSF
+        from mosaic.restore.augment import drizzle_psf  # noqa: PLC0415
+        from mosaic.restore.data import PSR, reference_psf  # noqa: PLC0415
+        from mosaic.restore.linear import wiener_kernel  # noqa: PLC0415
+
+        model.set_faint_kernel(wiener_kernel(drizzle_psf(pairs["band"], pairs["pixel_scale_arcsec"], PSR),
+                                             reference_psf(pairs["reference_fwhm_px"]), config.faint_lambda, size=config.faint_kernel))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=lr * 0.01)
     history = {"step": [], "loss": [], "val_step": [], "val_loss": []}
@@ -131,11 +139,16 @@ def train(data, out, *, config: RestormerConfig, steps: int, batch: int = 8, pat
     start = 0
     if init is not None and not ckpt.exists():
         first = torch.load(init, weights_only=False)
-        if first["config"] != config.to_dict():
-            msg = f"{init}: made for config {first['config']}; expected {config.to_dict()}"
+        # the fixed bases and the bounds may differ (they are not learned); the network's sizes may not
+        free = {"faint_kernel", "faint_rank", "faint_lambda", "gate_u", "gate_slope", "bright_u", "correction_max"}
+        if {k: v for k, v in first["config"].items() if k not in free} != {k: v for k, v in config.to_dict().items() if k not in free}:
+            msg = f"{init}: made for config {first['config']}; expected {config.to_dict()} (bases and bounds aside)"
             raise ValueError(msg)
-        model.load_state_dict(first["model"])
-        log.info("starting from the weights of %s (step %d)", init, first["step"])
+        fixed = ("kernel", "faint_columns", "faint_rows")
+        model.load_state_dict({k: v for k, v in first["model"].items() if k not in fixed}, strict=False)
+        if reset_head:  # the output layer starts at zero: the model starts as the gated mix of its bases
+            torch.nn.init.zeros_(model.output.weight)
+        log.info("starting from the weights of %s (step %d)%s", init, first["step"], ", head reset" if reset_head else "")
     if ckpt.exists():
         state = torch.load(ckpt, weights_only=False)
         if state["config"] != config.to_dict() or state["steps"] != steps:
@@ -160,7 +173,7 @@ def train(data, out, *, config: RestormerConfig, steps: int, batch: int = 8, pat
         state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                  "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "history": history, "step": step,
                  "steps": steps, "config": config.to_dict(), "seed": seed, "batch": batch, "patch": patch, "lr": lr,
-                 "weight_decay": weight_decay, "blob_fraction": blob_fraction, "init": str(init) if init else None, "band": pairs["band"], "pixel_scale_arcsec": pairs["pixel_scale_arcsec"],
+                 "weight_decay": weight_decay, "blob_fraction": blob_fraction, "init": str(init) if init else None, "reset_head": reset_head, "band": pairs["band"], "pixel_scale_arcsec": pairs["pixel_scale_arcsec"],
                  "reference_fwhm_px": pairs["reference_fwhm_px"], "n_fields": n, "data_seeds": pairs["seeds"].tolist()}
         tmp = ckpt.with_suffix(".part")
         torch.save(state, tmp)
@@ -214,6 +227,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--stop-at", type=int, default=None, help="stop after this step (resume later)")
     p.add_argument("--init", default=None, help="checkpoint whose weights a new run starts from (fine-tuning)")
+    p.add_argument("--reset-head", action="store_true", help="with --init: start the output layer at zero")
     p.add_argument("--blobs", type=float, default=0.5, help="share of training patches with injected smooth sources (default 0.5)")
     return p
 
@@ -228,7 +242,7 @@ def main(argv=None) -> int:
         build_dataset(args.data, list(range(args.data_seed, args.data_seed + args.fields)))
     train(args.data, args.out, config=config, steps=args.steps, batch=args.batch, patch=args.patch, lr=args.lr,
           seed=args.seed, checkpoint_every=args.checkpoint_every, log_every=args.log_every, stop_at=args.stop_at,
-          blob_fraction=args.blobs, init=args.init)
+          blob_fraction=args.blobs, init=args.init, reset_head=args.reset_head)
     return 0
 
 

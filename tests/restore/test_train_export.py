@@ -71,19 +71,21 @@ def test_training_with_injected_sources_resumes_identically(pairs, tmp_path):
     assert np.isfinite(whole["loss"]).all()
 
 
-@pytest.mark.parametrize("linear_kernel", [0, 5])
-def test_onnx_equals_pytorch(tmp_path, linear_kernel):
+@pytest.mark.parametrize(("linear_kernel", "faint_kernel"), [(0, 0), (5, 0), (5, 9)])
+def test_onnx_equals_pytorch(tmp_path, linear_kernel, faint_kernel):
     from dataclasses import replace
 
     from mosaic.restore.export import export_onnx
 
     torch.manual_seed(0)
-    cfg = replace(TINY, linear_kernel=linear_kernel)
+    cfg = replace(TINY, linear_kernel=linear_kernel, faint_kernel=faint_kernel, faint_rank=3)
     model = build_model(cfg).eval()
     for p in model.parameters():  # a non-trivial network: perturb the identity-like initialisation
         p.data += 0.05 * torch.randn_like(p)
     if linear_kernel:
         model.set_kernel(torch.rand(linear_kernel, linear_kernel) / 12.5)
+    if faint_kernel:
+        model.set_faint_kernel(np.random.default_rng(2).random((faint_kernel, faint_kernel)) / 40)
     ckpt = tmp_path / "m.pt"
     torch.save({"model": model.state_dict(), "config": cfg.to_dict(), "history": {"val_loss": []}, "steps": 0, "batch": 1,
                 "patch": 32, "lr": 0.0, "weight_decay": 0.0, "seed": 0, "n_fields": 0, "data_seeds": [], "band": "F200W",
@@ -145,3 +147,65 @@ def test_linear_base_bounds_the_correction_on_bright_sources():
         bound = cfg.correction_max / (1 + (u0 / cfg.bright_u) ** 4)
         assert float((out - u0).abs().max()) <= bound + 1e-5
         assert float((out - u0).abs().max()) > 0.05 * bound  # the network is not silent
+
+
+def test_wiener_kernel_maps_the_psf_to_the_reference():
+    """Towards a wider reference nothing is lost to noise: with a tiny lambda, W * psf = reference (point-sampled
+    Gaussians of sigma 1.6 and 2.4 px). Towards a narrower one W sums to 1 and sharpens (its peak above the psf's)."""
+    from scipy.signal import fftconvolve
+
+    from mosaic.restore.linear import wiener_kernel
+
+    def gauss(sigma, size=41):
+        r = np.arange(size) - size // 2
+        g = np.exp(-0.5 * (r / sigma) ** 2)
+        return np.outer(g, g) / np.outer(g, g).sum()
+
+    psf = gauss(1.6) * (1 + 0.1 * np.random.default_rng(4).random((41, 41)))  # not symmetric
+    psf /= psf.sum()
+    w = wiener_kernel(psf, gauss(2.4), 1e-12, size=41)
+    np.testing.assert_allclose(fftconvolve(psf, w, mode="same"), gauss(2.4), atol=2e-6)
+    sharp = wiener_kernel(psf, gauss(0.8), 1e-2, size=41)
+    assert sharp.sum() == pytest.approx(1.0)
+    assert fftconvolve(psf, sharp, mode="same").max() > 1.5 * psf.max()
+    with pytest.raises(ValueError, match="lam > 0"):
+        wiener_kernel(psf, gauss(0.8), 0.0)
+
+
+def test_separable_factors_rebuild_the_kernel():
+    """A sum of r outer products is rebuilt exactly at rank r; the shipped Wiener filter to 1e-4 of its peak at rank 8."""
+    from mosaic.restore.augment import drizzle_psf
+    from mosaic.restore.data import reference_psf
+    from mosaic.restore.linear import separable_factors, wiener_kernel
+
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=(3, 11)), rng.normal(size=(3, 11))
+    k = np.einsum("ki,kj->ij", a, b)
+    cols, rows = separable_factors(k, 3)
+    np.testing.assert_allclose(np.einsum("ki,kj->ij", cols, rows), k, atol=1e-12)
+    w = wiener_kernel(drizzle_psf("F200W", 0.0155, 0.5), reference_psf(2.0), 0.01, size=61)
+    cols, rows = separable_factors(w, 8)
+    assert np.abs(np.einsum("ki,kj->ij", cols, rows) - w).max() < 1e-3 * w.max()
+
+
+def test_faint_base_mix_equals_its_definition():
+    """With the output layer at zero (a reset head) the model is its bases' gated mix, computed here with SciPy:
+    asinh(Wf * y + g (K * y - Wf * y)), y = sinh(u), g = sigmoid(gate_slope (u - gate_u))."""
+    from scipy.signal import convolve2d
+
+    cfg = RestormerConfig(dim=4, blocks=(1, 1, 1, 1), heads=(1, 2, 4, 8), refinement=1, linear_kernel=5, faint_kernel=9,
+                          faint_rank=9, gate_u=2.0)
+    rng = np.random.default_rng(6)
+    k, wf = rng.random((5, 5)), rng.random((9, 9)) - 0.3
+    k, wf = k / k.sum(), wf / wf.sum()
+    model = build_model(cfg).eval()
+    model.set_kernel(k)
+    model.set_faint_kernel(wf)
+    torch.nn.init.zeros_(model.output.weight)
+    u = rng.normal(size=(40, 48)) + 4 * (rng.random((40, 48)) > 0.95)
+    with torch.no_grad():
+        got = model(torch.from_numpy(u.astype(np.float32))[None, None]).numpy()[0, 0]
+    y = np.sinh(u)
+    base, faint = convolve2d(y, k, mode="same"), convolve2d(y, wf, mode="same")
+    g = 1 / (1 + np.exp(-cfg.gate_slope * (u - cfg.gate_u)))
+    np.testing.assert_allclose(got, np.arcsinh(faint + g * (base - faint)), atol=2e-4)
