@@ -209,3 +209,34 @@ def test_faint_base_mix_equals_its_definition():
     base, faint = convolve2d(y, k, mode="same"), convolve2d(y, wf, mode="same")
     g = 1 / (1 + np.exp(-cfg.gate_slope * (u - cfg.gate_u)))
     np.testing.assert_allclose(got, np.arcsinh(faint + g * (base - faint)), atol=2e-4)
+
+
+def test_fine_tuning_with_a_new_faint_base_keeps_the_network_and_resets_the_head(pairs, tmp_path):
+    """``init`` from a checkpoint without the faint base, ``reset_head``, learning rate 0: the network's weights
+    are the checkpoint's, the output layer is zero, and the faint base is the Wiener filter from the drizzle PSF
+    (turned by 180 degrees, as conv2d correlates); a checkpoint of another network size is refused."""
+    from dataclasses import replace
+
+    from mosaic.restore.augment import drizzle_psf
+    from mosaic.restore.data import PSR, reference_psf
+    from mosaic.restore.linear import wiener_kernel
+    from mosaic.restore.train import train
+
+    cfg = RestormerConfig(dim=4, blocks=(1, 1, 1, 1), heads=(1, 2, 4, 8), refinement=1, linear_kernel=5)
+    kw = {"steps": 2, "batch": 2, "patch": 32, "seed": 3, "checkpoint_every": 2, "log_every": 2}
+    train(pairs, tmp_path / "a", config=cfg, lr=3e-3, **kw)
+    new = replace(cfg, faint_kernel=21, faint_rank=21, gate_u=4.0)
+    train(pairs, tmp_path / "b", config=new, lr=0.0, init=tmp_path / "a" / "checkpoint.pt", reset_head=True, **kw)
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["model"]
+    for key in a:
+        if key == "output.weight":
+            assert float(a[key].abs().max()) > 0
+            assert float(b[key].abs().max()) == 0
+        else:
+            torch.testing.assert_close(b[key], a[key], rtol=0, atol=0)
+    want = wiener_kernel(drizzle_psf("F200W", 0.0155, PSR), reference_psf(2.0), new.faint_lambda, size=21)[::-1, ::-1]
+    got = torch.einsum("ki,kj->ij", b["faint_columns"][:, 0, :, 0], b["faint_rows"][:, 0, 0, :]).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    with pytest.raises(ValueError, match="bases and bounds aside"):
+        train(pairs, tmp_path / "c", config=replace(new, dim=8, heads=(2, 4, 8, 16)), lr=0.0, init=tmp_path / "a" / "checkpoint.pt", **kw)
