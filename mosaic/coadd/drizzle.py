@@ -25,6 +25,7 @@ footprint (:func:`mosaic.ops.drizzle.drizzle_block`).
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import math
 import pickle
@@ -191,7 +192,14 @@ class _PortableWCS:
         return (_portable_from_header, (text, w.pixel_shape))
 
 
+@functools.lru_cache(maxsize=512)
 def _portable_from_header(text, pixel_shape):
+    """The WCS of a pickled :class:`_PortableWCS`, parsed once per process and header.
+
+    Every task of a pass carries the WCSs of its pairs, and parsing a SIP header costs about a
+    millisecond (a second of a worker's CPU over a small run); the wrapper is shared, and each
+    task still works on its own copy (:meth:`_PortableWCS.get`), as on threads.
+    """
     from astropy.io import fits  # noqa: PLC0415
     from astropy.wcs import FITSFixedWarning  # noqa: PLC0415
 

@@ -367,3 +367,23 @@ def test_cli_file_only_equals_the_lazy_mosaic_written_by_write_i2d(field, tmp_pa
     assert not list(tmp_path.glob(".direct_i2d.fits.part-*"))
     with pytest.raises(InputError, match="exists; pass --overwrite"):
         args.func(args)
+
+
+def test_pickled_wcs_is_exact_parsed_once_and_a_private_copy_per_task(exposures):
+    """A WCS sent to a worker maps pixels as the original does (17 digits, SIP kept); a process
+    parses each header once, and every task still gets its own copy."""
+    import pickle  # noqa: PLC0415
+
+    from mosaic.coadd.drizzle import _portable_from_header, _PortableWCS  # noqa: PLC0415
+
+    original = exposures.attrs["wcs"][0]
+    blob = pickle.dumps(_PortableWCS(original))
+    _portable_from_header.cache_clear()
+    first, second = pickle.loads(blob), pickle.loads(blob)
+    info = _portable_from_header.cache_info()
+    assert (info.misses, info.hits) == (1, 1)
+    a, b = first.get(), second.get()
+    assert a is not b and a is not original
+    y, x = np.mgrid[0:original.pixel_shape[1]:97, 0:original.pixel_shape[0]:89].astype(float)
+    np.testing.assert_array_equal(np.array(a.pixel_to_world_values(x, y)), np.array(original.pixel_to_world_values(x, y)))
+    assert a.sip is not None and a.pixel_shape == original.pixel_shape
