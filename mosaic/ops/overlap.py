@@ -22,7 +22,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["blot_sums", "drizzle_sums"]
+__all__ = ["blot_sums", "corners", "drizzle_sums"]
 
 _JIT = {"nogil": True, "cache": True}
 
@@ -95,6 +95,73 @@ def _all_finite(x0, y0, x1, y1, x2, y2, x3, y3):
 @numba.njit(**_JIT)
 def _jacobian(x0, y0, x1, y1, x2, y2, x3, y3):
     return 0.5 * ((x1 - x3) * (y0 - y2) - (x0 - x2) * (y1 - y3))
+
+
+@numba.njit(**_JIT)
+def _row_padded(p, j, i, c):
+    """``p[j, i, c]`` with a row of linear extrapolation above and below (``0 <= i < nx``)."""
+    ny = p.shape[0]
+    if j < 0:
+        return 2.0 * p[0, i, c] - p[1, i, c]
+    if j >= ny:
+        return 2.0 * p[ny - 1, i, c] - p[ny - 2, i, c]
+    return p[j, i, c]
+
+
+@numba.njit(**_JIT)
+def _padded(p, j, i, c):
+    """``p[j, i, c]`` padded by linear extrapolation on every side: rows first, then columns."""
+    nx = p.shape[1]
+    if i < 0:
+        return 2.0 * _row_padded(p, j, 0, c) - _row_padded(p, j, 1, c)
+    if i >= nx:
+        return 2.0 * _row_padded(p, j, nx - 1, c) - _row_padded(p, j, nx - 2, c)
+    return _row_padded(p, j, i, c)
+
+
+@numba.njit(**_JIT)
+def _corners_kernel(p, h, xc, yc):
+    ny, nx = p.shape[0], p.shape[1]
+    a = (1 - h) * (1 - h)
+    b = h * (1 - h)
+    d = h * h
+    for j in range(ny):
+        edge_j = j == 0 or j == ny - 1
+        for i in range(nx):
+            edge = edge_j or i == 0 or i == nx - 1
+            for k in range(4):
+                sx = -1 if k == 0 or k == 3 else 1
+                sy = 1 if k < 2 else -1
+                for c in range(2):
+                    if edge:
+                        centre = p[j, i, c]
+                        across = _padded(p, j, i + sx, c)
+                        along = _padded(p, j + sy, i, c)
+                        diagonal = _padded(p, j + sy, i + sx, c)
+                    else:
+                        centre = p[j, i, c]
+                        across = p[j, i + sx, c]
+                        along = p[j + sy, i, c]
+                        diagonal = p[j + sy, i + sx, c]
+                    v = a * centre + b * (across + along) + d * diagonal
+                    if c == 0:
+                        xc[k, j, i] = v
+                    else:
+                        yc[k, j, i] = v
+
+
+def corners(pixmap: np.ndarray, pixfrac: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`mosaic.ops.pixmap.pixel_corners` compiled: the same numbers to the bit, in one pass.
+
+    The NumPy formulation makes a dozen temporaries of the map's size; this is one loop over the
+    pixels with no temporaries (about a tenth of the time; it ran once per pair and pass).
+    """
+    p = np.ascontiguousarray(pixmap, dtype=np.float64)
+    ny, nx = p.shape[:2]
+    xc = np.empty((4, ny, nx))
+    yc = np.empty((4, ny, nx))
+    _corners_kernel(p, 0.5 * float(pixfrac), xc, yc)
+    return xc, yc
 
 
 # The kernels keep a pixel's corners in scalars (registers), not in small arrays: a third

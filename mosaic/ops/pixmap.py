@@ -327,18 +327,7 @@ def pixel_corners(pixmap: np.ndarray, *, pixfrac: float = 1.0) -> tuple[np.ndarr
     if ny < 2 or nx < 2:
         msg = f"pixel map of shape {pixmap.shape} is too small; expected at least 2 x 2 pixels"
         raise ValueError(msg)
-    h = 0.5 * float(pixfrac)
-    # pad by linear extrapolation so that every pixel has its 8 neighbours
-    p = np.asarray(pixmap, dtype=np.float64)
-    p = np.concatenate([2 * p[:1] - p[1:2], p, 2 * p[-1:] - p[-2:-1]], axis=0)
-    p = np.concatenate([2 * p[:, :1] - p[:, 1:2], p, 2 * p[:, -1:] - p[:, -2:-1]], axis=1)
-    c = p[1:-1, 1:-1]
-    xcs, ycs = [], []
-    for sx, sy in ((-1, 1), (1, 1), (1, -1), (-1, -1)):
-        nxb = p[1:-1, 1 + sx : p.shape[1] - 1 + sx]
-        nyb = p[1 + sy : p.shape[0] - 1 + sy, 1:-1]
-        nd = p[1 + sy : p.shape[0] - 1 + sy, 1 + sx : p.shape[1] - 1 + sx]
-        v = (1 - h) * (1 - h) * c + h * (1 - h) * (nxb + nyb) + h * h * nd
-        xcs.append(v[..., 0])
-        ycs.append(v[..., 1])
-    return np.stack(xcs), np.stack(ycs)
+    # compiled (:func:`mosaic.ops.overlap.corners`); numba is imported where corners are needed
+    from mosaic.ops.overlap import corners  # noqa: PLC0415
+
+    return corners(pixmap, pixfrac)

@@ -155,3 +155,38 @@ def test_pixel_corners_interpolate_the_neighbours(setup):
     assert xc[3, j, i] == pytest.approx(want, abs=1e-12)
     with pytest.raises(ValueError, match="too small"):
         pixel_corners(full[:1])
+
+
+def _corners_by_padding(pixmap, pixfrac):
+    """The corners the plain NumPy way: pad the map by linear extrapolation (rows, then
+    columns), then interpolate bilinearly between each centre and its neighbours."""
+    h = 0.5 * pixfrac
+    p = np.concatenate([2 * pixmap[:1] - pixmap[1:2], pixmap, 2 * pixmap[-1:] - pixmap[-2:-1]], axis=0)
+    p = np.concatenate([2 * p[:, :1] - p[:, 1:2], p, 2 * p[:, -1:] - p[:, -2:-1]], axis=1)
+    ny, nx = pixmap.shape[:2]
+    xs, ys = [], []
+    for sx, sy in ((-1, 1), (1, 1), (1, -1), (-1, -1)):
+        across = p[1 : ny + 1, 1 + sx : nx + 1 + sx]
+        along = p[1 + sy : ny + 1 + sy, 1 : nx + 1]
+        diagonal = p[1 + sy : ny + 1 + sy, 1 + sx : nx + 1 + sx]
+        v = (1 - h) * (1 - h) * pixmap + h * (1 - h) * (across + along) + h * h * diagonal
+        xs.append(v[..., 0])
+        ys.append(v[..., 1])
+    return np.stack(xs), np.stack(ys)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    ny=st.integers(2, 9), nx=st.integers(2, 9), pixfrac=st.sampled_from([1.0, 0.8, 0.37]),
+    seed=st.integers(0, 2**16), nan=st.booleans(),
+)
+def test_compiled_corners_equal_the_padded_numpy_formula_to_the_bit(ny, nx, pixfrac, seed, nan):
+    rng = np.random.default_rng(seed)
+    y, x = np.indices((ny, nx), dtype=float)
+    pm = np.dstack([2.0 * x + 0.3 * y, -0.2 * x + 1.9 * y]) + rng.normal(scale=0.05, size=(ny, nx, 2))
+    if nan:
+        pm[rng.integers(ny), rng.integers(nx), rng.integers(2)] = np.nan
+    got = pixel_corners(pm, pixfrac=pixfrac)
+    want = _corners_by_padding(pm, pixfrac)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)
