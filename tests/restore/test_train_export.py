@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
@@ -240,3 +241,42 @@ def test_fine_tuning_with_a_new_faint_base_keeps_the_network_and_resets_the_head
     np.testing.assert_allclose(got, want, atol=1e-6)
     with pytest.raises(ValueError, match="bases and bounds aside"):
         train(pairs, tmp_path / "c", config=replace(new, dim=8, heads=(2, 4, 8, 16)), lr=0.0, init=tmp_path / "a" / "checkpoint.pt", **kw)
+
+
+def test_checkpoint_from_onnx_rebuilds_the_trained_network(tmp_path):
+    """Export with another gate and bound, read the ONNX back: the weights are the checkpoint's exactly, the config
+    is the one trained with, and re-exported with the same bound the model equals the first export (ONNX Runtime)."""
+    from dataclasses import replace
+
+    from mosaic.restore.export import checkpoint_from_onnx, export_onnx
+
+    torch.manual_seed(1)
+    cfg = replace(TINY, linear_kernel=5, faint_kernel=9, faint_rank=3, correction_max=1.5)
+    model = build_model(cfg).eval()
+    for p in model.parameters():
+        p.data += 0.05 * torch.randn_like(p)
+    model.set_kernel(torch.rand(5, 5) / 12.5)
+    model.set_faint_kernel(np.random.default_rng(3).random((9, 9)) / 40)
+    ckpt = tmp_path / "m.pt"
+    torch.save({"model": model.state_dict(), "config": cfg.to_dict(), "history": {"val_loss": [0.25]}, "steps": 4, "batch": 1,
+                "patch": 32, "lr": 0.0, "weight_decay": 0.0, "seed": 0, "n_fields": 0, "data_seeds": [], "band": "F200W",
+                "pixel_scale_arcsec": 0.0155, "reference_fwhm_px": 2.0}, ckpt)
+    bound = {"correction_max": 0.15, "gate_u": 5.0, "gate_slope": 2.0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first = export_onnx(ckpt, tmp_path / "a.onnx", bound=bound)
+        rebuilt = checkpoint_from_onnx(first, tmp_path / "r.pt")
+        again = export_onnx(rebuilt, tmp_path / "b.onnx", bound=bound)
+    state = torch.load(rebuilt, weights_only=False)
+    assert state["config"] == cfg.to_dict()
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(state["model"][key], value, rtol=0, atol=0)
+    a, b = RestorationModel(first), RestorationModel(again)
+    assert json.loads(a.metadata["config"])["gate_u"] == 5.0
+    x = np.random.default_rng(4).normal(size=(64, 80)).astype(np.float32)
+    x[20:24, 30:34] += 7.0
+    np.testing.assert_array_equal(a.run(x), b.run(x))
+    with torch.no_grad():  # the exported gate is the one asked for, not the trained one
+        want = build_model(replace(cfg, **bound)).eval()
+        want.load_state_dict(model.state_dict())
+        np.testing.assert_allclose(a.run(x), want(torch.from_numpy(x)[None, None]).numpy()[0, 0], atol=1e-4, rtol=0)
