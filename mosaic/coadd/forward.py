@@ -65,7 +65,7 @@ from drizzle.utils import estimate_pixel_scale_ratio
 
 from mosaic.coadd.convolve import convolve_tiled
 from mosaic.coadd.drizzle import _PortableWCS, exposure_cutouts, exposure_wcs
-from mosaic.coadd.errors import VARIANCES, ratio_variances
+from mosaic.coadd.errors import VARIANCES
 from mosaic.coadd.staging import Staged, stage
 from mosaic.exceptions import InputError
 from mosaic.io.grid import MosaicGrid
@@ -80,6 +80,7 @@ from mosaic.ops.drizzle import (
     weight_map,
 )
 from mosaic.ops.overlap import blot_sums, drizzle_sums
+from mosaic.ops.pair_variances import pixel_variances
 from mosaic.ops.pixmap import calc_pixmap, pixel_corners
 
 __all__ = [
@@ -468,17 +469,6 @@ def damping_factor(g, m, variance, damping: float):
     return np.where(z < 1.0, zc ** (k - 1) * (k - (k - 1) * zc), 1.0)
 
 
-def _variance(cut: dict, shape) -> np.ndarray:
-    """The exposure pixels' total variance (NaN or missing components count 0)."""
-    total = np.zeros(shape, dtype=np.float64)
-    for name in VARIANCES:
-        v = cut.get(name)
-        if v is not None:
-            v = np.asarray(v, dtype=np.float64)
-            total += np.where(np.isfinite(v), v, 0.0)
-    return total
-
-
 def _chi2(d, variance, own) -> tuple[float, int]:
     """``(sum d^2 / var, count)`` over owned pixels that have a variance."""
     ok = own & (variance > 0)
@@ -546,7 +536,7 @@ def pair_correction(
     use = w > 0
     g = np.where(use, np.asarray(cut["sci"], dtype=np.float64), 0.0)
     m = np.where(use, m, 0.0)
-    variance = _variance(cut, g.shape)
+    variance, _ = pixel_variances([cut.get(v) for v in VARIANCES], w, m, scaled=False)
     u = damping_factor(g, m, variance, damping)
     if correction == "ratio":
         ok = use & (m + pedestal > mock_floor)
@@ -559,7 +549,9 @@ def pair_correction(
         raise ValueError(msg)
     if variances:
         against = m + pedestal if correction == "ratio" else m
-        per_pixel = ratio_variances(cut, w * u, against, ratio=correction == "ratio", mock_floor=mock_floor)
+        _, per_pixel = pixel_variances(
+            [cut.get(v) for v in VARIANCES], w * u, against, scaled=True, ratio=correction == "ratio", mock_floor=mock_floor,
+        )
     else:
         per_pixel = ()
     num, *var = overlaps.drizzle(x, squared=per_pixel)
@@ -578,7 +570,7 @@ def _pair_residual(window, cut, pixmap, *, core, reach, blot, interp, weight, ex
     own = (w > 0) & _owned(pixmap, core)
     g = np.asarray(cut["sci"], dtype=np.float64)
     d = np.where(own, g - m, 0.0)
-    chi2, nchi = _chi2(d, _variance(cut, g.shape), own)
+    chi2, nchi = _chi2(d, pixel_variances([cut.get(v) for v in VARIANCES], w, m, scaled=False)[0], own)
     return {"resid": float(np.sum(w[own] * d[own] ** 2)), "npix": int(own.sum()), "chi2": chi2, "nchi": nchi}
 
 
@@ -614,7 +606,8 @@ class _GeometryCache:
     more than the overlaps of a pass. It does not change between iterations, so a worker keeps
     the maps it made, keyed by the geometry (the WCS of the exposure and the grid, the cut-out,
     the window, the core), while they fit in its budget: :data:`GEOMETRY_CACHE_FRACTION` of the
-    worker's memory limit, at most :data:`GEOMETRY_CACHE_BYTES`. Past the budget the maps are
+    worker's memory limit, at most :data:`GEOMETRY_CACHE_BYTES` (none when the run keeps its
+    maps in a folder every worker reads: they are read from there). Past the budget the maps are
     made again each pass (no eviction: a pass visits the pairs in a cycle, which evicting the
     oldest would turn into no hits at all). A run on another grid empties it.
     """
@@ -630,11 +623,15 @@ class _GeometryCache:
         got = self.entries.get(key)
         if got is not None:
             return got
-        value = _read_maps(folder, key) if folder else None
-        if value is None:
-            value = make()
-            if folder:
+        if folder:
+            # the run's folder holds every map, and the page cache its recent reads: a copy in
+            # each worker's memory too cost 2 x 0.75 GiB on the flagship field for a few %
+            value = _read_maps(folder, key)
+            if value is None:
+                value = make()
                 _write_maps(folder, key, value)
+            return value
+        value = make()
         with self.lock:
             if key[0] != self.run:  # another grid: let the maps go
                 self.entries, self.used, self.run = {}, 0, key[0]

@@ -559,6 +559,31 @@ def test_with_a_store_pixel_maps_are_made_once_whatever_the_worker(tmp_path, mon
     assert not list(store.group_path("field", exposures.attrs["band"]).glob(".*pixmaps*"))
 
 
+def test_maps_kept_in_the_folder_are_not_also_kept_in_memory(tmp_path, monkeypatch, small_field, exposures, psf):
+    """When the run shares its maps through the folder (two worker processes or more, forced
+    here), no process keeps its own copy too: every pass reads them back from the folder, each
+    map is still made once, and the iterates are the same to the bit."""
+    from mosaic.coadd import forward
+    from mosaic.coadd import updc as updc_module
+
+    grid = small_field.grid.with_tiling((97, 61))
+    kept = updc(exposures, grid, psf, n_iterations=2, final_residual=False)
+    made = _counting_pixel_maps(monkeypatch)
+    monkeypatch.setattr(forward, "_GEOMETRY", forward._GeometryCache())
+    monkeypatch.setattr(updc_module, "maps_need_a_folder", lambda plan, client=None: True)
+    store, band, held = Store(tmp_path / "s.zarr"), exposures.attrs["band"], []
+    again = updc(
+        exposures, grid, psf, n_iterations=2, store=store, final_residual=False,
+        callback=lambda n, ds: held.append((forward._GEOMETRY.used, len(list(store.group_path("field", band).glob(".*pixmaps*/*"))))),
+    )
+    plan = _plan(exposures, grid, psf)
+    assert made["maps"] == plan.n_pairs
+    assert [used for used, _ in held] == [0, 0, 0]
+    assert all(files > 0 for _, files in held)
+    for v in PRODUCT_VARS:
+        np.testing.assert_array_equal(again.product(2)[v].values, kept.product(2)[v].values)
+
+
 def test_one_process_keeps_pixel_maps_in_memory_only(tmp_path, monkeypatch, small_field, exposures, psf):
     """On threads, with room in the process for every map, no map is written to the store's group
     (it would be bytes on disk for nothing) and each is still made once per run."""

@@ -154,6 +154,21 @@ def test_squared_weights_are_the_squares_of_one_pixel_drizzle():
     assert lin.sum() == pytest.approx(1.0, rel=1e-12)
 
 
+def test_non_finite_input_values_add_nothing():
+    """NaN and infinite input values count as 0 in every plane: the same sums as with zeros there."""
+    shape = (12, 11)
+    pixmap = _pixmap(shape, scale=1.7, angle=0.3, shift=(3.0, 4.0), warp=0.1)
+    xc, yc = pixel_corners(pixmap)
+    rng = np.random.default_rng(3)
+    planes = [rng.normal(size=shape), rng.uniform(size=shape)]
+    bad = [p.copy() for p in planes]
+    bad[0][2, 3], bad[0][5, 5], bad[1][7, 1], bad[1][2, 3] = np.nan, np.inf, -np.inf, np.nan
+    clean = [np.where(np.isfinite(b), b, 0.0) for b in bad]
+    got = drizzle_sums(xc, yc, bad, OUT, powers=[1, 2])
+    np.testing.assert_array_equal(got, drizzle_sums(xc, yc, clean, OUT, powers=[1, 2]))
+    assert np.isfinite(got).all() and np.abs(got).sum() > 0
+
+
 def test_bad_arguments_are_named():
     xc = np.zeros((4, 3, 3))
     with pytest.raises(ValueError, match=r"expected two arrays of shape \(4, ny, nx\)"):
