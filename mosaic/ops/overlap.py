@@ -133,13 +133,12 @@ def _corners_kernel(p, h, xc, yc):
                 sx = -1 if k == 0 or k == 3 else 1
                 sy = 1 if k < 2 else -1
                 for c in range(2):
+                    centre = p[j, i, c]
                     if edge:
-                        centre = p[j, i, c]
                         across = _padded(p, j, i + sx, c)
                         along = _padded(p, j + sy, i, c)
                         diagonal = _padded(p, j + sy, i + sx, c)
                     else:
-                        centre = p[j, i, c]
                         across = p[j, i + sx, c]
                         along = p[j + sy, i, c]
                         diagonal = p[j + sy, i + sx, c]
@@ -154,7 +153,7 @@ def corners(pixmap: np.ndarray, pixfrac: float = 1.0) -> tuple[np.ndarray, np.nd
     """:func:`mosaic.ops.pixmap.pixel_corners` compiled: the same numbers to the bit, in one pass.
 
     The NumPy formulation makes a dozen temporaries of the map's size; this is one loop over the
-    pixels with no temporaries (about a tenth of the time; it ran once per pair and pass).
+    pixels with no temporaries (about a fifth of the time; it runs once per pair and pass).
     """
     p = np.ascontiguousarray(pixmap, dtype=np.float64)
     ny, nx = p.shape[:2]
@@ -289,11 +288,11 @@ def drizzle_sums(xc, yc, planes, shape, *, powers=None) -> np.ndarray:
         ``(len(planes), ny_out, nx_out)`` float64.
     """
     xc, yc = _corners(xc, yc)
+    # a new C-contiguous array; the kernel skips non-finite values itself (no cleaned copy)
     stack = np.stack([np.asarray(p, dtype=np.float64) for p in planes]) if len(planes) else np.zeros((0, *xc.shape[1:]))
     if stack.shape[1:] != xc.shape[1:]:
         msg = f"planes have shape {stack.shape[1:]}; expected the corners' {xc.shape[1:]}"
         raise ValueError(msg)
-    stack = np.ascontiguousarray(stack)  # the kernel skips non-finite values (no cleaned copy)
     powers = np.ones(len(stack), dtype=np.int64) if powers is None else np.asarray(powers, dtype=np.int64)
     if powers.shape != (len(stack),) or not np.isin(powers, (1, 2)).all():
         msg = f"powers {powers.tolist()} are not valid; expected one power, 1 or 2, per plane ({len(stack)})"

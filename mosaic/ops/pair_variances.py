@@ -18,23 +18,16 @@ __all__ = ["pixel_variances"]
 
 
 @numba.njit(nogil=True, cache=True)
-def _kernel(v0, v1, v2, present, w, m, ratio, mock_floor, want_scaled, total, scaled):
+def _kernel(v0, v1, v2, w, m, ratio, mock_floor, want_scaled, total, scaled):
     ny, nx = w.shape
     for j in range(ny):
         for i in range(nx):
-            a = v0[j, i] if present[0] else 0.0
-            b = v1[j, i] if present[1] else 0.0
-            c = v2[j, i] if present[2] else 0.0
-            a = a if np.isfinite(a) else 0.0
-            b = b if np.isfinite(b) else 0.0
-            c = c if np.isfinite(c) else 0.0
-            t = 0.0
-            if present[0]:
-                t += a
-            if present[1]:
-                t += b
-            if present[2]:
-                t += c
+            a = v0[j, i] if np.isfinite(v0[j, i]) else 0.0
+            b = v1[j, i] if np.isfinite(v1[j, i]) else 0.0
+            c = v2[j, i] if np.isfinite(v2[j, i]) else 0.0
+            # summed from 0 in the components' order, as NumPy adds them into zeros (a missing
+            # component is a plane of zeros: adding 0.0 changes no sum)
+            t = 0.0 + a + b + c
             total[j, i] = t
             if not want_scaled:
                 continue
@@ -80,7 +73,6 @@ def pixel_variances(components, w, m, *, scaled: bool, ratio: bool = True, mock_
     if len(components) != 3:
         msg = f"expected 3 variance components (VAR_POISSON, VAR_RNOISE, VAR_FLAT); got {len(components)}"
         raise ValueError(msg)
-    present = np.array([c is not None for c in components])
     planes = []
     for c in components:
         a = np.zeros(shape) if c is None else np.asarray(c)
@@ -90,5 +82,5 @@ def pixel_variances(components, w, m, *, scaled: bool, ratio: bool = True, mock_
         planes.append(a)
     total = np.empty(shape)
     out = np.empty((3, *shape)) if scaled else np.empty((3, 1, 1))
-    _kernel(*planes, present, w, m, bool(ratio), float(mock_floor), bool(scaled), total, out)
+    _kernel(*planes, w, m, bool(ratio), float(mock_floor), bool(scaled), total, out)
     return total, (tuple(out) if scaled else ())
