@@ -16,7 +16,8 @@ in PSF group ``G`` (exposures that share one PSF),
 ``D_k`` is the linear drizzle with pixfrac 1 (as :func:`mosaic.ops.drizzle.drizzle_linear`),
 ``D_k^h`` its exact transpose (as :func:`~mosaic.ops.drizzle.blot_exact`, the default) or
 drizzle's interpolating blot; both exact operators come from one :class:`PairOverlaps` per task,
-which computes drizzle's overlap areas on the fly (compiled, :mod:`mosaic.ops.overlap`). Only
+which computes drizzle's overlap areas (compiled, :mod:`mosaic.ops.overlap`) once for the
+task's blot and drizzle, and keeps them only while the task runs. Only
 the pairs' pixel maps (WCS transformations, the dearer part) are kept by the worker processes
 from one pass to the next, within a memory budget (:class:`_GeometryCache`), and let go when
 the run ends. Exposures that share a PSF share its convolutions: ``sum_k B^*(x_k) = B^*(sum_k x_k)``.
@@ -79,7 +80,7 @@ from mosaic.ops.drizzle import (
     kernel_radius,
     weight_map,
 )
-from mosaic.ops.overlap import blot_sums, drizzle_sums
+from mosaic.ops.overlap import OverlapTable, blot_sums, drizzle_sums
 from mosaic.ops.pair_variances import pixel_variances
 from mosaic.ops.pixmap import calc_pixmap, pixel_corners
 
@@ -321,8 +322,10 @@ class PairOverlaps:
     ``D`` drizzles the cut-out's pixels onto the window (square kernel, pixfrac 1, unit
     weights), ``D^T`` is its exact transpose (the exact-area blot, parts off the window counting
     as zero) and ``D²`` drizzles with squared weights (variances of ``D x``). Overlaps are
-    computed on the fly by drizzle's own geometry (:mod:`mosaic.ops.overlap`), never stored: a
-    pass costs a fraction of a microsecond per pixel, and a task's memory is its arrays.
+    computed by drizzle's own geometry (:mod:`mosaic.ops.overlap`): on the fly for a single
+    pass, or, with ``passes=2`` (a blot, then a drizzle through the same pixels), once into an
+    :class:`~mosaic.ops.overlap.OverlapTable` that both passes read, while it takes at most
+    :data:`OVERLAP_TABLE_BYTES` (the same numbers to the bit either way).
 
     Parameters
     ----------
@@ -330,23 +333,35 @@ class PairOverlaps:
         ``(ny, nx, 2)`` positions of the cut-out's pixels in the window frame.
     shape : tuple of int
         Shape of the window.
+    passes : int
+        How many passes the task makes through these overlaps.
     """
 
-    def __init__(self, pixmap, shape):
+    def __init__(self, pixmap, shape, *, passes: int = 1):
         self.shape = tuple(int(s) for s in shape)
         self.xc, self.yc = pixel_corners(np.asarray(pixmap, dtype=np.float64), pixfrac=1.0)
+        self.table = OverlapTable.within(self.xc, self.yc, self.shape, OVERLAP_TABLE_BYTES) if passes > 1 else None
+        if self.table is not None:
+            self.xc = self.yc = None  # the table holds all a pass needs
 
     def blot(self, image) -> np.ndarray:
         """``D^T image``: ``sum_j a_ij image_j / J_i`` under each pixel (off-window parts count 0)."""
-        num, _, jaco = blot_sums(self.xc, self.yc, image)
+        num, _, jaco = self.table.blot_sums(image) if self.table is not None else blot_sums(self.xc, self.yc, image)
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(jaco != 0, num / jaco, 0.0)
 
     def drizzle(self, *planes, squared=()) -> list[np.ndarray]:
         """``D x`` for each plane, then ``D² y`` for each of ``squared``, in one pass over the overlaps."""
         powers = [1] * len(planes) + [2] * len(squared)
-        out = drizzle_sums(self.xc, self.yc, [*planes, *squared], self.shape, powers=powers)
-        return list(out)
+        if self.table is not None:
+            return list(self.table.drizzle_sums([*planes, *squared], powers=powers))
+        return list(drizzle_sums(self.xc, self.yc, [*planes, *squared], self.shape, powers=powers))
+
+
+#: most bytes a pair task's :class:`~mosaic.ops.overlap.OverlapTable` may take (``8 (K + 3)``
+#: per cut-out pixel, ``K`` = 16 at 2x upsampling: 35 MiB for a 520² cut-out); past it, each
+#: pass computes the overlaps again
+OVERLAP_TABLE_BYTES = 256 << 20
 
 
 def pair_mock(window, pixmap, *, blot: str = "exact", interp: str = "poly5", overlaps=None) -> np.ndarray:
@@ -531,7 +546,7 @@ def pair_correction(
     xp = array_module(window)
     window = to_host(window).astype(np.float64, copy=False)
     w = _weights(cut, pixmap, core, reach, weight=weight, exptime=exptime)
-    overlaps = PairOverlaps(pixmap, window.shape)
+    overlaps = PairOverlaps(pixmap, window.shape, passes=2 if blot == "exact" else 1)
     m = pair_mock(window, pixmap, blot=blot, interp=interp, overlaps=overlaps)
     use = w > 0
     g = np.where(use, np.asarray(cut["sci"], dtype=np.float64), 0.0)

@@ -8,7 +8,7 @@ from drizzle.resample import Drizzle
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from mosaic.ops.overlap import blot_sums, drizzle_sums
+from mosaic.ops.overlap import OverlapTable, blot_sums, drizzle_sums
 from mosaic.ops.pixmap import pixel_corners
 
 #: output shape: every map drawn below lands inside it, where drizzle's border clipping does not bite
@@ -177,3 +177,41 @@ def test_bad_arguments_are_named():
         drizzle_sums(xc, xc, [np.ones((2, 2))], OUT)
     with pytest.raises(ValueError, match=r"powers \[3\] are not valid"):
         drizzle_sums(xc, xc, [np.ones((3, 3))], OUT, powers=[3])
+
+
+@settings(max_examples=25, deadline=None)
+@given(m=maps, pixfrac=st.floats(0.3, 1.0), seed=st.integers(0, 2**16), holes=st.integers(0, 6), off=st.booleans())
+def test_kept_overlaps_give_the_same_sums_to_the_bit(m, pixfrac, seed, holes, off):
+    """The blot and drizzle sums read from an :class:`OverlapTable` equal the on-the-fly kernels'
+    bit for bit: non-finite corners, NaN image pixels, NaN and infinite plane values, and maps
+    partly off the output included."""
+    shape = (13, 16)
+    pixmap = _pixmap(shape, **{**m, "shift": (m["shift"][0] + (45.0 if off else 0.0), m["shift"][1])})
+    rng = np.random.default_rng(seed)
+    for _ in range(holes):  # a pixel whose map is not finite makes its neighbours' corners NaN
+        pixmap[rng.integers(shape[0]), rng.integers(shape[1])] = np.nan
+    xc, yc = pixel_corners(pixmap, pixfrac=pixfrac)
+    table = OverlapTable(xc, yc, OUT)
+    image = rng.normal(size=OUT)
+    image[rng.uniform(size=OUT) < 0.05] = np.nan
+    for got, want in zip(table.blot_sums(image), blot_sums(xc, yc, image), strict=True):
+        np.testing.assert_array_equal(got, want)
+    planes = [rng.normal(size=shape), rng.uniform(size=shape), np.zeros(shape)]
+    planes[0][rng.uniform(size=shape) < 0.1] = np.nan
+    planes[1][0, 0] = np.inf
+    powers = [1, 2, 1]
+    np.testing.assert_array_equal(table.drizzle_sums(planes, powers=powers), drizzle_sums(xc, yc, planes, OUT, powers=powers))
+    assert np.abs(table.drizzle_sums(planes[:1])).sum() > 0 or off
+
+
+def test_overlap_table_keeps_at_most_its_budget():
+    """``within`` declines a table that would exceed the budget; the largest box sets its size."""
+    pixmap = _pixmap((10, 10), scale=2.0, angle=0.3, shift=(0.0, 0.0), warp=0.0)
+    xc, yc = pixel_corners(pixmap)
+    table = OverlapTable(xc, yc, OUT)
+    assert 9 <= table.area.shape[-1] <= 16  # a 2x2-pixel quadrilateral spans 3 or 4 output pixels a side
+    assert table.nbytes == 100 * 8 * (table.area.shape[-1] + 3)
+    assert OverlapTable.within(xc, yc, OUT, table.nbytes - 1) is None
+    assert OverlapTable.within(xc, yc, OUT, table.nbytes).nbytes == table.nbytes
+    with pytest.raises(ValueError, match=r"image has shape \(3, 3\); expected the table's output shape \(80, 84\)"):
+        table.blot_sums(np.ones((3, 3)))
