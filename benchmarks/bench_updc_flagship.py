@@ -4,11 +4,12 @@ Run (the field is simulated once: 22 min on a quiet 2-core machine)::
 
     mosaic simulate flagship/ --flagship --workers 2
     python benchmarks/bench_updc_flagship.py flagship/ [--psf 301] [--iterations 2] [--areas 0.25 0.5 1]
-                                              [--tile 1024] [--workers 2] [--memory-limit 4GB] [--staging on|off|both]
+                                              [--tile 1024] [--workers 2] [--memory-limit 4GB] [--staging on|off|both] [--dask-malloc]
 
 For each fraction of the 9587 x 9559 flagship grid (a region from its lower-left corner, with the
-exposures that touch it) UPDC runs ``--iterations`` iterations from the drizzle mosaic on a
-``LocalCluster``, reading the exposures' cut-outs straight from the ``_cal.fits`` files and
+exposures that touch it) UPDC runs ``--iterations`` iterations from the drizzle mosaic on
+mosaic's local cluster (a ``LocalCluster`` with :data:`mosaic.cluster.WORKER_MALLOC_ENV`;
+``--dask-malloc``: dask's own worker settings), reading the exposures' cut-outs straight from the ``_cal.fits`` files and
 writing every iteration to a zarr store, as ``mosaic updc`` does. Printed per area: the seconds
 of iteration 0 (drizzle and normalisation) and the mean seconds of iterations 1.., the time per
 iteration relative to the smallest area against the area ratio and against the ratio of exposure
@@ -32,7 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from distributed import Client, LocalCluster
+from distributed import Client
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _memory import PeakMemory  # noqa: E402
@@ -68,6 +69,17 @@ def _region(grid, fraction: float, tile: int):
     return MosaicGrid(wcs=grid.slice_wcs((slice(0, ny), slice(0, nx))), shape=(ny, nx), tile=tile, psr=grid.psr)
 
 
+def _cluster(args):
+    from distributed import LocalCluster
+
+    from mosaic.cluster import make_cluster
+
+    if args.dask_malloc:
+        return LocalCluster(n_workers=args.workers, threads_per_worker=1, memory_limit=args.memory_limit, dashboard_address=":0")
+    spec = {"kind": "local", "n_workers": args.workers, "threads_per_worker": 1, "memory_limit": args.memory_limit, "dashboard_address": ":0"}
+    return make_cluster(spec)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("field", help="folder written by `mosaic simulate --flagship`")
@@ -76,6 +88,7 @@ def main(argv=None) -> int:
     p.add_argument("--areas", type=float, nargs="+", default=[0.25, 0.5, 1.0], help="fractions of the grid's area (default 0.25 0.5 1)")
     p.add_argument("--tile", type=int, default=1024, help="tile side (default 1024)")
     p.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (default 2)")
+    p.add_argument("--dask-malloc", action="store_true", help="workers with dask's MALLOC_TRIM_THRESHOLD_ (64 KiB), not mosaic's")
     p.add_argument("--memory-limit", default="6GB", help="per worker (default 6GB)")
     p.add_argument("--scratch", default=None, help="folder for the stores (default a temporary one, removed)")
     p.add_argument(
@@ -101,7 +114,9 @@ def main(argv=None) -> int:
     rows = []
     try:
         with (
-            LocalCluster(n_workers=args.workers, threads_per_worker=1, memory_limit=args.memory_limit, dashboard_address=":0") as cluster,
+            # mosaic's own local cluster: a LocalCluster with the worker settings mosaic ships
+            # (mosaic.cluster.WORKER_MALLOC_ENV); --dask-malloc keeps dask's, for the comparison
+            _cluster(args) as cluster,
             Client(cluster) as client,
         ):
             everything = read_exposures(files)

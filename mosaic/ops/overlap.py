@@ -384,15 +384,20 @@ def _table_blot_kernel(box, area, image, valid, num, den):
 @numba.njit(**_JIT)
 def _table_drizzle_kernel(box, area, jaco, planes, powers, out):
     n_planes = planes.shape[0]
+    # per input pixel, the planes it adds to and their values: tested once a pixel, not once an overlap
+    use = np.empty(n_planes, dtype=np.int64)
+    val = np.empty(n_planes)
     for j in range(box.shape[0]):
         for i in range(box.shape[1]):
-            nonzero = False
+            n_use = 0
             for p in range(n_planes):
                 v = planes[p, j, i]
-                if v != 0.0 and np.isfinite(v):
-                    nonzero = True
+                if v != 0.0 and np.isfinite(v):  # NaN and infinities count as 0
+                    use[n_use] = p
+                    val[n_use] = v
+                    n_use += 1
             jac = jaco[j, i]
-            if not nonzero or jac == 0.0:  # (jac is 0 where a corner is not finite)
+            if n_use == 0 or jac == 0.0:  # (jac is 0 where a corner is not finite)
                 continue
             i0, ni, j0, nj = box[j, i, 0], box[j, i, 1], box[j, i, 2], box[j, i, 3]
             k = 0
@@ -403,10 +408,9 @@ def _table_drizzle_kernel(box, area, jaco, planes, powers, out):
                     if a == 0.0:
                         continue
                     f = a / jac
-                    for p in range(n_planes):
-                        v = planes[p, j, i]
-                        if v != 0.0 and np.isfinite(v):
-                            out[p, jj, ii] += (f if powers[p] == 1 else f * f) * v
+                    for q in range(n_use):
+                        p = use[q]
+                        out[p, jj, ii] += (f if powers[p] == 1 else f * f) * val[q]
 
 
 class OverlapTable:
