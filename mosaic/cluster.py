@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shlex
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -57,6 +58,8 @@ __all__ = [
     "job_script",
     "describe",
     "dashboard_listening",
+    "worker_environ",
+    "WORKER_MALLOC_ENV",
 ]
 
 log = logging.getLogger(__name__)
@@ -474,8 +477,8 @@ def _jobqueue_kwargs(options: Mapping) -> dict:
               "local_directory", "log_directory", "job_name", "death_timeout", "resource_spec")
     kwargs = {k: options[k] for k in passed if k in options}
     kwargs["python"] = options.get("python", sys.executable)  # the workers run the same environment
-    if "job_script_prologue" in options:
-        kwargs["job_script_prologue"] = list(options["job_script_prologue"])
+    # first, so that a prologue line of the user's may still change it
+    kwargs["job_script_prologue"] = [_environ_prologue(), *options.get("job_script_prologue", ())]
     extra = list(options.get("worker_extra_args", ()))
     if "lifetime" in options:
         extra += ["--lifetime", str(options["lifetime"])]
@@ -509,18 +512,33 @@ def _malloc_text() -> str:
     return ", ".join(f"{k}={v}" for k, v in WORKER_MALLOC_ENV.items())
 
 
-@contextmanager
-def _malloc_trim_env() -> Iterator[None]:
-    """Nannies set :data:`WORKER_MALLOC_ENV` before their worker starts (values the site's dask config
-    sets are kept, except dask's own default trim threshold, which these replace)."""
-    import distributed  # noqa: F401, PLC0415  (load its config first: set() would drop it on exit otherwise)
+def worker_environ() -> dict:
+    """The environment nannies set before their worker starts: dask's
+    ``distributed.nanny.pre-spawn-environ`` with :data:`WORKER_MALLOC_ENV` (values the site's
+    dask config sets are kept, except dask's own default trim threshold, which these replace)."""
+    import distributed  # noqa: F401, PLC0415  (load its config first)
 
     env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {})
     for key, value in WORKER_MALLOC_ENV.items():
         if key not in env or (key == "MALLOC_TRIM_THRESHOLD_" and str(env[key]) == str(DASK_MALLOC_TRIM_THRESHOLD)):
             env[key] = value
+    return env
+
+
+@contextmanager
+def _malloc_trim_env() -> Iterator[None]:
+    """Nannies started inside the block set :func:`worker_environ` before their worker starts."""
+    env = worker_environ()  # (loads distributed's config first: set() would drop it on exit otherwise)
     with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
         yield
+
+
+def _environ_prologue() -> str:
+    """The job script line that gives a jobqueue worker's nanny :func:`worker_environ` (read from
+    the config here, which a login node and its compute nodes usually share): dask reads
+    ``DASK_*`` variables as config and merges this mapping into ``pre-spawn-environ``."""
+    value = repr({str(k): v for k, v in worker_environ().items()})
+    return f"export DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON={shlex.quote(value)}"
 
 
 def make_cluster(spec: Mapping | ClusterSpec | None = None, /, **overrides):

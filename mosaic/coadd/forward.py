@@ -359,7 +359,7 @@ class PairOverlaps:
 
 
 #: most bytes a pair task's :class:`~mosaic.ops.overlap.OverlapTable` may take (``8 (K + 3)``
-#: per cut-out pixel, ``K`` = 16 at 2x upsampling: 35 MiB for a 520² cut-out); past it, each
+#: per cut-out pixel, ``K`` = 16 at 2x upsampling: 39 MiB for a 520² cut-out); past it, each
 #: pass computes the overlaps again
 OVERLAP_TABLE_BYTES = 256 << 20
 

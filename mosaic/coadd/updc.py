@@ -1210,15 +1210,8 @@ def _noise_sums_block(sci, good, *given, present) -> np.ndarray:
     for e in range(sci.shape[0]):
         s = sci[e].astype(np.float64)
         ok = good[e] & np.isfinite(s)
-
-        def var(v, e=e):
-            if v is None:
-                return np.zeros(s.shape)
-            v = v[e].astype(np.float64)
-            return np.where(np.isfinite(v), v, 0.0)
-
-        p, r = var(vp), var(vr)
-        total = p + r + var(vf)
+        p, r, f = (np.zeros(s.shape) if v is None else _finite_or_zero(v[e]) for v in (vp, vr, vf))
+        total = p + r + f
         fit = ok & (p > 0)
         x, y = np.where(fit, s, 0.0), np.where(fit, p, 0.0)
         ok_rn = ok & (r > 0)
@@ -1227,6 +1220,11 @@ def _noise_sums_block(sci, good, *given, present) -> np.ndarray:
             ok_rn.sum(), np.where(ok_rn, r, 0.0).sum(), np.where(ok_rn, total, 0.0).sum(),
         ]
     return out
+
+
+def _finite_or_zero(v) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float64)
+    return np.where(np.isfinite(v), v, 0.0)
 
 
 def _pedestal_info(sums, pedestal) -> dict:

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import yaml
 
-from mosaic.cluster import cluster_client
+from mosaic.cluster import WORKER_MALLOC_ENV, cluster_client
 
 pytest.importorskip("dask_jobqueue", reason="dask-jobqueue is not installed (pip install 'mosaic-jwst[hpc]')")
 
@@ -67,12 +67,15 @@ def test_slurm_workers_compute_an_array_sum(tmp_path):
         client.wait_for_workers(1, timeout=WAIT)
         job_ids = {w["name"] for w in client.scheduler_info()["workers"].values()}
         env = client.run(lambda: (os.environ.get("SLURM_JOB_ID"), os.environ.get("SLURM_JOB_NAME")))
+        malloc = client.run(lambda: {k: os.environ.get(k) for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")})
         total = client.compute(da.from_array(data, chunks=(64, 100)).sum()).result()
     assert total == pytest.approx(data.sum(), rel=1e-12)
     ((job_id, job_name),) = env.values()
     assert job_id is not None and job_name == "mosaic-test", "the worker did not run inside a SLURM job"
     assert any(name.startswith("SLURMCluster-") for name in job_ids)
     assert list((tmp_path / "jobs").glob(f"mosaic-test-{job_id}.err"))
+    # the job script's prologue gave the worker's nanny mosaic's malloc settings
+    assert list(malloc.values()) == [{k: str(v) for k, v in WORKER_MALLOC_ENV.items()}]
 
 
 def _field_config(field, outdir: Path, cluster) -> dict:
@@ -143,9 +146,11 @@ def test_deploy_scheduler_and_worker_jobs(tmp_path):
         with cluster_client({"kind": "address", "scheduler_file": sched_file, "timeout": "60s"}) as client:
             client.wait_for_workers(1, timeout=WAIT)
             (worker,) = client.scheduler_info()["workers"].values()
+            malloc = client.run(lambda: {k: os.environ.get(k) for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")})
             got = client.compute(da.from_array(data, chunks=(50, 128)).std(axis=0)).result()
     finally:
         if jobs:
             subprocess.run(["scancel", *jobs], check=False, timeout=30)
     assert worker["memory_limit"] == 2048 * 9 // 10 * 2**20
+    assert list(malloc.values()) == [{k: str(v) for k, v in WORKER_MALLOC_ENV.items()}]  # set by workers.sbatch
     np.testing.assert_allclose(got, data.std(axis=0), rtol=1e-12)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import shlex
 
 import dask
 import pytest
@@ -12,6 +13,7 @@ from mosaic.cli import main
 from mosaic.cluster import (
     KINDS,
     OPTIONS,
+    WORKER_MALLOC_ENV,
     ClusterDependencyError,
     ClusterSpec,
     describe,
@@ -144,6 +146,21 @@ def test_slurm_job_script_has_the_directives_and_worker_lifetime():
     assert re.search(r"--lifetime 80m --lifetime-stagger 4m", worker)
     assert "--local-directory $TMPDIR" in worker  # expanded on the compute node, not here
     assert "--nworkers" not in worker and "--nthreads 2 --memory-limit 4.00GiB" in worker  # one worker per job
+
+
+def test_job_scripts_give_the_nanny_mosaics_worker_environment():
+    """The first prologue line exports the worker environment as dask config; read back the way a
+    compute node's dask reads it, it merges into pre-spawn-environ with mosaic's malloc settings,
+    and a prologue line of the user's comes after it (so it can still change it)."""
+    pytest.importorskip("dask_jobqueue", reason="dask-jobqueue is not installed (pip install 'mosaic-jwst[hpc]')")
+    script = job_script({**SLURM, "job_script_prologue": ["module load python"]})
+    lines = script.splitlines()
+    export = next(i for i, line in enumerate(lines) if "DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON" in line)
+    assert lines[export + 1] == "module load python"
+    name, value = shlex.split(lines[export])[1].split("=", 1)
+    read = dask.config.collect_env({name: value})["distributed"]["nanny"]["pre_spawn_environ"]
+    assert {k: read[k] for k in WORKER_MALLOC_ENV} == WORKER_MALLOC_ENV
+    assert read["OMP_NUM_THREADS"] == dask.config.get("distributed.nanny.pre-spawn-environ")["OMP_NUM_THREADS"]
 
 
 def test_slurm_cluster_job_script_matches(tmp_path):
