@@ -560,20 +560,49 @@ def worker_environ() -> dict:
     return env
 
 
+def _environ_value(key: str) -> str | None:
+    """``key`` from this process's environment unless it is dask's default trim threshold, which
+    a nanny started here before (with dask's config) leaves behind in ``os.environ``."""
+    value = os.environ.get(key)
+    if key == "MALLOC_TRIM_THRESHOLD_" and value == str(DASK_MALLOC_TRIM_THRESHOLD):
+        return None
+    return value
+
+
 @contextmanager
 def _malloc_trim_env() -> Iterator[None]:
-    """Nannies started inside the block set :func:`worker_environ` before their worker starts."""
+    """Nannies started inside the block set :func:`worker_environ` before their worker starts.
+
+    A nanny prefers this process's environment variables to its config, and every nanny writes
+    its settings there: after a cluster with dask's settings (in a notebook, or an earlier test),
+    ``MALLOC_TRIM_THRESHOLD_=65536`` would win. So the malloc settings go into the environment
+    too, where it holds dask's default or nothing; a value the user exported is kept.
+    """
     env = worker_environ()  # (loads distributed's config first: set() would drop it on exit otherwise)
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
-        yield
+    saved = {key: os.environ.get(key) for key in WORKER_MALLOC_ENV}
+    for key in WORKER_MALLOC_ENV:
+        mine = _environ_value(key)
+        if mine is None:
+            os.environ[key] = str(env[key])
+        else:
+            env[key] = mine
+    try:
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
+            yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _environ_prologue() -> str:
-    """The job script line that gives a jobqueue worker's nanny :func:`worker_environ` (read from
-    the config here, which a login node and its compute nodes usually share): dask reads
-    ``DASK_*`` variables as config and merges this mapping into ``pre-spawn-environ``."""
-    value = repr({str(k): v for k, v in worker_environ().items()})
-    return f"export DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON={shlex.quote(value)}"
+    """The job script line that gives a jobqueue worker the malloc settings of :func:`worker_environ`
+    (read from the config here, which a login node and its compute nodes usually share). They are
+    exported as variables: a nanny prefers those to its own config."""
+    env = worker_environ()
+    return "export " + " ".join(f"{k}={shlex.quote(str(env[k]))}" for k in WORKER_MALLOC_ENV)
 
 
 def make_cluster(spec: Mapping | ClusterSpec | None = None, /, **overrides):

@@ -19,9 +19,13 @@ from dask.utils import parse_bytes
 from mosaic.cluster import WORKER_MALLOC_ENV, _malloc_trim_env, cluster_client
 
 
-def test_local_cluster_settings_and_result(tmp_path):
+def test_local_cluster_settings_and_result(tmp_path, monkeypatch):
     """Workers get the limits asked for, spill under local_directory and get mosaic's malloc settings
-    even where the site's dask config has dropped dask's; a reduction equals numpy's."""
+    even where the site's dask config has dropped dask's, and where an earlier nanny of this process
+    left dask's trim threshold in its environment (which a nanny prefers to its config); a
+    reduction equals numpy's."""
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
     spec = {"kind": "local", "n_workers": 2, "threads_per_worker": 1, "memory_limit": "1GB", "local_directory": str(tmp_path), "dashboard_address": ":0"}
     rng = np.random.default_rng(7)
     data = rng.normal(size=(301, 257))
@@ -48,16 +52,31 @@ def test_local_cluster_settings_and_result(tmp_path):
     np.testing.assert_allclose(got, (data**2).sum(axis=0) - data.mean(), rtol=1e-12)
 
 
-def test_malloc_settings_replace_dasks_default_but_keep_a_sites():
-    """dask's own 64 KiB trim threshold is replaced (it freezes glibc's mmap threshold: page faults
-    took 40 % of the flagship's worker CPU); a value a site chose is kept."""
-    site = {"MALLOC_TRIM_THRESHOLD_": 65536, "MALLOC_MMAP_THRESHOLD_": "1048576", "OMP_NUM_THREADS": 1}
+def _in_block(site, environ=None):
+    """The pre-spawn config and the malloc variables a nanny started in the block would see."""
     with dask.config.set({"distributed.nanny.pre-spawn-environ": site}), _malloc_trim_env():
-        env = dask.config.get("distributed.nanny.pre-spawn-environ")
+        return dask.config.get("distributed.nanny.pre-spawn-environ"), {k: os.environ.get(k) for k in WORKER_MALLOC_ENV}
+
+
+def test_malloc_settings_replace_dasks_default_but_keep_a_sites(monkeypatch):
+    """dask's own 64 KiB trim threshold is replaced (it freezes glibc's mmap threshold: page faults
+    took 40 % of the flagship's worker CPU); a value a site chose is kept, in dask's config or
+    exported in the environment; the environment is as it was after the block."""
+    ours = {k: str(v) for k, v in WORKER_MALLOC_ENV.items()}
+    for key in WORKER_MALLOC_ENV:
+        monkeypatch.delenv(key, raising=False)
+    env, environ = _in_block({"MALLOC_TRIM_THRESHOLD_": 65536, "MALLOC_MMAP_THRESHOLD_": "1048576", "OMP_NUM_THREADS": 1})
     assert env == {"MALLOC_TRIM_THRESHOLD_": 128 << 20, "MALLOC_MMAP_THRESHOLD_": "1048576", "OMP_NUM_THREADS": 1}
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": {"MALLOC_TRIM_THRESHOLD_": "1000000"}}), _malloc_trim_env():
-        env = dask.config.get("distributed.nanny.pre-spawn-environ")
+    assert environ == {"MALLOC_MMAP_THRESHOLD_": "1048576", "MALLOC_TRIM_THRESHOLD_": ours["MALLOC_TRIM_THRESHOLD_"]}
+    assert not any(k in os.environ for k in WORKER_MALLOC_ENV)
+    env, _ = _in_block({"MALLOC_TRIM_THRESHOLD_": "1000000"})
     assert env == {"MALLOC_TRIM_THRESHOLD_": "1000000", "MALLOC_MMAP_THRESHOLD_": 32 << 20}
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "2097152")  # the user's own
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")  # what an earlier nanny with dask's config leaves
+    env, environ = _in_block({})
+    assert env == {"MALLOC_MMAP_THRESHOLD_": "2097152", "MALLOC_TRIM_THRESHOLD_": 128 << 20}
+    assert environ == {"MALLOC_MMAP_THRESHOLD_": "2097152", "MALLOC_TRIM_THRESHOLD_": ours["MALLOC_TRIM_THRESHOLD_"]}
+    assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536"
 
 
 def test_dask_config_spec_is_used_when_none_given():
