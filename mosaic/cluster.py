@@ -27,7 +27,6 @@ Every setting is checked by :func:`validate_cluster_spec`: an unknown key or a b
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import re
@@ -60,8 +59,6 @@ __all__ = [
     "describe",
     "dashboard_listening",
     "worker_environ",
-    "trim_memory",
-    "trim_workers",
     "WORKER_MALLOC_ENV",
 ]
 
@@ -515,38 +512,6 @@ def _malloc_text() -> str:
     return ", ".join(f"{k}={v}" for k, v in WORKER_MALLOC_ENV.items())
 
 
-def trim_memory() -> int:
-    """glibc's ``malloc_trim(0)`` in this process: the heap's free pages go back to the OS.
-
-    With :data:`WORKER_MALLOC_ENV` a worker keeps freed memory for reuse, and over many passes its
-    heap fragments (the flagship's peak grew from 3.73 GiB after one UPDC iteration to 4.57 GiB
-    over ten); trimming between passes lets go of it for a few page faults. Returns 1 if memory
-    was released, 0 if not or where the C library is not glibc.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return int(libc.malloc_trim(0))
-    except (OSError, AttributeError):
-        return 0
-
-
-def trim_workers(client=None) -> None:
-    """:func:`trim_memory` in every worker of ``client`` (the current client if any; else here).
-    Best effort: a worker that cannot answer is left as it is."""
-    if client is None:
-        try:
-            from distributed import get_client  # noqa: PLC0415
-
-            client = get_client()
-        except (ImportError, ValueError):
-            trim_memory()
-            return
-    try:
-        client.run(trim_memory)
-    except Exception as exc:  # noqa: BLE001 -- trimming must never stop a run
-        log.debug("workers not trimmed: %s", exc)
-
-
 def worker_environ() -> dict:
     """The environment nannies set before their worker starts: dask's
     ``distributed.nanny.pre-spawn-environ`` with :data:`WORKER_MALLOC_ENV` (values the site's
@@ -843,7 +808,7 @@ def describe(spec: Mapping | ClusterSpec | None = None, /, **overrides) -> str:
             f"memory limit per worker: {memory}\n"
             f"spill directory: {k['local_directory']}\n"
             f"dashboard: {_dashboard_text(k['dashboard_address'])}\n"
-            f"worker environment: {_malloc_text()} (unless set in dask config)"
+            f"worker environment: {_malloc_text()} (unless set in dask config or exported)"
         )
     if spec.kind == "cuda":
         k = _cuda_kwargs(o)

@@ -108,7 +108,6 @@ from dask.graph_manipulation import clone
 from dask.highlevelgraph import HighLevelGraph
 from drizzle.utils import estimate_pixel_scale_ratio
 
-from mosaic.cluster import trim_workers
 from mosaic.coadd import baselines
 from mosaic.coadd.drizzle import drizzle_attrs, drizzle_mosaic
 from mosaic.coadd.errors import VARIANCES, additive_update, multiplicative_update, total_error, weight_map_from_variance
@@ -928,7 +927,6 @@ def updc(
                     pending += [got] if got else []
                     continue
                 t0 = time.perf_counter()
-                trim_workers(client)  # the freed heap of the last pass back to the OS (WORKER_MALLOC_ENV keeps it)
                 ds, resid = _step(
                     iterations[-1], it0, den, correct=correct, multiplicative=method != "landweber",
                     tau=float(tau), den_floor=den_floor, errors=errors, fill=fill, on_device=on_device, pedestal=ped,

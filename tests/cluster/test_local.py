@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import dask
 import dask.array as da
@@ -110,29 +107,3 @@ def test_dashboard_answers_while_computing():
     assert "bokeh" in body.lower()
     assert "Worker" in workers_page
     assert results == [0, 1, 4, 9]
-
-
-def test_trim_memory_gives_a_fragmented_heap_back():
-    """In a process with the workers' malloc settings, 4 MiB arrays come from the heap and stay in
-    it when freed; ``trim_memory`` (glibc's malloc_trim) hands their pages back: RSS falls."""
-    if not Path("/proc/self/statm").exists():
-        pytest.skip("needs /proc (Linux) to read the process's resident memory")
-    script = """
-import os, numpy as np
-from mosaic.cluster import trim_memory
-def rss():
-    return int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
-keep, drop = [], []
-for i in range(150):
-    a = np.ones(512 * 1024)  # 4 MiB, below the 32 MiB mmap threshold: from the heap
-    (keep if i % 10 == 9 else drop).append(a)
-del drop
-before = rss()
-released = trim_memory()
-print(released, before - rss())
-"""
-    env = {**os.environ, **{k: str(v) for k, v in WORKER_MALLOC_ENV.items()}}
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120, check=True)
-    released, freed = (int(v) for v in out.stdout.split())
-    assert released == 1
-    assert freed > 300 * 2**20  # 135 freed arrays of 4 MiB: 540 MiB, pinned in place by the kept ones
