@@ -171,6 +171,16 @@ def corners(pixmap: np.ndarray, pixfrac: float = 1.0) -> tuple[np.ndarray, np.nd
 
 
 @numba.njit(**_JIT)
+def _box(x0, y0, x1, y1, x2, y2, x3, y3, ny_out, nx_out):
+    """The output pixels a quadrilateral can overlap (drizzle's nintd), clipped to the output."""
+    i0 = max(_nint(min(min(x0, x1), min(x2, x3))), 0)
+    i1 = min(_nint(max(max(x0, x1), max(x2, x3))), nx_out - 1)
+    j0 = max(_nint(min(min(y0, y1), min(y2, y3))), 0)
+    j1 = min(_nint(max(max(y0, y1), max(y2, y3))), ny_out - 1)
+    return i0, max(i1 - i0 + 1, 0), j0, max(j1 - j0 + 1, 0)
+
+
+@numba.njit(**_JIT)
 def _blot_kernel(xc, yc, image, valid, num, den, jaco):
     ny_out, nx_out = image.shape
     for j in range(xc.shape[1]):
@@ -181,15 +191,11 @@ def _blot_kernel(xc, yc, image, valid, num, den, jaco):
                 jaco[j, i] = 0.0
                 continue
             jaco[j, i] = _jacobian(x0, y0, x1, y1, x2, y2, x3, y3)
-            # the output pixels the quadrilateral can overlap (drizzle's nintd), clipped to the output
-            i0 = max(_nint(min(min(x0, x1), min(x2, x3))), 0)
-            i1 = min(_nint(max(max(x0, x1), max(x2, x3))), nx_out - 1)
-            j0 = max(_nint(min(min(y0, y1), min(y2, y3))), 0)
-            j1 = min(_nint(max(max(y0, y1), max(y2, y3))), ny_out - 1)
+            i0, ni, j0, nj = _box(x0, y0, x1, y1, x2, y2, x3, y3, ny_out, nx_out)
             s = 0.0
             c = 0.0
-            for jj in range(j0, j1 + 1):
-                for ii in range(i0, i1 + 1):
+            for jj in range(j0, j0 + nj):
+                for ii in range(i0, i0 + ni):
                     a = _boxer(ii, jj, x0, y0, x1, y1, x2, y2, x3, y3)
                     if a != 0.0 and valid[jj, ii]:
                         s += a * image[jj, ii]
@@ -218,12 +224,9 @@ def _drizzle_kernel(xc, yc, planes, powers, out):
             jac = _jacobian(x0, y0, x1, y1, x2, y2, x3, y3)
             if jac == 0.0:
                 continue
-            i0 = max(_nint(min(min(x0, x1), min(x2, x3))), 0)
-            i1 = min(_nint(max(max(x0, x1), max(x2, x3))), nx_out - 1)
-            j0 = max(_nint(min(min(y0, y1), min(y2, y3))), 0)
-            j1 = min(_nint(max(max(y0, y1), max(y2, y3))), ny_out - 1)
-            for jj in range(j0, j1 + 1):
-                for ii in range(i0, i1 + 1):
+            i0, ni, j0, nj = _box(x0, y0, x1, y1, x2, y2, x3, y3, ny_out, nx_out)
+            for jj in range(j0, j0 + nj):
+                for ii in range(i0, i0 + ni):
                     a = _boxer(ii, jj, x0, y0, x1, y1, x2, y2, x3, y3)
                     if a == 0.0:
                         continue
@@ -316,16 +319,6 @@ def drizzle_sums(xc, yc, planes, shape, *, powers=None) -> np.ndarray:
 
 
 # -- overlaps computed once, kept for a blot and a drizzle through the same pixels ---------------
-
-
-@numba.njit(**_JIT)
-def _box(x0, y0, x1, y1, x2, y2, x3, y3, ny_out, nx_out):
-    """The output pixels a quadrilateral can overlap (drizzle's nintd), clipped to the output."""
-    i0 = max(_nint(min(min(x0, x1), min(x2, x3))), 0)
-    i1 = min(_nint(max(max(x0, x1), max(x2, x3))), nx_out - 1)
-    j0 = max(_nint(min(min(y0, y1), min(y2, y3))), 0)
-    j1 = min(_nint(max(max(y0, y1), max(y2, y3))), ny_out - 1)
-    return i0, max(i1 - i0 + 1, 0), j0, max(j1 - j0 + 1, 0)
 
 
 @numba.njit(**_JIT)
