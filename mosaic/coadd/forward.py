@@ -137,13 +137,17 @@ def blot_halo(reach: float, *, blot: str = "exact", interp: str = "poly5") -> in
 class Pair:
     """One exposure on one tile: the exposure's ``cut`` (``(y, x)`` slices of the pixels that can
     reach the tile's ``core``) and the ``window`` of the grid its task reads (the core grown by
-    the blot halo), in grid pixels."""
+    the blot halo), in grid pixels. ``columns`` (``(lo, hi)``, per row of ``cut``, the first and
+    last exposure column that can reach the core; :class:`mosaic.ops.pixmap.Cutout`) lets the
+    task map only those pixels: a detector rotated against the grid has a cut-out box of up to
+    twice the pixels that reach the core (1.6x at the flagship's 70 degrees)."""
 
     exposure: int
     tile: tuple[int, int]
     cut: tuple[slice, slice]
     window: tuple[slice, slice]
     core: tuple[slice, slice]
+    columns: tuple | None = field(default=None, compare=False, repr=False)
 
     @property
     def core_in_window(self) -> tuple[slice, slice]:
@@ -256,7 +260,7 @@ def plan_forward(
     reach = [kernel_radius("square", pixfrac=1.0, pixel_scale_ratio=p) for p in psrs]
     r_max = max(reach)
     halo = blot_halo(r_max, blot=blot, interp=interp)
-    cutouts = exposure_cutouts(wcs_list, shape, grid, margin=r_max + 1.0, step=lattice_step)
+    cutouts = exposure_cutouts(wcs_list, shape, grid, margin=r_max + 1.0, step=lattice_step, rows=True)
     pairs: dict[tuple[int, int], list[Pair]] = {}
     for t in grid.tiles():
         (cy, cx) = t.core
@@ -266,7 +270,8 @@ def plan_forward(
         )
         for k in range(n):
             if t.index in cutouts[k]:
-                pairs.setdefault(t.index, []).append(Pair(k, t.index, cutouts[k][t.index], window, t.core))
+                c = cutouts[k][t.index]
+                pairs.setdefault(t.index, []).append(Pair(k, t.index, c.region, window, t.core, columns=(c.lo, c.hi)))
     if not pairs:
         msg = f"none of the {n} exposures ({names[0]}, ...) lands on the output grid; nothing to deconvolve"
         raise InputError(msg)
@@ -592,8 +597,10 @@ def _pair_residual(window, cut, pixmap, *, core, reach, blot, interp, weight, ex
 # -- tasks ------------------------------------------------------------------------------------------
 
 
-def _pixmap(wcs_exposure, wcs_grid, region, origin):
-    return calc_pixmap(wcs_exposure.get(), wcs_grid.get(), region, offset=origin)
+def _pixmap(wcs_exposure, wcs_grid, region, origin, columns=None):
+    # with columns, only the pixels that can reach the core and their neighbours are mapped (the
+    # corners of a pixel read the rows next to it); the rest is NaN, which every kernel skips
+    return calc_pixmap(wcs_exposure.get(), wcs_grid.get(), region, offset=origin, columns=columns, halo_rows=1)
 
 
 def _crop_slices(pixmap, core, reach):
@@ -757,34 +764,43 @@ def _cache_budget() -> int:
     return int(min(GEOMETRY_CACHE_BYTES, GEOMETRY_CACHE_FRACTION * limit)) if limit else GEOMETRY_CACHE_BYTES
 
 
-def _pair_geometry(wcs_exposure, wcs_grid, *, region, origin, core, reach, geometry=None, maps_folder=None):
+def _pair_geometry(wcs_exposure, wcs_grid, *, region, origin, core, reach, geometry=None, maps_folder=None, columns=None):
     """``(pixmap, crop, any_left)`` of a pair: its pixel map cropped to what reaches the core.
 
     ``geometry``, a digest of the two WCS (:meth:`ForwardPlan.geometry`), lets the process keep
     the result for the next pass (:class:`_GeometryCache`), and ``maps_folder`` every worker
-    of the run; None computes it every time.
+    of the run; None computes it every time. ``columns`` (:attr:`Pair.columns`) maps only the
+    pixels that can reach the core (NaN elsewhere).
     """
 
     def make():
-        pixmap = _pixmap(wcs_exposure, wcs_grid, region, origin)
+        pixmap = _pixmap(wcs_exposure, wcs_grid, region, origin, columns)
         sl, any_left = _crop_slices(pixmap, core, reach)
         return (pixmap if sl is None else np.ascontiguousarray(pixmap[sl])), sl, any_left
 
     if geometry is None:
         return make()
-    key = (*geometry, _plain_slices(region), tuple(origin), _plain_slices(core), float(reach))
+    key = (*geometry, _plain_slices(region), tuple(origin), _plain_slices(core), float(reach), _columns_digest(columns))
     return _GEOMETRY.get(key, make, maps_folder)
+
+
+def _columns_digest(columns) -> str | None:
+    if columns is None:
+        return None
+    return hashlib.sha1(b"".join(np.ascontiguousarray(c, dtype=np.int64).tobytes() for c in columns)).hexdigest()
 
 
 def _plain_slices(slices) -> tuple:
     return tuple((s.start, s.stop) for s in slices)
 
 
-def _pair_task(window, cut, wcs_exposure, wcs_grid, *, kind, region, origin, geometry=None, maps_folder=None, **kwargs):
+def _pair_task(
+    window, cut, wcs_exposure, wcs_grid, *, kind, region, origin, geometry=None, maps_folder=None, columns=None, **kwargs,
+):
     """One pair's task: pixel map in the window frame, cropped to what matters, then the operator of ``kind``."""
     pixmap, sl, any_left = _pair_geometry(
         wcs_exposure, wcs_grid, region=region, origin=origin, core=kwargs["core"], reach=kwargs["reach"], geometry=geometry,
-        maps_folder=maps_folder,
+        maps_folder=maps_folder, columns=columns,
     )
     if sl is not None:
         cut = {k: np.asarray(v)[sl] for k, v in cut.items()}
@@ -921,7 +937,7 @@ def _pair_graph(kind, image_by_group, plan: ForwardPlan, source, options: dict, 
                 kwargs = {
                     "region": p.cut, "origin": (win[1].start, win[0].start), "core": core,
                     "reach": plan.reach[k], "weight": plan.weight, "exptime": plan.exptimes[k],
-                    "geometry": plan.geometry[k], "maps_folder": plan.maps_folder,
+                    "geometry": plan.geometry[k], "maps_folder": plan.maps_folder, "columns": p.columns,
                 }
                 if kind in _SUMS_ONLY:
                     kwargs["shape"] = (win[0].stop - win[0].start, win[1].stop - win[1].start)

@@ -208,14 +208,19 @@ def _blot_kernel(xc, yc, image, valid, num, den, jaco):
 def _drizzle_kernel(xc, yc, planes, powers, out):
     n_planes = planes.shape[0]
     ny_out, nx_out = out.shape[1], out.shape[2]
+    # per input pixel, the planes it adds to and their values: tested once a pixel, not once an overlap
+    use = np.empty(n_planes, dtype=np.int64)
+    val = np.empty(n_planes)
     for j in range(xc.shape[1]):
         for i in range(xc.shape[2]):
-            nonzero = False
+            n_use = 0
             for p in range(n_planes):
                 v = planes[p, j, i]
-                if v != 0.0 and np.isfinite(v):
-                    nonzero = True
-            if not nonzero:  # adds nothing anywhere: no overlaps to compute
+                if v != 0.0 and np.isfinite(v):  # NaN and infinities count as 0
+                    use[n_use] = p
+                    val[n_use] = v
+                    n_use += 1
+            if n_use == 0:  # adds nothing anywhere: no overlaps to compute
                 continue
             x0, x1, x2, x3 = xc[0, j, i], xc[1, j, i], xc[2, j, i], xc[3, j, i]
             y0, y1, y2, y3 = yc[0, j, i], yc[1, j, i], yc[2, j, i], yc[3, j, i]
@@ -231,10 +236,9 @@ def _drizzle_kernel(xc, yc, planes, powers, out):
                     if a == 0.0:
                         continue
                     f = a / jac
-                    for p in range(n_planes):
-                        v = planes[p, j, i]
-                        if v != 0.0 and np.isfinite(v):  # NaN and infinities count as 0
-                            out[p, jj, ii] += (f if powers[p] == 1 else f * f) * v
+                    for q in range(n_use):
+                        p = use[q]
+                        out[p, jj, ii] += (f if powers[p] == 1 else f * f) * val[q]
 
 
 def _corners(xc, yc):

@@ -8,6 +8,8 @@ variances. Tiled graphs must equal it to 1e-5 (float64 graphs, float32 inputs) o
 
 from __future__ import annotations
 
+import dataclasses
+
 import dask
 import dask.array as da
 import numpy as np
@@ -20,9 +22,10 @@ from hypothesis import strategies as st
 from scipy.signal import fftconvolve
 
 from mosaic.coadd.drizzle import drizzle_mosaic
-from mosaic.coadd.forward import backproject, data_residual, normalisation, plan_forward
+from mosaic.coadd.forward import _pixmap, backproject, data_residual, normalisation, plan_forward, release_pixel_maps
 from mosaic.coadd.updc import ExposureSource, prepare_psfs
 from mosaic.io.cal import read_exposures
+from mosaic.io.grid import MosaicGrid
 from mosaic.ops.drizzle import blot_exact, blot_interp, drizzle_linear, weight_map
 from mosaic.psf.files import read_psf
 from mosaic.simulate import SimConfig, simulate_field
@@ -347,3 +350,59 @@ def test_normalisation_pass_drizzles_iteration_zero_like_the_drizzle_package(sim
         ok = np.isfinite(want)
         np.testing.assert_allclose(got[name][ok], want[ok], rtol=0, atol=2e-6 * np.abs(want[ok]).max(), err_msg=name)
     np.testing.assert_array_equal(got["con"], ref["con"].values)
+
+
+@pytest.fixture(scope="module")
+def rotated(tmp_path_factory, field_factory):
+    """Three SIP exposures rolled 0, 35 and 70 degrees against each other (the grid follows the first)."""
+    f = field_factory(tmp_path_factory.mktemp("rotated"), dithers=[(0.0, 0.0, 0.0), (1.1, -0.6, 35.0), (-0.8, 0.9, 70.0)])
+    ds = read_exposures(f.paths)
+    grid = MosaicGrid.from_exposures(ds.attrs["wcs"], [f.shape] * 3, psr=0.5)
+    return ds, grid
+
+
+@settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ty=st.integers(97, 260), tx=st.integers(89, 260))
+def test_mapping_only_the_reaching_columns_changes_nothing(rotated, ty, tx):
+    """Pairs map only the exposure columns that can reach their tile (row by row, NaN elsewhere):
+    every pass (back-projection with variances, residual, normalisation and iteration 0's drizzle)
+    is the same to the bit as with the whole cut-out box mapped, on rotated exposures and awkward
+    tilings, and the rotated cut-outs map far fewer pixels."""
+    ds, grid = rotated
+    grid = grid.with_tiling((ty, tx))
+    yy, xx = np.mgrid[: grid.shape[0], : grid.shape[1]]
+    image = 0.3 + np.exp(-((yy - grid.shape[0] / 2) ** 2 + (xx - grid.shape[1] / 3) ** 2) / 400.0)
+    psf = np.exp(-(np.arange(-7, 8)[:, None] ** 2 + np.arange(-7, 8)[None] ** 2) / 6.0)
+    by_rows = plan_forward(ds, grid, prepare_psfs(psf, 3))
+    boxes = dataclasses.replace(by_rows, pairs={t: [dataclasses.replace(p, columns=None) for p in ps] for t, ps in by_rows.pairs.items()})
+    assert all(p.columns is not None for ps in by_rows.pairs.values() for p in ps)
+
+    def passes(plan):
+        source = ExposureSource(ds, variances=True)
+        bp = backproject(image, plan, source, variances=True, mock_floor=1e-6, pedestal=0.05, damping=1.0)
+        den, planes = normalisation(plan, ExposureSource(ds), drizzle=True)
+        return dask.compute(bp.num, *bp.var, bp.resid, bp.chi2, data_residual(image, plan, source, chi2=True), den, planes, scheduler="sync")
+
+    got = passes(by_rows)
+    release_pixel_maps()  # nothing kept from the first passes
+    want = passes(boxes)
+    for a, b in zip(got[:-1], want[:-1], strict=True):
+        np.testing.assert_array_equal(a, b)
+    for name in want[-1]:
+        np.testing.assert_array_equal(got[-1][name], want[-1][name], err_msg=name)
+    assert np.abs(got[0]).max() > 0
+
+
+def test_rotated_cut_outs_map_only_the_pixels_that_reach_their_tile(rotated):
+    """The exposure rolled 35 degrees against the grid maps under 3/4 of its cut-out boxes' pixels."""
+    ds, grid = rotated
+    plan = plan_forward(ds, grid.with_tiling((120, 120)), prepare_psfs(np.ones((5, 5)), 3))
+
+    def mapped(k, by_rows):
+        n = 0
+        for p in (p for ps in plan.pairs.values() for p in ps if p.exposure == k):
+            pm = _pixmap(plan.wcs[k], plan.grid_wcs, p.cut, (p.window[1].start, p.window[0].start), p.columns if by_rows else None)
+            n += int(np.isfinite(pm[..., 0]).sum())
+        return n
+
+    assert mapped(1, True) < 0.75 * mapped(1, False)

@@ -231,8 +231,10 @@ def test_errors_of_iteration_zero_are_the_drizzle_errors(small_field, exposures,
     covered = np.isfinite(ref.out_img)
     np.testing.assert_allclose(it0["sci"].values[covered], ref.out_img[covered], rtol=RTOL, atol=RTOL * np.nanmax(ref.out_img))
     err = np.sqrt(np.sum([np.nan_to_num(v.astype(float)) for v in ref.out_img2], axis=0))
-    np.testing.assert_allclose(it0["err"].values[covered], err[covered], rtol=RTOL)
-    np.testing.assert_allclose(it0["wht"].values, ref.out_wht, rtol=RTOL)
+    # each pixel to RTOL, or 1e-6 of the largest: the pixel maps differ from astropy's by ~1e-8
+    # pixel (rounding), a large part of a sliver overlap's tiny weight at a coverage edge
+    np.testing.assert_allclose(it0["err"].values[covered], err[covered], rtol=RTOL, atol=1e-6 * err[covered].max())
+    np.testing.assert_allclose(it0["wht"].values, ref.out_wht, rtol=RTOL, atol=1e-6 * ref.out_wht.max())
 
 
 def test_weights_follow_the_read_noise_variance(untiled):
