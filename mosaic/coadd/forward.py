@@ -271,7 +271,8 @@ def plan_forward(
         for k in range(n):
             if t.index in cutouts[k]:
                 c = cutouts[k][t.index]
-                pairs.setdefault(t.index, []).append(Pair(k, t.index, c.region, window, t.core, columns=(c.lo, c.hi)))
+                columns = (c.lo.astype(np.int32), c.hi.astype(np.int32))  # they travel with every pass's tasks
+                pairs.setdefault(t.index, []).append(Pair(k, t.index, c.region, window, t.core, columns=columns))
     if not pairs:
         msg = f"none of the {n} exposures ({names[0]}, ...) lands on the output grid; nothing to deconvolve"
         raise InputError(msg)
