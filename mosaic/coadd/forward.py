@@ -600,8 +600,9 @@ def _pair_residual(window, cut, pixmap, *, core, reach, blot, interp, weight, ex
 
 def _pixmap(wcs_exposure, wcs_grid, region, origin, columns=None):
     # with columns, only the pixels that can reach the core and their neighbours are mapped (the
-    # corners of a pixel read the rows next to it); the rest is NaN, which every kernel skips
-    return calc_pixmap(wcs_exposure.get(), wcs_grid.get(), region, offset=origin, columns=columns, halo_rows=1)
+    # corners of a pixel read the rows next to it); the rest is NaN, which every kernel skips.
+    # Compiled TAN-SIP maps: the pair tasks run Numba kernels anyway
+    return calc_pixmap(wcs_exposure.get(), wcs_grid.get(), region, offset=origin, columns=columns, halo_rows=1, compiled=True)
 
 
 def _crop_slices(pixmap, core, reach):

@@ -101,6 +101,35 @@ def _jacobian(x0, y0, x1, y1, x2, y2, x3, y3):
 
 
 @numba.njit(**_JIT)
+def _edges(x0, y0, x1, y1, x2, y2, x3, y3, jac, ex):
+    """Fill ``ex`` (4 x 5) with the quadrilateral's edges for :func:`_clear_of`.
+
+    Per edge from corner ``k`` to ``k + 1``: its direction times the orientation (drizzle's
+    Jacobian is negative for counter-clockwise corners), its start, and the half-width of a
+    unit square across it less a rounding margin.
+    """
+    s = -1.0 if jac > 0.0 else 1.0
+    ex[0, 0], ex[0, 1], ex[0, 2], ex[0, 3] = s * (x1 - x0), s * (y1 - y0), x0, y0
+    ex[1, 0], ex[1, 1], ex[1, 2], ex[1, 3] = s * (x2 - x1), s * (y2 - y1), x1, y1
+    ex[2, 0], ex[2, 1], ex[2, 2], ex[2, 3] = s * (x3 - x2), s * (y3 - y2), x2, y2
+    ex[3, 0], ex[3, 1], ex[3, 2], ex[3, 3] = s * (x0 - x3), s * (y0 - y3), x3, y3
+    for k in range(4):
+        span = abs(ex[k, 0]) + abs(ex[k, 1])
+        ex[k, 4] = 0.5 * span + 1e-9 * span
+
+
+@numba.njit(**_JIT)
+def _clear_of(ii, jj, ex):
+    """Whether output pixel ``(jj, ii)`` lies wholly outside the quadrilateral, by more than
+    rounding: beyond one of its edges (the separating-axis test). ``_boxer`` is exactly 0 for
+    such a pixel (every ``_sgarea`` term is); this test skips its four calls and their divisions."""
+    for k in range(4):
+        if ex[k, 0] * (jj - ex[k, 3]) - ex[k, 1] * (ii - ex[k, 2]) + ex[k, 4] < 0.0:
+            return True
+    return False
+
+
+@numba.njit(**_JIT)
 def _row_padded(p, j, i, c):
     """``p[j, i, c]`` with a row of linear extrapolation above and below (``0 <= i < nx``)."""
     ny = p.shape[0]
@@ -183,6 +212,7 @@ def _box(x0, y0, x1, y1, x2, y2, x3, y3, ny_out, nx_out):
 @numba.njit(**_JIT)
 def _blot_kernel(xc, yc, image, valid, num, den, jaco):
     ny_out, nx_out = image.shape
+    ex = np.empty((4, 5))
     for j in range(xc.shape[1]):
         for i in range(xc.shape[2]):
             x0, x1, x2, x3 = xc[0, j, i], xc[1, j, i], xc[2, j, i], xc[3, j, i]
@@ -190,12 +220,16 @@ def _blot_kernel(xc, yc, image, valid, num, den, jaco):
             if not _all_finite(x0, y0, x1, y1, x2, y2, x3, y3):
                 jaco[j, i] = 0.0
                 continue
-            jaco[j, i] = _jacobian(x0, y0, x1, y1, x2, y2, x3, y3)
+            jac = _jacobian(x0, y0, x1, y1, x2, y2, x3, y3)
+            jaco[j, i] = jac
+            _edges(x0, y0, x1, y1, x2, y2, x3, y3, jac, ex)
             i0, ni, j0, nj = _box(x0, y0, x1, y1, x2, y2, x3, y3, ny_out, nx_out)
             s = 0.0
             c = 0.0
             for jj in range(j0, j0 + nj):
                 for ii in range(i0, i0 + ni):
+                    if _clear_of(ii, jj, ex):
+                        continue
                     a = _boxer(ii, jj, x0, y0, x1, y1, x2, y2, x3, y3)
                     if a != 0.0 and valid[jj, ii]:
                         s += a * image[jj, ii]
@@ -211,6 +245,7 @@ def _drizzle_kernel(xc, yc, planes, powers, out):
     # per input pixel, the planes it adds to and their values: tested once a pixel, not once an overlap
     use = np.empty(n_planes, dtype=np.int64)
     val = np.empty(n_planes)
+    ex = np.empty((4, 5))
     for j in range(xc.shape[1]):
         for i in range(xc.shape[2]):
             n_use = 0
@@ -229,9 +264,12 @@ def _drizzle_kernel(xc, yc, planes, powers, out):
             jac = _jacobian(x0, y0, x1, y1, x2, y2, x3, y3)
             if jac == 0.0:
                 continue
+            _edges(x0, y0, x1, y1, x2, y2, x3, y3, jac, ex)
             i0, ni, j0, nj = _box(x0, y0, x1, y1, x2, y2, x3, y3, ny_out, nx_out)
             for jj in range(j0, j0 + nj):
                 for ii in range(i0, i0 + ni):
+                    if _clear_of(ii, jj, ex):
+                        continue
                     a = _boxer(ii, jj, x0, y0, x1, y1, x2, y2, x3, y3)
                     if a == 0.0:
                         continue
@@ -340,6 +378,7 @@ def _largest_box(xc, yc, ny_out, nx_out):
 
 @numba.njit(**_JIT)
 def _table_kernel(xc, yc, ny_out, nx_out, box, area, jaco):
+    ex = np.empty((4, 5))
     for j in range(xc.shape[1]):
         for i in range(xc.shape[2]):
             x0, x1, x2, x3 = xc[0, j, i], xc[1, j, i], xc[2, j, i], xc[3, j, i]
@@ -349,13 +388,15 @@ def _table_kernel(xc, yc, ny_out, nx_out, box, area, jaco):
                 box[j, i, 1] = 0
                 box[j, i, 3] = 0
                 continue
-            jaco[j, i] = _jacobian(x0, y0, x1, y1, x2, y2, x3, y3)
+            jac = _jacobian(x0, y0, x1, y1, x2, y2, x3, y3)
+            jaco[j, i] = jac
+            _edges(x0, y0, x1, y1, x2, y2, x3, y3, jac, ex)
             i0, ni, j0, nj = _box(x0, y0, x1, y1, x2, y2, x3, y3, ny_out, nx_out)
             box[j, i, 0], box[j, i, 1], box[j, i, 2], box[j, i, 3] = i0, ni, j0, nj
             k = 0
             for jj in range(j0, j0 + nj):
                 for ii in range(i0, i0 + ni):
-                    area[j, i, k] = _boxer(ii, jj, x0, y0, x1, y1, x2, y2, x3, y3)
+                    area[j, i, k] = 0.0 if _clear_of(ii, jj, ex) else _boxer(ii, jj, x0, y0, x1, y1, x2, y2, x3, y3)
                     k += 1
 
 

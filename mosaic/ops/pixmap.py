@@ -2,10 +2,12 @@
 
 This module is the boundary between WCS objects and the drizzle operators: functions here take
 WCSs and return arrays; every operator in :mod:`mosaic.ops.drizzle` takes only those arrays (the
-habit of the ``drizzle`` package). Between an exposure's TAN-SIP frame and a TAN grid the map is
-one compiled pass (:mod:`mosaic.ops.tan_sip`, about a fifth of astropy's time; equal to the
-``drizzle`` package's ``calc_pixmap`` to about 1e-8 pixel, the rounding of astropy's degrees);
-for any other WCS it makes the package's two astropy calls, and equals its map bit for bit.
+habit of the ``drizzle`` package, whose ``calc_pixmap`` we follow call for call so that our maps
+equal its maps bit for bit). With ``compiled=True`` a map between an exposure's TAN-SIP frame
+and a TAN grid is one compiled pass instead (:mod:`mosaic.ops.tan_sip`: a fifth of astropy's
+time, equal to its map to about 1e-8 pixel, the rounding of astropy's degrees), for processes
+that run Numba kernels anyway (UPDC's pair tasks): loading Numba costs a process about 0.6 s,
+more than a small drizzle's maps.
 
 A *pixel map* of an exposure region is an array of shape ``(ny, nx, 2)``: ``pixmap[j, i]`` is the
 ``(x, y)`` position, in output pixels, of the centre of exposure pixel ``(region y start + j,
@@ -24,8 +26,6 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-
-from mosaic.ops.tan_sip import tan_sip_map
 
 __all__ = [
     "Cutout",
@@ -51,6 +51,7 @@ CUTOUT_PAD = 3
 
 def calc_pixmap(
     wcs_from, wcs_to, region=None, *, shape=None, offset=(0, 0), columns=None, halo_rows: int | None = None,
+    compiled: bool = False,
 ) -> np.ndarray:
     """Pixel map of (a region of) an exposure onto an output frame.
 
@@ -78,6 +79,8 @@ def calc_pixmap(
         Rows around a row whose needed columns it maps too (with ``columns``):
         :data:`SPAN_HALO_ROWS` by default, for drizzle's row bands; 1 is enough for the pixel
         corners alone (:func:`pixel_corners`).
+    compiled : bool
+        Map TAN-SIP onto TAN frames with :mod:`mosaic.ops.tan_sip` (see :func:`transform`).
 
     Returns
     -------
@@ -92,32 +95,37 @@ def calc_pixmap(
         region = (slice(0, shape[0]), slice(0, shape[1]))
     ys, xs = region
     if columns is None:
-        pixmap = _map_box(wcs_from, wcs_to, ys, xs)
+        pixmap = _map_box(wcs_from, wcs_to, ys, xs, compiled)
     else:
-        pixmap = _map_rows(wcs_from, wcs_to, ys, xs, columns, SPAN_HALO_ROWS if halo_rows is None else int(halo_rows))
+        halo = SPAN_HALO_ROWS if halo_rows is None else int(halo_rows)
+        pixmap = _map_rows(wcs_from, wcs_to, ys, xs, columns, halo, compiled)
     if offset[0] or offset[1]:
         pixmap[..., 0] -= offset[0]
         pixmap[..., 1] -= offset[1]
     return pixmap
 
 
-def transform(wcs_from, wcs_to, x, y) -> tuple[np.ndarray, np.ndarray]:
+def transform(wcs_from, wcs_to, x, y, *, compiled: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Positions in ``wcs_to``'s pixels of ``wcs_from``'s pixels ``(x, y)`` (0-based).
 
-    The compiled TAN-SIP map where both frames qualify (:func:`mosaic.ops.tan_sip.tan_sip_map`),
-    else the same two astropy calls as ``drizzle.utils.calc_pixmap``. Per pixel: a subset of
-    pixels maps to the same numbers as the whole.
+    The same two astropy calls as ``drizzle.utils.calc_pixmap``; with ``compiled``, the compiled
+    TAN-SIP map where both frames qualify (:func:`mosaic.ops.tan_sip.tan_sip_map`). Per pixel
+    either way: a subset of pixels maps to the same numbers as the whole.
     """
-    fast = tan_sip_map(wcs_from, wcs_to)
-    if fast is not None:
-        return fast(x, y)
+    if compiled:
+        from mosaic.ops.tan_sip import tan_sip_map  # noqa: PLC0415  (Numba: only where asked)
+
+        fast = tan_sip_map(wcs_from, wcs_to)
+        if fast is not None:
+            return fast(x, y)
     ox, oy = wcs_to.world_to_pixel_values(*wcs_from.pixel_to_world_values(x, y))
     return np.asarray(ox, dtype=np.float64), np.asarray(oy, dtype=np.float64)
 
 
-def _map_box(wcs_from, wcs_to, ys: slice, xs: slice) -> np.ndarray:
+def _map_box(wcs_from, wcs_to, ys: slice, xs: slice, compiled: bool = False) -> np.ndarray:
     y, x = np.mgrid[ys.start : ys.stop, xs.start : xs.stop].astype(np.float64)
-    return np.dstack(transform(wcs_from, wcs_to, x, y))
+    # without compiled: the same two calls as drizzle.utils.calc_pixmap, its map bit for bit
+    return np.dstack(transform(wcs_from, wcs_to, x, y, compiled=compiled))
 
 
 #: rows around a row whose needed columns the row maps too: drizzle's row bands (32 rows, see
@@ -125,7 +133,7 @@ def _map_box(wcs_from, wcs_to, ys: slice, xs: slice) -> np.ndarray:
 SPAN_HALO_ROWS = 34
 
 
-def _map_rows(wcs_from, wcs_to, ys: slice, xs: slice, columns, halo_rows: int) -> np.ndarray:
+def _map_rows(wcs_from, wcs_to, ys: slice, xs: slice, columns, halo_rows: int, compiled: bool = False) -> np.ndarray:
     lo, hi = (np.asarray(c, dtype=np.int64) for c in columns)
     ny, nx = ys.stop - ys.start, xs.stop - xs.start
     if lo.shape != (ny,) or hi.shape != (ny,):
@@ -144,7 +152,9 @@ def _map_rows(wcs_from, wcs_to, ys: slice, xs: slice, columns, halo_rows: int) -
     row = np.repeat(np.arange(ny), n)
     col = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n) + np.repeat(c0, n)
     # one call for all the pixels: the same per-pixel arithmetic as a whole box, bit for bit
-    ox, oy = transform(wcs_from, wcs_to, (col + xs.start).astype(np.float64), (row + ys.start).astype(np.float64))
+    ox, oy = transform(
+        wcs_from, wcs_to, (col + xs.start).astype(np.float64), (row + ys.start).astype(np.float64), compiled=compiled,
+    )
     pixmap = np.full((ny, nx, 2), np.nan)
     pixmap[row, col, 0] = ox
     pixmap[row, col, 1] = oy
@@ -217,7 +227,7 @@ def lattice_pixmap(wcs_from, wcs_to, shape, *, step: int = LATTICE_STEP) -> Latt
     ys = np.unique(np.append(np.arange(0, ny, int(step)), ny - 1))
     xs = np.unique(np.append(np.arange(0, nx, int(step)), nx - 1))
     y, x = np.meshgrid(ys.astype(np.float64), xs.astype(np.float64), indexing="ij")
-    ox, oy = transform(wcs_from, wcs_to, x, y)
+    ox, oy = wcs_to.world_to_pixel_values(*wcs_from.pixel_to_world_values(x, y))
     return Lattice(ys=ys, xs=xs, xy=np.dstack([ox, oy]), shape=(ny, nx))
 
 

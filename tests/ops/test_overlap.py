@@ -215,3 +215,31 @@ def test_overlap_table_keeps_at_most_its_budget():
     assert OverlapTable.within(xc, yc, OUT, table.nbytes).nbytes == table.nbytes
     with pytest.raises(ValueError, match=r"image has shape \(3, 3\); expected the table's output shape \(80, 84\)"):
         table.blot_sums(np.ones((3, 3)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    cx=st.floats(-3.0, 3.0), cy=st.floats(-3.0, 3.0), size=st.floats(0.3, 4.0), angle=st.floats(0.0, 6.3),
+    shear=st.floats(-0.3, 0.3), flip=st.booleans(), offset=st.sampled_from([50.0, 1000.0, 9000.0]),
+)
+def test_pixels_clear_of_a_quadrilateral_have_no_overlap(cx, cy, size, angle, shear, flip, offset):
+    """The separating-axis test skips only output pixels whose drizzle overlap is exactly 0, and the
+    overlaps of the others add up to the quadrilateral's area (it lies wholly on the output)."""
+    from mosaic.ops.overlap import _box, _boxer, _clear_of, _edges, _jacobian
+
+    c, s = np.cos(angle), np.sin(angle)
+    unit = [(-0.5, -0.5), (0.5, -0.5), (0.5, 0.5), (-0.5, 0.5)]
+    if flip:
+        unit = unit[::-1]
+    xs = [offset + cx + size * (c * (u + shear * v) - s * v) for u, v in unit]
+    ys = [offset + cy + size * (s * (u + shear * v) + c * v) for u, v in unit]
+    q = (xs[0], ys[0], xs[1], ys[1], xs[2], ys[2], xs[3], ys[3])
+    ex = np.empty((4, 5))
+    _edges(*q, _jacobian(*q), ex)
+    i0, ni, j0, nj = _box(*q, 20000, 20000)
+    for jj in range(j0, j0 + nj):
+        for ii in range(i0, i0 + ni):
+            if _clear_of(ii, jj, ex):
+                assert _boxer(ii, jj, *q) == 0.0
+    total = sum(_boxer(ii, jj, *q) for jj in range(j0, j0 + nj) for ii in range(i0, i0 + ni) if not _clear_of(ii, jj, ex))
+    assert abs(abs(total) - abs(_jacobian(*q))) < 1e-9 * max(1.0, abs(_jacobian(*q)))
