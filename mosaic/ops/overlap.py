@@ -106,16 +106,23 @@ def _edges(x0, y0, x1, y1, x2, y2, x3, y3, jac, ex):
 
     Per edge from corner ``k`` to ``k + 1``: its direction times the orientation (drizzle's
     Jacobian is negative for counter-clockwise corners), its start, and the half-width of a
-    unit square across it less a rounding margin.
+    unit square across it plus a rounding margin. The test holds for convex quadrilaterals only:
+    for any other (folded or flat) the margins are infinite and no pixel is ever clear.
     """
     s = -1.0 if jac > 0.0 else 1.0
     ex[0, 0], ex[0, 1], ex[0, 2], ex[0, 3] = s * (x1 - x0), s * (y1 - y0), x0, y0
     ex[1, 0], ex[1, 1], ex[1, 2], ex[1, 3] = s * (x2 - x1), s * (y2 - y1), x1, y1
     ex[2, 0], ex[2, 1], ex[2, 2], ex[2, 3] = s * (x3 - x2), s * (y3 - y2), x2, y2
     ex[3, 0], ex[3, 1], ex[3, 2], ex[3, 3] = s * (x0 - x3), s * (y0 - y3), x3, y3
+    convex = jac != 0.0
+    for k in range(4):
+        q = (k + 1) % 4
+        # each turn must go the quadrilateral's way round (s: the product of two edges lost it)
+        if not s * (ex[k, 0] * ex[q, 1] - ex[k, 1] * ex[q, 0]) > 0.0:
+            convex = False
     for k in range(4):
         span = abs(ex[k, 0]) + abs(ex[k, 1])
-        ex[k, 4] = 0.5 * span + 1e-9 * span
+        ex[k, 4] = 0.5 * span + 1e-9 * span if convex else np.inf
 
 
 @numba.njit(**_JIT)

@@ -243,3 +243,24 @@ def test_pixels_clear_of_a_quadrilateral_have_no_overlap(cx, cy, size, angle, sh
                 assert _boxer(ii, jj, *q) == 0.0
     total = sum(_boxer(ii, jj, *q) for jj in range(j0, j0 + nj) for ii in range(i0, i0 + ni) if not _clear_of(ii, jj, ex))
     assert abs(abs(total) - abs(_jacobian(*q))) < 1e-9 * max(1.0, abs(_jacobian(*q)))
+
+
+def test_no_pixel_is_clear_of_a_folded_or_flat_quadrilateral():
+    """The separating-axis test assumes a convex quadrilateral: a folded (bow-tie) or flat one
+    skips nothing, so its overlaps stay drizzle's own signed areas."""
+    from mosaic.ops.overlap import _box, _clear_of, _edges, _jacobian
+
+    for q in [
+        (10.0, 10.0, 13.0, 13.0, 13.0, 10.0, 10.0, 13.0),  # corners 1 and 2 swapped: a bow-tie
+        (10.0, 10.0, 12.0, 11.0, 14.0, 12.0, 16.0, 13.0),  # all on one line
+        (10.0, 10.0, 14.0, 10.0, 11.0, 11.0, 10.0, 14.0),  # a dart (one reflex corner)
+    ]:
+        ex = np.empty((4, 5))
+        _edges(*q, _jacobian(*q), ex)
+        i0, ni, j0, nj = _box(*q, 100, 100)
+        assert not any(_clear_of(ii, jj, ex) for jj in range(j0, j0 + nj) for ii in range(i0, i0 + ni))
+    diamond = (20.0, 18.0, 22.0, 20.0, 20.0, 22.0, 18.0, 20.0)  # a square standing on a corner: its box's corners are clear
+    for q in (diamond, diamond[6:] + diamond[:6], tuple(np.array(diamond).reshape(4, 2)[::-1].ravel())):
+        ex = np.empty((4, 5))
+        _edges(*q, _jacobian(*q), ex)
+        assert [_clear_of(ii, jj, ex) for jj, ii in [(18, 18), (18, 22), (22, 18), (22, 22), (20, 20)]] == [True] * 4 + [False]
