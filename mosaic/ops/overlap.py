@@ -246,22 +246,29 @@ def _blot_kernel(xc, yc, image, valid, num, den, jaco):
 
 
 @numba.njit(**_JIT)
+def _planes_to_add(planes, j, i, use, val):
+    """How many planes input pixel ``(j, i)`` adds to, with their indices in ``use`` and values in
+    ``val``: tested once a pixel, not once an overlap (NaN and infinities count as 0)."""
+    n_use = 0
+    for p in range(planes.shape[0]):
+        v = planes[p, j, i]
+        if v != 0.0 and np.isfinite(v):
+            use[n_use] = p
+            val[n_use] = v
+            n_use += 1
+    return n_use
+
+
+@numba.njit(**_JIT)
 def _drizzle_kernel(xc, yc, planes, powers, out):
     n_planes = planes.shape[0]
     ny_out, nx_out = out.shape[1], out.shape[2]
-    # per input pixel, the planes it adds to and their values: tested once a pixel, not once an overlap
     use = np.empty(n_planes, dtype=np.int64)
     val = np.empty(n_planes)
     ex = np.empty((4, 5))
     for j in range(xc.shape[1]):
         for i in range(xc.shape[2]):
-            n_use = 0
-            for p in range(n_planes):
-                v = planes[p, j, i]
-                if v != 0.0 and np.isfinite(v):  # NaN and infinities count as 0
-                    use[n_use] = p
-                    val[n_use] = v
-                    n_use += 1
+            n_use = _planes_to_add(planes, j, i, use, val)
             if n_use == 0:  # adds nothing anywhere: no overlaps to compute
                 continue
             x0, x1, x2, x3 = xc[0, j, i], xc[1, j, i], xc[2, j, i], xc[3, j, i]
@@ -429,18 +436,11 @@ def _table_blot_kernel(box, area, image, valid, num, den):
 @numba.njit(**_JIT)
 def _table_drizzle_kernel(box, area, jaco, planes, powers, out):
     n_planes = planes.shape[0]
-    # per input pixel, the planes it adds to and their values: tested once a pixel, not once an overlap
     use = np.empty(n_planes, dtype=np.int64)
     val = np.empty(n_planes)
     for j in range(box.shape[0]):
         for i in range(box.shape[1]):
-            n_use = 0
-            for p in range(n_planes):
-                v = planes[p, j, i]
-                if v != 0.0 and np.isfinite(v):  # NaN and infinities count as 0
-                    use[n_use] = p
-                    val[n_use] = v
-                    n_use += 1
+            n_use = _planes_to_add(planes, j, i, use, val)
             jac = jaco[j, i]
             if n_use == 0 or jac == 0.0:  # (jac is 0 where a corner is not finite)
                 continue
