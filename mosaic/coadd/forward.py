@@ -356,12 +356,13 @@ class PairOverlaps:
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(jaco != 0, num / jaco, 0.0)
 
-    def drizzle(self, *planes, squared=()) -> list[np.ndarray]:
-        """``D x`` for each plane, then ``D² y`` for each of ``squared``, in one pass over the overlaps."""
+    def drizzle(self, *planes, squared=(), out=None) -> list[np.ndarray]:
+        """``D x`` for each plane, then ``D² y`` for each of ``squared``, in one pass over the overlaps
+        (added into ``out``, one window-shaped plane each, when given)."""
         powers = [1] * len(planes) + [2] * len(squared)
         if self.table is not None:
-            return list(self.table.drizzle_sums([*planes, *squared], powers=powers))
-        return list(drizzle_sums(self.xc, self.yc, [*planes, *squared], self.shape, powers=powers))
+            return list(self.table.drizzle_sums([*planes, *squared], powers=powers, out=out))
+        return list(drizzle_sums(self.xc, self.yc, [*planes, *squared], self.shape, powers=powers, out=out))
 
 
 #: most bytes a pair task's :class:`~mosaic.ops.overlap.OverlapTable` may take (``8 (K + 3)``
@@ -512,6 +513,7 @@ def pair_correction(
     variances: bool = False,
     pedestal: float = 0.0,
     damping: float = 0.0,
+    into=None,
 ) -> dict:
     """One pair's share of a back-projection: mock, correction, drizzle onto the core.
 
@@ -540,6 +542,10 @@ def pair_correction(
         Richardson-Lucy ratio.
     damping : float
         Damping threshold in units of the pixel's error (:func:`damping_factor`); 0: none.
+    into : numpy.ndarray, optional
+        The tile's running sums on the whole window (float64, ``D(x)`` and then the
+        ``D²`` planes of ``variances``, see :func:`_correction_sums`): the pair adds its share
+        there, and ``num`` and ``var`` are left out of the result.
 
     Returns
     -------
@@ -575,14 +581,24 @@ def pair_correction(
         )
     else:
         per_pixel = ()
-    num, *var = overlaps.drizzle(x, squared=per_pixel)
+    num, *var = overlaps.drizzle(x, squared=per_pixel, out=into)
     own = use & _owned(pixmap, core)
     d = g - m
     chi2, nchi = _chi2(d, variance, own)
-    return {
-        "num": xp.asarray(num[core]), "resid": float(np.sum(w[own] * d[own] ** 2)), "npix": int(own.sum()),
-        "chi2": chi2, "nchi": nchi, "var": tuple(xp.asarray(v[core]) for v in var),
-    }
+    sums = {"resid": float(np.sum(w[own] * d[own] ** 2)), "npix": int(own.sum()), "chi2": chi2, "nchi": nchi}
+    if into is not None:
+        return sums
+    return {"num": xp.asarray(num[core]), **sums, "var": tuple(xp.asarray(v[core]) for v in var)}
+
+
+def _correction_sums(window_shape, variances: bool) -> np.ndarray:
+    """A tile's running sums of its pairs' corrections on the window (:func:`pair_correction`'s
+    ``into``): ``D(x)``, then one ``D²`` plane per :data:`VARIANCES` with ``variances``.
+
+    One array per tile that every pair's drizzle adds into: a pair then allocates no window of
+    its own (fresh pages cost a fault each) and adds nothing afterwards.
+    """
+    return np.zeros((1 + (len(VARIANCES) if variances else 0), *window_shape), dtype=np.float64)
 
 
 def _pair_residual(window, cut, pixmap, *, core, reach, blot, interp, weight, exptime) -> dict:
@@ -841,11 +857,16 @@ def _tile_pairs(window, *cuts, kind, links, wcs_grid, wcs_exposures):
     ``wcs_exposures`` its exposure's WCS. The sums are the task's own, so they grow in place.
     """
     acc = None
+    into = _correction_sums(np.shape(window), links[0].get("variances", False)) if kind == "correction" else None
     for cut, kwargs, wcs_exposure in zip(cuts, links, wcs_exposures, strict=True):
         if isinstance(cut, CutReading):
             cut = cut()
-        part = _pair_task(window, cut, wcs_exposure, wcs_grid, kind=kind, **kwargs)
+        part = _pair_task(window, cut, wcs_exposure, wcs_grid, kind=kind, **({**kwargs, "into": into} if into is not None else kwargs))
         acc = part if acc is None else _add_into(acc, part)
+    if into is not None:  # the window's sums, cut to the core (copies: the window's planes go)
+        core, xp = links[0]["core"], array_module(window)
+        acc["num"] = xp.asarray(np.ascontiguousarray(into[0][core]))
+        acc["var"] = tuple(xp.asarray(np.ascontiguousarray(v[core])) for v in into[1:])
     return acc
 
 

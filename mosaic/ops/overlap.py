@@ -338,6 +338,15 @@ def _stack(planes, shape):
     return stack
 
 
+def _output(out, shape):
+    if out is None:
+        return np.zeros(shape, dtype=np.float64)
+    if out.shape != shape or out.dtype != np.float64 or not out.flags.c_contiguous or not out.flags.writeable:
+        msg = f"out is a {out.dtype} array of shape {out.shape}; expected a writeable C-contiguous float64 array of shape {shape}"
+        raise ValueError(msg)
+    return out
+
+
 def blot_sums(xc, yc, image) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Area-weighted sums of ``image`` under every input pixel.
 
@@ -365,7 +374,7 @@ def blot_sums(xc, yc, image) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return num, den, jaco
 
 
-def drizzle_sums(xc, yc, planes, shape, *, powers=None) -> np.ndarray:
+def drizzle_sums(xc, yc, planes, shape, *, powers=None, out=None) -> np.ndarray:
     """``sum_i (a_ij / J_i)^p x_i`` on an output of ``shape``, for each plane ``x``.
 
     Parameters
@@ -379,16 +388,19 @@ def drizzle_sums(xc, yc, planes, shape, *, powers=None) -> np.ndarray:
     powers : sequence of int, optional
         Power of ``a_ij / J_i`` for each plane: 1 (the linear drizzle ``D``) or 2 (``D²``,
         for variances). All 1 by default.
+    out : numpy.ndarray, optional
+        A C-contiguous float64 ``(len(planes), ny_out, nx_out)`` array to add the sums into (a
+        running sum over several inputs, with no output of its own to allocate and add).
 
     Returns
     -------
     numpy.ndarray
-        ``(len(planes), ny_out, nx_out)`` float64.
+        ``(len(planes), ny_out, nx_out)`` float64: ``out`` when given.
     """
     xc, yc = _corners(xc, yc)
     stack = _stack(planes, xc.shape[1:])
     powers = _powers(powers, len(stack))
-    out = np.zeros((len(stack), int(shape[0]), int(shape[1])), dtype=np.float64)
+    out = _output(out, (len(stack), int(shape[0]), int(shape[1])))
     _drizzle_kernel(xc, yc, stack, powers, out)
     return out
 
@@ -536,10 +548,11 @@ class OverlapTable:
         _table_blot_kernel(self.box, self.area, img, np.ascontiguousarray(valid), num, den)
         return num, den, self.jaco.copy()
 
-    def drizzle_sums(self, planes, *, powers=None) -> np.ndarray:
-        """:func:`drizzle_sums` from the kept areas: ``(len(planes), ny_out, nx_out)`` float64."""
+    def drizzle_sums(self, planes, *, powers=None, out=None) -> np.ndarray:
+        """:func:`drizzle_sums` from the kept areas: ``(len(planes), ny_out, nx_out)`` float64
+        (added into ``out`` when given)."""
         stack = _stack(planes, self.input_shape)
         powers = _powers(powers, len(stack))
-        out = np.zeros((len(stack), *self.shape), dtype=np.float64)
+        out = _output(out, (len(stack), *self.shape))
         _table_drizzle_kernel(self.box, self.area, self.jaco, stack, powers, out)
         return out

@@ -329,3 +329,21 @@ def test_inputs_larger_than_a_block_are_covered_once(angle, scale, seed):
     table = OverlapTable(xc, yc, OUT)
     np.testing.assert_array_equal(table.drizzle_sums([x])[0], got)
     np.testing.assert_array_equal(table.blot_sums(y)[0], num)
+
+
+def test_sums_add_into_a_given_output():
+    """``out`` takes a running sum over inputs: on the fly and from a table, the same as adding
+    each input's own sums; an output of the wrong shape or type is named."""
+    rng = np.random.default_rng(5)
+    first = pixel_corners(_pixmap((12, 13), scale=1.8, angle=0.3, shift=(2.0, -1.0), warp=0.1))
+    second = pixel_corners(_pixmap((9, 15), scale=2.1, angle=2.0, shift=(-3.0, 4.0), warp=0.0))
+    a, b = [rng.normal(size=(12, 13)), rng.uniform(size=(12, 13))], [rng.normal(size=(9, 15)), rng.uniform(size=(9, 15))]
+    want = drizzle_sums(*first, a, OUT, powers=[1, 2]) + drizzle_sums(*second, b, OUT, powers=[1, 2])
+    out = np.zeros((2, *OUT))
+    assert drizzle_sums(*first, a, OUT, powers=[1, 2], out=out) is out
+    assert OverlapTable(*second, OUT).drizzle_sums(b, powers=[1, 2], out=out) is out
+    np.testing.assert_allclose(out, want, rtol=1e-13, atol=1e-15)
+    with pytest.raises(ValueError, match=r"out is a float32 array of shape \(2, 80, 84\); expected a writeable C-contiguous float64"):
+        drizzle_sums(*first, a, OUT, out=np.zeros((2, *OUT), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"expected a writeable C-contiguous float64 array of shape \(1, 80, 84\)"):
+        OverlapTable(*second, OUT).drizzle_sums(b[:1], out=np.zeros((2, *OUT)))
