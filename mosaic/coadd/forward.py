@@ -15,9 +15,10 @@ in PSF group ``G`` (exposures that share one PSF),
 
 ``D_k`` is the linear drizzle with pixfrac 1 (as :func:`mosaic.ops.drizzle.drizzle_linear`),
 ``D_k^h`` its exact transpose (as :func:`~mosaic.ops.drizzle.blot_exact`, the default) or
-drizzle's interpolating blot; both exact operators come from one :class:`PairOverlaps` per task,
-which computes drizzle's overlap areas (compiled, :mod:`mosaic.ops.overlap`) once for the
-task's blot and drizzle, and keeps them only while the task runs. Only
+drizzle's interpolating blot. With the exact blot, a correction pass takes each pixel's
+overlap areas (drizzle's geometry, compiled: :mod:`mosaic.ops.overlap`) once and uses them at
+once: it blots, corrects and drizzles back pixel by pixel (:mod:`mosaic.ops.correction`), so no
+overlaps are kept. Every pair of a tile adds into one running sum on the tile's window. Only
 the pairs' pixel maps (WCS transformations, the dearer part) are kept by the worker processes
 from one pass to the next, within a memory budget (:class:`_GeometryCache`), and let go when
 the run ends. Exposures that share a PSF share its convolutions: ``sum_k B^*(x_k) = B^*(sum_k x_k)``.
@@ -71,6 +72,7 @@ from mosaic.coadd.staging import Staged, stage
 from mosaic.exceptions import InputError
 from mosaic.io.grid import MosaicGrid
 from mosaic.ops.convolve import array_module, to_host
+from mosaic.ops.correction import correction_pass
 from mosaic.ops.drizzle import (
     BLOT_METHODS,
     INTERPOLATION_HALO,
@@ -80,7 +82,7 @@ from mosaic.ops.drizzle import (
     kernel_radius,
     weight_map,
 )
-from mosaic.ops.overlap import OverlapTable, blot_sums, drizzle_sums
+from mosaic.ops.overlap import blot_sums, drizzle_sums
 from mosaic.ops.pair_variances import pixel_variances
 from mosaic.ops.pixmap import calc_pixmap, pixel_corners
 
@@ -328,10 +330,9 @@ class PairOverlaps:
     ``D`` drizzles the cut-out's pixels onto the window (square kernel, pixfrac 1, unit
     weights), ``D^T`` is its exact transpose (the exact-area blot, parts off the window counting
     as zero) and ``D²`` drizzles with squared weights (variances of ``D x``). Overlaps are
-    computed by drizzle's own geometry (:mod:`mosaic.ops.overlap`): on the fly for a single
-    pass, or, with ``passes=2`` (a blot, then a drizzle through the same pixels), once into an
-    :class:`~mosaic.ops.overlap.OverlapTable` that both passes read, while it takes at most
-    :data:`OVERLAP_TABLE_BYTES` (the same numbers to the bit either way).
+    computed on the fly in each pass by drizzle's own geometry (:mod:`mosaic.ops.overlap`); a
+    correction pass, which blots and drizzles back through the same pixels, takes them once in
+    :func:`mosaic.ops.correction.correction_pass` instead.
 
     Parameters
     ----------
@@ -339,20 +340,15 @@ class PairOverlaps:
         ``(ny, nx, 2)`` positions of the cut-out's pixels in the window frame.
     shape : tuple of int
         Shape of the window.
-    passes : int
-        How many passes the task makes through these overlaps.
     """
 
-    def __init__(self, pixmap, shape, *, passes: int = 1):
+    def __init__(self, pixmap, shape):
         self.shape = tuple(int(s) for s in shape)
         self.xc, self.yc = pixel_corners(np.asarray(pixmap, dtype=np.float64), pixfrac=1.0)
-        self.table = OverlapTable.within(self.xc, self.yc, self.shape, OVERLAP_TABLE_BYTES) if passes > 1 else None
-        if self.table is not None:
-            self.xc = self.yc = None  # the table holds all a pass needs
 
     def blot(self, image) -> np.ndarray:
         """``D^T image``: ``sum_j a_ij image_j / J_i`` under each pixel (off-window parts count 0)."""
-        num, _, jaco = self.table.blot_sums(image) if self.table is not None else blot_sums(self.xc, self.yc, image)
+        num, _, jaco = blot_sums(self.xc, self.yc, image)
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(jaco != 0, num / jaco, 0.0)
 
@@ -360,15 +356,7 @@ class PairOverlaps:
         """``D x`` for each plane, then ``D² y`` for each of ``squared``, in one pass over the overlaps
         (added into ``out``, one window-shaped plane each, when given)."""
         powers = [1] * len(planes) + [2] * len(squared)
-        if self.table is not None:
-            return list(self.table.drizzle_sums([*planes, *squared], powers=powers, out=out))
         return list(drizzle_sums(self.xc, self.yc, [*planes, *squared], self.shape, powers=powers, out=out))
-
-
-#: most bytes a pair task's :class:`~mosaic.ops.overlap.OverlapTable` may take (``8 (K + 3)``
-#: per cut-out pixel, ``K`` = 16 at 2x upsampling: 39 MiB for a 520² cut-out); past it, each
-#: pass computes the overlaps again
-OVERLAP_TABLE_BYTES = 256 << 20
 
 
 def pair_mock(window, pixmap, *, blot: str = "exact", interp: str = "poly5", overlaps=None) -> np.ndarray:
@@ -557,31 +545,26 @@ def pair_correction(
     """
     xp = array_module(window)
     window = to_host(window).astype(np.float64, copy=False)
-    w = _weights(cut, pixmap, core, reach, weight=weight, exptime=exptime)
-    overlaps = PairOverlaps(pixmap, window.shape, passes=2 if blot == "exact" else 1)
-    m = pair_mock(window, pixmap, blot=blot, interp=interp, overlaps=overlaps)
-    use = w > 0
-    g = np.where(use, np.asarray(cut["sci"], dtype=np.float64), 0.0)
-    m = np.where(use, m, 0.0)
-    variance, _ = pixel_variances([cut.get(v) for v in VARIANCES], w, m, scaled=False)
-    u = damping_factor(g, m, variance, damping)
-    if correction == "ratio":
-        ok = use & (m + pedestal > mock_floor)
-        ratio = np.divide(np.maximum(g + pedestal, 0.0), m + pedestal, out=np.ones_like(g), where=ok)
-        x = w * (1.0 + u * (ratio - 1.0)) if damping > 0 else w * ratio
-    elif correction == "difference":
-        x = w * u * (g - m)
-    else:
+    if correction not in CORRECTIONS:
         msg = f"correction {correction!r} is not supported; expected one of {CORRECTIONS}"
         raise ValueError(msg)
-    if variances:
-        against = m + pedestal if correction == "ratio" else m
-        _, per_pixel = pixel_variances(
-            [cut.get(v) for v in VARIANCES], w * u, against, scaled=True, ratio=correction == "ratio", mock_floor=mock_floor,
+    w = _weights(cut, pixmap, core, reach, weight=weight, exptime=exptime)
+    use = w > 0
+    components = [cut.get(v) for v in VARIANCES]
+    options = {"correction": correction, "pedestal": pedestal, "mock_floor": mock_floor, "damping": damping, "variances": variances}
+    if blot == "exact":
+        # one compiled loop: each pixel's overlaps blot the window, and the pixel's correction
+        # goes back through the same overlaps at once
+        xc, yc = pixel_corners(np.asarray(pixmap, dtype=np.float64), pixfrac=1.0)
+        m, (num, *var) = correction_pass(
+            xc, yc, window, w, cut["sci"], components, damping_power=DAMPING_POWER, out=into, **options,
         )
+        g = np.where(use, np.asarray(cut["sci"], dtype=np.float64), 0.0)
+        variance, _ = pixel_variances(components, w, m, scaled=False)
     else:
-        per_pixel = ()
-    num, *var = overlaps.drizzle(x, squared=per_pixel, out=into)
+        m = pair_mock(window, pixmap, blot=blot, interp=interp)
+        g, m, variance, x, per_pixel = correction_planes(cut["sci"], m, w, components, **options)
+        num, *var = PairOverlaps(pixmap, window.shape).drizzle(x, squared=per_pixel, out=into)
     own = use & _owned(pixmap, core)
     d = g - m
     chi2, nchi = _chi2(d, variance, own)
@@ -589,6 +572,32 @@ def pair_correction(
     if into is not None:
         return sums
     return {"num": xp.asarray(num[core]), **sums, "var": tuple(xp.asarray(v[core]) for v in var)}
+
+
+def correction_planes(sci, m, w, components, *, correction, pedestal, mock_floor, damping, variances):
+    """The correction of every pixel of a cut-out from its mock, in NumPy (:func:`pair_correction`).
+
+    Returns ``(g, m, variance, x, per_pixel)``: the data and the mock (0 where ``w <= 0``), the
+    total variance, the correction ``x`` and, with ``variances``, the three scaled variances to
+    drizzle with squared weights (else empty). :func:`mosaic.ops.correction.correction_pass`
+    computes the same, pixel by pixel, inside the exact blot and drizzle.
+    """
+    use = w > 0
+    g = np.where(use, np.asarray(sci, dtype=np.float64), 0.0)
+    m = np.where(use, m, 0.0)
+    variance, _ = pixel_variances(components, w, m, scaled=False)
+    u = damping_factor(g, m, variance, damping)
+    if correction == "ratio":
+        ok = use & (m + pedestal > mock_floor)
+        ratio = np.divide(np.maximum(g + pedestal, 0.0), m + pedestal, out=np.ones_like(g), where=ok)
+        x = w * (1.0 + u * (ratio - 1.0)) if damping > 0 else w * ratio
+    else:
+        x = w * u * (g - m)
+    per_pixel = ()
+    if variances:
+        against = m + pedestal if correction == "ratio" else m
+        _, per_pixel = pixel_variances(components, w * u, against, scaled=True, ratio=correction == "ratio", mock_floor=mock_floor)
+    return g, m, variance, x, per_pixel
 
 
 def _correction_sums(window_shape, variances: bool) -> np.ndarray:

@@ -3,9 +3,11 @@
 Drizzle's square kernel spreads an input pixel over the output pixels its quadrilateral
 overlaps, in proportion to the overlap areas ``a_ij``; the linear drizzle ``D`` and its
 transpose, the exact-area blot ``D^T``, are sums over the same overlaps. This module computes
-them on the fly, pixel by pixel, the way drizzle's C code does (``boxer`` and ``sgarea``), so no
-overlap matrix is ever stored: a pass costs a fraction of a microsecond per input pixel and no
-memory beyond its inputs and outputs.
+them on the fly, pixel by pixel, as drizzle's C code does (its ``boxer`` sums, for each output
+pixel, the signed areas between each edge of the quadrilateral and the pixel's bottom; here
+each edge is clipped once per output column, see :func:`_overlaps`), so no overlap matrix is
+ever stored: a pass costs a fraction of a microsecond per input pixel and no memory beyond its
+inputs and outputs.
 
 Kernels take the corners of every input pixel (:func:`mosaic.ops.pixmap.pixel_corners`, shape
 ``(4, ny, nx)`` each for x and y, in output pixels) and plain NumPy arrays; they release the GIL,
@@ -15,9 +17,8 @@ so threaded dask workers run them side by side.
   quadrilateral areas ``J_i`` (drizzle's Jacobian).
 - :func:`drizzle_sums`: ``sum_i (a_ij / J_i)^p x_i`` on the output, for several planes ``x`` at
   once, each with its power ``p`` (1 for values, 2 for their variances).
-- :class:`OverlapTable`: the overlaps of every input pixel computed once and kept, for a task
-  that blots and then drizzles through the same pixels (a UPDC correction pass): both sums then
-  read the kept areas instead of computing them again, with the same numbers to the bit.
+- :mod:`mosaic.ops.correction` uses the same areas in one pass that blots, corrects and drizzles
+  back (a UPDC correction pass).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["OverlapTable", "blot_sums", "corners", "drizzle_sums"]
+__all__ = ["blot_sums", "corners", "drizzle_sums"]
 
 _JIT = {"nogil": True, "cache": True}
 
@@ -209,8 +210,8 @@ def corners(pixmap: np.ndarray, pixfrac: float = 1.0) -> tuple[np.ndarray, np.nd
 # The kernels keep a pixel's corners in scalars (registers), not in small arrays: a third
 # faster. They walk the input in blocks of _BLOCK x _BLOCK pixels, whose overlaps land in a
 # patch of the output small enough to stay in the core's cache (a row of a rotated cut-out
-# sweeps across the whole window); table and on-the-fly kernels walk in the same order, so
-# their sums are the same to the bit.
+# sweeps across the whole window). Every kernel walks in the same order, so sums over the same
+# pixels are the same to the bit whichever kernel takes them.
 
 #: input pixels along each side of the blocks the kernels walk
 _BLOCK = 64
@@ -403,156 +404,3 @@ def drizzle_sums(xc, yc, planes, shape, *, powers=None, out=None) -> np.ndarray:
     out = _output(out, (len(stack), int(shape[0]), int(shape[1])))
     _drizzle_kernel(xc, yc, stack, powers, out)
     return out
-
-
-# -- overlaps computed once, kept for a blot and a drizzle through the same pixels ---------------
-
-
-@numba.njit(**_JIT)
-def _largest_box(xc, yc, ny_out, nx_out):
-    k = 0
-    for j in range(xc.shape[1]):
-        for i in range(xc.shape[2]):
-            x0, x1, x2, x3 = xc[0, j, i], xc[1, j, i], xc[2, j, i], xc[3, j, i]
-            y0, y1, y2, y3 = yc[0, j, i], yc[1, j, i], yc[2, j, i], yc[3, j, i]
-            if _all_finite(x0, y0, x1, y1, x2, y2, x3, y3):
-                _, ni, _, nj = _box(x0, y0, x1, y1, x2, y2, x3, y3, ny_out, nx_out)
-                k = max(k, ni * nj)
-    return k
-
-
-@numba.njit(**_JIT)
-def _table_kernel(xc, yc, ny_out, nx_out, box, area, jaco):
-    ny, nx = xc.shape[1], xc.shape[2]
-    n = max(area.shape[2], 1)
-    low, high, acc = np.empty(n), np.empty(n), np.empty(n)
-    for jb in range(0, ny, _BLOCK):
-        for ib in range(0, nx, _BLOCK):
-            for j in range(jb, min(jb + _BLOCK, ny)):
-                for i in range(ib, min(ib + _BLOCK, nx)):
-                    x0, x1, x2, x3 = xc[0, j, i], xc[1, j, i], xc[2, j, i], xc[3, j, i]
-                    y0, y1, y2, y3 = yc[0, j, i], yc[1, j, i], yc[2, j, i], yc[3, j, i]
-                    if not _all_finite(x0, y0, x1, y1, x2, y2, x3, y3):
-                        jaco[j, i] = 0.0
-                        box[j, i, 1] = 0
-                        box[j, i, 3] = 0
-                        continue
-                    jaco[j, i] = _jacobian(x0, y0, x1, y1, x2, y2, x3, y3)
-                    i0, ni, j0, nj = _box(x0, y0, x1, y1, x2, y2, x3, y3, ny_out, nx_out)
-                    box[j, i, 0], box[j, i, 1], box[j, i, 2], box[j, i, 3] = i0, ni, j0, nj
-                    _overlaps(x0, y0, x1, y1, x2, y2, x3, y3, i0, ni, j0, nj, low, high, acc)
-                    for k in range(ni * nj):
-                        area[j, i, k] = acc[k]
-
-
-@numba.njit(**_JIT)
-def _table_blot_kernel(box, area, image, valid, num, den):
-    ny, nx = box.shape[0], box.shape[1]
-    for jb in range(0, ny, _BLOCK):
-        for ib in range(0, nx, _BLOCK):
-            for j in range(jb, min(jb + _BLOCK, ny)):
-                for i in range(ib, min(ib + _BLOCK, nx)):
-                    i0, ni, j0, nj = box[j, i, 0], box[j, i, 1], box[j, i, 2], box[j, i, 3]
-                    s = 0.0
-                    c = 0.0
-                    k = 0
-                    for jj in range(j0, j0 + nj):
-                        for ii in range(i0, i0 + ni):
-                            a = area[j, i, k]
-                            k += 1
-                            if a != 0.0 and valid[jj, ii]:
-                                s += a * image[jj, ii]
-                                c += a
-                    num[j, i] = s
-                    den[j, i] = c
-
-
-@numba.njit(**_JIT)
-def _table_drizzle_kernel(box, area, jaco, planes, powers, out):
-    n_planes = planes.shape[0]
-    ny, nx = box.shape[0], box.shape[1]
-    use = np.empty(n_planes, dtype=np.int64)
-    val = np.empty(n_planes)
-    for jb in range(0, ny, _BLOCK):
-        for ib in range(0, nx, _BLOCK):
-            for j in range(jb, min(jb + _BLOCK, ny)):
-                for i in range(ib, min(ib + _BLOCK, nx)):
-                    n_use = _planes_to_add(planes, j, i, use, val)
-                    jac = jaco[j, i]
-                    if n_use == 0 or jac == 0.0:  # (jac is 0 where a corner is not finite)
-                        continue
-                    i0, ni, j0, nj = box[j, i, 0], box[j, i, 1], box[j, i, 2], box[j, i, 3]
-                    k = 0
-                    for jj in range(j0, j0 + nj):
-                        for ii in range(i0, i0 + ni):
-                            a = area[j, i, k]
-                            k += 1
-                            if a == 0.0:
-                                continue
-                            f = a / jac
-                            for q in range(n_use):
-                                p = use[q]
-                                out[p, jj, ii] += (f if powers[p] == 1 else f * f) * val[q]
-
-
-class OverlapTable:
-    """The overlap areas ``a_ij`` of every input pixel with the output, computed once and kept.
-
-    A UPDC correction pass blots the model through a pair's pixels and drizzles the corrections
-    back through the same pixels; :func:`blot_sums` and :func:`drizzle_sums` would each compute
-    every overlap. Here they are computed once (``K`` areas per input pixel, ``K`` the largest
-    bounding box of output pixels, 16 for a 2x upsampling) and both sums read them: the same
-    operations on the same numbers, so the same results to the bit, for ``8 (K + 3)`` bytes
-    per input pixel while the table lives.
-
-    Parameters
-    ----------
-    xc, yc : numpy.ndarray
-        ``(4, ny, nx)`` corners of the input pixels in the output frame.
-    shape : tuple of int
-        Output shape ``(ny_out, nx_out)``; overlaps off it are dropped.
-    """
-
-    def __init__(self, xc, yc, shape, *, _largest=None):
-        xc, yc = _corners(xc, yc)
-        self.shape = (int(shape[0]), int(shape[1]))
-        self.input_shape = xc.shape[1:]
-        k = _largest_box(xc, yc, *self.shape) if _largest is None else _largest
-        self.box = np.empty((*self.input_shape, 4), dtype=np.int32)
-        self.area = np.empty((*self.input_shape, k))
-        self.jaco = np.empty(self.input_shape)
-        _table_kernel(xc, yc, *self.shape, self.box, self.area, self.jaco)
-
-    @classmethod
-    def within(cls, xc, yc, shape, max_bytes: float) -> OverlapTable | None:
-        """The table, or None where it would take more than ``max_bytes``."""
-        xc, yc = _corners(xc, yc)
-        k = _largest_box(xc, yc, int(shape[0]), int(shape[1]))
-        if xc.shape[1] * xc.shape[2] * 8 * (k + 3) > max_bytes:
-            return None
-        return cls(xc, yc, shape, _largest=k)
-
-    @property
-    def nbytes(self) -> int:
-        return self.box.nbytes + self.area.nbytes + self.jaco.nbytes
-
-    def blot_sums(self, image) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """:func:`blot_sums` from the kept areas (``num``, ``den``, ``jaco``)."""
-        image = np.asarray(image, dtype=np.float64)
-        if image.shape != self.shape:
-            msg = f"image has shape {image.shape}; expected the table's output shape {self.shape}"
-            raise ValueError(msg)
-        valid = np.isfinite(image)
-        img = np.ascontiguousarray(np.where(valid, image, 0.0))
-        num, den = np.zeros(self.input_shape), np.zeros(self.input_shape)
-        _table_blot_kernel(self.box, self.area, img, np.ascontiguousarray(valid), num, den)
-        return num, den, self.jaco.copy()
-
-    def drizzle_sums(self, planes, *, powers=None, out=None) -> np.ndarray:
-        """:func:`drizzle_sums` from the kept areas: ``(len(planes), ny_out, nx_out)`` float64
-        (added into ``out`` when given)."""
-        stack = _stack(planes, self.input_shape)
-        powers = _powers(powers, len(stack))
-        out = _output(out, (len(stack), *self.shape))
-        _table_drizzle_kernel(self.box, self.area, self.jaco, stack, powers, out)
-        return out
