@@ -352,11 +352,12 @@ class PairOverlaps:
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(jaco != 0, num / jaco, 0.0)
 
-    def drizzle(self, *planes, squared=(), out=None) -> list[np.ndarray]:
+    def drizzle(self, *planes, squared=(), out=None, covered=None) -> list[np.ndarray]:
         """``D x`` for each plane, then ``D² y`` for each of ``squared``, in one pass over the overlaps
-        (added into ``out``, one window-shaped plane each, when given)."""
+        (added into ``out``, one window-shaped plane each, when given; ``covered`` as
+        :func:`~mosaic.ops.overlap.drizzle_sums`)."""
         powers = [1] * len(planes) + [2] * len(squared)
-        return list(drizzle_sums(self.xc, self.yc, [*planes, *squared], self.shape, powers=powers, out=out))
+        return list(drizzle_sums(self.xc, self.yc, [*planes, *squared], self.shape, powers=powers, out=out, covered=covered))
 
 
 def pair_mock(window, pixmap, *, blot: str = "exact", interp: str = "poly5", overlaps=None) -> np.ndarray:
@@ -400,8 +401,9 @@ def _weights(cut, pixmap, core, reach, *, weight, exptime):
     return w
 
 
-def pair_weight(cut: dict, pixmap, *, shape, core, reach: float, weight: str = "ivm", exptime: float = 1.0) -> np.ndarray:
-    """``D(w)`` on the core: the drizzled input weights of one pair (float64).
+def pair_weight(cut: dict, pixmap, *, shape, core, reach: float, weight: str = "ivm", exptime: float = 1.0, into=None):
+    """``D(w)`` on the core: the drizzled input weights of one pair (float64); with ``into`` (a
+    tile's running sum on the window, ``(1, *shape)``), added there instead (returns None).
 
     Parameters
     ----------
@@ -417,12 +419,13 @@ def pair_weight(cut: dict, pixmap, *, shape, core, reach: float, weight: str = "
         Drizzle kernel radius (output pixels).
     """
     w = _weights(cut, pixmap, core, reach, weight=weight, exptime=exptime)
-    return PairOverlaps(pixmap, shape).drizzle(w)[0][core]
+    num = PairOverlaps(pixmap, shape).drizzle(w, out=into)[0]
+    return None if into is not None else num[core]
 
 
 def pair_drizzle(
     cut: dict, pixmap, *, shape, core, reach: float, exposure: int, n_planes: int, variances: bool = True, weight: str = "ivm",
-    exptime: float = 1.0,
+    exptime: float = 1.0, into=None,
 ) -> dict:
     """:func:`pair_weight` and, in the same pass over the overlaps, the pair's share of the drizzle mosaic.
 
@@ -444,6 +447,9 @@ def pair_drizzle(
         Also drizzle the variances.
     shape, core, reach, weight, exptime
         As :func:`pair_weight`.
+    into : numpy.ndarray, optional
+        The tile's running sums on the window (``D(w)``, ``D(w g)``, then the ``D²`` planes;
+        :func:`_window_sums`): the pair adds its share there and returns only ``con``.
     """
     w = _weights(cut, pixmap, core, reach, weight=weight, exptime=exptime)
     on = w > 0
@@ -453,11 +459,14 @@ def pair_drizzle(
         for v in VARIANCES:
             v = np.asarray(cut[v], dtype=np.float64)
             squared.append(np.where(on & np.isfinite(v), w * w * v, 0.0))
-    num, sci, *var = PairOverlaps(pixmap, shape).drizzle(w, w * g, squared=squared)
-    num = num[core]
+    covered = np.zeros(shape, dtype=bool)  # where D(w) > 0: the exposure's context bit
+    num, sci, *var = PairOverlaps(pixmap, shape).drizzle(w, w * g, squared=squared, out=into, covered=covered)
+    covered = covered[core]
     bit = float(1 << (exposure % 32))
-    con = tuple(np.where(num > 0, bit, 0.0) if p == exposure // 32 else np.zeros_like(num) for p in range(n_planes))
-    return {"num": num, "sci": sci[core], "var": tuple(v[core] for v in var), "con": con}
+    con = tuple(np.where(covered, bit, 0.0) if p == exposure // 32 else np.zeros(covered.shape) for p in range(n_planes))
+    if into is not None:
+        return {"con": con}
+    return {"num": num[core], "sci": sci[core], "var": tuple(v[core] for v in var), "con": con}
 
 
 def damping_factor(g, m, variance, damping: float):
@@ -532,7 +541,7 @@ def pair_correction(
         Damping threshold in units of the pixel's error (:func:`damping_factor`); 0: none.
     into : numpy.ndarray, optional
         The tile's running sums on the whole window (float64, ``D(x)`` and then the
-        ``D²`` planes of ``variances``, see :func:`_correction_sums`): the pair adds its share
+        ``D²`` planes of ``variances``, see :func:`_window_sums`): the pair adds its share
         there, and ``num`` and ``var`` are left out of the result.
 
     Returns
@@ -598,16 +607,6 @@ def correction_planes(sci, m, w, components, *, correction, pedestal, mock_floor
         against = m + pedestal if correction == "ratio" else m
         _, per_pixel = pixel_variances(components, w * u, against, scaled=True, ratio=correction == "ratio", mock_floor=mock_floor)
     return g, m, variance, x, per_pixel
-
-
-def _correction_sums(window_shape, variances: bool) -> np.ndarray:
-    """A tile's running sums of its pairs' corrections on the window (:func:`pair_correction`'s
-    ``into``): ``D(x)``, then one ``D²`` plane per :data:`VARIANCES` with ``variances``.
-
-    One array per tile that every pair's drizzle adds into: a pair then allocates no window of
-    its own (fresh pages cost a fault each) and adds nothing afterwards.
-    """
-    return np.zeros((1 + (len(VARIANCES) if variances else 0), *window_shape), dtype=np.float64)
 
 
 def _pair_residual(window, cut, pixmap, *, core, reach, blot, interp, weight, exptime) -> dict:
@@ -836,7 +835,8 @@ def _pair_task(
     if kind == "correction":
         return pair_correction(window, cut, pixmap, **kwargs)
     if kind == "weight":
-        return {"num": pair_weight(cut, pixmap, **kwargs)}
+        num = pair_weight(cut, pixmap, **kwargs)
+        return {} if num is None else {"num": num}
     if kind == "drizzle":
         return pair_drizzle(cut, pixmap, **kwargs)
     return _pair_residual(window, cut, pixmap, **kwargs)
@@ -858,24 +858,48 @@ def _add_into(acc, part):
     return acc
 
 
+#: the planes a tile's pairs of each kind add into one running sum on the window, before the
+#: ``D²`` planes of the variances (a tuple ``var``; none for ``weight``)
+_WINDOW_FIELDS = {"correction": ("num",), "drizzle": ("num", "sci"), "weight": ("num",)}
+
+
+def _window_sums(kind, window, link) -> np.ndarray | None:
+    """The running sums on the window that a tile's pairs of ``kind`` add into (None: a kind
+    whose pairs return their own results).
+
+    One array per tile that every pair's drizzle adds into: a pair then allocates no window of
+    its own (fresh pages cost a fault each) and adds nothing afterwards.
+    """
+    fields = _WINDOW_FIELDS.get(kind)
+    if fields is None:
+        return None
+    shape = np.shape(window) if kind == "correction" else link["shape"]
+    variances = kind != "weight" and link.get("variances", kind == "drizzle")
+    return np.zeros((len(fields) + (len(VARIANCES) if variances else 0), *shape), dtype=np.float64)
+
+
 def _tile_pairs(window, *cuts, kind, links, wcs_grid, wcs_exposures):
     """One tile's task: its pairs one after the other, each pair's results added to those before.
 
     ``cuts`` holds, per pair, its cut-out (a dict, or a :class:`CutReading` read here, when its
     turn comes, so one cut-out is held at a time); ``links`` the pair's options and
-    ``wcs_exposures`` its exposure's WCS. The sums are the task's own, so they grow in place.
+    ``wcs_exposures`` its exposure's WCS. The sums are the task's own, so they grow in place:
+    the drizzled planes in one array on the window (:func:`_window_sums`), cut to the core at the end.
     """
     acc = None
-    into = _correction_sums(np.shape(window), links[0].get("variances", False)) if kind == "correction" else None
+    into = _window_sums(kind, window, links[0])
     for cut, kwargs, wcs_exposure in zip(cuts, links, wcs_exposures, strict=True):
         if isinstance(cut, CutReading):
             cut = cut()
         part = _pair_task(window, cut, wcs_exposure, wcs_grid, kind=kind, **({**kwargs, "into": into} if into is not None else kwargs))
         acc = part if acc is None else _add_into(acc, part)
-    if into is not None:  # the window's sums, cut to the core (copies: the window's planes go)
-        core, xp = links[0]["core"], array_module(window)
-        acc["num"] = xp.asarray(np.ascontiguousarray(into[0][core]))
-        acc["var"] = tuple(xp.asarray(np.ascontiguousarray(v[core])) for v in into[1:])
+    if into is not None:  # cut to the core (copies: the window's planes go)
+        core, xp = links[0]["core"], array_module(window) if window is not None else np
+        planes = [xp.asarray(np.ascontiguousarray(p[core])) for p in into]
+        fields = _WINDOW_FIELDS[kind]
+        acc.update(zip(fields, planes, strict=False))
+        if kind != "weight":
+            acc["var"] = tuple(planes[len(fields):])
     return acc
 
 

@@ -275,7 +275,7 @@ def _planes_to_add(planes, j, i, use, val):
 
 
 @numba.njit(**_JIT)
-def _drizzle_kernel(xc, yc, planes, powers, out):
+def _drizzle_kernel(xc, yc, planes, powers, out, mark, covered):
     n_planes = planes.shape[0]
     ny_out, nx_out = out.shape[1], out.shape[2]
     ny, nx = xc.shape[1], xc.shape[2]
@@ -300,6 +300,7 @@ def _drizzle_kernel(xc, yc, planes, powers, out):
                     if ni * nj > acc.shape[0]:
                         low, high, acc = np.empty(ni * nj), np.empty(ni * nj), np.empty(ni * nj)
                     _overlaps(x0, y0, x1, y1, x2, y2, x3, y3, i0, ni, j0, nj, low, high, acc)
+                    marks = mark and use[0] == 0  # the first plane adds here
                     k = 0
                     for jj in range(j0, j0 + nj):
                         for ii in range(i0, i0 + ni):
@@ -307,6 +308,8 @@ def _drizzle_kernel(xc, yc, planes, powers, out):
                             k += 1
                             if a == 0.0:
                                 continue
+                            if marks:
+                                covered[jj, ii] = True
                             f = a / jac
                             for q in range(n_use):
                                 p = use[q]
@@ -375,7 +378,7 @@ def blot_sums(xc, yc, image) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return num, den, jaco
 
 
-def drizzle_sums(xc, yc, planes, shape, *, powers=None, out=None) -> np.ndarray:
+def drizzle_sums(xc, yc, planes, shape, *, powers=None, out=None, covered=None) -> np.ndarray:
     """``sum_i (a_ij / J_i)^p x_i`` on an output of ``shape``, for each plane ``x``.
 
     Parameters
@@ -392,6 +395,10 @@ def drizzle_sums(xc, yc, planes, shape, *, powers=None, out=None) -> np.ndarray:
     out : numpy.ndarray, optional
         A C-contiguous float64 ``(len(planes), ny_out, nx_out)`` array to add the sums into (a
         running sum over several inputs, with no output of its own to allocate and add).
+    covered : numpy.ndarray, optional
+        A C-contiguous bool ``(ny_out, nx_out)`` array, set True where the first plane adds
+        something (an overlap of a pixel with a finite non-zero value there): where this input's
+        own ``D x`` of that plane is non-zero, even when ``out`` holds other inputs' sums too.
 
     Returns
     -------
@@ -402,5 +409,8 @@ def drizzle_sums(xc, yc, planes, shape, *, powers=None, out=None) -> np.ndarray:
     stack = _stack(planes, xc.shape[1:])
     powers = _powers(powers, len(stack))
     out = _output(out, (len(stack), int(shape[0]), int(shape[1])))
-    _drizzle_kernel(xc, yc, stack, powers, out)
+    if covered is not None and (covered.shape != out.shape[1:] or covered.dtype != np.bool_ or not covered.flags.c_contiguous):
+        msg = f"covered is a {covered.dtype} array of shape {covered.shape}; expected a C-contiguous bool array of shape {out.shape[1:]}"
+        raise ValueError(msg)
+    _drizzle_kernel(xc, yc, stack, powers, out, covered is not None, np.zeros((1, 1), dtype=bool) if covered is None else covered)
     return out

@@ -306,3 +306,21 @@ def test_sums_add_into_a_given_output():
         drizzle_sums(*first, a, OUT, out=np.zeros((2, *OUT), dtype=np.float32))
     with pytest.raises(ValueError, match=r"expected a writeable C-contiguous float64 array of shape \(1, 80, 84\)"):
         drizzle_sums(*second, b[:1], OUT, out=np.zeros((2, *OUT)))
+
+
+def test_covered_marks_where_the_first_plane_adds():
+    """``covered`` is True exactly where this input's own ``D x`` of the first plane is non-zero,
+    whatever ``out`` already holds; zeros and NaN in that plane mark nothing."""
+    rng = np.random.default_rng(6)
+    xc, yc = pixel_corners(_pixmap((14, 12), scale=1.9, angle=0.8, shift=(1.0, 2.0), warp=0.2))
+    first = rng.uniform(0.5, 1.0, (14, 12))
+    first[:4] = 0.0
+    first[6, 6] = np.nan
+    out = rng.normal(size=(2, *OUT))
+    covered = np.zeros(OUT, dtype=bool)
+    drizzle_sums(xc, yc, [first, np.ones((14, 12))], OUT, out=out, covered=covered)
+    own = drizzle_sums(xc, yc, [first], OUT)[0]
+    np.testing.assert_array_equal(covered, own != 0)
+    assert 0 < covered.sum() < (drizzle_sums(xc, yc, [np.ones((14, 12))], OUT)[0] != 0).sum()
+    with pytest.raises(ValueError, match=r"covered is a uint8 array of shape \(80, 84\); expected a C-contiguous bool array"):
+        drizzle_sums(xc, yc, [first], OUT, covered=np.zeros(OUT, dtype=np.uint8))
