@@ -32,6 +32,10 @@ __all__ = ["Staged", "stage"]
 
 log = logging.getLogger(__name__)
 
+#: every tile is written whole, even one of zeros: zarr's test of each chunk against the fill
+#: value (a pass over the tile) costs more than the write it might save
+_CONFIG = {"write_empty_chunks": True}
+
 
 @dataclass(frozen=True)
 class Staged:
@@ -93,7 +97,7 @@ def stage(x: da.Array, path) -> Staged:
         msg = f"staging {path}: chunks {x.chunks} are not regular; expected equal tiles with a smaller last one"
         raise ValueError(msg)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    zarr.create_array(store=path, shape=x.shape, chunks=tile, dtype=dtype, compressors=None, fill_value=0, overwrite=True)
+    zarr.create_array(store=path, shape=x.shape, chunks=tile, dtype=dtype, compressors=None, fill_value=0, overwrite=True, config=_CONFIG)
     name = f"staged-{tokenize(x.name, path)}"
     starts = [np.cumsum((0, *c)) for c in x.chunks]
     dsk = {}
@@ -109,7 +113,7 @@ def stage(x: da.Array, path) -> Staged:
 
 def _write_tile(path: str, region, block) -> np.ndarray:
     (y0, y1), (x0, x1) = region
-    zarr.open_array(path, mode="r+")[y0:y1, x0:x1] = np.asarray(to_host(block))
+    zarr.open_array(path, mode="r+", config=_CONFIG)[y0:y1, x0:x1] = np.asarray(to_host(block))
     return np.ones((1, 1), dtype=np.int8)
 
 
