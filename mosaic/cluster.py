@@ -77,9 +77,12 @@ DASK_MALLOC_TRIM_THRESHOLD = 65536
 #: 309 of 772 CPU s for iteration 0 and one UPDC iteration). With these, arrays up to 32 MiB come
 #: from the heap and reuse its pages, and a worker gives back freed memory past 128 MiB at the
 #: heap's top: 2.4 M faults, iteration 0 172 -> 148 s, an iteration 221 -> 142 s, for a peak of
-#: 3.73 GiB instead of 2.45 (``benchmarks/README.md``, flagship section). A value the site's dask
-#: config sets (other than dask's own 64 KiB trim threshold) is kept.
-WORKER_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": 32 << 20, "MALLOC_TRIM_THRESHOLD_": 128 << 20}
+#: 3.73 GiB instead of 2.45 (``benchmarks/README.md``, flagship section). Two malloc arenas per
+#: worker instead of glibc's eight per core: zarr's and dask's threads each took an arena of their
+#: own, each kept its freed pieces, and ten flagship iterations peaked at 4.30 GiB of all processes
+#: (largest worker 2.04); with two, 3.49 GiB (1.66), at the same speed (71 and 73 s an iteration).
+#: A value the site's dask config sets (other than dask's own 64 KiB trim threshold) is kept.
+WORKER_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": 32 << 20, "MALLOC_TRIM_THRESHOLD_": 128 << 20, "MALLOC_ARENA_MAX": 2}
 
 #: where the dashboard of a cluster mosaic starts listens unless ``dashboard_address`` says otherwise:
 #: this host only (reach it through ssh -L or JupyterHub's proxy); ':8787' listens on every interface

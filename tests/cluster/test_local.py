@@ -33,7 +33,7 @@ def test_local_cluster_settings_and_result(tmp_path, monkeypatch):
             "memory_limit": dask_worker.memory_manager.memory_limit,
             "local_directory": dask_worker.local_directory,
             "nthreads": dask_worker.state.nthreads,
-            "malloc": {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")},
+            "malloc": {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_ARENA_MAX")},
         }
 
     with dask.config.set({"distributed.nanny.pre-spawn-environ": {}}), cluster_client(spec) as client:
@@ -63,16 +63,16 @@ def test_malloc_settings_replace_dasks_default_but_keep_a_sites(monkeypatch):
     for key in WORKER_MALLOC_ENV:
         monkeypatch.delenv(key, raising=False)
     env, environ = _in_block({"MALLOC_TRIM_THRESHOLD_": 65536, "MALLOC_MMAP_THRESHOLD_": "1048576", "OMP_NUM_THREADS": 1})
-    assert env == {"MALLOC_TRIM_THRESHOLD_": 128 << 20, "MALLOC_MMAP_THRESHOLD_": "1048576", "OMP_NUM_THREADS": 1}
-    assert environ == {"MALLOC_MMAP_THRESHOLD_": "1048576", "MALLOC_TRIM_THRESHOLD_": ours["MALLOC_TRIM_THRESHOLD_"]}
+    assert env == {"MALLOC_TRIM_THRESHOLD_": 128 << 20, "MALLOC_MMAP_THRESHOLD_": "1048576", "OMP_NUM_THREADS": 1, "MALLOC_ARENA_MAX": 2}
+    assert environ == {"MALLOC_MMAP_THRESHOLD_": "1048576", "MALLOC_TRIM_THRESHOLD_": ours["MALLOC_TRIM_THRESHOLD_"], "MALLOC_ARENA_MAX": "2"}
     assert not any(k in os.environ for k in WORKER_MALLOC_ENV)
     env, _ = _in_block({"MALLOC_TRIM_THRESHOLD_": "1000000"})
-    assert env == {"MALLOC_TRIM_THRESHOLD_": "1000000", "MALLOC_MMAP_THRESHOLD_": 32 << 20}
+    assert env == {"MALLOC_TRIM_THRESHOLD_": "1000000", "MALLOC_MMAP_THRESHOLD_": 32 << 20, "MALLOC_ARENA_MAX": 2}
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "2097152")  # the user's own
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")  # what an earlier nanny with dask's config leaves
     env, environ = _in_block({})
-    assert env == {"MALLOC_MMAP_THRESHOLD_": "2097152", "MALLOC_TRIM_THRESHOLD_": 128 << 20}
-    assert environ == {"MALLOC_MMAP_THRESHOLD_": "2097152", "MALLOC_TRIM_THRESHOLD_": ours["MALLOC_TRIM_THRESHOLD_"]}
+    assert env == {"MALLOC_MMAP_THRESHOLD_": "2097152", "MALLOC_TRIM_THRESHOLD_": 128 << 20, "MALLOC_ARENA_MAX": 2}
+    assert environ == {"MALLOC_MMAP_THRESHOLD_": "2097152", "MALLOC_TRIM_THRESHOLD_": ours["MALLOC_TRIM_THRESHOLD_"], "MALLOC_ARENA_MAX": "2"}
     assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536"
 
 

@@ -67,7 +67,7 @@ def test_slurm_workers_compute_an_array_sum(tmp_path):
         client.wait_for_workers(1, timeout=WAIT)
         job_ids = {w["name"] for w in client.scheduler_info()["workers"].values()}
         env = client.run(lambda: (os.environ.get("SLURM_JOB_ID"), os.environ.get("SLURM_JOB_NAME")))
-        malloc = client.run(lambda: {k: os.environ.get(k) for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")})
+        malloc = client.run(lambda: {k: os.environ.get(k) for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_ARENA_MAX")})
         total = client.compute(da.from_array(data, chunks=(64, 100)).sum()).result()
     assert total == pytest.approx(data.sum(), rel=1e-12)
     ((job_id, job_name),) = env.values()
@@ -146,7 +146,7 @@ def test_deploy_scheduler_and_worker_jobs(tmp_path):
         with cluster_client({"kind": "address", "scheduler_file": sched_file, "timeout": "60s"}) as client:
             client.wait_for_workers(1, timeout=WAIT)
             (worker,) = client.scheduler_info()["workers"].values()
-            malloc = client.run(lambda: {k: os.environ.get(k) for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")})
+            malloc = client.run(lambda: {k: os.environ.get(k) for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_ARENA_MAX")})
             got = client.compute(da.from_array(data, chunks=(50, 128)).std(axis=0)).result()
     finally:
         if jobs:
