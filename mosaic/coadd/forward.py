@@ -97,6 +97,7 @@ __all__ = [
     "Pair",
     "backproject",
     "blot_halo",
+    "correction_planes",
     "damping_factor",
     "data_residual",
     "normalisation",

@@ -11,7 +11,8 @@ pixels without weight are skipped (they neither mock nor add).
 The numbers are those of the separate passes (:func:`mosaic.ops.overlap.blot_sums`, the
 correction in NumPy as :func:`mosaic.coadd.forward.pair_correction` writes it for the
 interpolating blot, :func:`mosaic.ops.overlap.drizzle_sums`): the same areas, walked in the same
-order, and the same operations on them, so the same sums to the bit (a test holds them to it).
+order, and the same operations on them, so the same sums to the bit; with damping, to 1e-13
+(its power may take another path in NumPy than here). A test holds them to both.
 """
 
 from __future__ import annotations
