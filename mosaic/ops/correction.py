@@ -20,7 +20,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from mosaic.ops.overlap import _BLOCK, _all_finite, _box, _jacobian, _output, _overlaps
+from mosaic.ops.overlap import _BLOCK, _output, _pixel_overlaps
 
 __all__ = ["correction_pass"]
 
@@ -50,17 +50,9 @@ def _pass_kernel(xc, yc, image, w, sci, v0, v1, v2, ratio, pedestal, mock_floor,
                     wj = w[j, i]
                     if not wj > 0.0:
                         continue
-                    x0, x1, x2, x3 = xc[0, j, i], xc[1, j, i], xc[2, j, i], xc[3, j, i]
-                    y0, y1, y2, y3 = yc[0, j, i], yc[1, j, i], yc[2, j, i], yc[3, j, i]
-                    if not _all_finite(x0, y0, x1, y1, x2, y2, x3, y3):
+                    finite, jac, i0, ni, j0, nj, low, high, acc = _pixel_overlaps(xc, yc, j, i, ny_out, nx_out, low, high, acc)
+                    if not finite or jac == 0.0:
                         continue
-                    jac = _jacobian(x0, y0, x1, y1, x2, y2, x3, y3)
-                    if jac == 0.0:
-                        continue
-                    i0, ni, j0, nj = _box(x0, y0, x1, y1, x2, y2, x3, y3, ny_out, nx_out)
-                    if ni * nj > acc.shape[0]:
-                        low, high, acc = np.empty(ni * nj), np.empty(ni * nj), np.empty(ni * nj)
-                    _overlaps(x0, y0, x1, y1, x2, y2, x3, y3, i0, ni, j0, nj, low, high, acc)
                     # the blot: the area-weighted mean of the window under the pixel
                     s = 0.0
                     k = 0

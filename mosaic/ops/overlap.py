@@ -228,6 +228,23 @@ def _box(x0, y0, x1, y1, x2, y2, x3, y3, ny_out, nx_out):
     return i0, max(i1 - i0 + 1, 0), j0, max(j1 - j0 + 1, 0)
 
 
+@numba.njit(inline="always", **_JIT)
+def _pixel_overlaps(xc, yc, j, i, ny_out, nx_out, low, high, acc):
+    """Input pixel ``(j, i)``'s overlaps with its box of output pixels, into ``acc`` (a new,
+    larger scratch where the box outgrows it). Returns ``(finite, jac, i0, ni, j0, nj, low,
+    high, acc)``; where a corner is not finite, ``finite`` is False and nothing is computed."""
+    x0, x1, x2, x3 = xc[0, j, i], xc[1, j, i], xc[2, j, i], xc[3, j, i]
+    y0, y1, y2, y3 = yc[0, j, i], yc[1, j, i], yc[2, j, i], yc[3, j, i]
+    if not _all_finite(x0, y0, x1, y1, x2, y2, x3, y3):
+        return False, 0.0, 0, 0, 0, 0, low, high, acc
+    jac = _jacobian(x0, y0, x1, y1, x2, y2, x3, y3)
+    i0, ni, j0, nj = _box(x0, y0, x1, y1, x2, y2, x3, y3, ny_out, nx_out)
+    if ni * nj > acc.shape[0]:
+        low, high, acc = np.empty(ni * nj), np.empty(ni * nj), np.empty(ni * nj)
+    _overlaps(x0, y0, x1, y1, x2, y2, x3, y3, i0, ni, j0, nj, low, high, acc)
+    return True, jac, i0, ni, j0, nj, low, high, acc
+
+
 @numba.njit(**_JIT)
 def _blot_kernel(xc, yc, image, valid, num, den, jaco):
     ny_out, nx_out = image.shape
@@ -237,16 +254,10 @@ def _blot_kernel(xc, yc, image, valid, num, den, jaco):
         for ib in range(0, nx, _BLOCK):
             for j in range(jb, min(jb + _BLOCK, ny)):
                 for i in range(ib, min(ib + _BLOCK, nx)):
-                    x0, x1, x2, x3 = xc[0, j, i], xc[1, j, i], xc[2, j, i], xc[3, j, i]
-                    y0, y1, y2, y3 = yc[0, j, i], yc[1, j, i], yc[2, j, i], yc[3, j, i]
-                    if not _all_finite(x0, y0, x1, y1, x2, y2, x3, y3):
-                        jaco[j, i] = 0.0
+                    finite, jac, i0, ni, j0, nj, low, high, acc = _pixel_overlaps(xc, yc, j, i, ny_out, nx_out, low, high, acc)
+                    jaco[j, i] = jac
+                    if not finite:
                         continue
-                    jaco[j, i] = _jacobian(x0, y0, x1, y1, x2, y2, x3, y3)
-                    i0, ni, j0, nj = _box(x0, y0, x1, y1, x2, y2, x3, y3, ny_out, nx_out)
-                    if ni * nj > acc.shape[0]:
-                        low, high, acc = np.empty(ni * nj), np.empty(ni * nj), np.empty(ni * nj)
-                    _overlaps(x0, y0, x1, y1, x2, y2, x3, y3, i0, ni, j0, nj, low, high, acc)
                     s = 0.0
                     c = 0.0
                     k = 0
@@ -290,17 +301,9 @@ def _drizzle_kernel(xc, yc, planes, powers, out, mark, covered):
                     n_use = _planes_to_add(planes, j, i, use, val)
                     if n_use == 0:  # adds nothing anywhere: no overlaps to compute
                         continue
-                    x0, x1, x2, x3 = xc[0, j, i], xc[1, j, i], xc[2, j, i], xc[3, j, i]
-                    y0, y1, y2, y3 = yc[0, j, i], yc[1, j, i], yc[2, j, i], yc[3, j, i]
-                    if not _all_finite(x0, y0, x1, y1, x2, y2, x3, y3):
+                    finite, jac, i0, ni, j0, nj, low, high, acc = _pixel_overlaps(xc, yc, j, i, ny_out, nx_out, low, high, acc)
+                    if not finite or jac == 0.0:
                         continue
-                    jac = _jacobian(x0, y0, x1, y1, x2, y2, x3, y3)
-                    if jac == 0.0:
-                        continue
-                    i0, ni, j0, nj = _box(x0, y0, x1, y1, x2, y2, x3, y3, ny_out, nx_out)
-                    if ni * nj > acc.shape[0]:
-                        low, high, acc = np.empty(ni * nj), np.empty(ni * nj), np.empty(ni * nj)
-                    _overlaps(x0, y0, x1, y1, x2, y2, x3, y3, i0, ni, j0, nj, low, high, acc)
                     marks = mark and use[0] == 0  # the first plane adds here
                     k = 0
                     for jj in range(j0, j0 + nj):
