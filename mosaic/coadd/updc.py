@@ -124,6 +124,7 @@ from mosaic.coadd.forward import (
 from mosaic.exceptions import InputError
 from mosaic.io.grid import MosaicGrid
 from mosaic.ops.convolve import PreparedPSF, to_host
+from mosaic.ops.gain_sums import gain_sums
 from mosaic.registry import algorithm
 
 __all__ = [
@@ -1206,25 +1207,7 @@ def _noise_sums_block(sci, good, *given, present) -> np.ndarray:
     """:func:`noise_sums` of a block of exposures ``(n, ny, nx)``: ``(n, 8)``."""
     given = iter(given)
     vp, vr, vf = (next(given) if p else None for p in present)
-    out = np.empty((sci.shape[0], 8))
-    for e in range(sci.shape[0]):
-        s = sci[e].astype(np.float64)
-        ok = good[e] & np.isfinite(s)
-        p, r, f = (np.zeros(s.shape) if v is None else _finite_or_zero(v[e]) for v in (vp, vr, vf))
-        total = p + r + f
-        fit = ok & (p > 0)
-        x, y = np.where(fit, s, 0.0), np.where(fit, p, 0.0)
-        ok_rn = ok & (r > 0)
-        out[e] = [
-            fit.sum(), x.sum(), y.sum(), (x * x).sum(), (x * y).sum(),
-            ok_rn.sum(), np.where(ok_rn, r, 0.0).sum(), np.where(ok_rn, total, 0.0).sum(),
-        ]
-    return out
-
-
-def _finite_or_zero(v) -> np.ndarray:
-    v = np.asarray(v, dtype=np.float64)
-    return np.where(np.isfinite(v), v, 0.0)
+    return np.stack([gain_sums(sci[e], good[e], *(None if v is None else v[e] for v in (vp, vr, vf))) for e in range(sci.shape[0])])
 
 
 def _pedestal_info(sums, pedestal) -> dict:
