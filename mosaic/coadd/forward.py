@@ -695,30 +695,41 @@ class _GeometryCache:
 
 
 def _maps_path(folder, key) -> Path:
-    return Path(folder) / f"{hashlib.sha1(repr(key).encode()).hexdigest()}.npz"
+    return Path(folder) / f"{hashlib.sha1(repr(key).encode()).hexdigest()}.map"
+
+
+# A map file is the crop (4 int64, -1 for none) and ``any_left`` (an int64), then the pixel map
+# as an ``.npy`` record: read straight into its array (an ``.npz`` is a zip whose every read
+# and write runs a CRC over the map, a fifth of iteration 0's pair tasks on the flagship).
+_MAP_HEADER = 5
 
 
 def _read_maps(folder, key):
     """A pair's ``(pixmap, crop, any_left)`` kept in ``folder`` by any worker of the run, or None."""
     path = _maps_path(folder, key)
     try:
-        with np.load(path) as z:
-            crop = z["crop"]
-            sl = None if crop[0] < 0 else (slice(int(crop[0]), int(crop[1])), slice(int(crop[2]), int(crop[3])))
-            return np.ascontiguousarray(z["pixmap"]), sl, bool(z["any_left"])
+        with path.open("rb") as fh:
+            head = np.fromfile(fh, dtype=np.int64, count=_MAP_HEADER)
+            pixmap = np.lib.format.read_array(fh)
     except FileNotFoundError:
         return None
+    if head.size != _MAP_HEADER:
+        msg = f"{path}: the pixel map file ends early; expected {_MAP_HEADER} int64 then an .npy array"
+        raise OSError(msg)
+    sl = None if head[0] < 0 else (slice(int(head[0]), int(head[1])), slice(int(head[2]), int(head[3])))
+    return pixmap, sl, bool(head[4])
 
 
 def _write_maps(folder, key, value) -> None:
     """Keep ``value`` in ``folder`` whole or not at all (a temporary name, then renamed)."""
     pixmap, sl, any_left = value
-    crop = np.array([-1, -1, -1, -1] if sl is None else [sl[0].start, sl[0].stop, sl[1].start, sl[1].stop])
+    crop = [-1, -1, -1, -1] if sl is None else [sl[0].start, sl[0].stop, sl[1].start, sl[1].stop]
     path = _maps_path(folder, key)
     Path(folder).mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}")
     with tmp.open("wb") as fh:
-        np.savez(fh, pixmap=pixmap, crop=crop, any_left=np.array(any_left))
+        np.array([*crop, int(any_left)], dtype=np.int64).tofile(fh)
+        np.lib.format.write_array(fh, np.ascontiguousarray(pixmap), allow_pickle=False)
     os.replace(tmp, path)
 
 

@@ -463,7 +463,11 @@ class Store:
         group = zarr.open_group(str(tmp), mode="r+", zarr_format=3)
         lazy = [v for v in ds.variables if isinstance(ds[v].data, da.Array)]
         sources = [ds[v].data.astype(group[v].dtype) for v in lazy]
-        writes = da.store(sources, [group[v] for v in lazy], lock=False, compute=False) if lazy else ()
+        # every chunk written as made: zarr's comparison of each chunk with the fill value (to
+        # skip writing one that equals it) costs a pass over the chunk, and blosc makes an empty
+        # chunk a few bytes anyway
+        targets = [group[v].with_config({"write_empty_chunks": True}) for v in lazy]
+        writes = da.store(sources, targets, lock=False, compute=False) if lazy else ()
         return (list(writes) if isinstance(writes, tuple) else [writes]), pending
 
     def read_product(self, field: str, band: str, name: str) -> xr.Dataset:

@@ -323,7 +323,7 @@ def test_staged_back_projection_is_the_same_to_the_bit(tmp_path, sim, exposures,
     for k in windows + adjoint:
         assert all(str(d[0]).startswith("staged-") for d in get_dependencies(graph, k) if isinstance(d, tuple))
     for label in ("f", "bf-0", "num-0", "var0-0", "var1-0", "var2-0"):
-        assert len(list((tmp_path / "s").glob(f"*/{label}/zarr.json"))) == 1, label
+        assert len(list((tmp_path / "s").glob(f"*/{label}/0.0.npy"))) == 1, label
     den = normalisation(plan, ExposureSource(exposures), staging=tmp_path / "s")
     np.testing.assert_array_equal(den.compute(), normalisation(plan, ExposureSource(exposures)).compute())
     np.testing.assert_array_equal(

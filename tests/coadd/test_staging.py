@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from scipy.signal import fftconvolve
 
 from mosaic.coadd.convolve import convolve_tiled
-from mosaic.coadd.staging import stage
+from mosaic.coadd.staging import stage, tile_path
 from mosaic.ops.convolve import psf_halo
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -109,3 +109,16 @@ def test_irregular_tiles_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"staging .*b.*not regular"):
         stage(x, tmp_path / "b")
     assert not (tmp_path / "b").exists()
+
+
+def test_each_tile_is_one_whole_file(tmp_path):
+    """One .npy per tile, the tile to the bit (dtype kept), and no temporary left beside them."""
+    rng = np.random.default_rng(5)
+    image = rng.normal(size=(23, 17)).astype(np.float32)
+    staged = stage(da.from_array(image, chunks=(10, 8)), tmp_path / "t")
+    staged.written.compute(scheduler="threads")
+    files = sorted(p.name for p in (tmp_path / "t").iterdir())
+    assert files == sorted(f"{i}.{j}.npy" for i in range(3) for j in range(3))
+    tile = np.load(tile_path(staged.path, 2, 1))
+    assert tile.dtype == np.float32
+    np.testing.assert_array_equal(tile, image[20:23, 8:16])

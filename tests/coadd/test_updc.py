@@ -58,7 +58,7 @@ def test_tiled_iteration_equals_untiled(small_field, exposures, psf, untiled, ti
 def _pixel_map_files(store, band) -> dict:
     """Name and size of the pixel maps kept in the run folders of ``store``'s group
     (:func:`mosaic.coadd.forward.maps_need_a_folder`)."""
-    return {p.name: p.stat().st_size for d in store.group_path("field", band).glob(".*pixmaps*") for p in d.glob("*.npz")}
+    return {p.name: p.stat().st_size for d in store.group_path("field", band).glob(".*pixmaps*") for p in d.glob("*.map")}
 
 
 def _plan(exposures, grid, psf):
@@ -701,6 +701,6 @@ def test_a_staging_folder_left_by_a_killed_run_is_a_temporary(tmp_path, small_fi
     folder = staging.__enter__()  # never left, as in a killed run
     staged = stage(da.ones((8, 8), chunks=4), folder / "token" / "f")
     staged.written.compute()
-    assert (folder / "token" / "f" / "zarr.json").exists()
+    assert (folder / "token" / "f" / "1.1.npy").exists()
     assert store.clean_temporaries() == [folder]
     assert not folder.exists()
