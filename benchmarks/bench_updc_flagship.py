@@ -5,6 +5,7 @@ Run (the field is simulated once: 22 min on a quiet 2-core machine)::
     mosaic simulate flagship/ --flagship --workers 2
     python benchmarks/bench_updc_flagship.py flagship/ [--psf 301] [--iterations 2] [--areas 0.25 0.5 1]
                                               [--tile 1024] [--workers 2] [--memory-limit 4GB] [--staging on|off|both] [--dask-malloc]
+                                              [--tasks]
 
 For each fraction of the 9587 x 9559 flagship grid (a region from its lower-left corner, with the
 exposures that touch it) UPDC runs ``--iterations`` iterations from the drizzle mosaic on
@@ -24,6 +25,7 @@ ratios of the second to the first. Nothing here gates anything on time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import shutil
@@ -33,7 +35,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from distributed import Client
+from dask.utils import key_split
+from distributed import Client, get_task_stream
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _memory import PeakMemory  # noqa: E402
@@ -80,6 +83,32 @@ def _cluster(args):
     return make_cluster(spec)
 
 
+def _print_tasks(records, marks, steps, n_workers) -> None:
+    """Per iteration (``marks``, its bounds on the task stream's clock): the workers' compute
+    seconds by task prefix, and the share of worker time idle."""
+    for n, (a, b) in enumerate(zip(marks, marks[1:], strict=False)):
+        busy: dict[str, float] = {}
+        for r in records:
+            prefix = key_split(r["key"])
+            for s in r["startstops"]:
+                if s["action"] == "compute" and s["stop"] > a and s["start"] < b:
+                    busy[prefix] = busy.get(prefix, 0.0) + min(s["stop"], b) - max(s["start"], a)
+        total = sum(busy.values())
+        # stretches with no task on any worker (the client building the next graph, commits)
+        spans = sorted(
+            (max(s["start"], a), min(s["stop"], b)) for r in records for s in r["startstops"]
+            if s["action"] == "compute" and s["stop"] > a and s["start"] < b
+        )
+        none, reached = 0.0, a
+        for start, stop in spans:
+            none += max(start - reached, 0.0)
+            reached = max(reached, stop)
+        none += max(b - reached, 0.0)
+        parts = ", ".join(f"{k} {v:.1f}" for k, v in sorted(busy.items(), key=lambda kv: -kv[1])[:8])
+        print(f"  iteration {n}: {steps[n]:.1f} s wall, workers busy {total:.1f} s of {n_workers * steps[n]:.1f} "
+              f"({1 - total / (n_workers * steps[n]):.0%} idle; {none:.1f} s with no task running): {parts}", flush=True)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("field", help="folder written by `mosaic simulate --flagship`")
@@ -95,6 +124,7 @@ def main(argv=None) -> int:
         "--staging", choices=("on", "off", "both"), default="on",
         help="stage tiles on disk between neighbours (updc's default), keep them in memory, or both in turn (the peer)",
     )
+    p.add_argument("--tasks", action="store_true", help="also print, per iteration, the workers' busy seconds by task prefix and their idle share")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
@@ -129,18 +159,21 @@ def main(argv=None) -> int:
                 reader = CalCutouts(exposures["path"].values, exposures.attrs["bad_bits"])
                 plan = plan_forward(exposures, sub, prepare_psfs(psf, len(used)))
                 n_in = sum((p.cut[0].stop - p.cut[0].start) * (p.cut[1].stop - p.cut[1].start) for ps in plan.pairs.values() for p in ps)
-                stamps, phases = [time.perf_counter()], []
-                with PeakMemory() as pm:
+                stamps, phases, marks = [time.perf_counter()], [], [time.time()]
+                with PeakMemory() as pm, get_task_stream(client) if args.tasks else contextlib.nullcontext() as stream:
 
-                    def done(n, ds, pm=pm, stamps=stamps, phases=phases):
+                    def done(n, ds, pm=pm, stamps=stamps, phases=phases, marks=marks, stream=stream):
                         stamps.append(time.perf_counter())
                         phases.append(pm.mark() / GiB)
+                        marks.append(time.time())  # the task stream's clock
 
                     updc(
                         exposures, sub, psf, n_iterations=args.iterations, store=Store(scratch / f"area_{fraction:g}.zarr"),
                         cutout_reader=reader, client=client, final_residual=False, save=(), callback=done, staging=staging,
                     )
                 steps = np.diff(stamps)
+                if args.tasks:
+                    _print_tasks(stream.data, marks, steps, args.workers)
                 rows.append(
                     {"fraction": fraction, "staging": staging, "shape": sub.shape, "n_exp": len(used), "n_in": n_in / 1e6, "it0": steps[0],
                      "per_it": float(np.mean(steps[1:])), "peak": pm.peak / GiB,
