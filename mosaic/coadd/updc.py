@@ -125,6 +125,7 @@ from mosaic.exceptions import InputError
 from mosaic.io.grid import MosaicGrid
 from mosaic.ops.convolve import PreparedPSF, to_host
 from mosaic.ops.gain_sums import gain_sums
+from mosaic.ops.update import update_tile
 from mosaic.registry import algorithm
 
 __all__ = [
@@ -607,8 +608,27 @@ def _update_block(
     ``rest`` is, with ``errors``, the iterate's variances (:data:`VARIANCES` order), the
     back-projected variances, iteration 0's WHT and VAR_RNOISE. The planes out are ``sci``, then
     with ``errors`` each of :data:`VARIANCES`, ``err`` and ``wht`` (see :func:`_planes`).
-    NumPy or CuPy blocks alike.
+    NumPy tiles go through :func:`mosaic.ops.update.update_tile` (the same numbers to the bit,
+    in one compiled pass), others (CuPy) through :func:`_update_arrays`.
     """
+    if all(isinstance(a, np.ndarray) for a in (sci, sci0, den, num, *rest)):
+        # NumPy tiles: the same operations, one compiled pass (mosaic.ops.update)
+        return update_tile(
+            sci, sci0, den, num, *rest, multiplicative=multiplicative, tau=tau, den_floor=den_floor, fill=fill, errors=errors,
+            pedestal=pedestal, noise_aware=noise_aware, floor=(PEDESTAL_FLOOR - 1.0) * pedestal,
+            lam_margin=MARGIN_PRIOR * den_floor / NORM_FLOOR,
+        )
+    return _update_arrays(
+        sci, sci0, den, num, *rest, multiplicative=multiplicative, tau=tau, den_floor=den_floor, fill=fill, errors=errors,
+        pedestal=pedestal, noise_aware=noise_aware,
+    )
+
+
+def _update_arrays(
+    sci, sci0, den, num, *rest, multiplicative: bool, tau: float, den_floor: float, fill: float, errors: bool, pedestal: float = 0.0,
+    noise_aware: bool = False,
+):
+    """:func:`_update_block` in array operations: any array module (CuPy tiles on GPU workers)."""
     covered, ok, support = _support(sci0, den, den_floor)
     f = _start_block(sci, sci0, den, den_floor=den_floor, fill=fill, pedestal=pedestal)
     h = f + pedestal
