@@ -161,8 +161,9 @@ def correction_pass(
             msg = f"{name} has shape {a.shape}; expected the cut-out's {shape}"
             raise ValueError(msg)
         planes.append(a)
-    window = np.asarray(window, dtype=np.float64)
-    image = np.ascontiguousarray(np.where(np.isfinite(window), window, 0.0))
+    image = np.ascontiguousarray(window, dtype=np.float64)
+    if not np.isfinite(image).all():  # a model window has none, as a rule: no cleaned copy for every pair
+        image = np.where(np.isfinite(image), image, 0.0)
     out = _output(out, (4 if variances else 1, *window.shape))
     mock = np.empty(shape)
     _pass_kernel(
