@@ -85,6 +85,7 @@ from mosaic.ops.drizzle import (
 from mosaic.ops.overlap import blot_sums, drizzle_sums
 from mosaic.ops.pair_variances import pixel_variances
 from mosaic.ops.pixmap import calc_pixmap, pixel_corners
+from mosaic.ops.reach import owned_by, reaching
 
 __all__ = [
     "CORRECTIONS",
@@ -376,29 +377,9 @@ def pair_mock(window, pixmap, *, blot: str = "exact", interp: str = "poly5", ove
     return blot_interp(window, pixmap, interp=interp, fillval=0.0).astype(np.float64)
 
 
-def _reaching(pixmap, core, reach: float) -> np.ndarray:
-    """Pixels whose mapped centre is within ``reach`` (+1 px) of the core (window frame)."""
-    x, y = pixmap[..., 0], pixmap[..., 1]
-    cy, cx = core
-    with np.errstate(invalid="ignore"):
-        return (
-            np.isfinite(x) & np.isfinite(y)
-            & (x >= cx.start - reach - 1) & (x <= cx.stop + reach)
-            & (y >= cy.start - reach - 1) & (y <= cy.stop + reach)
-        )
-
-
-def _owned(pixmap, core) -> np.ndarray:
-    """Pixels whose centre lies on the core: each pixel is owned by exactly one tile."""
-    with np.errstate(invalid="ignore"):
-        ix = np.floor(pixmap[..., 0] + 0.5)
-        iy = np.floor(pixmap[..., 1] + 0.5)
-        return (ix >= core[1].start) & (ix < core[1].stop) & (iy >= core[0].start) & (iy < core[0].stop)
-
-
 def _weights(cut, pixmap, core, reach, *, weight, exptime):
     w = weight_map(cut["good"], cut.get("var_rnoise"), weight=weight, exptime=exptime).astype(np.float64)
-    w[~_reaching(pixmap, core, reach)] = 0.0
+    w[~reaching(pixmap, core, reach)] = 0.0
     return w
 
 
@@ -575,7 +556,7 @@ def pair_correction(
         m = pair_mock(window, pixmap, blot=blot, interp=interp)
         g, m, variance, x, per_pixel = correction_planes(cut["sci"], m, w, components, **options)
         num, *var = PairOverlaps(pixmap, window.shape).drizzle(x, squared=per_pixel, out=into)
-    own = use & _owned(pixmap, core)
+    own = use & owned_by(pixmap, core)
     d = g - m
     chi2, nchi = _chi2(d, variance, own)
     sums = {"resid": float(np.sum(w[own] * d[own] ** 2)), "npix": int(own.sum()), "chi2": chi2, "nchi": nchi}
@@ -613,7 +594,7 @@ def correction_planes(sci, m, w, components, *, correction, pedestal, mock_floor
 def _pair_residual(window, cut, pixmap, *, core, reach, blot, interp, weight, exptime) -> dict:
     w = _weights(cut, pixmap, core, reach, weight=weight, exptime=exptime)
     m = pair_mock(window, pixmap, blot=blot, interp=interp)
-    own = (w > 0) & _owned(pixmap, core)
+    own = (w > 0) & owned_by(pixmap, core)
     g = np.asarray(cut["sci"], dtype=np.float64)
     d = np.where(own, g - m, 0.0)
     chi2, nchi = _chi2(d, pixel_variances([cut.get(v) for v in VARIANCES], w, m, scaled=False)[0], own)
@@ -637,7 +618,7 @@ def _crop_slices(pixmap, core, reach):
     interpolated, so the kept pixels' overlaps are those of the whole cut-out. Returns
     ``(slices, any_left)``; ``slices`` is None to keep the whole cut-out.
     """
-    keep = _reaching(pixmap, core, reach)
+    keep = reaching(pixmap, core, reach)
     rows, cols = np.flatnonzero(keep.any(axis=1)), np.flatnonzero(keep.any(axis=0))
     if rows.size == 0:
         return (slice(0, 2), slice(0, 2)), False
