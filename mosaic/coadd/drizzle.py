@@ -171,6 +171,7 @@ class _PortableWCS:
 
     def __init__(self, wcs):
         self.wcs = wcs
+        self._reduced = None
 
     def get(self):
         """A private copy of the WCS."""
@@ -179,6 +180,14 @@ class _PortableWCS:
         return copy.deepcopy(self.wcs)
 
     def __reduce__(self):
+        # made once: distributed pickles each task on its own, and every pair task of a pass
+        # carries its exposure's WCS (a header written per task took seconds of the client's
+        # event loop per pass on the flagship field, while the workers waited for the graph)
+        if self._reduced is None:
+            self._reduced = self._reduce()
+        return self._reduced
+
+    def _reduce(self):
         w = self.wcs
         lossless = isinstance(w, WCS) and not any(
             getattr(w, name, None) is not None for name in ("cpdis1", "cpdis2", "det2im1", "det2im2")
