@@ -146,11 +146,21 @@ def exposure_cutouts(
     """
     out = []
     tiles = grid.tiles()
+    find = cutout_rows_for_region if rows else cutout_for_region
     for w in wcs_list:
         lattice = lattice_pixmap(w, grid.wcs, shape, step=step)
+        # the tiles the exposure's footprint (grown by the margin) can meet: an exposure lands
+        # on a few of a survey field's tiles, and testing each cell against every tile is the
+        # run plan's cost
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an exposure wholly off the sky
+            x0, x1 = np.nanmin(lattice.xy[..., 0]) - margin - 1, np.nanmax(lattice.xy[..., 0]) + margin + 1
+            y0, y1 = np.nanmin(lattice.xy[..., 1]) - margin - 1, np.nanmax(lattice.xy[..., 1]) + margin + 1
         cuts = {}
         for t in tiles:
-            find = cutout_rows_for_region if rows else cutout_for_region
+            (cy, cx) = t.core
+            if not (cx.start - 0.5 <= x1 and cx.stop - 0.5 >= x0 and cy.start - 0.5 <= y1 and cy.stop - 0.5 >= y0):
+                continue
             region = find(lattice, t.core, margin=margin)
             if region is not None:
                 cuts[t.index] = region

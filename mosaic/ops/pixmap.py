@@ -22,6 +22,7 @@ computed inside the task that drizzles it.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -198,7 +199,12 @@ class Lattice:
     shape: tuple[int, int]
 
     def cell_bounds(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Output-frame bounding boxes ``(x0, x1, y0, y1)`` of the lattice cells."""
+        """Output-frame bounding boxes ``(x0, x1, y0, y1)`` of the lattice cells (made once: a
+        run asks for them once per tile the exposure may land on)."""
+        return self._bounds
+
+    @functools.cached_property
+    def _bounds(self):
         corners = np.stack(
             [self.xy[:-1, :-1], self.xy[:-1, 1:], self.xy[1:, :-1], self.xy[1:, 1:]], axis=0
         )

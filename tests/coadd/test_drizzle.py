@@ -394,3 +394,25 @@ def test_pickled_wcs_is_exact_parsed_once_and_a_private_copy_per_task(exposures,
     y, x = np.mgrid[0:original.pixel_shape[1]:97, 0:original.pixel_shape[0]:89].astype(float)
     np.testing.assert_array_equal(np.array(a.pixel_to_world_values(x, y)), np.array(original.pixel_to_world_values(x, y)))
     assert a.sip is not None and a.pixel_shape == original.pixel_shape
+
+
+@pytest.mark.parametrize("tile", [(23, 31), (17, 90)], ids=str)
+def test_cutouts_skip_only_tiles_out_of_reach(exposures, grid, tile):
+    """Tiles beyond an exposure's footprint are not searched: the cut-outs are those of a search
+    of every tile of the grid."""
+    from mosaic.coadd.drizzle import exposure_cutouts, exposure_wcs  # noqa: PLC0415
+    from mosaic.ops.pixmap import cutout_rows_for_region, lattice_pixmap  # noqa: PLC0415
+
+    tiled = grid.with_tiling(tile)
+    wcs_list, shape = exposure_wcs(exposures), (exposures.sizes["y"], exposures.sizes["x"])
+    got = exposure_cutouts(wcs_list, shape, tiled, margin=2.5, step=8, rows=True)
+    for w, cuts in zip(wcs_list, got, strict=True):
+        lattice = lattice_pixmap(w, tiled.wcs, shape, step=8)
+        every = {t.index: cutout_rows_for_region(lattice, t.core, margin=2.5) for t in tiled.tiles()}
+        every = {k: v for k, v in every.items() if v is not None}
+        assert sorted(cuts) == sorted(every)
+        for k, c in cuts.items():
+            assert c.region == every[k].region
+            np.testing.assert_array_equal(c.lo, every[k].lo)
+            np.testing.assert_array_equal(c.hi, every[k].hi)
+    assert any(len(cuts) < len(tiled.tiles()) for cuts in got)  # some tile was out of an exposure's reach
