@@ -11,7 +11,7 @@ The staged array is a folder with one ``.npy`` file per tile (so no two tasks wr
 file), written under a temporary name and renamed when whole, uncompressed, in the dtype of the
 tiles: a window read back is bit for bit what the tiles held. A window is copied from memory maps
 of the tiles it overlaps, only the part it needs of each (a zarr array read each of them whole to
-cut its part out: 6-9 times the bytes for a 1024² tile's window, and 30-60 ms against 5-7 ms a
+cut its part out: 6-9 times the bytes for a 1024² tile's window, and 28-62 ms against 5-7 ms a
 window of 1324²). The folder must be on a path every worker can reach (the store's filesystem,
 as on HPC).
 """

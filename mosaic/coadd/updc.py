@@ -1227,7 +1227,8 @@ def _noise_sums_block(sci, good, *given, present) -> np.ndarray:
     """:func:`noise_sums` of a block of exposures ``(n, ny, nx)``: ``(n, 8)``."""
     given = iter(given)
     vp, vr, vf = (next(given) if p else None for p in present)
-    return np.stack([gain_sums(sci[e], good[e], *(None if v is None else v[e] for v in (vp, vr, vf))) for e in range(sci.shape[0])])
+    sums = [gain_sums(sci[e], good[e], *(None if v is None else v[e] for v in (vp, vr, vf))) for e in range(sci.shape[0])]
+    return np.stack(sums) if sums else np.empty((0, 8))
 
 
 def _pedestal_info(sums, pedestal) -> dict:

@@ -164,7 +164,7 @@ def correction_pass(
     image = np.ascontiguousarray(window, dtype=np.float64)
     if not np.isfinite(image).all():  # a model window has none, as a rule: no cleaned copy for every pair
         image = np.where(np.isfinite(image), image, 0.0)
-    out = _output(out, (4 if variances else 1, *window.shape))
+    out = _output(out, (4 if variances else 1, *image.shape))
     mock = np.empty(shape)
     _pass_kernel(
         xc, yc, image, w, *planes, correction == "ratio", float(pedestal), float(mock_floor), float(damping),

@@ -211,6 +211,7 @@ class Lattice:
         with np.errstate(invalid="ignore"):
             lo = np.min(corners, axis=0)
             hi = np.max(corners, axis=0)
+        lo.flags.writeable = hi.flags.writeable = False  # shared by every caller
         return lo[..., 0], hi[..., 0], lo[..., 1], hi[..., 1]
 
 
