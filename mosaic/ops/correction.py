@@ -21,13 +21,9 @@ import numba
 import numpy as np
 
 from mosaic.ops.overlap import _BLOCK, _output, _pixel_overlaps
+from mosaic.ops.scalars import finite_or_zero
 
 __all__ = ["correction_pass"]
-
-
-@numba.njit(nogil=True, cache=True)
-def _finite_or_zero(v):
-    return v if np.isfinite(v) else 0.0
 
 
 @numba.njit(nogil=True, cache=True)
@@ -66,9 +62,9 @@ def _pass_kernel(xc, yc, image, w, sci, v0, v1, v2, ratio, pedestal, mock_floor,
                     mock[j, i] = m
                     # the correction (pair_correction's NumPy, one pixel at a time)
                     g = float(sci[j, i])
-                    va = _finite_or_zero(v0[j, i])
-                    vb = _finite_or_zero(v1[j, i])
-                    vc = _finite_or_zero(v2[j, i])
+                    va = finite_or_zero(v0[j, i])
+                    vb = finite_or_zero(v1[j, i])
+                    vc = finite_or_zero(v2[j, i])
                     total = 0.0 + va + vb + vc
                     u = 1.0
                     if damping > 0.0:

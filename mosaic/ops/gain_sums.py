@@ -12,15 +12,12 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from mosaic.ops.scalars import finite_or_zero
+
 __all__ = ["GAIN_SUMS", "gain_sums"]
 
 #: what :func:`gain_sums` returns, in order
 GAIN_SUMS = ("n_fit", "sum_x", "sum_y", "sum_xx", "sum_xy", "n_rnoise", "sum_rnoise", "sum_total")
-
-
-@numba.njit(nogil=True, cache=True)
-def _finite(v):
-    return v if np.isfinite(v) else 0.0
 
 
 @numba.njit(nogil=True, cache=True)
@@ -34,9 +31,9 @@ def _gain_sums_kernel(sci, good, vp, vr, vf, has_p, has_r, has_f, out):
             s = np.float64(sci[j, i])
             if not good[j, i] or not np.isfinite(s):
                 continue
-            p = _finite(np.float64(vp[j, i])) if has_p else 0.0
-            r = _finite(np.float64(vr[j, i])) if has_r else 0.0
-            f = _finite(np.float64(vf[j, i])) if has_f else 0.0
+            p = finite_or_zero(np.float64(vp[j, i])) if has_p else 0.0
+            r = finite_or_zero(np.float64(vr[j, i])) if has_r else 0.0
+            f = finite_or_zero(np.float64(vf[j, i])) if has_f else 0.0
             if p > 0.0:
                 row[0] += 1.0
                 row[1] += s

@@ -14,6 +14,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from mosaic.ops.scalars import finite_or_zero
+
 __all__ = ["pixel_variances"]
 
 
@@ -22,9 +24,9 @@ def _kernel(v0, v1, v2, w, m, ratio, mock_floor, want_scaled, total, scaled):
     ny, nx = w.shape
     for j in range(ny):
         for i in range(nx):
-            a = v0[j, i] if np.isfinite(v0[j, i]) else 0.0
-            b = v1[j, i] if np.isfinite(v1[j, i]) else 0.0
-            c = v2[j, i] if np.isfinite(v2[j, i]) else 0.0
+            a = finite_or_zero(v0[j, i])
+            b = finite_or_zero(v1[j, i])
+            c = finite_or_zero(v2[j, i])
             # summed from 0 in the components' order, as NumPy adds them into zeros (a missing
             # component is a plane of zeros: adding 0.0 changes no sum)
             t = 0.0 + a + b + c

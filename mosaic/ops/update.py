@@ -24,12 +24,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from mosaic.ops.scalars import finite_or_zero
+
 __all__ = ["update_tile"]
-
-
-@numba.njit(nogil=True, cache=True)
-def _zero_nan(v):
-    return v if np.isfinite(v) else 0.0
 
 
 @numba.njit(nogil=True, cache=True)
@@ -79,11 +76,11 @@ def _kernel(
             new1 = 0.0
             for c in range(3):
                 if c == 0:
-                    v, vn = _zero_nan(float(prev0[j, i])), float(back0[j, i])
+                    v, vn = finite_or_zero(float(prev0[j, i])), float(back0[j, i])
                 elif c == 1:
-                    v, vn = _zero_nan(float(prev1[j, i])), float(back1[j, i])
+                    v, vn = finite_or_zero(float(prev1[j, i])), float(back1[j, i])
                 else:
-                    v, vn = _zero_nan(float(prev2[j, i])), float(back2[j, i])
+                    v, vn = finite_or_zero(float(prev2[j, i])), float(back2[j, i])
                 if multiplicative:
                     sigma = abs(q) * np.sqrt(_positive_part(v)) + abs(h) * np.sqrt(_positive_part(vn)) / safe
                 else:
@@ -94,7 +91,7 @@ def _kernel(
                 if c == 1:
                     new1 = new
             out[4, j, i] = np.float32(np.sqrt(_positive_part(total)) if support else nan)
-            w0, r0 = _zero_nan(float(wht0[j, i])), _zero_nan(float(rn0[j, i]))
+            w0, r0 = finite_or_zero(float(wht0[j, i])), finite_or_zero(float(rn0[j, i]))
             good = covered and new1 > 0 and r0 > 0
             ratio = r0 / new1 if good else 1.0
             out[5, j, i] = np.float32(w0 * ratio if covered else 0.0)
