@@ -362,18 +362,17 @@ class PairOverlaps:
         return list(drizzle_sums(self.xc, self.yc, [*planes, *squared], self.shape, powers=powers, out=out, covered=covered))
 
 
-def pair_mock(window, pixmap, *, blot: str = "exact", interp: str = "poly5", overlaps=None) -> np.ndarray:
+def pair_mock(window, pixmap, *, blot: str = "exact", interp: str = "poly5") -> np.ndarray:
     """The mock ``D^h(window)`` of the pixels of a pixel map (float64).
 
     ``window`` is a region of ``B f``; ``pixmap`` gives the pixels' positions in its frame.
     The exact blot is the transpose of the linear drizzle (area-weighted mean of the output
-    pixels under each pixel, parts off the window counting as zero; ``overlaps``, the pair's
-    :class:`PairOverlaps`, saves computing its corners again); the interpolating blot reads 0
-    off the window.
+    pixels under each pixel, parts off the window counting as zero); the interpolating blot
+    reads 0 off the window.
     """
     window = to_host(window)
     if blot == "exact":
-        return (overlaps or PairOverlaps(pixmap, window.shape)).blot(window)
+        return PairOverlaps(pixmap, window.shape).blot(window)
     return blot_interp(window, pixmap, interp=interp, fillval=0.0).astype(np.float64)
 
 

@@ -153,7 +153,7 @@ def pair():
     pixmap = np.stack([2.0 * xx + 3.3 + 0.05 * yy, 2.0 * yy + 2.7 - 0.03 * xx], axis=-1)
     window = 1.0 + np.exp(-((np.arange(30)[:, None] - 14.0) ** 2 + (np.arange(30)[None, :] - 16.0) ** 2) / 20.0)
     window = window + 0.01 * rng.random((30, 30))
-    mock = pair_mock(window, pixmap, overlaps=PairOverlaps(pixmap, window.shape))
+    mock = pair_mock(window, pixmap)
     cut = {"good": np.ones((12, 14), bool), "var_rnoise": np.full((12, 14), 0.04), "var_poisson": np.full((12, 14), 0.01)}
     core = (slice(0, 30), slice(0, 30))
     return window, pixmap, mock, cut, core
