@@ -131,36 +131,54 @@ def tan_sip_map(wcs_from, wcs_to) -> TanSipMap | None:
     return TanSipMap(a, b, wcs_from.wcs.crpix, wcs_from.pixel_scale_matrix, rotation, cd_inv, wcs_to.wcs.crpix)
 
 
+#: pixels per pass of the polynomials: their terms are taken for a run of pixels at a time, so
+#: the compiler can give each term's multiply-add to a run of pixels in one SIMD instruction (one
+#: pixel at a time, each polynomial is a chain of dependent multiply-adds: 3.3x slower)
+_RUN = 512
+
+
 @numba.njit(nogil=True, cache=True)
-def _poly(c, u, v):
-    """``sum_pq c[p, q] u^p v^q`` (Horner in ``v`` within Horner in ``u``)."""
+def _poly(c, u, v, t, s, m):
+    """``s[k] = sum_pq c[p, q] u[k]^p v[k]^q`` for ``k < m`` (Horner in ``v`` within Horner in
+    ``u``, each pixel's operations in the same order as one pixel at a time)."""
     n = c.shape[0]
-    s = 0.0
+    for k in range(m):
+        s[k] = 0.0
     for p in range(n - 1, -1, -1):
-        t = 0.0
+        for k in range(m):
+            t[k] = 0.0
         for q in range(n - 1 - p, -1, -1):
-            t = t * v + c[p, q]
-        s = s * u + t
-    return s
+            cpq = c[p, q]
+            for k in range(m):
+                t[k] = t[k] * v[k] + cpq
+        for k in range(m):
+            s[k] = s[k] * u[k] + t[k]
 
 
 @numba.njit(nogil=True, cache=True)
 def _map_kernel(x, y, a, b, crpix, cd, rot, cd_inv, crpix_to, ox, oy):
-    for i in range(x.size):
-        u = x[i] + 1.0 - crpix[0]
-        v = y[i] + 1.0 - crpix[1]
-        fu = u + _poly(a, u, v)
-        fv = v + _poly(b, u, v)
-        px = cd[0, 0] * fu + cd[0, 1] * fv
-        py = cd[1, 0] * fu + cd[1, 1] * fv
-        nx = rot[0, 0] * px + rot[0, 1] * py + rot[0, 2] * _DEG
-        ny = rot[1, 0] * px + rot[1, 1] * py + rot[1, 2] * _DEG
-        nz = rot[2, 0] * px + rot[2, 1] * py + rot[2, 2] * _DEG
-        if not nz > 0.0:  # beyond the second frame's horizon (or not finite)
-            ox[i] = np.nan
-            oy[i] = np.nan
-            continue
-        qx = _DEG * nx / nz
-        qy = _DEG * ny / nz
-        ox[i] = cd_inv[0, 0] * qx + cd_inv[0, 1] * qy + crpix_to[0] - 1.0
-        oy[i] = cd_inv[1, 0] * qx + cd_inv[1, 1] * qy + crpix_to[1] - 1.0
+    u, v, t, sa, sb = np.empty(_RUN), np.empty(_RUN), np.empty(_RUN), np.empty(_RUN), np.empty(_RUN)
+    for start in range(0, x.size, _RUN):
+        m = min(_RUN, x.size - start)
+        for k in range(m):
+            u[k] = x[start + k] + 1.0 - crpix[0]
+            v[k] = y[start + k] + 1.0 - crpix[1]
+        _poly(a, u, v, t, sa, m)
+        _poly(b, u, v, t, sb, m)
+        for k in range(m):
+            i = start + k
+            fu = u[k] + sa[k]
+            fv = v[k] + sb[k]
+            px = cd[0, 0] * fu + cd[0, 1] * fv
+            py = cd[1, 0] * fu + cd[1, 1] * fv
+            nx = rot[0, 0] * px + rot[0, 1] * py + rot[0, 2] * _DEG
+            ny = rot[1, 0] * px + rot[1, 1] * py + rot[1, 2] * _DEG
+            nz = rot[2, 0] * px + rot[2, 1] * py + rot[2, 2] * _DEG
+            if not nz > 0.0:  # beyond the second frame's horizon (or not finite)
+                ox[i] = np.nan
+                oy[i] = np.nan
+                continue
+            qx = _DEG * nx / nz
+            qy = _DEG * ny / nz
+            ox[i] = cd_inv[0, 0] * qx + cd_inv[0, 1] * qy + crpix_to[0] - 1.0
+            oy[i] = cd_inv[1, 0] * qx + cd_inv[1, 1] * qy + crpix_to[1] - 1.0
