@@ -82,6 +82,7 @@ from mosaic.ops.drizzle import (
     kernel_radius,
     weight_map,
 )
+from mosaic.ops.drizzle_planes import drizzle_planes
 from mosaic.ops.overlap import blot_sums, drizzle_sums
 from mosaic.ops.pair_variances import pixel_variances
 from mosaic.ops.pixmap import calc_pixmap, pixel_corners
@@ -406,7 +407,7 @@ def pair_weight(cut: dict, pixmap, *, shape, core, reach: float, weight: str = "
 
 def pair_drizzle(
     cut: dict, pixmap, *, shape, core, reach: float, exposure: int, n_planes: int, variances: bool = True, weight: str = "ivm",
-    exptime: float = 1.0, into=None,
+    exptime: float = 1.0, into=None, con_into=None,
 ) -> dict:
     """:func:`pair_weight` and, in the same pass over the overlaps, the pair's share of the drizzle mosaic.
 
@@ -430,23 +431,27 @@ def pair_drizzle(
         As :func:`pair_weight`.
     into : numpy.ndarray, optional
         The tile's running sums on the window (``D(w)``, ``D(w g)``, then the ``D²`` planes;
-        :func:`_window_sums`): the pair adds its share there and returns only ``con``.
+        :func:`_window_sums`): the pair adds its share there.
+    con_into : tuple of numpy.ndarray, optional
+        The tile's context planes on the core (float64, one per plane): the pair adds its bit
+        there. With ``into`` and ``con_into`` the pair returns nothing of its own (``{}``).
     """
     w = _weights(cut, pixmap, core, reach, weight=weight, exptime=exptime)
-    on = w > 0
-    g = np.where(on, np.asarray(cut["sci"], dtype=np.float64), 0.0)
-    squared = []
-    if variances:
-        for v in VARIANCES:
-            v = np.asarray(cut[v], dtype=np.float64)
-            squared.append(np.where(on & np.isfinite(v), w * w * v, 0.0))
+    stack = drizzle_planes(w, cut["sci"], [cut[v] for v in VARIANCES] if variances else ())
+    powers = [1, 1] + [2] * (len(stack) - 2)
     covered = np.zeros(shape, dtype=bool)  # where D(w) > 0: the exposure's context bit
-    num, sci, *var = PairOverlaps(pixmap, shape).drizzle(w, w * g, squared=squared, out=into, covered=covered)
+    overlaps = PairOverlaps(pixmap, shape)
+    num, sci, *var = drizzle_sums(overlaps.xc, overlaps.yc, stack, shape, powers=powers, out=into, covered=covered)
     covered = covered[core]
     bit = float(1 << (exposure % 32))
-    con = tuple(np.where(covered, bit, 0.0) if p == exposure // 32 else np.zeros(covered.shape) for p in range(n_planes))
+    if con_into is not None:
+        plane = con_into[exposure // 32]
+        np.add(plane, bit, out=plane, where=covered)
+        con = None
+    else:
+        con = tuple(np.where(covered, bit, 0.0) if p == exposure // 32 else np.zeros(covered.shape) for p in range(n_planes))
     if into is not None:
-        return {"con": con}
+        return {} if con is None else {"con": con}
     return {"num": num[core], "sci": sci[core], "var": tuple(v[core] for v in var), "con": con}
 
 
@@ -878,13 +883,19 @@ def _tile_pairs(window, *cuts, kind, links, wcs_grid, wcs_exposures):
     ``wcs_exposures`` its exposure's WCS. The sums are the task's own, so they grow in place:
     the drizzled planes in one array on the window (:func:`_window_sums`), cut to the core at the end.
     """
-    acc = None
+    acc = {}
     into = _window_sums(kind, window, links[0])
+    extra = {} if into is None else {"into": into}
+    if kind == "drizzle":  # the context planes on the core, which each pair adds its bit to
+        core_shape = tuple(s.stop - s.start for s in links[0]["core"])
+        extra["con_into"] = tuple(np.zeros(core_shape) for _ in range(links[0]["n_planes"]))
     for cut, kwargs, wcs_exposure in zip(cuts, links, wcs_exposures, strict=True):
         if isinstance(cut, CutReading):
             cut = cut()
-        part = _pair_task(window, cut, wcs_exposure, wcs_grid, kind=kind, **({**kwargs, "into": into} if into is not None else kwargs))
-        acc = part if acc is None else _add_into(acc, part)
+        part = _pair_task(window, cut, wcs_exposure, wcs_grid, kind=kind, **kwargs, **extra)
+        acc = part if not acc else _add_into(acc, part)
+    if "con_into" in extra:
+        acc["con"] = extra["con_into"]
     if into is not None:  # cut to the core (copies: the window's planes go)
         core, xp = links[0]["core"], array_module(window) if window is not None else np
         planes = [xp.asarray(np.ascontiguousarray(p[core])) for p in into]

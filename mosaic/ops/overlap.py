@@ -338,8 +338,12 @@ def _powers(powers, n):
 
 
 def _stack(planes, shape):
-    # a new C-contiguous array; the kernels skip non-finite values themselves (no cleaned copy)
-    stack = np.stack([np.asarray(p, dtype=np.float64) for p in planes]) if len(planes) else np.zeros((0, *shape))
+    # one C-contiguous float64 array as it is (read only), others stacked into a new one; the
+    # kernels skip non-finite values themselves (no cleaned copy)
+    if isinstance(planes, np.ndarray) and planes.ndim == 3 and planes.dtype == np.float64 and planes.flags.c_contiguous:
+        stack = planes
+    else:
+        stack = np.stack([np.asarray(p, dtype=np.float64) for p in planes]) if len(planes) else np.zeros((0, *shape))
     if stack.shape[1:] != tuple(shape):
         msg = f"planes have shape {stack.shape[1:]}; expected the corners' {tuple(shape)}"
         raise ValueError(msg)
@@ -390,7 +394,9 @@ def drizzle_sums(xc, yc, planes, shape, *, powers=None, out=None, covered=None) 
     xc, yc : numpy.ndarray
         ``(4, ny, nx)`` corners of the input pixels in the output frame.
     planes : sequence of numpy.ndarray
-        Input-frame ``(ny, nx)`` planes ``x``; NaN counts as 0.
+        Input-frame ``(ny, nx)`` planes ``x``; NaN counts as 0. A C-contiguous float64
+        ``(n, ny, nx)`` array is read as it is (:func:`mosaic.ops.drizzle_planes.drizzle_planes`
+        makes one); other inputs are stacked into a new one.
     shape : tuple of int
         Output shape ``(ny_out, nx_out)``; overlaps off it are dropped.
     powers : sequence of int, optional
