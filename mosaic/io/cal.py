@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from astropy.io import fits
+from astropy.utils.exceptions import AstropyUserWarning
 from astropy.wcs import WCS, FITSFixedWarning
 
 from mosaic.exceptions import ExposureExcludedWarning, ExtremeValueWarning, InputError, LimitError
@@ -571,10 +572,12 @@ class CalCutouts:
     reads as NaN, a missing DQ as 0, and ``good`` is :func:`usable` (finite SCI with none of
     ``bad_bits`` set, no value beyond ±:data:`SAFE_ABS`).
 
-    The rows of a cut-out are read with plain file reads at offsets found once per process
-    (:func:`_layout`), not through memory maps: pages of a mapped file count in the worker's
-    resident memory, so a worker that has touched its exposures looks gigabytes larger than it
-    is, and dask's memory manager starts spilling and pausing it.
+    A cut-out is copied out of a memory map of its file, at offsets found once per process
+    (:func:`_layout`), made for the read and closed after it: only the pages of the cut-out's
+    columns are read (whole rows, before: 30 % slower on a third of a 2048-wide exposure), and
+    no map outlives the read (the pages of a mapped file count in the worker's resident memory:
+    a worker that kept its exposures mapped would look gigabytes larger than it is, and dask's
+    memory manager would spill and pause it).
 
     Parameters
     ----------
@@ -611,7 +614,7 @@ class CalCutouts:
                     with fits.open(path) as hdul:
                         out[ext.lower()] = np.asarray(hdul[ext].section[ys, xs], dtype=dtype)
                 else:
-                    out[ext.lower()] = _scaled(lay.rows(fh, ys)[:, xs], lay.bzero, lay.bscale, dtype)
+                    out[ext.lower()] = _scaled(lay.block(fh, ys, xs), lay.bzero, lay.bscale, dtype)
         with np.errstate(invalid="ignore"):
             variances = [out[v] for v in ("var_poisson", "var_rnoise", "var_flat")]
             out["good"] = usable(out["sci"], out.pop("dq"), self.bad_bits, variances)
@@ -641,21 +644,21 @@ class _ImageLayout:
     bzero: float
     bscale: float
 
-    def rows(self, fh, ys: slice) -> np.ndarray:
-        """Rows ``ys`` of the image, whole, read from the open file ``fh``."""
-        nx = self.shape[1]
-        fh.seek(self.offset + ys.start * nx * self.dtype.itemsize)
-        n = (ys.stop - ys.start) * nx
-        raw = np.fromfile(fh, dtype=self.dtype, count=n)
-        if raw.size != n:
-            msg = f"{fh.name}: data end early (read {raw.size} of {n} values); expected a whole FITS image"
+    def block(self, fh, ys: slice, xs: slice) -> np.ndarray:
+        """The ``(ys, xs)`` block of the image in the open file ``fh``, as a view of a memory map
+        of it (read-only; the pages of the block's columns are all that is read)."""
+        end = self.offset + self.shape[0] * self.shape[1] * self.dtype.itemsize
+        size = os.fstat(fh.fileno()).st_size
+        if size < end:
+            msg = f"{fh.name}: data end early (the file has {size} bytes, the image ends at byte {end}); expected a whole FITS image"
             raise OSError(msg)
-        return raw.reshape(-1, nx)
+        return np.memmap(fh, dtype=self.dtype, mode="r", offset=self.offset, shape=self.shape)[ys, xs]
 
 
 def _scaled(raw, bzero, bscale, dtype) -> np.ndarray:
+    """``raw * bscale + bzero`` as ``dtype``: a new array, never a view of ``raw`` (a memory map)."""
     if bzero == 0 and bscale == 1:
-        return np.asarray(raw, dtype=dtype)
+        return np.array(raw, dtype=dtype)
     return (np.asarray(raw, dtype=np.float64 if bscale != 1 else np.int64) * bscale + bzero).astype(dtype)
 
 
@@ -672,6 +675,16 @@ def _layout(path: str) -> dict:
 
 @functools.lru_cache(maxsize=256)
 def _layout_cached(path: str, size: int, mtime_ns: int) -> dict:
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", category=AstropyUserWarning, message=".*truncated")
+            return _parse_layout(path)
+    except (OSError, IndexError, KeyError, ValueError, AstropyUserWarning) as exc:  # astropy on a cut-short or damaged file
+        msg = f"{path}: cannot read its FITS headers and data offsets ({type(exc).__name__}: {exc}); expected a whole _cal.fits file"
+        raise OSError(msg) from exc
+
+
+def _parse_layout(path: str) -> dict:
     layout = {}
     with fits.open(path, memmap=False, do_not_scale_image_data=True) as hdul:
         for ext, _, _ in _CUTOUT_EXTENSIONS:

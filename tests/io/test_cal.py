@@ -180,3 +180,19 @@ def test_cutouts_of_scaled_compressed_and_missing_extensions(tmp_path):
     np.testing.assert_array_equal(got["good"], np.isfinite(sci[region]) & ((dq[region] & bad) == 0))
     np.testing.assert_array_equal(got["var_poisson"], var[region])
     assert np.isnan(got["var_rnoise"]).all() and got["var_rnoise"].shape == (25, 41)
+
+
+def test_cutout_of_a_truncated_file_names_it(tmp_path):
+    """A file cut short after its headers were read: one OSError naming it, not a short array."""
+    from mosaic.io.cal import CalCutouts
+
+    path = tmp_path / "short_cal.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.ones((64, 64), np.float32), name="SCI")]).writeto(path)
+    reader = CalCutouts([path], 1).prepare()  # layouts cached, as on a worker
+    np.testing.assert_array_equal(reader(0, (slice(60, 64), slice(0, 64)))["sci"], np.ones((4, 64), np.float32))
+    size = path.stat().st_size
+    for cut in (2880, 100):  # a whole block of the data, or a part of one
+        with open(path, "r+b") as fh:
+            fh.truncate(size - cut)
+        with pytest.raises(OSError, match=r"short_cal\.fits: (cannot read its FITS headers|data end early)"):
+            reader(0, (slice(60, 64), slice(0, 64)))
