@@ -55,7 +55,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--kernel", choices=KERNELS, default="square", help="drizzle kernel (default square)")
     p.add_argument("--weight", choices=WEIGHTS, default="ivm", help="input weights (default ivm = 1/VAR_RNOISE)")
     p.add_argument("--rotation", type=float, default=0.0, metavar="DEG", help="grid position angle, deg east of north (default 0)")
-    p.add_argument("--tile", type=positive_int, default=1024, metavar="PIX", help="tile size in output pixels (default 1024)")
+    p.add_argument(
+        "--tile", type=positive_int, default=1024, metavar="PIX",
+        help="largest tile side in output pixels (default 1024); the grid is cut into equal tiles no larger",
+    )
     p.add_argument("--store", metavar="STORE.zarr", help="also write the mosaic into this zarr store")
     p.add_argument("--field", help="field name in the store (default: the output file's stem)")
     p.add_argument(
@@ -92,14 +95,17 @@ def _run_direct(args: argparse.Namespace, out) -> int:
     """The file only: tile tasks on worker processes that write into the file, no dask (:mod:`mosaic.coadd.drizzle_files`)."""
     from mosaic.coadd.drizzle_files import drizzle_files  # noqa: PLC0415
     from mosaic.io.cal import bad_bits_from, check_exposures  # noqa: PLC0415
-    from mosaic.io.grid import MosaicGrid  # noqa: PLC0415
+    from mosaic.io.grid import MosaicGrid, balanced_tile  # noqa: PLC0415
 
     infos = check_exposures(args.files, weight=args.weight)  # bad input found before any work
     grid = MosaicGrid.from_exposures(
         [i["wcs"] for i in infos], [i["shape"] for i in infos], psr=args.psr, rotation_deg=args.rotation, tile=args.tile,
         names=[str(i["path"]) for i in infos],  # a grid beyond the limits names the files that stretch it
     )
-    log.info("drizzle: %d exposures -> %s (%d x %d, tiles of %d)", len(infos), out, *grid.shape, args.tile)
+    # tiles of one size take one time, so the workers finish together (a 1454-pixel axis: two
+    # tiles of 727, not 1024 and 430: 8 x 512² exposures on 2 workers, 2.23 -> 1.93 s)
+    grid = grid.with_tiling(balanced_tile(grid.shape, args.tile))
+    log.info("drizzle: %d exposures -> %s (%d x %d, tiles of %d x %d)", len(infos), out, *grid.shape, *grid.tile)
     written = drizzle_files(
         infos, grid, out, bad_bits=bad_bits_from(None), pixfrac=args.pixfrac, kernel=args.kernel, weight=args.weight,
         workers=args.workers, n_given=len(infos),
@@ -112,7 +118,7 @@ def _run_dask(args: argparse.Namespace, out) -> int:
     """With a store or preprocessing: the lazy mosaic (:func:`mosaic.coadd.drizzle.drizzle_mosaic`) on dask."""
     from mosaic.coadd.drizzle import drizzle_mosaic  # noqa: PLC0415
     from mosaic.io.cal import CalCutouts, read_exposures  # noqa: PLC0415
-    from mosaic.io.grid import MosaicGrid  # noqa: PLC0415
+    from mosaic.io.grid import MosaicGrid, balanced_tile  # noqa: PLC0415
     from mosaic.io.products import write_drizzle_products  # noqa: PLC0415
 
     exposures = read_exposures(args.files, weight=args.weight)  # bad input found before any work
@@ -135,12 +141,13 @@ def _run_dask(args: argparse.Namespace, out) -> int:
             exposures.attrs["wcs"], [shape] * exposures.sizes["exposure"],
             psr=args.psr, rotation_deg=args.rotation, tile=args.tile,
         )
+        grid = grid.with_tiling(balanced_tile(grid.shape, args.tile))
         # cut-outs read straight from the files: the mosaic is made tile by tile
         reader = CalCutouts(exposures["path"].values, exposures.attrs["bad_bits"])
         mosaic = drizzle_mosaic(
             exposures, grid, pixfrac=args.pixfrac, kernel=args.kernel, weight=args.weight, cutout_reader=reader,
         )
-        log.info("drizzle: %d exposures -> %s (%d x %d, tiles of %d)", exposures.sizes["exposure"], out, *grid.shape, args.tile)
+        log.info("drizzle: %d exposures -> %s (%d x %d, tiles of %d x %d)", exposures.sizes["exposure"], out, *grid.shape, *grid.tile)
         written = write_drizzle_products(
             mosaic, grid, out=out, store=store, field=field, band=band, overwrite=args.overwrite,
         )
