@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("field", help="folder written by `mosaic simulate --flagship`")
     p.add_argument("--psf", type=int, default=301, help="PSF side on the output grid (default 301; paper 1501)")
-    p.add_argument("--iterations", type=int, default=2, help="UPDC iterations after iteration 0 (default 2)")
+    p.add_argument("--iterations", type=int, default=2, help="UPDC iterations after iteration 0 (default 2; 0 times iteration 0 alone)")
     p.add_argument("--areas", type=float, nargs="+", default=[0.25, 0.5, 1.0], help="fractions of the grid's area (default 0.25 0.5 1)")
     p.add_argument("--tile", type=int, default=1024, help="tile side (default 1024)")
     p.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (default 2)")
@@ -176,9 +176,10 @@ def main(argv=None) -> int:
                     _print_tasks(stream.data, marks, steps, args.workers)
                 rows.append(
                     {"fraction": fraction, "staging": staging, "shape": sub.shape, "n_exp": len(used), "n_in": n_in / 1e6, "it0": steps[0],
-                     "per_it": float(np.mean(steps[1:])), "peak": pm.peak / GiB,
+                     # --iterations 0 times iteration 0 alone (no per-iteration figures)
+                     "per_it": float(np.mean(steps[1:])) if len(steps) > 1 else float("nan"), "peak": pm.peak / GiB,
                      "client": pm.by_process[os.getpid()] / GiB, "worker": pm.largest_child() / GiB,
-                     "peak0": phases[0], "peak_it": max(phases[1:])}
+                     "peak0": phases[0], "peak_it": max(phases[1:], default=float("nan"))}
                 )
                 r = rows[-1]
                 print(f"area {fraction:g}, staging {'on' if staging else 'off'}: {r['shape'][0]}x{r['shape'][1]}, {r['n_exp']} exposures: "
