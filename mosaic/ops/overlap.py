@@ -165,33 +165,59 @@ def _padded(p, j, i, c):
 
 
 @numba.njit(**_JIT)
+def _edge_pixel_corners(p, h, j, i, xc, yc):
+    """Pixel ``(j, i)``'s corners where a neighbour lies off the map (padded by extrapolation)."""
+    a = (1 - h) * (1 - h)
+    b = h * (1 - h)
+    d = h * h
+    for k in range(4):
+        sx = -1 if k == 0 or k == 3 else 1
+        sy = 1 if k < 2 else -1
+        for c in range(2):
+            centre = p[j, i, c]
+            across = _padded(p, j, i + sx, c)
+            along = _padded(p, j + sy, i, c)
+            diagonal = _padded(p, j + sy, i + sx, c)
+            v = a * centre + b * (across + along) + d * diagonal
+            if c == 0:
+                xc[k, j, i] = v
+            else:
+                yc[k, j, i] = v
+
+
+@numba.njit(**_JIT)
 def _corners_kernel(p, h, xc, yc):
+    # corner k of a pixel lies towards sx = -1 (k = 0, 3) or +1 (k = 1, 2) in x and sy = +1
+    # (k = 0, 1) or -1 (k = 2, 3) in y: a weighted mean of the pixel's centre, its neighbours
+    # across (sx) and along (sy), and the diagonal one. Interior pixels take straight-line code
+    # (no test of the edges per corner: 24 -> 14 ns a pixel), the edge rows and columns the
+    # padded reads; both with the same operations in the same order.
     ny, nx = p.shape[0], p.shape[1]
     a = (1 - h) * (1 - h)
     b = h * (1 - h)
     d = h * h
     for j in range(ny):
-        edge_j = j == 0 or j == ny - 1
-        for i in range(nx):
-            edge = edge_j or i == 0 or i == nx - 1
-            for k in range(4):
-                sx = -1 if k == 0 or k == 3 else 1
-                sy = 1 if k < 2 else -1
-                for c in range(2):
-                    centre = p[j, i, c]
-                    if edge:
-                        across = _padded(p, j, i + sx, c)
-                        along = _padded(p, j + sy, i, c)
-                        diagonal = _padded(p, j + sy, i + sx, c)
-                    else:
-                        across = p[j, i + sx, c]
-                        along = p[j + sy, i, c]
-                        diagonal = p[j + sy, i + sx, c]
-                    v = a * centre + b * (across + along) + d * diagonal
-                    if c == 0:
-                        xc[k, j, i] = v
-                    else:
-                        yc[k, j, i] = v
+        if j == 0 or j == ny - 1:
+            for i in range(nx):
+                _edge_pixel_corners(p, h, j, i, xc, yc)
+            continue
+        _edge_pixel_corners(p, h, j, 0, xc, yc)
+        for i in range(1, nx - 1):
+            for c in range(2):
+                centre = p[j, i, c]
+                left, right = p[j, i - 1, c], p[j, i + 1, c]
+                up, down = p[j + 1, i, c], p[j - 1, i, c]
+                v0 = a * centre + b * (left + up) + d * p[j + 1, i - 1, c]
+                v1 = a * centre + b * (right + up) + d * p[j + 1, i + 1, c]
+                v2 = a * centre + b * (right + down) + d * p[j - 1, i + 1, c]
+                v3 = a * centre + b * (left + down) + d * p[j - 1, i - 1, c]
+                out = xc if c == 0 else yc
+                out[0, j, i] = v0
+                out[1, j, i] = v1
+                out[2, j, i] = v2
+                out[3, j, i] = v3
+        if nx > 1:
+            _edge_pixel_corners(p, h, j, nx - 1, xc, yc)
 
 
 def corners(pixmap: np.ndarray, pixfrac: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
