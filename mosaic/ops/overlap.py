@@ -190,7 +190,7 @@ def _corners_kernel(p, h, xc, yc):
     # corner k of a pixel lies towards sx = -1 (k = 0, 3) or +1 (k = 1, 2) in x and sy = +1
     # (k = 0, 1) or -1 (k = 2, 3) in y: a weighted mean of the pixel's centre, its neighbours
     # across (sx) and along (sy), and the diagonal one. Interior pixels take straight-line code
-    # (no test of the edges per corner: 24 -> 14 ns a pixel), the edge rows and columns the
+    # (no test of the edges per corner: 10.4 -> 7.0 ns a pixel), the edge rows and columns the
     # padded reads; both with the same operations in the same order.
     ny, nx = p.shape[0], p.shape[1]
     a = (1 - h) * (1 - h)
@@ -322,7 +322,7 @@ def _drizzle_kernel(xc, yc, planes, powers, out, mark, covered):
     # number of planes), so the unrolled adds below keep only the planes there are. A pixel that
     # adds to every plane (the rule: data, weights and variances are all non-zero on good
     # pixels) takes them, with no loop over the planes and no look-up of each plane's power:
-    # 5 planes at a pixel-scale ratio of 0.5, 375 -> 310 ns an input pixel.
+    # 5 planes at a pixel-scale ratio of 0.5, 375 -> 300 ns an input pixel.
     n_planes = len(powers)
     ny_out, nx_out = out.shape[1], out.shape[2]
     ny, nx = xc.shape[1], xc.shape[2]
