@@ -94,7 +94,9 @@ import contextlib
 import functools
 import hashlib
 import logging
+import os
 import shutil
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field, replace
@@ -103,6 +105,7 @@ from pathlib import Path
 import dask.array as da
 import numpy as np
 import xarray as xr
+from dask.array.utils import meta_from_array
 from dask.base import tokenize
 from dask.graph_manipulation import clone
 from dask.highlevelgraph import HighLevelGraph
@@ -448,30 +451,28 @@ class _Checkpoints:
             d = self._on_grid(d)
             if self.store is None:
                 lazy = [d[v].data for v in d.data_vars]
-                laid.append((n, d, i, len(arrays), len(e), None))
+                laid.append((n, d, i, len(arrays), len(e), len(lazy), None))
             else:
                 lazy, pending = self.store.write_product(
                     self.field, self.band, n, d, wcs_header=self.grid.to_header().tostring(sep="\n"),
                     attrs=_jsonable(d.attrs), overwrite=True, compute=False,
                 )
-                laid.append((n, d, i, len(arrays), len(e), pending))
+                laid.append((n, d, i, len(arrays), len(e), len(lazy), pending))
             arrays += [*e, *lazy]
         # one call: the extras, the products and the files share their tasks (each pair task runs once)
         got = _compute_with_files(arrays, files, description, self.client)
         out = None
-        for n, d, i, start, n_extra, pending in laid:
+        for n, d, i, start, n_extra, n_lazy, pending in laid:
             extra = list(got[start : start + n_extra])
+            lazy = got[start + n_extra : start + n_extra + n_lazy]
             if pending is None:
                 kept = xr.Dataset(
-                    {
-                        v: (d[v].dims, da.from_array(to_host(a), chunks=d[v].data.chunks))
-                        for v, a in zip(d.data_vars, got[start + n_extra : start + n_extra + len(d.data_vars)], strict=True)
-                    },
+                    {v: (d[v].dims, da.from_array(to_host(a), chunks=d[v].data.chunks)) for v, a in zip(d.data_vars, lazy, strict=True)},
                     attrs=d.attrs,
                 )
                 self._memory[n] = (kept, i(extra) if i else {})
             else:
-                pending.commit(**(i(extra) if i else {}))
+                pending.commit(lazy, **(i(extra) if i else {}))  # the writes' checksums
             out = extra if out is None else out
         return out
 
@@ -482,6 +483,23 @@ class _Checkpoints:
             if isinstance(ds[v].data, da.Array) and ds[v].ndim == 2 and ds[v].data.chunks != self.grid.chunks:
                 ds[v] = ds[v].chunk(dict(zip(ds[v].dims, self.grid.chunks, strict=True)))
         return ds
+
+
+def _clear_later(folder: Path) -> threading.Thread | None:
+    """Empty ``folder`` at once and delete what it held in a thread (joined before the run ends).
+
+    The folder is renamed aside (a name :meth:`~mosaic.io.store.Store.clean_temporaries` still
+    removes, should the run be killed first), so the next iteration stages into a new one while
+    the old files are unlinked: on one process that is a quarter of a second to a few seconds a
+    pass during which no worker had a task.
+    """
+    if not folder.exists():
+        return None
+    aside = folder.with_name(f"{folder.name}-old-{uuid.uuid4().hex[:8]}")
+    os.replace(folder, aside)
+    thread = threading.Thread(target=shutil.rmtree, args=(aside,), kwargs={"ignore_errors": True}, name="mosaic-clear", daemon=True)
+    thread.start()
+    return thread
 
 
 def _jsonable(attrs: dict) -> dict:
@@ -727,7 +745,10 @@ def _step(
     f_in = (prev["sci"].data, it0["sci"].data, den)
     start = functools.partial(_start_block, den_floor=den_floor, fill=fill, pedestal=pedestal)
     forward_in = clone(*f_in, seed=tokenize(*f_in, "forward"))
-    f = da.map_blocks(start, *(on_device(a) for a in forward_in), dtype=np.float64, token="updc-start")
+    moved = [on_device(a) for a in forward_in]
+    # meta given, not found by calling the block function on empty arrays in this process (for
+    # the update that compiles its kernel here: a second of the client's time each iteration)
+    f = da.map_blocks(start, *moved, meta=meta_from_array(moved[0], ndim=2, dtype=np.float64), token="updc-start")
     bp = correct(f)
     stored = list(f_in)
     if errors:
@@ -744,8 +765,8 @@ def _step(
     )
     inputs = [on_device(da.asarray(a)).rechunk(bp.num.chunks) for a in inputs]
     stacked = da.map_blocks(
-        update, *inputs, new_axis=0, chunks=((len(planes),), *bp.num.chunks), dtype=np.float32,
-        token="updc-update",
+        update, *inputs, new_axis=0, chunks=((len(planes),), *bp.num.chunks),
+        meta=meta_from_array(inputs[0], ndim=3, dtype=np.float32), token="updc-update",
     )
     stacked = _on_host(stacked)
     out = {name: stacked[i] for i, name in enumerate(planes)}
@@ -903,6 +924,7 @@ def updc(
 
     files: dict[int, Path] = {}
     pending: list = []  # laid-out files whose writes join the next computation
+    removals: list = []  # threads removing the staged arrays of past iterations
     try:
         share_maps = ck.store is not None and maps_need_a_folder(plan, client)
         with (
@@ -963,7 +985,7 @@ def updc(
                 r, *_ = ck.write(key, ds, extras, description=f"{method} iteration {n}/{n_iterations}", info=calibration, files=pending)
                 pending = []
                 if scratch is not None:
-                    shutil.rmtree(scratch, ignore_errors=True)
+                    removals.append(_clear_later(scratch))
                 ck.set_info(f"{prefix}{n - 1:02d}", **_residual_info(r))
                 log.info(
                     "%s iteration %d/%d done in %.1f s; iteration %d: chi2/dof %.4g (residuals in units of the exposures' ERR, "
@@ -995,6 +1017,9 @@ def updc(
     finally:
         for p in pending:  # a run stopped before writing them leaves no temporary file
             p.abort()
+        for t in removals:
+            if t is not None:
+                t.join()
     infos = [ck.info(f"{prefix}{n:02d}") for n in range(n_iterations + 1)]
     return UPDCResult(
         method=method, iterations=iterations, residuals=[i.get("residual") for i in infos], background=bkg, grid=grid,
@@ -1073,7 +1098,7 @@ def _sky_sample(ds: xr.Dataset, it0: xr.Dataset, background: float) -> da.Array:
     block = functools.partial(_sky_z_block, background=float(background), cut=SKY_SOURCE_CUT, dilate=SKY_DILATE)
     arrays = [ds["sci"].data, ds["err"].data, it0["sci"].data, it0["err"].data]
     chunks = arrays[0].chunks
-    z = da.map_blocks(block, *(da.asarray(a).rechunk(chunks) for a in arrays), dtype=np.float32)
+    z = da.map_blocks(block, *(da.asarray(a).rechunk(chunks) for a in arrays), meta=np.empty((0, 0), dtype=np.float32))
     step = max(1, int(np.ceil(np.sqrt(z.size / _SAMPLE_PIXELS))))
     return z[::step, ::step]
 

@@ -221,8 +221,8 @@ def write_drizzle_products(
             field, band, product, mosaic, wcs_header=mosaic.attrs.get("wcs_header"),
             attrs=attrs, overwrite=overwrite, compute=False,
         )
-        progress_compute(*writes, description=f"{product} -> {store.path.name}")
-        result["store"] = pending.commit()
+        written = progress_compute(*writes, description=f"{product} -> {store.path.name}")
+        result["store"] = pending.commit(written)
         source = store.read_product(field, band, product)
         source.attrs = {**mosaic.attrs, **source.attrs}
     if out is not None:

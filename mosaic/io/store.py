@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -182,14 +183,45 @@ def _crc(path: Path) -> int:
     return crc
 
 
-def _checksums(root: Path) -> dict:
-    """``{relative path: [size, crc32]}`` of every file under a product's folder."""
+def _checksums(root: Path, known: dict | None = None) -> dict:
+    """``{relative path: [size, crc32]}`` of every file under a product's folder; files in ``known``
+    (the same form, from the tasks that wrote them) are taken from it, not read again."""
+    known = known or {}
     out = {}
     for dirpath, _, files in os.walk(root):
         for f in files:
             p = Path(dirpath) / f
-            out[p.relative_to(root).as_posix()] = [p.stat().st_size, _crc(p)]
+            rel = p.relative_to(root).as_posix()
+            out[rel] = known[rel] if rel in known else [p.stat().st_size, _crc(p)]
     return dict(sorted(out.items()))
+
+
+def _write_block(block, target, root: str, var: str, block_info=None) -> np.ndarray:
+    """Write one dask block into its region of the zarr array ``target`` (the product's variable
+    ``var`` under ``root``), then checksum the chunk files it wrote: ``{relative path: [size,
+    crc32]}`` in a one-element object array. The worker that wrote a chunk reads it back while it
+    is in the page cache, so the commit does not read every chunk again in one process."""
+    region = tuple(slice(a, b) for a, b in block_info[0]["array-location"])
+    target[region] = block
+    sums = {}
+    spans = [range(r.start // c, -(-r.stop // c)) for r, c in zip(region, target.chunks, strict=True)]
+    for coords in itertools.product(*spans):
+        rel = f"{var}/{target.metadata.encode_chunk_key(coords)}"
+        path = Path(root) / rel
+        if path.exists():  # an empty chunk may not be written (zarr's write_empty_chunks)
+            sums[rel] = [path.stat().st_size, _crc(path)]
+    out = np.empty((1,) * block.ndim, dtype=object)
+    out[(0,) * block.ndim] = sums
+    return out
+
+
+def _chunk_aligned(source: da.Array, chunks: tuple) -> bool:
+    """Whether every dask block of ``source`` covers whole chunks of ``chunks`` (all but the last
+    block of each axis one chunk long, the last no longer): then no chunk file is written by two tasks."""
+    return all(
+        all(b == c for b in blocks[:-1]) and blocks[-1] <= c
+        for blocks, c in zip(source.chunks, chunks, strict=True)
+    )
 
 
 def _verify_content() -> bool:
@@ -467,8 +499,20 @@ class Store:
         # skip writing one that equals it) costs a pass over the chunk, and blosc makes an empty
         # chunk a few bytes anyway (zarr 3.1.0 has no Array.with_config: there the test stays)
         targets = [group[v].with_config({"write_empty_chunks": True}) if hasattr(group[v], "with_config") else group[v] for v in lazy]
-        writes = da.store(sources, targets, lock=False, compute=False) if lazy else ()
-        return (list(writes) if isinstance(writes, tuple) else [writes]), pending
+        writes = []
+        for v, src, target in zip(lazy, sources, targets, strict=True):
+            if _chunk_aligned(src, target.chunks):
+                # each block written and its chunk files checksummed by the same task
+                one = tuple((1,) * len(c) for c in src.chunks)
+                writes.append(
+                    da.map_blocks(
+                        _write_block, src, target=target, root=str(tmp), var=str(v), chunks=one,
+                        meta=np.empty((0,) * src.ndim, dtype=object), token="store-chunks",
+                    ),
+                )
+            else:
+                writes.append(da.store(src, target, lock=False, compute=False))
+        return writes, pending
 
     def read_product(self, field: str, band: str, name: str) -> xr.Dataset:
         """A complete product as a lazy dataset.
@@ -514,8 +558,17 @@ class _PendingProduct:
         self.store, self.field, self.band, self.name = store, field, band, name
         self.tmp, self.final = tmp, final
 
-    def commit(self, **info) -> Path:
-        sums = _checksums(self.tmp)
+    def commit(self, written=(), /, **info) -> Path:
+        """Rename the group to its final name and record it complete, with ``info``.
+
+        ``written``: the computed writes of :meth:`Store.write_product` (each the checksums of the
+        chunk files its tasks wrote); the other files are checksummed here.
+        """
+        known = {}
+        for sums in written:
+            for block in np.ravel(sums) if sums is not None else ():
+                known.update(block)
+        sums = _checksums(self.tmp, known)
         if self.final.exists():
             shutil.rmtree(self.final)
         os.replace(self.tmp, self.final)

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from mosaic.io.store import Store
+from mosaic.io.store import Store, _checksums
 
 
 def _arrays(seed=0):
@@ -98,3 +100,46 @@ def test_store_path_that_is_a_file(tmp_path):
     p.write_text("x")
     with pytest.raises(ValueError, match="not a directory"):
         Store(p)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    ny=st.integers(1, 40), nx=st.integers(1, 40),
+    cy=st.tuples(st.integers(1, 13), st.integers(1, 13)), cx=st.tuples(st.integers(1, 13), st.integers(1, 13)),
+    zeros=st.booleans(),
+)
+def test_checksums_made_by_the_writing_tasks_match_the_files(tmp_path_factory, ny, nx, cy, cx, zeros):
+    """The CRCs the write tasks record equal a read of every file afterwards, on regular tilings
+    (each task checksums its own chunks) and on blocks longer than a chunk (checksummed at the
+    commit), with
+    all-zero blocks that zarr may leave unwritten; a changed byte is then found."""
+
+    def merged_tail(n, c):
+        """Blocks of ``c`` whose last two are one (longer than a chunk: not the tasks' checksums)."""
+        blocks = [c] * (n // c) + ([n % c] if n % c else [])
+        return tuple(blocks[:-2] + [sum(blocks[-2:])]) if len(blocks) > 1 else tuple(blocks)
+
+    store = Store(tmp_path_factory.mktemp("crc") / "s.zarr")
+    rng = np.random.default_rng(ny * 41 + nx)
+    sci = np.zeros((ny, nx), "f4") if zeros else rng.normal(size=(ny, nx)).astype("f4")
+    regular = da.from_array(sci, chunks=(cy[0], cx[0]))
+    ds = xr.Dataset({
+        "sci": (("y", "x"), regular),
+        "err": (("y", "x"), da.from_array(np.abs(sci) + 1, chunks=(merged_tail(ny, cy[1]), merged_tail(nx, cx[1])))),
+        "con": (("y", "x"), (sci > 0).astype("i4")),  # in memory: written at the layout
+    })
+    writes, pending = store.write_product("f", "F200W", "updc/iter_01", ds, compute=False)
+    written = dask.compute(*writes)
+    pending.commit(written)
+    root = store.product_path("f", "F200W", "updc/iter_01")
+    recorded = store.manifest("f", "F200W")["updc/iter_01"]["checksums"]
+    assert recorded == _checksums(root)
+    assert any(k.startswith("sci/c/") for k in recorded) or zeros
+    back = store.read_product("f", "F200W", "updc/iter_01")
+    np.testing.assert_array_equal(back["sci"].values, sci)
+    np.testing.assert_array_equal(back["err"].values, np.abs(sci) + 1)
+    chunk = next(root / k for k in recorded if k.startswith("err/c/"))
+    raw = bytearray(chunk.read_bytes())
+    raw[-1] ^= 0xFF
+    chunk.write_bytes(bytes(raw))
+    assert Store(store.path).damage("f", "F200W", "updc/iter_01") is not None
