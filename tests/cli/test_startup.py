@@ -92,3 +92,23 @@ def test_no_command_help_shows_sphinx_markup(capsys):
             main([name, "--help"])
         text = capsys.readouterr().out
         assert not re.search(r"``|:(mod|func|class|meth):`", text), (name, text)
+
+
+def test_local_clusters_poll_less_and_keep_the_users_settings():
+    """A command's local cluster measures its event loops every second, not every 20 ms (the
+    scheduler and nannies share the command's process with the client); a value the user set in
+    their dask config is theirs."""
+    import dask
+    from distributed import LocalCluster
+
+    from mosaic.cli._common import QUIET_POLLING, forked_workers
+
+    with dask.config.set({"distributed.worker.memory.monitor-interval": "250ms"}), forked_workers():
+        assert dask.config.get("distributed.admin.tick.interval") == QUIET_POLLING["distributed.admin.tick.interval"][1]
+        assert dask.config.get("distributed.worker.memory.monitor-interval") == "250ms"
+        with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster:
+            assert cluster.scheduler.periodic_callbacks["tick"].callback_time == 1000
+            assert cluster.scheduler.periodic_callbacks["monitor"].callback_time == 1000
+            (nanny,) = cluster.workers.values()
+            assert nanny.periodic_callbacks["tick"].callback_time == 1000
+    assert dask.config.get("distributed.admin.tick.interval") == "20ms"
