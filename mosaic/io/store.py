@@ -19,8 +19,9 @@ verifies: a chunk missing or of another size is found at once, a chunk whose byt
 first time a :class:`Store` object (a run) looks at the product (CRC-32 at about 1 GB/s; dask
 config ``mosaic.store.verify: size`` checks sizes only); a damaged product is not complete (a checkpoint
 is recomputed) and :meth:`Store.read_product` refuses it by name. Arrays are written chunk by
-chunk by the tasks that compute them (dask's ``to_zarr``), so no process ever holds a whole
-mosaic. The store lives on a filesystem path (local or shared, as on HPC).
+chunk by the tasks that compute them, so no process ever holds a whole mosaic; each write task
+also takes the CRC-32 of the chunk files it wrote (read back from the page cache), so that the
+commit, in one process, reads only the metadata files. The store lives on a filesystem path (local or shared, as on HPC).
 
 *One writer per field/band.* A process that writes a field/band group takes its lock,
 ``.mosaic-writer.lock`` in the group: a file created atomically holding the owner's host, pid
