@@ -60,12 +60,26 @@ __all__ = [
     "dashboard_listening",
     "worker_environ",
     "WORKER_MALLOC_ENV",
+    "QUIET_POLLING",
+    "quiet_polling",
 ]
 
 log = logging.getLogger(__name__)
 
 #: the kinds of cluster :func:`cluster_client` can start or connect to
 KINDS = ("local", "cuda", "slurm", "pbs", "address")
+
+#: dask settings of the clusters mosaic starts on this machine (local and CUDA), where the
+#: user's dask config keeps distributed's default (``{key: (default, ours)}``). The scheduler
+#: and the nannies run in the client's own process, beside the client building the next graph;
+#: each server wakes its event loop to measure it every 20 ms and each nanny polls its worker's
+#: memory every 100 ms: on 2 cores that was ~1.2 s of the client's 10 s of CPU in a 36 s
+#: ``mosaic updc --workers 2`` (``benchmarks/README.md``, round 11).
+QUIET_POLLING = MappingProxyType({
+    "distributed.admin.tick.interval": ("20ms", "1s"),  # the "event loop was unresponsive" measure
+    "distributed.admin.system-monitor.interval": ("500ms", "1s"),  # the dashboard's CPU and memory plots
+    "distributed.worker.memory.monitor-interval": ("100ms", "500ms"),  # the memory limit's check
+})
 
 #: dask's setting (``distributed.nanny.pre-spawn-environ``): freed memory goes back to the OS at once
 DASK_MALLOC_TRIM_THRESHOLD = 65536
@@ -537,6 +551,14 @@ def _environ_value(key: str) -> str | None:
     return value
 
 
+def quiet_polling() -> dict:
+    """The :data:`QUIET_POLLING` settings whose keys hold distributed's default in the dask config
+    now (for ``dask.config.set`` around a cluster's start: a user's own value is kept)."""
+    import distributed  # noqa: F401, PLC0415 -- its config loaded, so that the defaults are there to compare with
+
+    return {k: ours for k, (default, ours) in QUIET_POLLING.items() if dask.config.get(k, default=None) == default}
+
+
 @contextmanager
 def _malloc_trim_env() -> Iterator[None]:
     """Nannies started inside the block set :func:`worker_environ` before their worker starts.
@@ -596,11 +618,11 @@ def make_cluster(spec: Mapping | ClusterSpec | None = None, /, **overrides):
     if spec.kind == "local":
         from distributed import LocalCluster  # noqa: PLC0415
 
-        with _malloc_trim_env():
+        with _malloc_trim_env(), dask.config.set(quiet_polling()):
             return LocalCluster(**_local_kwargs(spec.options))
     if spec.kind == "cuda":
         cls = _cuda_class()
-        with _malloc_trim_env():
+        with _malloc_trim_env(), dask.config.set(quiet_polling()):
             return cls(**_cuda_kwargs(spec.options))
     return _jobqueue_class(spec.kind)(**_jobqueue_kwargs(spec.options))
 

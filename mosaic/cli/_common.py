@@ -52,21 +52,9 @@ def non_negative_int(text: str) -> int:
     return v
 
 
-#: dask settings of a command's local cluster, where the user's dask config keeps distributed's
-#: default (``{key: (default, ours)}``). The scheduler and the nannies run in the command's own
-#: process, beside the client building the next graph, and each server wakes its event loop to
-#: measure it every 20 ms, each nanny polls its worker's memory every 100 ms: on 2 cores that
-#: was ~1.2 s of the client's 10 s of CPU in a 36 s ``mosaic updc --workers 2``.
-QUIET_POLLING = {
-    "distributed.admin.tick.interval": ("20ms", "1s"),  # the "event loop was unresponsive" measure
-    "distributed.admin.system-monitor.interval": ("500ms", "1s"),  # the dashboard's CPU and memory plots
-    "distributed.worker.memory.monitor-interval": ("100ms", "500ms"),  # the memory limit's check
-}
-
-
 def forked_workers():
     """Start local worker processes by forking this one (Linux), not by spawning fresh ones,
-    unprofiled and polling less (:data:`QUIET_POLLING`).
+    unprofiled and polling less (:data:`mosaic.cluster.QUIET_POLLING`).
 
     A spawned worker imports dask, astropy, numba and the drizzle package again (seconds of
     CPU each, more than the whole work of a small mosaic); a forked one has them already.
@@ -75,10 +63,12 @@ def forked_workers():
     import dask  # noqa: PLC0415
     import distributed  # noqa: F401, PLC0415 -- its defaults loaded first: leaving the set() below would otherwise drop the whole "distributed" config
 
+    from mosaic.cluster import quiet_polling  # noqa: PLC0415
+
     # the workers' statistical profiler samples every thread's stack every 10 ms, CPU that
     # a batch run has no use for (the dashboard's task stream stays)
     settings = {"distributed.worker.profile.enabled": False}
-    settings.update({k: ours for k, (default, ours) in QUIET_POLLING.items() if dask.config.get(k, default=None) == default})
+    settings.update(quiet_polling())
     if sys.platform == "linux":
         settings["distributed.worker.multiprocessing-method"] = "fork"
     return dask.config.set(settings)

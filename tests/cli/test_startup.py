@@ -101,7 +101,8 @@ def test_local_clusters_poll_less_and_keep_the_users_settings():
     import dask
     from distributed import LocalCluster
 
-    from mosaic.cli._common import QUIET_POLLING, forked_workers
+    from mosaic.cli._common import forked_workers
+    from mosaic.cluster import QUIET_POLLING
 
     with dask.config.set({"distributed.worker.memory.monitor-interval": "250ms"}), forked_workers():
         assert dask.config.get("distributed.admin.tick.interval") == QUIET_POLLING["distributed.admin.tick.interval"][1]

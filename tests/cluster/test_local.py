@@ -34,6 +34,7 @@ def test_local_cluster_settings_and_result(tmp_path, monkeypatch):
             "local_directory": dask_worker.local_directory,
             "nthreads": dask_worker.state.nthreads,
             "malloc": {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_ARENA_MAX")},
+            "tick ms": dask_worker.periodic_callbacks["tick"].callback_time,
         }
 
     with dask.config.set({"distributed.nanny.pre-spawn-environ": {}}), cluster_client(spec) as client:
@@ -46,6 +47,7 @@ def test_local_cluster_settings_and_result(tmp_path, monkeypatch):
         assert s["nthreads"] == 1
         assert s["local_directory"].startswith(str(tmp_path))
         assert s["malloc"] == {k: str(v) for k, v in WORKER_MALLOC_ENV.items()}
+        assert s["tick ms"] == 1000  # QUIET_POLLING: the event loop measured every second, not every 20 ms
     np.testing.assert_allclose(got, (data**2).sum(axis=0) - data.mean(), rtol=1e-12)
 
 
