@@ -53,6 +53,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 import zarr
+from dask.base import tokenize
 
 from mosaic.exceptions import InputError
 
@@ -508,7 +509,7 @@ class Store:
                 writes.append(
                     da.map_blocks(
                         _write_block, src, target=target, root=str(tmp), var=str(v), chunks=one,
-                        meta=np.empty((0,) * src.ndim, dtype=object), token="store-chunks",
+                        meta=np.empty((0,) * src.ndim, dtype=object), name=f"store-chunks-{tokenize(src, str(tmp), str(v))}",
                     ),
                 )
             else:
