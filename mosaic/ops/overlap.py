@@ -165,11 +165,9 @@ def _padded(p, j, i, c):
 
 
 @numba.njit(**_JIT)
-def _edge_pixel_corners(p, h, j, i, xc, yc):
-    """Pixel ``(j, i)``'s corners where a neighbour lies off the map (padded by extrapolation)."""
-    a = (1 - h) * (1 - h)
-    b = h * (1 - h)
-    d = h * h
+def _edge_pixel_corners(p, a, b, d, j, i, xc, yc):
+    """Pixel ``(j, i)``'s corners where a neighbour lies off the map (padded by extrapolation);
+    ``a``, ``b``, ``d``: the weights of the centre, the neighbours across and along, the diagonal."""
     for k in range(4):
         sx = -1 if k == 0 or k == 3 else 1
         sy = 1 if k < 2 else -1
@@ -199,9 +197,9 @@ def _corners_kernel(p, h, xc, yc):
     for j in range(ny):
         if j == 0 or j == ny - 1:
             for i in range(nx):
-                _edge_pixel_corners(p, h, j, i, xc, yc)
+                _edge_pixel_corners(p, a, b, d, j, i, xc, yc)
             continue
-        _edge_pixel_corners(p, h, j, 0, xc, yc)
+        _edge_pixel_corners(p, a, b, d, j, 0, xc, yc)
         for i in range(1, nx - 1):
             for c in range(2):
                 centre = p[j, i, c]
@@ -217,7 +215,7 @@ def _corners_kernel(p, h, xc, yc):
                 out[2, j, i] = v2
                 out[3, j, i] = v3
         if nx > 1:
-            _edge_pixel_corners(p, h, j, nx - 1, xc, yc)
+            _edge_pixel_corners(p, a, b, d, j, nx - 1, xc, yc)
 
 
 def corners(pixmap: np.ndarray, pixfrac: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -374,7 +372,7 @@ def _drizzle_kernel(xc, yc, planes, powers, out, mark, covered):
                             else:
                                 for q in range(n_use):
                                     p = use[q]
-                                    out[p, jj, ii] += (f if powers[p] == 1 else f * f) * val[q]
+                                    out[p, jj, ii] += (f if powers[p] == 1 else f2) * val[q]
 
 
 def _corners(xc, yc):
