@@ -22,7 +22,17 @@ from hypothesis import strategies as st
 from scipy.signal import fftconvolve
 
 from mosaic.coadd.drizzle import drizzle_mosaic
-from mosaic.coadd.forward import _pixmap, backproject, data_residual, normalisation, plan_forward, release_pixel_maps
+from mosaic.coadd.forward import (
+    TILE_PARTS,
+    Pair,
+    _pixmap,
+    backproject,
+    data_residual,
+    normalisation,
+    plan_forward,
+    release_pixel_maps,
+    split_pairs,
+)
 from mosaic.coadd.updc import ExposureSource, prepare_psfs
 from mosaic.io.cal import read_exposures
 from mosaic.io.grid import MosaicGrid
@@ -257,8 +267,11 @@ def test_residual_sum_does_not_hold_every_pair(sim, exposures, psf, image):
     assert total.shape == (2,) and total[1] > 0
 
 
-def test_pairs_of_a_tile_are_one_task(sim, exposures, psf, image):
-    # a tile's pairs run in one task that keeps one running sum: one task per tile a pair reaches
+def test_pairs_of_a_tile_run_as_at_most_two_tasks(sim, exposures, psf, image):
+    # a tile's pairs run in at most TILE_PARTS tasks, each keeping one running sum, the runs
+    # added by one task per tile: no task per pair, and the runs hold every pair once
+    from dask.core import get_dependencies
+
     grid = sim.grid.with_tiling((48, 48))
     plan = plan_forward(exposures, grid, prepare_psfs(psf, 3))
     bp = backproject(da.from_array(image, chunks=grid.chunks), plan, ExposureSource(exposures))
@@ -267,6 +280,45 @@ def test_pairs_of_a_tile_are_one_task(sim, exposures, psf, image):
     assert {k[2:] for k in tasks} == {t for t, pairs in plan.pairs.items() if pairs}
     assert max(len(pairs) for pairs in plan.pairs.values()) > 1  # some tile has several pairs
     assert not any(str(k[0] if isinstance(k, tuple) else k).endswith("-pair") for k in graph)
+    split = 0
+    for k in tasks:
+        parts = [d for d in get_dependencies(graph, k) if str(d[0]).endswith("-tile-pairs-part")]
+        assert len(parts) <= TILE_PARTS
+        assert len(parts) != 1  # one run is the tile's task itself
+        split += len(parts) > 1
+    assert split > 0
+    # the numbers do not depend on how a tile's pairs are cut into runs
+    ref = backproject(da.from_array(image, chunks=grid.chunks), plan, ExposureSource(exposures))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("mosaic.coadd.forward.TILE_PARTS", 1)
+        whole = backproject(da.from_array(image, chunks=grid.chunks), plan, ExposureSource(exposures))
+        assert not any(str(k[0]).endswith("-tile-pairs-part") for k in dict(whole.num.__dask_graph__()) if isinstance(k, tuple))
+        got_whole = dask.compute(whole.num, whole.resid, scheduler="sync")
+    got = dask.compute(ref.num, ref.resid, scheduler="sync")
+    np.testing.assert_allclose(got[0], got_whole[0], rtol=1e-12, atol=1e-12 * np.abs(got_whole[0]).max())
+    np.testing.assert_allclose(got[1], got_whole[1], rtol=1e-12)
+
+
+@given(
+    pixels=st.lists(st.integers(0, 10_000), min_size=1, max_size=40),
+    parts=st.integers(1, 5),
+)
+@settings(max_examples=200, deadline=None)
+def test_split_pairs_cuts_runs_of_about_equal_pixels_in_order(pixels, parts):
+    # the runs hold every pair once, in order, at most `parts` of them, none empty; run j closes
+    # at the first pair that finds the runs so far holding their share j / parts of the pixels
+    pairs = [Pair(k, (0, 0), (slice(0, 1), slice(0, n)), (slice(0, 1), slice(0, 1)), (slice(0, 1), slice(0, 1))) for k, n in enumerate(pixels)]
+    runs = split_pairs(pairs, parts)
+    assert [p for run in runs for p in run] == pairs
+    assert 1 <= len(runs) <= parts and all(runs)
+    total, done = sum(pixels), 0
+    for j, run in enumerate(runs, start=1):
+        for i, p in enumerate(run):
+            if i > 0 and j < parts:  # a pair that did not open a new run found the share not reached
+                assert done < total * j / parts
+            done += p.cut[1].stop
+        if j < len(runs):  # a closed run holds its share
+            assert done >= total * j / parts
 
 
 def test_pairs_read_their_own_cut_outs_and_let_go_of_tile_sums(sim, exposures, psf, image):
@@ -285,8 +337,9 @@ def test_pairs_read_their_own_cut_outs_and_let_go_of_tile_sums(sim, exposures, p
     graph = dict(bp.num.__dask_graph__())
     pairs = {k for k in graph if isinstance(k, tuple) and str(k[0]).endswith("-tile-pairs")}
     assert len(pairs) == len([t for t, p in plan.pairs.items() if p])
-    allowed = ("-window",)
-    assert all(str(d[0] if isinstance(d, tuple) else d).endswith(allowed) for k in pairs for d in get_dependencies(graph, k))
+    runs = {k for k in graph if isinstance(k, tuple) and str(k[0]).endswith("-tile-pairs-part")}
+    allowed = ("-window", "-tile-pairs-part")
+    assert all(str(d[0] if isinstance(d, tuple) else d).endswith(allowed) for k in pairs | runs for d in get_dependencies(graph, k))
     blocks = [k for k in graph if isinstance(k, tuple) and str(k[0]).endswith("-num-0")]
     assert len(blocks) == grid.n_tiles[0] * grid.n_tiles[1]
     for k in blocks:
@@ -317,10 +370,22 @@ def test_staged_back_projection_is_the_same_to_the_bit(tmp_path, sim, exposures,
     for a, b in zip(got, dask.compute(kept.num, *kept.var, kept.resid, scheduler="threads"), strict=True):
         np.testing.assert_array_equal(a, b)
     graph = dict(staged.num.__dask_graph__())
-    windows = [k for k in graph if isinstance(k, tuple) and str(k[0]).endswith("-window")]
+    # the pair tasks read their windows themselves, from the staged iterate (beside the exposures'
+    # cut-outs), and the adjoint convolutions read the staged sums
+    pairs = [k for k in graph if isinstance(k, tuple) and str(k[0]).endswith(("-tile-pairs", "-tile-pairs-part"))]
     adjoint = [k for k in graph if isinstance(k, tuple) and str(k[0]).startswith("convolve-staged")]
-    assert windows and adjoint
-    for k in windows + adjoint:
+    assert pairs and adjoint
+    assert not any(isinstance(k, tuple) and str(k[0]).endswith("-window") for k in graph)
+    for k in pairs:  # what a pair task waits for, up to the staged arrays: never the iterate in memory
+        seen, todo = set(), [k]
+        while todo:
+            for d in get_dependencies(graph, todo.pop()):
+                if d not in seen and not (isinstance(d, tuple) and str(d[0]).startswith("staged-")):
+                    seen.add(d)
+                    todo.append(d)
+        assert not any(isinstance(d, tuple) and d[0] == f.name for d in seen), k
+    assert any(str(d[0]).startswith("staged-") for k in pairs for d in get_dependencies(graph, k) if isinstance(d, tuple))
+    for k in adjoint:
         assert all(str(d[0]).startswith("staged-") for d in get_dependencies(graph, k) if isinstance(d, tuple))
     for label in ("f", "bf-0", "num-0", "var0-0", "var1-0", "var2-0"):
         assert len(list((tmp_path / "s").glob(f"*/{label}/0.0.npy"))) == 1, label
