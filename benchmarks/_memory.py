@@ -12,7 +12,7 @@ __all__ = ["PeakMemory"]
 
 
 class PeakMemory:
-    """Context manager: the peak summed RSS (bytes) of this process and all its children.
+    """Context manager: the peak summed RSS (bytes) of this process (or ``root``) and all its children.
 
     ``baseline`` is the RSS when the context was entered; ``peak - baseline`` is what the
     work inside added. Each sample reads the RSS of the processes known; the process tree
@@ -23,7 +23,8 @@ class PeakMemory:
     ends a phase: it returns the phase's peak and starts the next one.
     """
 
-    def __init__(self, interval: float = 0.02, refresh: float = 0.5):
+    def __init__(self, interval: float = 0.02, refresh: float = 0.5, root: psutil.Process | None = None):
+        self.root = root
         self.interval = interval
         self.refresh = refresh
         self._procs: list = []
@@ -41,15 +42,18 @@ class PeakMemory:
         return PeakMemory._rss({})
 
     @staticmethod
-    def _tree() -> list:
-        me = psutil.Process()
-        return [me, *me.children(recursive=True)]
+    def _tree(root: psutil.Process | None = None) -> list:
+        me = root or psutil.Process()
+        try:
+            return [me, *me.children(recursive=True)]
+        except psutil.Error:  # a root that has ended
+            return []
 
     def _sample(self) -> int:
         """:meth:`_rss` of the processes known, walking the tree again when it is due."""
         now = time.monotonic()
         if now - self._walked >= self.refresh:
-            self._procs, self._walked = self._tree(), now
+            self._procs, self._walked = self._tree(self.root), now
         return self._rss(self.by_process, self._procs)
 
     @staticmethod
@@ -83,14 +87,14 @@ class PeakMemory:
             time.sleep(self.interval)
 
     def __enter__(self):
-        self.baseline = self.peak = self.phase_peak = self._rss(self.by_process)
+        self.baseline = self.peak = self.phase_peak = self._rss(self.by_process, self._tree(self.root))
         self._thread.start()
         return self
 
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self._rss(self.by_process))
+        self.peak = max(self.peak, self._rss(self.by_process, self._tree(self.root)))
         return False
 
     @property

@@ -88,6 +88,36 @@ def test_deferred_write_commits_only_after_compute(tmp_path):
     assert total == pytest.approx(sci.sum(dtype=np.float64), rel=1e-5)
 
 
+def test_deferred_layout_writes_the_metadata_of_a_whole_write(tmp_path):
+    # the deferred write lays the product out with stand-ins for its lazy variables: every
+    # zarr.json (dims, dtypes, chunks, fill values, encodings, attributes) is the one a whole
+    # write makes, and the data read back are the arrays'
+    import json
+
+    sci, arrays = _arrays(3)
+    ds = xr.Dataset(
+        {k: (("y", "x"), v, {"units": "MJy/sr"}) for k, v in arrays.items()},
+        coords={"y": np.arange(70), "x": np.arange(90.0)}, attrs={"iteration": 2},
+    )
+    ds["con"] = (("plane", "y", "x"), da.from_array((sci > 0).astype("i4")[None], chunks=(1, 32, 40)))
+    ds["sci"].encoding["_FillValue"] = np.float32(np.nan)
+    whole, deferred = Store(tmp_path / "a.zarr"), Store(tmp_path / "b.zarr")
+    whole.write_product("f", "F200W", "p", ds)
+    writes, pending = deferred.write_product("f", "F200W", "p", ds, compute=False)
+    pending.commit(dask.compute(*writes))
+
+    def metadata(store):
+        root = store.product_path("f", "F200W", "p")
+        return {str(m.relative_to(root)): json.loads(m.read_text()) for m in sorted(root.rglob("zarr.json"))}
+
+    got, ref = metadata(deferred), metadata(whole)
+    assert set(got) == set(ref) and len(ref) >= 6
+    assert got == ref
+    back = deferred.read_product("f", "F200W", "p")
+    xr.testing.assert_identical(back.compute(), whole.read_product("f", "F200W", "p").compute())
+    np.testing.assert_array_equal(back["sci"].values, sci)
+
+
 @pytest.mark.parametrize("name", ["", ".hidden", "a/b"])
 def test_bad_names_are_refused(tmp_path, name):
     store = Store(tmp_path / "s.zarr")
