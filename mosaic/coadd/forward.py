@@ -960,12 +960,14 @@ def _pair_graph(kind, image_by_group, plan: ForwardPlan, source, options: dict, 
     adds the runs' sums. So the scheduler sees a few tasks per tile and pass (a chain of one
     task per pair cost a scheduling round and, when a link ran elsewhere, a transfer of the
     sum), and no worker is left alone with a whole tile at a pass's end. A staged iterate's
-    window is read inside each task, so the tasks go to whichever worker is free. Returns ``(name, anchor, tile_roots,
-    residuals)``: ``anchor`` a Delayed holding the graph's one layer, ``tile_roots[(g, tile)]``
-    the key of group ``g``'s task on a tile (the sum of its pairs), ``residuals[(g, tile)]`` the
-    key of that tile's ``[resid, npix, chi2, nchi]`` (none for the kinds of :data:`_SUMS_ONLY`). The arrays taken from a tile's
-    sum wait for its residual (:func:`_tile_array`), so the sum is let go as soon as its arrays
-    are: a residual left for the end of the graph would hold every tile's sum until then.
+    window is read inside each task, so the tasks go to whichever worker is free.
+
+    Returns ``(name, anchor, tile_roots, residuals)``: ``anchor`` a Delayed holding the graph's
+    one layer, ``tile_roots[(g, tile)]`` the key of group ``g``'s task on a tile (the sum of its
+    pairs), ``residuals[(g, tile)]`` the key of that tile's ``[resid, npix, chi2, nchi]`` (none
+    for the kinds of :data:`_SUMS_ONLY`). The arrays taken from a tile's sum wait for its
+    residual (:func:`_tile_array`), so the sum is let go as soon as its arrays are: a residual
+    left for the end of the graph would hold every tile's sum until then.
     """
     name = f"updc-{kind}-{token}"
     dsk: dict = {}
