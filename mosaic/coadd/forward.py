@@ -1054,7 +1054,7 @@ def split_pairs(pairs: list, parts: int = TILE_PARTS) -> list[list]:
     Each run is one task (:func:`_tile_pairs`) and the runs' sums are added (:func:`_sum_parts`):
     a pass has then two tasks a tile, so that with an odd number of tiles the last tile is not
     left to one worker while the others wait (a tile of the 8 x 1024² field took 1.2 s, a
-    tenth of a correction pass on two workers). The pixels a pair maps (its cut-out, or the
+    tenth of a correction pass's worker time). The pixels a pair maps (its cut-out, or the
     columns that reach the core where the plan has them) stand for its cost.
     """
     sizes = [_pair_pixels(p) for p in pairs]

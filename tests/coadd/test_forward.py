@@ -288,13 +288,12 @@ def test_pairs_of_a_tile_run_as_at_most_two_tasks(sim, exposures, psf, image):
         split += len(parts) > 1
     assert split > 0
     # the numbers do not depend on how a tile's pairs are cut into runs
-    ref = backproject(da.from_array(image, chunks=grid.chunks), plan, ExposureSource(exposures))
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("mosaic.coadd.forward.TILE_PARTS", 1)
         whole = backproject(da.from_array(image, chunks=grid.chunks), plan, ExposureSource(exposures))
         assert not any(str(k[0]).endswith("-tile-pairs-part") for k in dict(whole.num.__dask_graph__()) if isinstance(k, tuple))
         got_whole = dask.compute(whole.num, whole.resid, scheduler="sync")
-    got = dask.compute(ref.num, ref.resid, scheduler="sync")
+    got = dask.compute(bp.num, bp.resid, scheduler="sync")
     np.testing.assert_allclose(got[0], got_whole[0], rtol=1e-12, atol=1e-12 * np.abs(got_whole[0]).max())
     np.testing.assert_allclose(got[1], got_whole[1], rtol=1e-12)
 
