@@ -52,13 +52,16 @@ def non_negative_int(text: str) -> int:
     return v
 
 
-def forked_workers():
+def forked_workers(*, profile: bool = False):
     """Start local worker processes by forking this one (Linux), not by spawning fresh ones,
-    unprofiled and polling less (:data:`mosaic.cluster.QUIET_POLLING`).
+    polling less (:data:`mosaic.cluster.QUIET_POLLING`) and, unless ``profile``, unprofiled.
 
     A spawned worker imports dask, astropy, numba and the drizzle package again (seconds of
     CPU each, more than the whole work of a small mosaic); a forked one has them already.
-    Elsewhere (macOS, Windows) forking is unsafe and the default stays.
+    Elsewhere (macOS, Windows) forking is unsafe and the default stays. Only for commands:
+    the process is the command's own (no kernel's or user's threads to copy in a fork).
+    ``profile=True`` leaves the workers' profiler as the user's dask config has it (on by
+    default: the dashboard's profile page), for commands that serve the dashboard.
     """
     import dask  # noqa: PLC0415
     import distributed  # noqa: F401, PLC0415 -- its defaults loaded first: leaving the set() below would otherwise drop the whole "distributed" config
@@ -67,7 +70,7 @@ def forked_workers():
 
     # the workers' statistical profiler samples every thread's stack every 10 ms, CPU that
     # a batch run has no use for (the dashboard's task stream stays)
-    settings = {"distributed.worker.profile.enabled": False}
+    settings = {} if profile else {"distributed.worker.profile.enabled": False}
     settings.update(quiet_polling())
     if sys.platform == "linux":
         settings["distributed.worker.multiprocessing-method"] = "fork"

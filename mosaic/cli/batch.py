@@ -36,6 +36,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``mosaic batch``; returns the exit code (1 when a field failed)."""
+    from mosaic.cli._common import forked_workers  # noqa: PLC0415
     from mosaic.config import load_survey  # noqa: PLC0415
     from mosaic.pipeline import check_config, run_survey  # noqa: PLC0415
 
@@ -46,5 +47,7 @@ def run(args: argparse.Namespace) -> int:
             log.info("%s: bands %s -> %s", cfg.field, sorted(cfg.bands), cfg.outdir)
         log.info("%s: valid; %d fields, store %s", args.config, len(survey.fields), survey.store)
         return 0
-    report = run_survey(survey, overwrite=args.overwrite, fields=args.fields)
+    # a local cluster's workers forked from this process (no imports repeated), profiled for the dashboard
+    with forked_workers(profile=True):
+        report = run_survey(survey, overwrite=args.overwrite, fields=args.fields)
     return 0 if report.ok else 1

@@ -441,7 +441,11 @@ def report_table(report) -> list[dict]:
 def run(args) -> int:
     # the first line before the heavy imports, so a newcomer sees at once that it started
     log.info("mosaic demo: a simulated two-band field, run and reported in %s (about 1-2 minutes on 2 cores)", Path(args.out).resolve())
-    products = demo(args.out, seed=args.seed, iterations=args.iterations, workers=args.workers)
+    from mosaic.cli._common import forked_workers  # noqa: PLC0415
+
+    # the local cluster's workers forked from this process (no imports repeated), profiled for the dashboard
+    with forked_workers(profile=True):
+        products = demo(args.out, seed=args.seed, iterations=args.iterations, workers=args.workers)
     width = max(len(k) for k in products)
     lines = [f"  {k:<{width}}  {v}" for k, v in products.items()]
     print("mosaic demo wrote:\n" + "\n".join(lines) + f"\nopen {products['report']} in a browser")

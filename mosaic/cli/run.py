@@ -35,6 +35,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``mosaic run``; returns the exit code (1 when a band failed). Bad config raises ConfigError."""
+    from mosaic.cli._common import forked_workers  # noqa: PLC0415
     from mosaic.config import load_field  # noqa: PLC0415
     from mosaic.pipeline import check_config, run_field  # noqa: PLC0415
 
@@ -45,5 +46,7 @@ def run(args: argparse.Namespace) -> int:
             log.info("%s %s: %d exposures, PSF %s", config.field, band, len(cfg.exposure_paths()), cfg.psf)
         log.info("%s: valid; products in %s, store %s", args.config, config.outdir, config.store_path)
         return 0
-    report = run_field(config, overwrite=args.overwrite, bands=args.bands)
+    # a local cluster's workers forked from this process (no imports repeated), profiled for the dashboard
+    with forked_workers(profile=True):
+        report = run_field(config, overwrite=args.overwrite, bands=args.bands)
     return 0 if report.ok else 1

@@ -683,34 +683,59 @@ def _zero_nan(a):
     return np.where(np.isfinite(a), a, 0.0)
 
 
-def _read_after(a: da.Array, gate: da.Array) -> da.Array:
-    """``a``, stored data, read tile by tile once the same tile of ``gate`` is computed.
-
-    ``a`` is a read of an array held in a key of its own (``from_array`` with its source not
-    inlined: the store's arrays); anything else is returned as it is. dask marks its reads as
-    data producers, and so any task they are fused into: distributed queues those like root
-    tasks, behind every other task that is ready. An update fused with its reads waited so,
-    while the back-projected tiles it needed piled up. These reads are plain tasks that wait
-    for ``gate`` (the tile's back-projection), so each is made when its update is near.
-    """
+def _stored_source(a: da.Array, chunks: tuple):
+    """``(key, value)`` of the array ``a`` reads, where ``a`` is a read of stored data held in a
+    key of its own (``from_array`` with its source not inlined: the store's arrays) on ``chunks``;
+    otherwise None."""
     source = f"original-{a.name}"
     layers = a.__dask_graph__().layers
-    if source not in layers or a.chunks != gate.chunks:
-        log.debug("%s is not a stored read on the tiles of %s; used as it is", a.name, gate.name)
-        return a
-    name = f"read-after-{tokenize(a.name, gate.name)}"
-    dsk = {source: layers[source][source]}
-    starts = [np.cumsum((0, *c)) for c in a.chunks]
-    for i in range(a.numblocks[0]):
-        for j in range(a.numblocks[1]):
+    if source not in layers or a.chunks != chunks:
+        return None
+    return source, layers[source][source]
+
+
+def _update_after(update, inputs: list, gate: da.Array, n_planes: int, on_device, meta) -> da.Array:
+    """The update's tiles, ``(n_planes, *tile)`` each: ``update(*inputs)`` block by block, where
+    the stored inputs are read inside the tile's task.
+
+    dask marks its reads of stored data as data producers, and so any task they are fused into:
+    distributed queues those like root tasks, behind every other task that is ready. An update
+    fused with its reads waited so, while the back-projected tiles it needed piled up. Here a
+    tile's update depends on its back-projection (``gate``) and reads its stored inputs itself
+    once that is done, so nothing it needs is made long before it, and a tile's seven reads are
+    not seven tasks for the scheduler. Inputs that are not stored reads on ``gate``'s tiles are
+    computed by tasks of their own, as usual.
+    """
+    name = f"updc-update-{tokenize(update, *(a.name for a in inputs))}"
+    dsk, deps, args = {}, [gate], []
+    for a in inputs:
+        stored = _stored_source(a, gate.chunks)
+        if stored is None:
+            a = on_device(da.asarray(a)).rechunk(gate.chunks)
+            deps.append(a)
+            args.append((False, a.name))
+        else:
+            dsk[stored[0]] = stored[1]
+            args.append((True, stored[0]))
+    block = getattr(on_device, "block", None)  # a tile moved to the device (CuPy), or None (NumPy)
+    starts = [np.cumsum((0, *c)) for c in gate.chunks]
+    for i in range(gate.numblocks[0]):
+        for j in range(gate.numblocks[1]):
             region = (slice(int(starts[0][i]), int(starts[0][i + 1])), slice(int(starts[1][j]), int(starts[1][j + 1])))
-            dsk[(name, i, j)] = (_read_region, source, region, (gate.name, i, j))
-    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[gate])
-    return da.Array(graph, name, chunks=a.chunks, dtype=a.dtype, meta=a._meta)
+            call = []
+            for is_read, key in args:
+                if not is_read:
+                    call.append((key, i, j))
+                    continue
+                read = (_read_region, key, region)
+                call.append(read if block is None else (block, read))
+            dsk[(name, 0, i, j)] = (update, *call)
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=deps)
+    return da.Array(graph, name, chunks=((n_planes,), *gate.chunks), dtype=np.float32, meta=meta)
 
 
-def _read_region(source, region, gate):
-    """``source[region]`` as an array; ``gate`` is only waited for."""
+def _read_region(source, region):
+    """``source[region]`` as an array."""
     return np.asarray(source[region])
 
 
@@ -737,7 +762,7 @@ def _step(
     *Memory.* The forward model starts from its own reading of the stored iterate (a clone of
     its graph), and the update of a tile is one task, whose stored inputs (the iterate, the
     normalisation, the variances) are read again once the tile's back-projection is done
-    (:func:`_read_after`). So no tile of the mosaic is held from the start of the iteration to
+    (:func:`_update_after`). So no tile of the mosaic is held from the start of the iteration to
     its end, and nothing the update needs is made long before it: a worker holds the tiles in
     flight, not the mosaic. What the tiles' neighbours need is staged by ``correct`` (see the
     module notes).
@@ -753,7 +778,6 @@ def _step(
     stored = list(f_in)
     if errors:
         stored += [prev[v].data for v in VARIANCES] + [it0["wht"].data, it0["var_rnoise"].data]
-    stored = [_read_after(a, bp.num) for a in stored]
     inputs = [*stored[:3], bp.num]
     if errors:
         n = len(VARIANCES)
@@ -763,12 +787,8 @@ def _step(
         _update_block, multiplicative=multiplicative, tau=tau, den_floor=den_floor, fill=fill, errors=errors, pedestal=pedestal,
         noise_aware=noise_aware,
     )
-    inputs = [on_device(da.asarray(a)).rechunk(bp.num.chunks) for a in inputs]
-    stacked = da.map_blocks(
-        update, *inputs, new_axis=0, chunks=((len(planes),), *bp.num.chunks),
-        meta=meta_from_array(inputs[0], ndim=3, dtype=np.float32), token="updc-update",
-    )
-    stacked = _on_host(stacked)
+    meta = meta_from_array(on_device(da.asarray(bp.num))._meta, ndim=3, dtype=np.float32)
+    stacked = _on_host(_update_after(update, inputs, bp.num, len(planes), on_device, meta))
     out = {name: stacked[i] for i, name in enumerate(planes)}
     if not errors:
         out["wht"] = it0["wht"].data
@@ -1147,6 +1167,7 @@ def _mover(array: str):
         a = da.asarray(a)
         return a.map_blocks(cupy.asarray, dtype=a.dtype, meta=cupy.empty((0,) * a.ndim, dtype=a.dtype))
 
+    on_device.block = cupy.asarray  # one tile (a stored read inside a task: _update_after)
     return on_device
 
 

@@ -19,6 +19,7 @@ mechanism for writers of other layouts (:func:`mosaic.io.products.write_i2d`).
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import shutil
@@ -434,7 +435,8 @@ class PendingFile:
     Attributes
     ----------
     writes : dask Delayed
-        The tile writes; compute them (with other work) before committing.
+        The tile writes (one task per tile writes it in every extension); compute them (with
+        other work) before committing.
     tmp, final : pathlib.Path
         The temporary and the final name.
     """
@@ -608,10 +610,47 @@ def lay_out_fits(path, primary: fits.Header, extensions: Sequence[tuple[fits.Hea
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    import dask.array as da  # noqa: PLC0415
+    return PendingFile(_tile_writes([a for _, a in extensions], targets, str(tmp)), tmp, path, size)
 
-    writes = da.store([a for _, a in extensions], targets, lock=False, compute=False)
-    return PendingFile(writes, tmp, path, size)
+
+def _tile_writes(arrays, targets, name: str):
+    """The writes of ``arrays`` into ``targets``, as one Delayed: one task per block writes that
+    block of every array with the same blocks (the extensions of an ``_i2d`` file are often the
+    planes of one task's result); ``dask.array.store`` made a task per extension and block, which
+    cost the scheduler as much as the writes."""
+    import dask  # noqa: PLC0415
+    import dask.array as da  # noqa: PLC0415
+    from dask.base import tokenize  # noqa: PLC0415
+
+    groups: dict[tuple, list] = {}
+    for a, target in zip(arrays, targets, strict=True):
+        a = da.asarray(a)
+        groups.setdefault(a.chunks, []).append((a, target))
+    parts = []
+    for chunks, group in groups.items():
+        sources = [a for a, _ in group]
+        # the targets in a partial: nothing in them for dask to walk
+        write = functools.partial(_write_tiles, targets=tuple(t for _, t in group))
+        parts.append(
+            da.map_blocks(
+                write, *sources, chunks=tuple((1,) * len(c) for c in chunks), meta=np.empty((0,) * len(chunks), dtype=np.int8),
+                name=f"fits-write-{tokenize(*(a.name for a in sources), name, [(t.offset, t.shape) for _, t in group])}",
+            ),
+        )
+    return dask.delayed(_written, pure=True)(parts)
+
+
+def _write_tiles(*blocks, targets: tuple, block_info=None) -> np.ndarray:
+    """Write the same block of several arrays into their ``targets``; a one-element flag."""
+    region = tuple(slice(a, b) for a, b in block_info[0]["array-location"])
+    for block, target in zip(blocks, targets, strict=True):
+        target[region] = block
+    return np.ones((1,) * len(region), dtype=np.int8)
+
+
+def _written(parts) -> int:
+    """How many blocks were written (what the writes compute to)."""
+    return int(sum(np.size(p) for p in parts))
 
 
 def write_fits_image(path, images: Mapping, *, header=None, wcs=None, primary=None, history: Sequence[str] = (),

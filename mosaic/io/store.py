@@ -199,22 +199,27 @@ def _checksums(root: Path, known: dict | None = None) -> dict:
     return dict(sorted(out.items()))
 
 
-def _write_block(block, target, root: str, var: str, block_info=None) -> np.ndarray:
-    """Write one dask block into its region of the zarr array ``target`` (the product's variable
-    ``var`` under ``root``), then checksum the chunk files it wrote: ``{relative path: [size,
-    crc32]}`` in a one-element object array. The worker that wrote a chunk reads it back while it
-    is in the page cache, so the commit does not read every chunk again in one process."""
-    region = tuple(slice(a, b) for a, b in block_info[0]["array-location"])
-    target[region] = block
+def _write_blocks(*blocks, targets: tuple, root: str, variables: tuple, block_info=None) -> np.ndarray:
+    """Write the same dask block of several variables into their regions of the zarr arrays
+    ``targets`` (the product's ``variables`` under ``root``), then checksum the chunk files
+    written: ``{relative path: [size, crc32]}`` in a one-element object array. The worker that
+    wrote a chunk reads it back while it is in the page cache, so the commit does not read every
+    chunk again in one process. One task writes every variable of a block (a product's planes
+    are often the planes of one task's result): a task per variable and block cost the
+    scheduler as much as the writes themselves."""
     sums = {}
-    spans = [range(r.start // c, -(-r.stop // c)) for r, c in zip(region, target.chunks, strict=True)]
-    for coords in itertools.product(*spans):
-        rel = f"{var}/{target.metadata.encode_chunk_key(coords)}"
-        path = Path(root) / rel
-        if path.exists():  # an empty chunk may not be written (zarr's write_empty_chunks)
-            sums[rel] = [path.stat().st_size, _crc(path)]
-    out = np.empty((1,) * block.ndim, dtype=object)
-    out[(0,) * block.ndim] = sums
+    for block, target, var in zip(blocks, targets, variables, strict=True):
+        region = tuple(slice(a, b) for a, b in block_info[0]["array-location"])
+        target[region] = block
+        spans = [range(r.start // c, -(-r.stop // c)) for r, c in zip(region, target.chunks, strict=True)]
+        for coords in itertools.product(*spans):
+            rel = f"{var}/{target.metadata.encode_chunk_key(coords)}"
+            path = Path(root) / rel
+            if path.exists():  # an empty chunk may not be written (zarr's write_empty_chunks)
+                sums[rel] = [path.stat().st_size, _crc(path)]
+    ndim = blocks[0].ndim
+    out = np.empty((1,) * ndim, dtype=object)
+    out[(0,) * ndim] = sums
     return out
 
 
@@ -503,21 +508,25 @@ class Store:
         # chunk a few bytes anyway (zarr 3.1.0 has no Array.with_config: there the test stays)
         targets = [group[v].with_config({"write_empty_chunks": True}) if hasattr(group[v], "with_config") else group[v] for v in lazy]
         writes = []
+        # the chunk-aligned variables written by one task per block, those of equal blocks together
+        aligned: dict[tuple, list] = {}
         for v, src, target in zip(lazy, sources, targets, strict=True):
             if _chunk_aligned(src, target.chunks):
-                # each block written and its chunk files checksummed by the same task
-                one = tuple((1,) * len(c) for c in src.chunks)
-                # the zarr array in a partial: dask walks keyword arguments for collections, and
-                # a zarr array (a dataclass) field by field, 10 ms a call
-                write = functools.partial(_write_block, target=target, root=str(tmp), var=str(v))
-                writes.append(
-                    da.map_blocks(
-                        write, src, chunks=one, meta=np.empty((0,) * src.ndim, dtype=object),
-                        name=f"store-chunks-{tokenize(src, str(tmp), str(v))}",
-                    ),
-                )
+                aligned.setdefault(src.chunks, []).append((v, src, target))
             else:
                 writes.append(da.store(src, target, lock=False, compute=False))
+        for chunks, group in aligned.items():
+            names = tuple(str(v) for v, _, _ in group)
+            srcs = [src for _, src, _ in group]
+            # the zarr arrays in a partial: dask walks keyword arguments for collections, and
+            # a zarr array (a dataclass) field by field, 10 ms a call
+            write = functools.partial(_write_blocks, targets=tuple(t for _, _, t in group), root=str(tmp), variables=names)
+            writes.append(
+                da.map_blocks(
+                    write, *srcs, chunks=tuple((1,) * len(c) for c in chunks), meta=np.empty((0,) * len(chunks), dtype=object),
+                    name=f"store-chunks-{tokenize(*srcs, str(tmp), names)}",
+                ),
+            )
         return writes, pending
 
     def read_product(self, field: str, band: str, name: str) -> xr.Dataset:

@@ -616,7 +616,7 @@ def test_forward_model_and_update_share_no_task(tmp_path, small_field, exposures
     from dask.core import get_dependencies
 
     from mosaic.coadd.forward import backproject, plan_forward
-    from mosaic.coadd.updc import ExposureSource, _step
+    from mosaic.coadd.updc import ExposureSource, _read_region, _step
 
     grid = small_field.grid.with_tiling((97, 61))
     store = Store(tmp_path / "s.zarr")
@@ -644,13 +644,18 @@ def test_forward_model_and_update_share_no_task(tmp_path, small_field, exposures
     for k in update:
         deps = get_dependencies(graph, k)
         assert deps and deps.isdisjoint(forward)
-        # its tile of the iterate, normalisation, three variances and WHT (the iterate is iteration 0
-        # here), each read once the tile's back-projection is done, and the four back-projected planes
-        reads = [d for d in deps if str(d[0]).startswith("read-after")]
-        assert len(reads) == 6 and len(deps) == 6 + 1 + len(VARS)
-        assert all(d[1:] == k[2:] for d in deps)
-        gates = {g for d in reads for g in get_dependencies(graph, d) if isinstance(g, tuple)}
-        assert len(gates) == 1 and gates <= deps
+        # the four back-projected planes of its tile, computed first; its tiles of the stored
+        # arrays read by the task itself (their keys hold the arrays, not their data)
+        tiles = [d for d in deps if isinstance(d, tuple)]
+        stored = [d for d in deps if isinstance(d, str)]
+        assert len(tiles) == 1 + len(VARS) and all(d[1:] == k[2:] for d in tiles)
+        assert len(stored) == 6 and all(d.startswith("original-") for d in stored)
+        # the iterate and iteration 0 (one product here), the normalisation, three variances,
+        # WHT and VAR_RNOISE (also one of the variances): eight reads of the six arrays
+        reads = [a for a in graph[k][1:] if isinstance(a, tuple) and a[0] is _read_region]
+        assert len(reads) == 8 and {r[1] for r in reads} == set(stored)
+        core = next(t.core for t in grid.tiles() if t.index == k[2:])
+        assert all(r[2] == core for r in reads)
 
 
 def test_staging_changes_no_number_and_leaves_no_folder(tmp_path, monkeypatch, small_field, exposures, psf):

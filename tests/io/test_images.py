@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 import dask.array as da
 import numpy as np
 import pytest
@@ -218,3 +220,37 @@ def test_write_is_atomic(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.fits"], "no temporary file is left behind"
     with pytest.raises(FileNotFoundError, match="does not exist"):
         write_fits_image(tmp_path / "no" / "dir.fits", {"SCI": ok})
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    ny=st.integers(1, 37), nx=st.integers(1, 41), cy=st.integers(1, 17), cx=st.integers(1, 17),
+    other=st.tuples(st.integers(1, 23), st.integers(1, 23)),
+)
+def test_extensions_of_equal_tiles_are_written_by_one_task_per_tile(tmp_path_factory, ny, nx, cy, cx, other):
+    """Extensions with the same blocks (the planes of one stacked array, as a UPDC iterate's) are
+    written by one task per block; one with other blocks by tasks of its own, an in-memory one
+    whole. Every extension equals its array on any tiling."""
+    rng = np.random.default_rng(ny * 53 + nx)
+    stack = da.from_array(rng.normal(size=(3, ny, nx)).astype("f4"), chunks=(3, cy, cx))
+    odd = da.from_array(rng.integers(0, 9, size=(ny, nx)).astype("i4"), chunks=other)
+    plain = rng.normal(size=(ny, nx))
+    images_in = {"SCI": stack[0], "ERR": stack[1], "WHT": stack[2], "CON": odd, "VAR": plain}
+    calls = []
+    real = images._write_tiles
+
+    def spy(*blocks, targets, block_info=None):
+        calls.append(len(blocks))
+        return real(*blocks, targets=targets, block_info=block_info)
+
+    with mock.patch.object(images, "_write_tiles", spy):
+        out = write_fits_image(tmp_path_factory.mktemp("w") / "t.fits", images_in)
+    # one write per block of each distinct tiling (the integer image's may be the planes'),
+    # each writing every extension of that tiling
+    tilings = {}
+    for name, a in images_in.items():
+        tilings.setdefault(da.asarray(a).chunks, []).append(name)
+    assert sorted(calls) == sorted(len(names) for c, names in tilings.items() for _ in range(len(c[0]) * len(c[1])))
+    with fits.open(out) as hdul:
+        for name, a in images_in.items():
+            np.testing.assert_array_equal(hdul[name].data, np.asarray(a))

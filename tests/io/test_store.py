@@ -173,3 +173,30 @@ def test_checksums_made_by_the_writing_tasks_match_the_files(tmp_path_factory, n
     raw[-1] ^= 0xFF
     chunk.write_bytes(bytes(raw))
     assert Store(store.path).damage("f", "F200W", "updc/iter_01") is not None
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    ny=st.integers(1, 37), nx=st.integers(1, 41), cy=st.integers(1, 17), cx=st.integers(1, 17),
+    other=st.tuples(st.integers(1, 23), st.integers(1, 23)),
+)
+def test_variables_of_equal_blocks_are_written_by_one_task_per_block(tmp_path_factory, ny, nx, cy, cx, other):
+    """A product's variables with the same blocks (the planes of one stacked array, as a UPDC
+    iterate's) are written, and their chunks checksummed, by one task per block; a variable with
+    other blocks by tasks of its own. The files read back equal the arrays and their recorded
+    checksums a fresh read of every file."""
+    store = Store(tmp_path_factory.mktemp("g") / "s.zarr")
+    rng = np.random.default_rng(ny * 53 + nx)
+    stack = da.from_array(rng.normal(size=(3, ny, nx)).astype("f4"), chunks=(3, cy, cx))
+    odd = da.from_array(rng.integers(0, 9, size=(ny, nx)).astype("i4"), chunks=(min(other[0], ny), min(other[1], nx)))
+    ds = xr.Dataset({name: (("y", "x"), a) for name, a in {"sci": stack[0], "err": stack[1], "wht": stack[2], "con": odd}.items()})
+    writes, pending = store.write_product("f", "F200W", "updc/iter_01", ds, compute=False)
+    # one write per block of each distinct tiling (the integer variable's may be the planes')
+    blocks = {a.chunks: len(a.chunks[0]) * len(a.chunks[1]) for a in (stack[0], odd)}
+    assert sorted(w.npartitions for w in writes) == sorted(blocks.values())
+    pending.commit(dask.compute(*writes))
+    root = store.product_path("f", "F200W", "updc/iter_01")
+    assert store.manifest("f", "F200W")["updc/iter_01"]["checksums"] == _checksums(root)
+    back = store.read_product("f", "F200W", "updc/iter_01")
+    for name in ("sci", "err", "wht", "con"):
+        np.testing.assert_array_equal(back[name].values, ds[name].values)
