@@ -208,8 +208,8 @@ def _write_blocks(*blocks, targets: tuple, root: str, variables: tuple, block_in
     are often the planes of one task's result): a task per variable and block cost the
     scheduler as much as the writes themselves."""
     sums = {}
+    region = tuple(slice(a, b) for a, b in block_info[0]["array-location"])  # the same for every variable
     for block, target, var in zip(blocks, targets, variables, strict=True):
-        region = tuple(slice(a, b) for a, b in block_info[0]["array-location"])
         target[region] = block
         spans = [range(r.start // c, -(-r.stop // c)) for r, c in zip(region, target.chunks, strict=True)]
         for coords in itertools.product(*spans):
@@ -217,9 +217,8 @@ def _write_blocks(*blocks, targets: tuple, root: str, variables: tuple, block_in
             path = Path(root) / rel
             if path.exists():  # an empty chunk may not be written (zarr's write_empty_chunks)
                 sums[rel] = [path.stat().st_size, _crc(path)]
-    ndim = blocks[0].ndim
-    out = np.empty((1,) * ndim, dtype=object)
-    out[(0,) * ndim] = sums
+    out = np.empty((1,) * len(region), dtype=object)
+    out[(0,) * len(region)] = sums
     return out
 
 
