@@ -19,7 +19,6 @@ mechanism for writers of other layouts (:func:`mosaic.io.products.write_i2d`).
 from __future__ import annotations
 
 import errno
-import functools
 import logging
 import os
 import shutil
@@ -614,29 +613,13 @@ def lay_out_fits(path, primary: fits.Header, extensions: Sequence[tuple[fits.Hea
 
 
 def _tile_writes(arrays, targets, name: str):
-    """The writes of ``arrays`` into ``targets``, as one Delayed: one task per block writes that
-    block of every array with the same blocks (the extensions of an ``_i2d`` file are often the
-    planes of one task's result); ``dask.array.store`` made a task per extension and block, which
-    cost the scheduler as much as the writes."""
+    """The writes of ``arrays`` into ``targets`` (the extensions of file ``name``), as one Delayed:
+    one task per tile writes it into every extension of the same tiles (:func:`mosaic.io.blocks.block_writes`)."""
     import dask  # noqa: PLC0415
-    import dask.array as da  # noqa: PLC0415
-    from dask.base import tokenize  # noqa: PLC0415
 
-    groups: dict[tuple, list] = {}
-    for a, target in zip(arrays, targets, strict=True):
-        a = da.asarray(a)
-        groups.setdefault(a.chunks, []).append((a, target))
-    parts = []
-    for chunks, group in groups.items():
-        sources = [a for a, _ in group]
-        # the targets in a partial: nothing in them for dask to walk
-        write = functools.partial(_write_tiles, targets=tuple(t for _, t in group))
-        parts.append(
-            da.map_blocks(
-                write, *sources, chunks=tuple((1,) * len(c) for c in chunks), meta=np.empty((0,) * len(chunks), dtype=np.int8),
-                name=f"fits-write-{tokenize(*(a.name for a in sources), name, [(t.offset, t.shape) for _, t in group])}",
-            ),
-        )
+    from mosaic.io.blocks import block_writes  # noqa: PLC0415
+
+    parts = block_writes(_write_tiles, arrays, targets, name="fits-write", where=name, dtype=np.int8)
     return dask.delayed(_written, pure=True)(parts)
 
 

@@ -54,9 +54,9 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 import zarr
-from dask.base import tokenize
 
 from mosaic.exceptions import InputError
+from mosaic.io.blocks import block_writes
 
 __all__ = ["DamagedProductError", "Store", "StoreLockedError"]
 
@@ -506,26 +506,19 @@ class Store:
         # skip writing one that equals it) costs a pass over the chunk, and blosc makes an empty
         # chunk a few bytes anyway (zarr 3.1.0 has no Array.with_config: there the test stays)
         targets = [group[v].with_config({"write_empty_chunks": True}) if hasattr(group[v], "with_config") else group[v] for v in lazy]
-        writes = []
-        # the chunk-aligned variables written by one task per block, those of equal blocks together
-        aligned: dict[tuple, list] = {}
+        writes, aligned = [], []
         for v, src, target in zip(lazy, sources, targets, strict=True):
             if _chunk_aligned(src, target.chunks):
-                aligned.setdefault(src.chunks, []).append((v, src, target))
+                aligned.append((str(v), src, target))
             else:
                 writes.append(da.store(src, target, lock=False, compute=False))
-        for chunks, group in aligned.items():
-            names = tuple(str(v) for v, _, _ in group)
-            srcs = [src for _, src, _ in group]
-            # the zarr arrays in a partial: dask walks keyword arguments for collections, and
-            # a zarr array (a dataclass) field by field, 10 ms a call
-            write = functools.partial(_write_blocks, targets=tuple(t for _, _, t in group), root=str(tmp), variables=names)
-            writes.append(
-                da.map_blocks(
-                    write, *srcs, chunks=tuple((1,) * len(c) for c in chunks), meta=np.empty((0,) * len(chunks), dtype=object),
-                    name=f"store-chunks-{tokenize(*srcs, str(tmp), names)}",
-                ),
-            )
+        # the chunk-aligned variables written by one task per block, those of equal blocks together
+        # (the zarr arrays go in a partial: dask walks keyword arguments for collections, and a
+        # zarr array, a dataclass, field by field, 10 ms a call)
+        writes += block_writes(
+            functools.partial(_write_blocks, root=str(tmp)), [src for _, src, _ in aligned], [t for _, _, t in aligned],
+            name="store-chunks", where=str(tmp), dtype=object, per_target={"variables": [v for v, _, _ in aligned]},
+        )
         return writes, pending
 
     def read_product(self, field: str, band: str, name: str) -> xr.Dataset:
