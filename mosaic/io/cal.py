@@ -14,6 +14,7 @@ import logging
 import os
 import uuid
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -353,10 +354,10 @@ def check_exposures(
 
     if check_data:
         kept, why = [], {}
-        for i in infos:
+        for i, counts in zip(infos, _scans(infos, bits), strict=True):
             if "DQ" not in i["extensions"]:
                 log.info("%s: no DQ extension; all finite pixels are taken as good", i["path"])
-            reason = _excluded(i, _scan(i, bits), weight)
+            reason = _excluded(i, counts, weight)
             if reason is not None:
                 why[i["path"]] = reason
                 warnings.warn(f"{i['path']}: {reason}; exposure excluded", ExposureExcludedWarning, stacklevel=2)
@@ -494,6 +495,25 @@ def _check_agreement(infos, scales) -> None:
                 f"expected exposures of one detector scale within {_SCALE_FACTOR}x (is its WCS broken?)"
             )
             raise LimitError(msg)
+
+
+#: most threads that scan exposures at once (:func:`_scans`)
+SCAN_THREADS = 8
+
+
+def _scans(infos: list[dict], bits: int) -> list[dict]:
+    """:func:`_scan` of every exposure, in order, several at a time.
+
+    The scans read the files and count with NumPy, which leave the GIL, so threads take them side
+    by side: the 36 exposures of the flagship field (2048², seven extensions each) in 1.17 s on
+    2 cores against 2.0 s one after the other (benchmarks/README.md, round 15). A damaged file's
+    error is raised as the serial loop would raise it (the first in the given order).
+    """
+    threads = min(len(infos), os.cpu_count() or 1, SCAN_THREADS)
+    if threads <= 1:
+        return [_scan(i, bits) for i in infos]
+    with ThreadPoolExecutor(threads, thread_name_prefix="mosaic-scan") as pool:
+        return list(pool.map(functools.partial(_scan, bits=bits), infos))
 
 
 def _scan(info: dict, bits: int, rows: int = 256) -> dict:

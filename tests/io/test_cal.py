@@ -196,3 +196,28 @@ def test_cutout_of_a_truncated_file_names_it(tmp_path):
             fh.truncate(size - cut)
         with pytest.raises(OSError, match=r"short_cal\.fits: (cannot read its FITS headers|data end early)"):
             reader(0, (slice(60, 64), slice(0, 64)))
+
+
+def test_threaded_scans_are_the_serial_ones_and_name_the_first_damaged_file(small_field, tmp_path):
+    """The exposures' data scans run several at a time (:func:`mosaic.io.cal._scans`): the same
+    counts as one after the other, in order, on exposures with NaN, flagged and extreme pixels;
+    with two files whose data end early, the error names the first of them in the given order."""
+    from mosaic.io.cal import _scan, _scans, exposure_header_info
+
+    paths = [_copy(p, tmp_path / p.name) for p in small_field.exposures]
+    _edit(paths[0], lambda h: h["SCI"].data.__setitem__((slice(0, 10), slice(None)), np.nan))
+    _edit(paths[1], lambda h: h["DQ"].data.__setitem__((slice(5, 40), slice(3, 9)), DQ["DO_NOT_USE"]))
+    _edit(paths[2], lambda h: h["SCI"].data.__setitem__((slice(0, 3), slice(0, 3)), 1e38))
+    infos = [exposure_header_info(p) for p in paths]
+    bits = bad_bits_from(None)
+    serial = [_scan(i, bits) for i in infos]
+    assert _scans(infos, bits) == serial
+    assert len({c["usable"] for c in serial}) > 1  # the edits show in the counts
+    for k in (1, 3):
+        size = paths[k].stat().st_size
+        with open(paths[k], "r+b") as fh:
+            fh.truncate(size - 2880)
+    with pytest.raises(InputError, match="pixel data cannot be read") as info:
+        _scans(infos, bits)
+    assert str(paths[1]) in str(info.value)
+    assert str(paths[3]) not in str(info.value)
