@@ -459,6 +459,7 @@ def _local_directory(options: Mapping) -> str:
 
 def _local_kwargs(options: Mapping) -> dict:
     """LocalCluster arguments with the defaults mosaic chooses filled in."""
+    from dask.system import CPU_COUNT  # noqa: PLC0415
     from distributed.deploy.utils import nprocesses_nthreads  # noqa: PLC0415
 
     n_workers, n_threads = nprocesses_nthreads()
@@ -466,7 +467,9 @@ def _local_kwargs(options: Mapping) -> dict:
     if "threads_per_worker" in options:
         n_threads = options["threads_per_worker"]
     elif "n_workers" in options:
-        n_threads = max(1, (os.cpu_count() or 1) // n_workers)
+        # the cores this process may use (a batch job's allocation or a container's quota), as
+        # distributed's own default counts them; not the node's
+        n_threads = max(1, CPU_COUNT // n_workers)
     kwargs = {
         "n_workers": n_workers,
         "threads_per_worker": n_threads,

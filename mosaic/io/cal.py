@@ -509,8 +509,9 @@ def _scans(infos: list[dict], bits: int) -> list[dict]:
     2 cores against 2.0 s one after the other (benchmarks/README.md, round 15). A damaged file's
     error is raised as the serial loop would raise it (the first in the given order).
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)  # a batch job's own cores
-    threads = min(len(infos), cores, SCAN_THREADS)
+    from dask.system import CPU_COUNT  # noqa: PLC0415  (a batch job's or container's own cores)
+
+    threads = min(len(infos), CPU_COUNT, SCAN_THREADS)
     if threads <= 1:
         return [_scan(i, bits) for i in infos]
     with ThreadPoolExecutor(threads, thread_name_prefix="mosaic-scan") as pool:

@@ -315,3 +315,27 @@ def test_connection_failure_is_one_line():
         {"kind": "address", "address": "tcp://127.0.0.1:9", "timeout": 1}
     ):
         pass
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "sched_setaffinity") or len(__import__("os").sched_getaffinity(0)) < 2, reason="needs a platform with CPU affinity and at least two usable cores")
+def test_a_local_cluster_and_the_exposure_scans_count_the_cores_the_process_may_use():
+    """Pinned to one core (as a SLURM or PBS allocation smaller than the node pins a job), a
+    local cluster of one worker gets one thread and the exposures' scans no second thread: the
+    node's core count would oversubscribe the allocation."""
+    import os
+    import subprocess
+    import sys
+
+    probe = (
+        "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))});"
+        "from mosaic.cluster import _local_kwargs; import mosaic.io.cal as cal; from dask.system import CPU_COUNT;"
+        "print(_local_kwargs({'n_workers': 1})['threads_per_worker'], _local_kwargs({})['n_workers'], CPU_COUNT, os.cpu_count())"
+    )
+    got = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    threads, workers, cores, node = map(int, got)
+    assert node >= 2  # the node has more cores than the process may use
+    assert (threads, workers, cores) == (1, 1, 1)
+    # unpinned, one worker takes every core the process may use
+    from mosaic.cluster import _local_kwargs
+
+    assert _local_kwargs({"n_workers": 1})["threads_per_worker"] == len(os.sched_getaffinity(0))
