@@ -36,7 +36,7 @@ def _add(out, p, jj, ii, weight, v):
 def _pass_kernel(xc, yc, image, w, sci, v0, v1, v2, ratio, pedestal, mock_floor, damping, power, variances, mock, out):
     ny_out, nx_out = image.shape
     ny, nx = w.shape
-    low, high, acc = np.empty(16), np.empty(16), np.empty(16)
+    low, acc = np.empty(16), np.empty(16)
     d2 = damping * damping
     for jb in range(0, ny, _BLOCK):
         for ib in range(0, nx, _BLOCK):
@@ -46,7 +46,7 @@ def _pass_kernel(xc, yc, image, w, sci, v0, v1, v2, ratio, pedestal, mock_floor,
                     wj = w[j, i]
                     if not wj > 0.0:
                         continue
-                    finite, jac, i0, ni, j0, nj, low, high, acc = _pixel_overlaps(xc, yc, j, i, ny_out, nx_out, low, high, acc)
+                    finite, jac, i0, ni, j0, nj, low, acc = _pixel_overlaps(xc, yc, j, i, ny_out, nx_out, low, acc)
                     if not finite or jac == 0.0:
                         continue
                     # the blot: the area-weighted mean of the window under the pixel

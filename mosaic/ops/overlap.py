@@ -59,14 +59,14 @@ def _crossing_area(w, a, c):
 
 
 @numba.njit(inline="always", **_JIT)
-def _edge_areas(xa, ya, xb, yb, ni, nj, low, high, acc):
+def _edge_areas(xa, ya, xb, yb, ni, nj, low, acc):
     """Add one edge's signed areas to the box's pixels ``acc`` (row-major, ``nj`` x ``ni``).
 
     Coordinates are relative to the box's lower-left corner: column ``c`` spans ``[c, c + 1]``
     and row ``r`` spans ``[r, r + 1]``. Per column the edge crosses, the piece of it inside the
     column adds its width (signed by its direction, as drizzle's ``sgarea``) to every row wholly
-    below it, and its clipped area to the rows it crosses. ``low`` and ``high`` track, per
-    column, how far down and up the quadrilateral reaches there.
+    below it, and its clipped area to the rows it crosses. ``low`` tracks, per column, how far
+    down the quadrilateral reaches there.
     """
     dx = xb - xa
     if dx == 0.0:
@@ -87,7 +87,6 @@ def _edge_areas(xa, ya, xb, yb, ni, nj, low, high, acc):
         lo = min(yl, yr)
         hi = max(yl, yr)
         low[c] = min(low[c], lo)
-        high[c] = max(high[c], hi)
         below = min(max(int(np.floor(lo)), 0), nj)
         for r in range(below):
             acc[r * ni + c] += w
@@ -96,7 +95,7 @@ def _edge_areas(xa, ya, xb, yb, ni, nj, low, high, acc):
 
 
 @numba.njit(inline="always", **_JIT)
-def _overlaps(x0, y0, x1, y1, x2, y2, x3, y3, i0, ni, j0, nj, low, high, acc):
+def _overlaps(x0, y0, x1, y1, x2, y2, x3, y3, i0, ni, j0, nj, low, acc):
     """Signed overlaps of the quadrilateral with the ``nj`` x ``ni`` output pixels of its box
     from ``(j0, i0)``, into ``acc[:nj * ni]`` (row-major).
 
@@ -116,16 +115,19 @@ def _overlaps(x0, y0, x1, y1, x2, y2, x3, y3, i0, ni, j0, nj, low, high, acc):
     y0, y1, y2, y3 = y0 - oy, y1 - oy, y2 - oy, y3 - oy
     for c in range(ni):
         low[c] = np.inf
-        high[c] = -np.inf
     for k in range(ni * nj):
         acc[k] = 0.0
-    _edge_areas(x0, y0, x1, y1, ni, nj, low, high, acc)
-    _edge_areas(x1, y1, x2, y2, ni, nj, low, high, acc)
-    _edge_areas(x2, y2, x3, y3, ni, nj, low, high, acc)
-    _edge_areas(x3, y3, x0, y0, ni, nj, low, high, acc)
-    for r in range(nj):
-        for c in range(ni):
-            if r + 1.0 <= low[c] or r >= high[c]:
+    _edge_areas(x0, y0, x1, y1, ni, nj, low, acc)
+    _edge_areas(x1, y1, x2, y2, ni, nj, low, acc)
+    _edge_areas(x2, y2, x3, y3, ni, nj, low, acc)
+    _edge_areas(x3, y3, x0, y0, ni, nj, low, acc)
+    for c in range(ni):
+        # rows at or above the quadrilateral's top in a column were never added to (exactly 0);
+        # rows wholly below its bottom hold the shares of its upper and lower edges, which cancel
+        # only to rounding: set to 0. (A column it misses has ``low`` inf: nothing added there.)
+        lc = low[c]
+        if lc >= 1.0:
+            for r in range(int(np.floor(lc)) if lc < nj else nj):
                 acc[r * ni + c] = 0.0
 
 
@@ -253,32 +255,32 @@ def _box(x0, y0, x1, y1, x2, y2, x3, y3, ny_out, nx_out):
 
 
 @numba.njit(inline="always", **_JIT)
-def _pixel_overlaps(xc, yc, j, i, ny_out, nx_out, low, high, acc):
+def _pixel_overlaps(xc, yc, j, i, ny_out, nx_out, low, acc):
     """Input pixel ``(j, i)``'s overlaps with its box of output pixels, into ``acc`` (a new,
     larger scratch where the box outgrows it). Returns ``(finite, jac, i0, ni, j0, nj, low,
-    high, acc)``; where a corner is not finite, ``finite`` is False and nothing is computed."""
+    acc)``; where a corner is not finite, ``finite`` is False and nothing is computed."""
     x0, x1, x2, x3 = xc[0, j, i], xc[1, j, i], xc[2, j, i], xc[3, j, i]
     y0, y1, y2, y3 = yc[0, j, i], yc[1, j, i], yc[2, j, i], yc[3, j, i]
     if not _all_finite(x0, y0, x1, y1, x2, y2, x3, y3):
-        return False, 0.0, 0, 0, 0, 0, low, high, acc
+        return False, 0.0, 0, 0, 0, 0, low, acc
     jac = _jacobian(x0, y0, x1, y1, x2, y2, x3, y3)
     i0, ni, j0, nj = _box(x0, y0, x1, y1, x2, y2, x3, y3, ny_out, nx_out)
     if ni * nj > acc.shape[0]:
-        low, high, acc = np.empty(ni * nj), np.empty(ni * nj), np.empty(ni * nj)
-    _overlaps(x0, y0, x1, y1, x2, y2, x3, y3, i0, ni, j0, nj, low, high, acc)
-    return True, jac, i0, ni, j0, nj, low, high, acc
+        low, acc = np.empty(ni * nj), np.empty(ni * nj)
+    _overlaps(x0, y0, x1, y1, x2, y2, x3, y3, i0, ni, j0, nj, low, acc)
+    return True, jac, i0, ni, j0, nj, low, acc
 
 
 @numba.njit(**_JIT)
 def _blot_kernel(xc, yc, image, valid, num, den, jaco):
     ny_out, nx_out = image.shape
     ny, nx = xc.shape[1], xc.shape[2]
-    low, high, acc = np.empty(16), np.empty(16), np.empty(16)
+    low, acc = np.empty(16), np.empty(16)
     for jb in range(0, ny, _BLOCK):
         for ib in range(0, nx, _BLOCK):
             for j in range(jb, min(jb + _BLOCK, ny)):
                 for i in range(ib, min(ib + _BLOCK, nx)):
-                    finite, jac, i0, ni, j0, nj, low, high, acc = _pixel_overlaps(xc, yc, j, i, ny_out, nx_out, low, high, acc)
+                    finite, jac, i0, ni, j0, nj, low, acc = _pixel_overlaps(xc, yc, j, i, ny_out, nx_out, low, acc)
                     jaco[j, i] = jac
                     if not finite:
                         continue
@@ -330,7 +332,7 @@ def _drizzle_kernel(xc, yc, planes, powers, out, mark, covered):
     for p in range(min(n_planes, _UNROLLED)):
         sq[p] = powers[p] == 2
     sq0, sq1, sq2, sq3, sq4 = sq[0], sq[1], sq[2], sq[3], sq[4]
-    low, high, acc = np.empty(16), np.empty(16), np.empty(16)
+    low, acc = np.empty(16), np.empty(16)
     for jb in range(0, ny, _BLOCK):
         for ib in range(0, nx, _BLOCK):
             for j in range(jb, min(jb + _BLOCK, ny)):
@@ -338,7 +340,7 @@ def _drizzle_kernel(xc, yc, planes, powers, out, mark, covered):
                     n_use = _planes_to_add(planes, j, i, use, val)
                     if n_use == 0:  # adds nothing anywhere: no overlaps to compute
                         continue
-                    finite, jac, i0, ni, j0, nj, low, high, acc = _pixel_overlaps(xc, yc, j, i, ny_out, nx_out, low, high, acc)
+                    finite, jac, i0, ni, j0, nj, low, acc = _pixel_overlaps(xc, yc, j, i, ny_out, nx_out, low, acc)
                     if not finite or jac == 0.0:
                         continue
                     marks = mark and use[0] == 0  # the first plane adds here

@@ -219,8 +219,8 @@ def _box_overlaps(q, shape=(20000, 20000)):
     from mosaic.ops.overlap import _box, _overlaps
 
     i0, ni, j0, nj = _box(*q, *shape)
-    low, high, acc = np.empty(ni * nj), np.empty(ni * nj), np.empty(ni * nj)
-    _overlaps(*q, i0, ni, j0, nj, low, high, acc)
+    low, acc = np.empty(ni * nj), np.empty(ni * nj)
+    _overlaps(*q, i0, ni, j0, nj, low, acc)
     return i0, ni, j0, nj, acc[: ni * nj].reshape(nj, ni)
 
 
