@@ -30,6 +30,7 @@ from astropy.io import fits
 from astropy.table import Table
 from scipy.signal import fftconvolve
 
+from mosaic.restore.infer import DRIZZLE_KERNEL, DRIZZLE_PIXFRAC
 from mosaic.restore.normalise import estimate_normalisation
 
 __all__ = ["REFERENCE_FWHM_PX", "Pair", "reference_psf", "simulate_pair", "build_dataset", "load_dataset", "BAND", "PSR"]
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 #: FWHM of the Gaussian reference PSF of the targets, in output pixels
 REFERENCE_FWHM_PX = 2.0
+
 #: the band and pixel-scale ratio the shipped model is trained for
 BAND = "F200W"
 PSR = 0.5
@@ -116,7 +118,7 @@ def simulate_pair(workdir, seed: int, *, size: int = 256, band: str = BAND, psr:
     workdir = Path(workdir) / f"field_{seed}"
     cfg = _field_config(seed, size=size, band=band, psr=psr)
     sim = simulate_field(workdir, cfg, overwrite=True)
-    mosaic = drizzle_mosaic(read_exposures(sim.exposures), sim.grid).compute()
+    mosaic = drizzle_mosaic(read_exposures(sim.exposures), sim.grid, pixfrac=DRIZZLE_PIXFRAC, kernel=DRIZZLE_KERNEL).compute()
     sci = mosaic.sci.values.astype(np.float32)
     sci[~(mosaic.wht.values > 0)] = np.nan
     truth = fits.getdata(sim.truth_image).astype(np.float32)

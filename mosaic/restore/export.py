@@ -3,7 +3,8 @@
 ``python -m mosaic.restore.export CHECKPOINT.pt OUT.onnx`` writes the network with dynamic
 height and width (multiples of 8), opset 17, and metadata: ``mosaic_restore`` (format version),
 ``band``, ``pixel_scale_arcsec`` (of the output grid it was trained on), ``reference_fwhm_px``,
-``softening``, ``multiple``, ``receptive_halo`` and ``config`` / ``training`` (JSON).
+``softening``, ``multiple``, ``receptive_halo``, ``drizzle_kernel`` and ``drizzle_pixfrac`` (how its
+inputs were drizzled) and ``config`` / ``training`` (JSON).
 
 ``python -m mosaic.restore.export --from-onnx MODEL.onnx CHECKPOINT.pt`` goes the other way: it reads
 an exported model's weights back into a checkpoint (with the configuration it was trained with),
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mosaic.restore.infer import DRIZZLE_KERNEL, DRIZZLE_PIXFRAC
 from mosaic.restore.model import MULTIPLE, RestormerConfig, build_model
 from mosaic.restore.normalise import SOFTENING
 
@@ -89,6 +91,8 @@ def export_onnx(checkpoint, out, *, opset: int = 17, extra: dict | None = None, 
         "reference_fwhm_px": repr(float(state["reference_fwhm_px"])),
         "softening": repr(float(state.get("softening", SOFTENING))),
         "multiple": str(MULTIPLE),
+        "drizzle_kernel": str(state.get("drizzle_kernel", DRIZZLE_KERNEL)),
+        "drizzle_pixfrac": repr(float(state.get("drizzle_pixfrac", DRIZZLE_PIXFRAC))),
         "config": json.dumps(state["config"]),
         "training": json.dumps(training),
         **(extra or {}),

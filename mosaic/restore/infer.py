@@ -2,8 +2,8 @@
 
 *Model.* :class:`RestorationModel` opens an ONNX file written by :mod:`mosaic.restore.export`
 (the shipped one by default, from the package, never from the network) and reads its metadata:
-the band and output pixel scale it was trained for, which :meth:`~RestorationModel.check` holds an
-image to, and the sides' multiple.
+the band, output pixel scale and drizzle (kernel, pixfrac) it was trained for, which
+:meth:`~RestorationModel.check` holds an image to, and the sides' multiple.
 
 *Normalisation.* One global transform per image (:mod:`mosaic.restore.normalise`): the sky and
 noise of the whole image, computed first; every tile uses them, so no tile is scaled on its own.
@@ -37,12 +37,19 @@ from dask.highlevelgraph import HighLevelGraph
 from mosaic.exceptions import InputError
 from mosaic.restore.normalise import Normalisation, estimate_normalisation
 
-__all__ = ["RestorationModel", "default_model_path", "restore_whole", "restore_tiled", "restore_image", "blend_window", "PIXEL_SCALE_RTOL"]
+__all__ = ["RestorationModel", "default_model_path", "restore_whole", "restore_tiled", "restore_image", "blend_window", "PIXEL_SCALE_RTOL", "PIXFRAC_ATOL", "DRIZZLE_KERNEL", "DRIZZLE_PIXFRAC"]
 
 log = logging.getLogger(__name__)
 
 #: an image's pixel scale may differ from the model's by this fraction
 PIXEL_SCALE_RTOL = 0.02
+#: an image's drizzle pixfrac may differ from the model's by this much
+PIXFRAC_ATOL = 1e-3
+#: how the training inputs are drizzled (:mod:`mosaic.restore.data`): the kernel and pixfrac
+#: shape the mosaic's PSF (the detector pixel and the kernel's footprint spread it), which the
+#: model learns to undo; the drizzle of models whose metadata does not say
+DRIZZLE_KERNEL = "square"
+DRIZZLE_PIXFRAC = 1.0
 _DEFAULT = "restormer_f200w.onnx"
 
 
@@ -103,6 +110,10 @@ class RestorationModel:
             self.softening = float(meta["softening"])
             self.config = json.loads(meta.get("config", "{}"))
             self.training = json.loads(meta.get("training", "{}"))
+            # models exported before these keys were written are trained on the simulator's
+            # square-kernel, pixfrac-1 mosaics (mosaic.restore.data)
+            self.drizzle_kernel = meta.get("drizzle_kernel", DRIZZLE_KERNEL).lower()
+            self.drizzle_pixfrac = float(meta.get("drizzle_pixfrac", DRIZZLE_PIXFRAC))
         except (KeyError, ValueError) as err:
             msg = f"{self.path}: malformed restoration metadata ({err}); expected band, pixel_scale_arcsec, multiple, reference_fwhm_px, softening"
             raise InputError(msg) from None
@@ -111,14 +122,25 @@ class RestorationModel:
     def __repr__(self) -> str:
         return f"RestorationModel({str(self.path)!r}, band={self.band}, pixel_scale_arcsec={self.pixel_scale_arcsec:.5f})"
 
-    def check(self, *, band: str | None, pixel_scale_arcsec: float, source="image") -> None:
-        """Refuse an image of another band or pixel scale than the model's (InputError naming both)."""
+    def check(self, *, band: str | None, pixel_scale_arcsec: float, source="image", kernel: str | None = None,
+              pixfrac: float | None = None) -> None:
+        """Refuse an image of another band, pixel scale or drizzle (kernel, pixfrac) than the
+        model's inputs (InputError naming both); None: not known, not checked."""
         if band is not None and band.upper() != self.band:
             msg = f"{source}: band {band.upper()!r}, but model {self.path.name} is trained for {self.band!r}; expected a {self.band} image or a model for {band.upper()}"
             raise InputError(msg)
         if abs(pixel_scale_arcsec / self.pixel_scale_arcsec - 1) > PIXEL_SCALE_RTOL:
             msg = (f"{source}: pixel scale {pixel_scale_arcsec:.5f}\", but model {self.path.name} is trained for "
                    f"{self.pixel_scale_arcsec:.5f}\" (within {PIXEL_SCALE_RTOL:.0%}); expected a mosaic on that grid")
+            raise InputError(msg)
+        # the drizzle's kernel and pixfrac shape the mosaic's PSF, which the network and its
+        # Wiener base undo as they were trained: another drizzle would be restored wrongly, silently
+        trained = f"model {self.path.name} is trained on mosaics drizzled with kernel {self.drizzle_kernel!r}, pixfrac {self.drizzle_pixfrac:g}"
+        if kernel is not None and str(kernel).strip().lower() != self.drizzle_kernel:
+            msg = f"{source}: drizzle kernel {str(kernel).strip()!r} (RESKERN), but {trained}; expected a mosaic drizzled that way"
+            raise InputError(msg)
+        if pixfrac is not None and abs(float(pixfrac) - self.drizzle_pixfrac) > PIXFRAC_ATOL:
+            msg = f"{source}: drizzle pixfrac {float(pixfrac):g} (PIXFRAC), but {trained}; expected a mosaic drizzled that way"
             raise InputError(msg)
 
     def run(self, u: np.ndarray) -> np.ndarray:

@@ -1,7 +1,8 @@
 """A restored ``_i2d.fits`` product from a drizzle/UPDC mosaic file.
 
 :func:`restore_i2d` reads the mosaic's SCI lazily, checks it against the model (a celestial WCS,
-the model's band and pixel scale), restores it tile by tile (:func:`mosaic.restore.infer.restore_image`)
+the model's band and pixel scale, and where the headers say, RESKERN and PIXFRAC: the drizzle the
+model is trained on), restores it tile by tile (:func:`mosaic.restore.infer.restore_image`)
 and writes SCI -- with the input's WCS and BUNIT -- tile by tile under a temporary name. ERR is
 not propagated through the network: the product has no ERR extension and says so in its
 primary header (``ERRPROP = F`` and a COMMENT), with the model, the reference PSF and the global
@@ -53,7 +54,8 @@ def restore_i2d(image, out, *, model=None, tile: int = 512, overlap: int | None 
     Raises
     ------
     InputError
-        No WCS, another band or pixel scale than the model's, a bad model file, or bad tiling.
+        No WCS, another band, pixel scale or drizzle kernel or pixfrac than the model's, a bad
+        model file, or bad tiling.
     """
     from mosaic.io.images import read_fits_image, write_fits_image  # noqa: PLC0415
 
@@ -65,7 +67,8 @@ def restore_i2d(image, out, *, model=None, tile: int = 512, overlap: int | None 
         msg = f"{source.path}[{source.ext}]: no celestial WCS; expected a mosaic with a WCS (an _i2d.fits SCI)"
         raise InputError(msg)
     scale = float(np.mean(proj_plane_pixel_scales(wcs))) * 3600.0
-    model.check(band=source.band, pixel_scale_arcsec=scale, source=f"{source.path}")
+    model.check(band=source.band, pixel_scale_arcsec=scale, source=f"{source.path}", kernel=_keyword(source, "RESKERN"),
+                pixfrac=_keyword(source, "PIXFRAC"))
     if source.band is None:
         log.warning("%s: no FILTER keyword; the model's band %s is assumed", source.path, model.band)
     try:
@@ -89,3 +92,9 @@ def restore_i2d(image, out, *, model=None, tile: int = 512, overlap: int | None 
         header.remove(key, ignore_missing=True)
     history = [f"mosaic restore: {model.path.name}, tile {tile}, overlap {overlap}"]
     return write_fits_image(out, {"SCI": restored}, header=header, primary=primary, history=history, overwrite=overwrite)
+
+
+def _keyword(source, key):
+    """A drizzle keyword of the image's extension, else of its primary header (an _i2d.fits keeps
+    them there), else None."""
+    return source.header.get(key, source.primary.get(key))

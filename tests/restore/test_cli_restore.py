@@ -83,3 +83,24 @@ def test_cli_bad_model_is_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert any("not an ONNX model" in line for line in err)
     assert not any("Traceback" in line for line in err)
+
+
+@pytest.mark.parametrize(("keys", "words"), [
+    ({"RESKERN": "gaussian"}, r"drizzle kernel 'gaussian' \(RESKERN\), but model restormer_f200w\.onnx is trained on mosaics drizzled with kernel 'square', pixfrac 1"),
+    ({"PIXFRAC": 0.6}, r"drizzle pixfrac 0\.6 \(PIXFRAC\), but model .* pixfrac 1; expected a mosaic drizzled that way"),
+])
+def test_a_mosaic_drizzled_otherwise_than_the_training_inputs_is_refused(tmp_path, model, keys, words):
+    """The drizzle's kernel and pixfrac set the mosaic's PSF, which the model was trained to undo
+    (square, pixfrac 1): a mosaic drizzled otherwise is one clear error naming the file, and no
+    product is written. The same keywords with the training's values, in any case, pass."""
+    src = write_mosaic(tmp_path / "other_i2d.fits", mosaic_image((64, 64)))
+    with fits.open(src, mode="update") as hdul:
+        hdul[0].header.update(keys)
+    out = tmp_path / "o.fits"
+    with pytest.raises(InputError, match=f"{src.name}: {words}"):
+        restore_i2d(src, out, model=model, tile=64, overlap=32)
+    assert not out.exists() and not list(tmp_path.glob("*o.fits*"))
+    with fits.open(src, mode="update") as hdul:
+        hdul[0].header.update({"RESKERN": "SQUARE", "PIXFRAC": 1.0})
+    assert restore_i2d(src, out, model=model, tile=64, overlap=32).exists()
+    assert (model.drizzle_kernel, model.drizzle_pixfrac) == ("square", 1.0)  # the shipped model: its metadata predates the keys

@@ -95,6 +95,18 @@ def test_bad_restore_model_is_one_clear_error(field, tmp_path):
         check_config(field_from_mapping(raw, base=tmp_path))
 
 
+@pytest.mark.parametrize(("drizzle", "words"), [
+    ({"kernel": "gaussian"}, r"drizzle\.kernel 'gaussian', drizzle\.pixfrac 1\), but restormer_f200w\.onnx is trained on mosaics drizzled with kernel 'square', pixfrac 1"),
+    ({"pixfrac": 0.7}, r"drizzle\.kernel 'square', drizzle\.pixfrac 0\.7\), but .* pixfrac 1; expected those drizzle settings"),
+])
+def test_restoring_a_mosaic_drizzled_otherwise_than_the_model_is_refused_before_any_work(field, tmp_path, drizzle, words):
+    """The model undoes the PSF of square-kernel, pixfrac-1 mosaics: a config that restores a
+    drizzle mosaic made otherwise is one ConfigError at the check, before anything runs."""
+    with pytest.raises(ConfigError, match=r"restore\.input: the drizzle mosaic \(" + words):
+        check_config(_config(field, tmp_path, drizzle={"enabled": True, **drizzle}))
+    assert not (tmp_path / "out").exists()
+
+
 def test_restore_of_a_saved_iteration(field, tmp_path):
     config = _config(field, tmp_path, restore={"input": 1}, updc={"enabled": True, "iterations": 1, "save": [1]})
     report = run_field(config, start_cluster=False)
