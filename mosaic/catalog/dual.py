@@ -23,7 +23,7 @@ import dask.array as da
 import numpy as np
 
 from mosaic.catalog.detect import detect_segmentation, smooth
-from mosaic.catalog.noise import strided_sample
+from mosaic.catalog.noise import sky_noise
 from mosaic.catalog.photometry import source_catalog
 from mosaic.exceptions import DeblendModeWarning
 
@@ -35,10 +35,13 @@ log = logging.getLogger(__name__)
 def measured_noise(image, good, *, err=None, n_sample: float = 1e6):
     """The noise of ``image`` measured on its own pixels, as a map (with ``err``) or a number.
 
-    With ``err`` the noise is ``k * err``, ``k`` the sigma-clipped standard deviation of
-    ``image / err`` over the good pixels: the shape of the noise follows ``err`` (coverage), its
-    level is measured (so smoothing, correlations and a mis-scaled ERR do not change what a
-    threshold means). Without ``err``, the clipped standard deviation of ``image``.
+    With ``err`` the noise is ``k * err``, ``k`` the robust scatter of ``image / err`` over the
+    good pixels with the sources masked (:func:`mosaic.catalog.noise.sky_noise`): the shape of the
+    noise follows ``err`` (coverage), its level is measured (so smoothing, correlations and a
+    mis-scaled ERR do not change what a threshold means). Without ``err``, the same scatter of
+    ``image``. Sources are masked before the scatter is taken: a sigma-clipped standard deviation
+    of every pixel counts the faint wings of sources as noise (on a crowded smoothed field, 18 %
+    of it above 2 sigma, 1.37 times the noise against 1.02; tests/catalog/test_dual_image.py).
 
     Parameters
     ----------
@@ -58,11 +61,7 @@ def measured_noise(image, good, *, err=None, n_sample: float = 1e6):
     k : float
         The measured scale (the standard deviation itself without ``err``).
     """
-    from astropy.stats import sigma_clipped_stats  # noqa: PLC0415
-
-    sample, ok, _ = strided_sample(image, good, err=err, n_sample=n_sample)
-    _, _, k = sigma_clipped_stats(sample[ok])
-    k = float(k)
+    k = float(sky_noise(image, good, err=err, n_sample=n_sample).scale)
     return (k if err is None else k * err), k
 
 
