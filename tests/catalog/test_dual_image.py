@@ -143,7 +143,6 @@ def test_measured_noise_masks_the_sources_of_a_crowded_field():
     noise): the measured noise is that of the smoothed noise alone (to 4 %), where a clipped
     standard deviation of every pixel takes the sources' wings for noise (1.37x here), and the
     threshold would rise with crowding."""
-    from astropy.stats import mad_std, sigma_clipped_stats
     from scipy.ndimage import gaussian_filter
 
     rng = np.random.default_rng(1)
