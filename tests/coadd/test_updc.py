@@ -237,22 +237,9 @@ def test_the_sky_removed_is_that_of_the_sky(n_galaxies, n_stars, within, before)
     from astropy.stats import sigma_clipped_stats
 
     from mosaic.coadd.updc import _sky_info
+    from tests.skies import deep_field
 
-    rng = np.random.default_rng(2)
-    n = 512
-    yy, xx = np.mgrid[:n, :n]
-    truth = np.zeros((n, n))
-    for _ in range(n_galaxies):  # exponential discs, 1.5-6 px scale lengths
-        x, y = rng.uniform(0, n, 2)
-        re, flux, q, th = rng.uniform(1.5, 6), 10 ** rng.uniform(1.3, 3.5), rng.uniform(0.4, 1), rng.uniform(0, np.pi)
-        u = (xx - x) * np.cos(th) + (yy - y) * np.sin(th)
-        v = (-(xx - x) * np.sin(th) + (yy - y) * np.cos(th)) / q
-        truth += flux * np.exp(-1.678 * np.hypot(u, v) / re) / (2 * np.pi * (re / 1.678) ** 2 * q)
-    a = 3.0 / (2 * np.sqrt(2 ** (1 / 2.5) - 1))  # Moffat stars, FWHM 3 px, beta 2.5
-    for _ in range(n_stars):
-        x, y = rng.uniform(0, n, 2)
-        truth += 10 ** rng.uniform(2, 5) * 1.5 / (np.pi * a**2) * (1 + ((xx - x) ** 2 + (yy - y) ** 2) / a**2) ** -2.5
-    image = 10.0 + truth + rng.normal(0.0, 1.0, (n, n))
+    image, _ = deep_field(n_galaxies=n_galaxies, n_stars=n_stars, sky=10.0)
     image[:20] = np.nan  # an uncovered edge
     got = _sky_info(image, "median", "t")["background"]
     assert 10.0 <= got < 10.0 + within
