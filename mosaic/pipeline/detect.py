@@ -34,7 +34,9 @@ DETECTION_NOISE = ("measured", "err")
 
 
 def background_rms(sci, good) -> tuple[float, float]:
-    """Sigma-clipped median and standard deviation from a strided sample of about 1e6 pixels.
+    """Median and robust scatter of the sky, sources masked, from a strided sample of about 1e6
+    pixels (:func:`mosaic.catalog.noise.sky_noise`; a clipped median and standard deviation of
+    every pixel take the sources' wings for sky and noise).
 
     Parameters
     ----------
@@ -47,16 +49,14 @@ def background_rms(sci, good) -> tuple[float, float]:
     -------
     median, std : float
     """
-    from astropy.stats import sigma_clipped_stats  # noqa: PLC0415
+    from mosaic.catalog.noise import sky_noise  # noqa: PLC0415
 
-    step = max(1, int(np.sqrt(sci.size / 1e6)))
-    sample = np.asarray(sci[::step, ::step])
-    ok = np.asarray(good[::step, ::step]) & np.isfinite(sample)
-    if not ok.any():
-        msg = "the image has no finite, unmasked pixel; expected data to detect sources on"
-        raise InputError(msg)
-    _, med, std = sigma_clipped_stats(sample[ok])
-    return float(med), float(std)
+    try:
+        m = sky_noise(sci, good)
+    except ValueError as exc:
+        msg = f"cannot measure the sky: {exc}; expected data to detect sources on"
+        raise InputError(msg) from None
+    return float(m.sky), float(m.scale)
 
 
 def _measured_noise(sci, good, err, path, threshold):
@@ -280,10 +280,10 @@ def detect_image(path, out, *, method: str = "segmentation", threshold: float = 
         sky = _measured_noise(image.sci, good, None, path, threshold).sky
         sci = da.where(good, image.sci - sky, np.nan)
     else:
-        # a plain image gets its clipped median removed and its clipped std as the noise
+        # a plain image gets its sky's median removed and the sky's scatter as the noise
         sky, rms = background_rms(image.sci, good)
         sci = da.where(good, image.sci - sky, np.nan)
-        log.info("detect: threshold %g x %.4g (clipped std of the image)", threshold, rms)
+        log.info("detect: threshold %g x %.4g (robust scatter of the image's sky)", threshold, rms)
     if background_box is not None:
         from mosaic.image.background import background_2d  # noqa: PLC0415
 
