@@ -59,6 +59,31 @@ def background_rms(sci, good) -> tuple[float, float]:
     return float(m.sky), float(m.scale)
 
 
+#: an image without WHT whose exact zeros are more than this share of its finite pixels is taken
+#: as padded with zeros outside its footprint (:func:`_zero_padded`)
+ZERO_PADDING_FRACTION = 0.01
+
+
+def _zero_padded(sci, path) -> bool:
+    """Whether a floating-point image without WHT is padded with exact zeros (a mosaic's area
+    outside its footprint, set to 0 by the tool that made it): more than
+    :data:`ZERO_PADDING_FRACTION` of a strided sample's finite pixels are exactly 0, and its other
+    pixels are not all whole numbers (an image of counts has real zeros). Then the zeros are no
+    data: counted as sky they pull its median to 0 and its scatter down (20 % of zeros: the noise
+    measured 12 % low; 30 %: a scatter of 0)."""
+    if not np.issubdtype(np.dtype(sci.dtype), np.floating):
+        return False
+    step = max(1, int(np.sqrt(np.prod(sci.shape) / 1e6)))
+    sample = np.asarray(sci[::step, ::step], dtype=np.float64)
+    sample = sample[np.isfinite(sample)]
+    zero = sample == 0
+    if sample.size == 0 or zero.mean() <= ZERO_PADDING_FRACTION or np.all(sample[~zero] == np.round(sample[~zero])):
+        return False
+    log.info("detect: %s has no WHT and %.0f %% of its pixels are exactly 0: taken as padding outside the footprint, not as sky",
+             path, 100 * zero.mean())
+    return True
+
+
 def _measured_noise(sci, good, err, path, threshold):
     """:func:`mosaic.catalog.noise.sky_noise` of the image to threshold, logged; bad input named."""
     from mosaic.catalog.noise import sky_noise  # noqa: PLC0415
@@ -268,6 +293,8 @@ def detect_image(path, out, *, method: str = "segmentation", threshold: float = 
     good = da.isfinite(image.sci)
     if image.wht is not None:
         good &= image.wht > 0
+    elif _zero_padded(image.sci, path):
+        good &= image.sci != 0
     measured = noise == "measured"
     if image.err is not None:
         # i2d products are sky-subtracted, with (the shape of) their noise in ERR
@@ -372,6 +399,8 @@ def _detect_dual_image(image, detection_path, out, *, method, threshold, n_pixel
     for im in (image, det):
         if im.wht is not None:
             mask = (im.wht <= 0) if mask is None else (mask | (im.wht <= 0))
+        elif _zero_padded(im.sci, im.path):
+            mask = (im.sci == 0) if mask is None else (mask | (im.sci == 0))
     scale, unit = image.flux_scale
     table, seg, _ = detect_dual(
         det.sci, image.sci, threshold=threshold, detection_err=det.err, measurement_err=image.err, mask=mask, fwhm=fwhm,

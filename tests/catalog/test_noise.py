@@ -181,3 +181,27 @@ def test_the_sky_of_a_plain_image_is_that_of_the_sky():
     assert sky == pytest.approx(3.0, abs=0.05) and rms == pytest.approx(1.0, rel=0.03)
     _, med, std = sigma_clipped_stats(image)
     assert med > 3.14 and std > 1.06  # what it was
+
+
+@pytest.mark.parametrize("padding", [0.2, 0.35])
+def test_zero_padding_of_an_image_without_wht_is_no_data(tmp_path, padding):
+    """A plain mosaic (no WHT) padded with exact zeros outside its footprint: the zeros are not
+    sky. The measured noise is the footprint's (1 here) to 2 %, and the pixels above 3 sigma are
+    the footprint's Gaussian tail; counted as sky, 20 % of zeros measured the noise 12 % low and
+    35 % measured 0 (one error about a constant image). A count image's real zeros are data."""
+    from mosaic.pipeline.detect import _zero_padded
+
+    rng = np.random.default_rng(8)
+    img = rng.normal(0.0, 1.0, (400, 400))
+    rows = int(padding * img.shape[0])
+    img[:rows] = 0.0
+    path = _i2d(tmp_path / "padded.fits", img, None)
+    out = tmp_path / "padded.ecsv"
+    assert main(["detect", path, "--out", str(out), "--threshold", "3", "--npixels", "1", "--fwhm", "0"]) == 0
+    cat = read_catalog(out)
+    assert cat.meta["noise_scale"] == pytest.approx(1.0, rel=0.02)
+    n = (img.shape[0] - rows) * img.shape[1]
+    expect = n * ndtr(-3.0)
+    assert abs(int(np.sum(np.asarray(cat["area"]))) - expect) < 4 * np.sqrt(expect)
+    counts = rng.poisson(0.5, (200, 200)).astype(np.float64)  # 61 % zeros, all of them data
+    assert not _zero_padded(counts, "counts") and _zero_padded(np.where(np.arange(200)[:, None] < 40, 0.0, rng.normal(size=(200, 200))), "p")
