@@ -126,8 +126,8 @@ def _open(path: Path):
 
 def _check_whole(path: Path, ext, hdu) -> None:
     """Raise :class:`InputError` when the image's data reach past the end of the file (a truncated copy)."""
-    if not isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU):
-        return  # compressed images: astropy checks their table
+    if isinstance(hdu, fits.CompImageHDU) or not isinstance(hdu, fits.PrimaryHDU | fits.ImageHDU):
+        return  # compressed images (an ImageHDU in astropy 7, sized by their uncompressed NAXISn): astropy checks their table
     h = hdu.header
     n = abs(int(h.get("BITPIX", 8))) // 8
     for k in range(1, int(h.get("NAXIS", 0)) + 1):

@@ -254,3 +254,20 @@ def test_extensions_of_equal_tiles_are_written_by_one_task_per_tile(tmp_path_fac
     with fits.open(out) as hdul:
         for name, a in images_in.items():
             np.testing.assert_array_equal(hdul[name].data, np.asarray(a))
+
+
+def test_a_tile_compressed_image_is_read_as_its_data(tmp_path):
+    """A Rice tile-compressed SCI (fpack's kind; astropy 7 makes it an ImageHDU whose NAXISn are
+    the uncompressed image's) reads lazily as astropy decompresses it, not refused as truncated;
+    a compressed file cut short is still one error naming it."""
+    rng = np.random.default_rng(3)
+    data = rng.normal(5.0, 1.0, (300, 257)).astype(np.float32)
+    path = tmp_path / "comp.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(data, name="SCI")]).writeto(path)
+    got = read_fits_image(path, tile=128)
+    np.testing.assert_array_equal(np.asarray(got.data), fits.getdata(path, "SCI"))
+    assert np.abs(np.asarray(got.data) - data).max() < 0.05  # Rice's float quantisation
+    cut = tmp_path / "cut.fits"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(InputError, match=r"cut\.fits"):
+        np.asarray(read_fits_image(cut, tile=128).data)
