@@ -144,28 +144,48 @@ def exposure_cutouts(
     list of dict
         Per exposure, ``{tile index: (y slice, x slice) of the exposure}`` (or ``Cutout``).
     """
-    out = []
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+    from dask.system import CPU_COUNT  # noqa: PLC0415
+
     tiles = grid.tiles()
     find = cutout_rows_for_region if rows else cutout_for_region
-    for w in wcs_list:
-        lattice = lattice_pixmap(w, grid.wcs, shape, step=step)
-        # the tiles the exposure's footprint (grown by the margin) can meet: an exposure lands
-        # on a few of a survey field's tiles, and testing each cell against every tile is the
-        # run plan's cost
-        with np.errstate(invalid="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # an exposure wholly off the sky
-            x0, x1 = np.nanmin(lattice.xy[..., 0]) - margin - 1, np.nanmax(lattice.xy[..., 0]) + margin + 1
-            y0, y1 = np.nanmin(lattice.xy[..., 1]) - margin - 1, np.nanmax(lattice.xy[..., 1]) + margin + 1
-        cuts = {}
-        for t in tiles:
-            (cy, cx) = t.core
-            if not (cx.start - 0.5 <= x1 and cx.stop - 0.5 >= x0 and cy.start - 0.5 <= y1 and cy.stop - 0.5 >= y0):
-                continue
-            region = find(lattice, t.core, margin=margin)
-            if region is not None:
-                cuts[t.index] = region
-        out.append(cuts)
-    return out
+    one = functools.partial(_exposure_cutouts, shape=shape, grid=grid, tiles=tiles, margin=margin, step=step, find=find)
+    threads = min(len(wcs_list), CPU_COUNT, PLAN_THREADS)
+    if threads <= 1:
+        return [one(w) for w in wcs_list]
+    # the lattices' WCS transformations and NumPy leave the GIL for most of their time: 36
+    # flagship exposures at step 8, 1.1 s one after the other, 0.66 s on two threads
+    # (benchmarks/README.md, round 16); a survey's thousand exposures planned before any task
+    with ThreadPoolExecutor(threads, thread_name_prefix="mosaic-plan") as pool:
+        return list(pool.map(one, wcs_list))
+
+
+#: most threads that find the exposures' cut-outs at once (:func:`exposure_cutouts`)
+PLAN_THREADS = 8
+
+
+def _exposure_cutouts(w, *, shape, grid: MosaicGrid, tiles, margin: float, step: int, find) -> dict:
+    """One exposure's ``{tile index: cut-out}`` (:func:`exposure_cutouts`); the grid's WCS is
+    copied, so that threads share no wcslib structure."""
+    lattice = lattice_pixmap(copy.deepcopy(w), copy.deepcopy(grid.wcs), shape, step=step)
+    # the tiles the exposure's footprint (grown by the margin) can meet: an exposure lands on a
+    # few of a survey field's tiles, and testing each cell against every tile is the run plan's cost
+    x, y = lattice.xy[..., 0], lattice.xy[..., 1]
+    x, y = x[np.isfinite(x)], y[np.isfinite(y)]
+    if x.size == 0 or y.size == 0:  # an exposure wholly off the sky of the grid
+        return {}
+    x0, x1 = x.min() - margin - 1, x.max() + margin + 1
+    y0, y1 = y.min() - margin - 1, y.max() + margin + 1
+    cuts = {}
+    for t in tiles:
+        (cy, cx) = t.core
+        if not (cx.start - 0.5 <= x1 and cx.stop - 0.5 >= x0 and cy.start - 0.5 <= y1 and cy.stop - 0.5 >= y0):
+            continue
+        region = find(lattice, t.core, margin=margin)
+        if region is not None:
+            cuts[t.index] = region
+    return cuts
 
 
 class _PortableWCS:

@@ -396,13 +396,16 @@ def test_pickled_wcs_is_exact_parsed_once_and_a_private_copy_per_task(exposures,
     assert a.sip is not None and a.pixel_shape == original.pixel_shape
 
 
+@pytest.mark.parametrize("threads", [1, 8])
 @pytest.mark.parametrize("tile", [(23, 31), (17, 90)], ids=str)
-def test_cutouts_skip_only_tiles_out_of_reach(exposures, grid, tile):
+def test_cutouts_skip_only_tiles_out_of_reach(exposures, grid, tile, threads, monkeypatch):
     """Tiles beyond an exposure's footprint are not searched: the cut-outs are those of a search
-    of every tile of the grid."""
+    of every tile of the grid, one exposure after the other or on threads."""
+    from mosaic.coadd import drizzle  # noqa: PLC0415
     from mosaic.coadd.drizzle import exposure_cutouts, exposure_wcs  # noqa: PLC0415
     from mosaic.ops.pixmap import cutout_rows_for_region, lattice_pixmap  # noqa: PLC0415
 
+    monkeypatch.setattr(drizzle, "PLAN_THREADS", threads)
     tiled = grid.with_tiling(tile)
     wcs_list, shape = exposure_wcs(exposures), (exposures.sizes["y"], exposures.sizes["x"])
     got = exposure_cutouts(wcs_list, shape, tiled, margin=2.5, step=8, rows=True)
