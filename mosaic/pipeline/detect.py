@@ -84,6 +84,32 @@ def _zero_padded(sci, path) -> bool:
     return True
 
 
+#: a sky level (sources masked) beyond this many times the median ERR is removed from an image
+#: with ERR before detection (:func:`_leftover_sky`)
+SKY_LEFT_ERR = 0.1
+
+
+def _leftover_sky(sci, good, err, path) -> float:
+    """The sky level to remove from an image with ERR: the median of its sky with the sources
+    masked (:func:`mosaic.catalog.noise.sky_noise`) where it is more than :data:`SKY_LEFT_ERR`
+    of the median ERR (a drizzle mosaic, sky included), else 0 (a sky-subtracted product is
+    used as it is). Left in, a sky of ~40 ERR made the whole image one segment."""
+    from mosaic.catalog.noise import sky_noise, strided_sample  # noqa: PLC0415
+
+    try:
+        sky = float(sky_noise(sci, good).sky)
+        e, ok, _ = strided_sample(err, good)
+    except ValueError as exc:
+        msg = f"{path}: cannot measure the sky: {exc}"
+        raise InputError(msg) from None
+    typical = float(np.median(e[ok & (e > 0)])) if np.any(ok & (e > 0)) else 0.0
+    if not (typical > 0 and abs(sky) > SKY_LEFT_ERR * typical):
+        return 0.0
+    log.info("detect: %s holds a sky of %.4g (%.1f x its median ERR): removed before detection (median of the sky, sources masked)",
+             path, sky, sky / typical)
+    return sky
+
+
 def _measured_noise(sci, good, err, path, threshold):
     """:func:`mosaic.catalog.noise.sky_noise` of the image to threshold, logged; bad input named."""
     from mosaic.catalog.noise import sky_noise  # noqa: PLC0415
@@ -297,8 +323,10 @@ def detect_image(path, out, *, method: str = "segmentation", threshold: float = 
         good &= image.sci != 0
     measured = noise == "measured"
     if image.err is not None:
-        # i2d products are sky-subtracted, with (the shape of) their noise in ERR
-        sci = da.where(good, image.sci, np.nan)
+        # an i2d with (the shape of) its noise in ERR; a UPDC or JWST product is sky-subtracted,
+        # mosaic drizzle's is not: a sky of many ERR is removed (one segment over everything else)
+        sky = _leftover_sky(image.sci, good, image.err, path)
+        sci = da.where(good, image.sci - sky, np.nan)
         rms = da.where(good & (image.err > 0), image.err, np.inf)
         if not measured:
             log.info("detect: threshold %g x ERR (ERR as it is)", threshold)
@@ -402,8 +430,14 @@ def _detect_dual_image(image, detection_path, out, *, method, threshold, n_pixel
         elif _zero_padded(im.sci, im.path):
             mask = (im.sci == 0) if mask is None else (mask | (im.sci == 0))
     scale, unit = image.flux_scale
+    import dask.array as da  # noqa: PLC0415
+
+    skies = []
+    for im in (det, image):  # a drizzle mosaic's sky is left in it (see _leftover_sky)
+        im_good = da.isfinite(im.sci) if mask is None else da.isfinite(im.sci) & ~mask
+        skies.append(0.0 if im.err is None else _leftover_sky(im.sci, im_good, im.err, im.path))
     table, seg, _ = detect_dual(
-        det.sci, image.sci, threshold=threshold, detection_err=det.err, measurement_err=image.err, mask=mask, fwhm=fwhm,
+        det.sci - skies[0], image.sci - skies[1], threshold=threshold, detection_err=det.err, measurement_err=image.err, mask=mask, fwhm=fwhm,
         n_pixels=n_pixels, deblend=deblend, tile=tile, wcs=image.wcs, radii=tuple(radii), flux_scale=scale, flux_unit=unit,
     )
     table.meta.update(image=str(image.path), detection_image=str(detection_path), method=method, threshold_sigma=threshold,

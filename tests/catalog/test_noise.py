@@ -205,3 +205,34 @@ def test_zero_padding_of_an_image_without_wht_is_no_data(tmp_path, padding):
     assert abs(int(np.sum(np.asarray(cat["area"]))) - expect) < 4 * np.sqrt(expect)
     counts = rng.poisson(0.5, (200, 200)).astype(np.float64)  # 61 % zeros, all of them data
     assert not _zero_padded(counts, "counts") and _zero_padded(np.where(np.arange(200)[:, None] < 40, 0.0, rng.normal(size=(200, 200))), "p")
+
+
+def test_an_i2d_with_its_sky_left_in_is_detected_as_one_without(tmp_path, field):
+    """``mosaic drizzle``'s mosaic keeps the sky (its ERR does not): a sky of 40 ERR left in
+    made the whole image one segment. The sky (sources masked) is removed first, so the catalogue
+    is that of the sky-subtracted image, alone and as a detection image; a sky-subtracted
+    product is used as it is."""
+    img, sigma, _ = field
+    with_sky = _i2d(tmp_path / "sky_i2d.fits", img + 40.0, sigma)
+    without = _i2d(tmp_path / "nosky_i2d.fits", img, sigma)
+    cats = []
+    for path, extra in ((without, []), (with_sky, []), (with_sky, ["--detection-image", with_sky])):
+        out = tmp_path / f"c{len(cats)}.ecsv"
+        assert main(["detect", path, "--out", str(out), "--threshold", "3", *extra]) == 0
+        cats.append(read_catalog(out))
+    assert len(cats[0]) > 10
+    assert abs(len(cats[1]) - len(cats[0])) <= 1 and cats[1].meta["noise_scale"] == pytest.approx(cats[0].meta["noise_scale"], rel=0.02)
+    assert abs(len(cats[2]) - len(cats[0])) <= 0.2 * len(cats[0])
+    # the same sources with the same fluxes: the sky is not in them
+    def column(cat, name):
+        return np.asarray(getattr(cat[name], "value", cat[name]), dtype=float)
+
+    x0, y0, f0 = column(cats[0], "x_centroid"), column(cats[0], "y_centroid"), column(cats[0], "kron_flux")
+    x1, y1, f1 = column(cats[1], "x_centroid"), column(cats[1], "y_centroid"), column(cats[1], "kron_flux")
+    ratios = []
+    for x, y, f in zip(x1, y1, f1, strict=True):
+        d = np.hypot(x0 - x, y0 - y)
+        if d.min() < 0.5:
+            ratios.append(f / f0[np.argmin(d)])
+    assert len(ratios) >= len(cats[0]) - 2
+    assert np.nanmedian(ratios) == pytest.approx(1.0, abs=0.02)
