@@ -108,6 +108,7 @@ def fuse_files(
         ``out``.
     """
     import numpy as np  # noqa: PLC0415
+    from astropy.wcs.utils import proj_plane_pixel_scales  # noqa: PLC0415
 
     from mosaic.exceptions import InputError  # noqa: PLC0415
     from mosaic.fusion import calibrate, prepare  # noqa: PLC0415
@@ -152,7 +153,9 @@ def fuse_files(
     if not not cross_calibration:
         throughput, factors = calibrate.cross_calibrate(planes, data_cube, throughput)
         log.info("cross-calibration factors: %s", ", ".join(f"{n} {c:.3f}" for n, c in zip(names, factors, strict=True)))
-    scale = float(np.mean(np.abs(cube.celestial.wcs.get_cdelt()[:2] if not cube.celestial.wcs.has_cd() else np.sqrt(np.abs(np.linalg.det(cube.celestial.wcs.cd))))) * 3600)
+    # the spaxel's side on the sky, whatever form the header gives its scale in (CD, CDELT, or a
+    # PC matrix with CDELT 1, as astropy writes a CD WCS back): get_cdelt() alone read 1 deg there
+    scale = float(np.mean(proj_plane_pixel_scales(cube.celestial))) * 3600.0
     psf_m, psf_h = prepare.psf_cubes(cube.wavelengths, factor=d, spaxel_arcsec=scale, size=min(psf_size, 2 * (min(planes.shape[1:]) // 2) - 1))
     ops = FusionOperators(psf_m=psf_m, psf_h=psf_h, throughput=throughput, factor=d, coarse_shape=data_cube.shape[1:])
     result = fuse(

@@ -163,3 +163,25 @@ def test_fuse_rotated_nircam_grid(scene_files, tmp_path):
     up = metrics.upsampled_ifu(scene.cube, 3)[:, y0 : y0 + cube.shape[1], x0 : x0 + cube.shape[2]]
     for channel in (6, 15, 24):
         assert metrics.psnr(truth[channel], cube[channel]) > metrics.psnr(truth[channel], up[channel]) + 1.0
+
+
+def test_a_cube_with_its_scale_in_the_pc_matrix_fuses_as_with_cdelt(scene_files, tmp_path):
+    """The same cube with its spaxel scale in PC1_1, PC2_2 and CDELT1 = CDELT2 = 1 (the form
+    astropy writes a CD-matrix WCS back in): the same spaxel size (not 1 degree: point-like
+    PSFs), so the same fused cube."""
+    scene, paths = scene_files
+
+    def scale_in_pc(hdr):
+        for k in (1, 2):
+            hdr[f"PC{k}_{k}"] = hdr[f"CDELT{k}"]
+            hdr[f"CDELT{k}"] = 1.0
+
+    pc_cube = tmp_path / "pc_cube.fits"
+    _write_cube(pc_cube, paths["cube"], header_edit=scale_in_pc)
+    assert WCS(fits.getheader(pc_cube, "SCI")).celestial.wcs.get_cdelt()[0] == 1.0
+    got = {}
+    for name, cube in (("cdelt", paths["cube"]), ("pc", pc_cube)):
+        out = tmp_path / f"{name}.fits"
+        assert main(["fuse", "--images", *_images(paths), "--cube", str(cube), "--out", str(out), "--components", "4", "--boundary", "periodic"]) == 0
+        got[name] = fits.getdata(out, "SCI").astype(np.float64)
+    np.testing.assert_allclose(got["pc"], got["cdelt"], rtol=0, atol=1e-6 * np.abs(got["cdelt"]).max())
