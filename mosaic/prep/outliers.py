@@ -1,10 +1,12 @@
 """Outlier detection across exposures (seed 000 sec. 2.1), as a tiled dask graph, and its driver.
 
 As the JWST ``outlier_detection`` step does for imaging: every exposure is drizzled on its own
-onto a common grid; a robust combination (median) of them is made tile by tile
+onto a common grid and its own sky level taken off (the median of its sky, sources masked: the
+skies of exposures from other visits differ, as the JWST step's sky matching finds); a robust
+combination (median) of them is made tile by tile
 (:func:`mosaic.ops.outliers.robust_combine`; a tile's task holds the tile of every exposure and
 nothing more); the combination is blotted back to each exposure's pixels and compared with the
-exposure (:func:`mosaic.ops.outliers.flag_outliers`). Flagged pixels are then replaced by the
+exposure with its sky given back (:func:`mosaic.ops.outliers.flag_outliers`). Flagged pixels are then replaced by the
 blotted combination (the UPDC paper's choice: interpolation among the good pixels of the other
 exposures at the same sky position) or flagged DO_NOT_USE; DQ records OUTLIER either way.
 
@@ -62,7 +64,7 @@ def _full_weights(exposures: xr.Dataset, wcs_list, grid: MosaicGrid, weight: str
     for k, w in enumerate(wcs_list):
         area = float(estimate_pixel_scale_ratio(w, grid.wcs)) ** 2
         exptime = float(exposures["exptime"].values[k]) if "exptime" in exposures.coords else None
-        good = exposures["good"].data[k] if "good" in exposures else da.isfinite(exposures["sci"].data[k])
+        good = _good(exposures, k)
         var = exposures["var_rnoise"].data[k] if "var_rnoise" in exposures else None
         out.append(dask.delayed(_median_weight, pure=True)(good, var, weight, exptime, area))
     return out
@@ -72,6 +74,23 @@ def _median_weight(good, var_rnoise, weight, exptime, area):
     w = weight_map(good, var_rnoise, weight=weight, exptime=exptime)
     w = w[w > 0]
     return float(np.median(w)) * area if w.size else np.inf
+
+
+def _good(exposures: xr.Dataset, k: int):
+    return exposures["good"].data[k] if "good" in exposures else da.isfinite(exposures["sci"].data[k])
+
+
+def _sky_level(sci, good) -> np.ndarray:
+    """An exposure's sky: the median of its sky with the sources masked (0 with too few pixels),
+    as a 0-d array (a dask chunk)."""
+    from mosaic.catalog.noise import sky_noise  # noqa: PLC0415
+
+    sci = np.asarray(sci, dtype=np.float64)
+    good = np.asarray(good, dtype=bool) & np.isfinite(sci)
+    try:
+        return np.asarray(sky_noise(sci, good).sky, dtype=np.float64)
+    except ValueError:
+        return np.asarray(0.0)
 
 
 def _combine_block(stack, weights, thresholds):
@@ -131,9 +150,10 @@ def outlier_graph(
     Returns
     -------
     xarray.Dataset
-        ``combined`` (the median, ``(gy, gx)`` on the grid, NaN where fewer than two exposures count),
-        ``blot`` (float32) and ``outlier`` (bool), both ``(exposure, y, x)`` on the exposures'
-        pixels, all lazy.
+        ``combined`` (the median of the sky-subtracted exposures, ``(gy, gx)`` on the grid, NaN
+        where fewer than two exposures count), ``blot`` (float32: the median blotted, plus the
+        exposure's own sky) and ``outlier`` (bool), both ``(exposure, y, x)`` on the exposures'
+        pixels, and ``sky`` (``(exposure,)``, the levels taken off), all lazy.
 
     Warns
     -----
@@ -173,7 +193,15 @@ def outlier_graph(
         singles.append(
             drizzle_mosaic(sub, grid, pixfrac=pixfrac, kernel=kernel, weight=weight, variance=False, cutout_reader=reader)
         )
-    sci = da.stack([s["sci"].data for s in singles]).rechunk({0: -1})
+    # each exposure's own sky level (sources masked), taken off before the median and given back
+    # to its blot: exposures of other visits hold other skies, and without it a sky 10 % above
+    # the others' flagged 4.5 % of an exposure's pixels, 17 % above 64 % (as the JWST step
+    # matches skies before its median)
+    skies = [
+        da.from_delayed(dask.delayed(_sky_level, pure=True)(exposures["sci"].data[k], _good(exposures, k)), shape=(), dtype=np.float64)
+        for k in range(n_exp)
+    ]
+    sci = da.stack([s["sci"].data - skies[k].astype(np.float32) for k, s in enumerate(singles)]).rechunk({0: -1})
     wht = da.stack([s["wht"].data for s in singles]).rechunk({0: -1})
     full = _full_weights(exposures, wcs_list, grid, weight)
     thresholds = da.from_delayed(dask.delayed(np.array)(full, dtype=np.float32), shape=(n_exp,), dtype=np.float32)
@@ -184,7 +212,7 @@ def outlier_graph(
 
     blots, flags = [], []
     for k in range(n_exp):
-        b = blot_to_exposure(median, grid, wcs_list[k], shape, method=blot, rows_per_chunk=rows_per_chunk)
+        b = blot_to_exposure(median, grid, wcs_list[k], shape, method=blot, rows_per_chunk=rows_per_chunk) + skies[k].astype(np.float32)
         s = exposures["sci"].data[k].rechunk(b.chunks)
         e = exposures["err"].data[k].rechunk(b.chunks)
         f = da.map_overlap(
@@ -199,6 +227,7 @@ def outlier_graph(
             "combined": (("gy", "gx"), median),
             "blot": (("exposure", "y", "x"), da.stack(blots)),
             "outlier": (("exposure", "y", "x"), da.stack(flags)),
+            "sky": (("exposure",), da.stack(skies)),
         },
         coords={"exposure": exposures["exposure"].values},
     )
