@@ -166,8 +166,8 @@ PLAN_THREADS = 8
 
 
 def _exposure_cutouts(w, *, shape, grid: MosaicGrid, tiles, margin: float, step: int, find) -> dict:
-    """One exposure's ``{tile index: cut-out}`` (:func:`exposure_cutouts`); the grid's WCS is
-    copied, so that threads share no wcslib structure."""
+    """One exposure's ``{tile index: cut-out}`` (:func:`exposure_cutouts`); both WCSs are copied,
+    so that threads share no wcslib structure."""
     lattice = lattice_pixmap(copy.deepcopy(w), copy.deepcopy(grid.wcs), shape, step=step)
     # the tiles the exposure's footprint (grown by the margin) can meet: an exposure lands on a
     # few of a survey field's tiles, and testing each cell against every tile is the run plan's cost
