@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SkyNoise", "sky_noise", "strided_sample"]
+__all__ = ["APERTURE_RADII", "ApertureNoise", "SkyNoise", "aperture_noise", "sky_noise", "strided_sample"]
 
 log = logging.getLogger(__name__)
 
@@ -210,3 +210,118 @@ def sky_noise(image, good, *, err=None, n_sample: float = 1e6, clip: float = 5.0
         _, std = _clipped(resid[sky], clip)
         med, _ = _clipped(z[sky], clip)
     return SkyNoise(sky=med, scale=std, n_sky=int(sky.sum()), n_sample=n_ok, step=step)
+
+
+#: radii (pixels) of the empty apertures of :func:`aperture_noise`
+APERTURE_RADII = (1.0, 2.0, 4.0, 8.0, 16.0)
+
+
+@dataclass(frozen=True)
+class ApertureNoise:
+    """How much the noise of a sum over an aperture exceeds what ERR says, by aperture radius.
+
+    Attributes
+    ----------
+    radii : tuple of float
+        Aperture radii (pixels).
+    factors : tuple of float
+        Per radius, the robust scatter of ``sum(image) / sqrt(sum(ERR²))`` over empty apertures:
+        1 for uncorrelated noise that ERR describes; more where the pixels' noise is correlated
+        (a drizzled or deconvolved mosaic) or ERR is too small. NaN with too few apertures.
+    n_apertures : tuple of int
+        Empty apertures measured, per radius.
+    """
+
+    radii: tuple
+    factors: tuple
+    n_apertures: tuple
+
+    def factor(self, radius) -> np.ndarray:
+        """The factor at ``radius`` (pixels; an array too): interpolated in log radius between the
+        measured ones, the nearest measured one beyond them; 1 where none was measured."""
+        r = np.asarray(self.radii, dtype=float)
+        f = np.asarray(self.factors, dtype=float)
+        ok = np.isfinite(f)
+        radius = np.asarray(radius, dtype=float)
+        if not ok.any():
+            return np.ones(radius.shape)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x = np.log(np.clip(radius, r[ok][0], r[ok][-1]))
+        out = np.interp(x, np.log(r[ok]), f[ok])
+        return np.where(np.isfinite(radius) & (radius > 0), out, np.nan)
+
+
+def aperture_noise(image, err, mask, *, radii=APERTURE_RADII, n_apertures: int = 300, seed: int = 0,
+                   grow: int = 3, windows: int = 16, window: int = 256) -> ApertureNoise:
+    """The noise of sums over empty apertures against ERR (see :class:`ApertureNoise`).
+
+    Circular apertures (the pixels whose centres lie within the radius) at seeded random places in
+    ``windows`` seeded ``window``-pixel squares of the image (read once each: small reads of a
+    large mosaic, and the same places whatever the tiling). An aperture is used where it holds
+    no masked pixel, no pixel within ``grow`` pixels of one (sources' wings), and a finite,
+    positive ERR everywhere; per radius, the first ``n_apertures`` of the seeded draw.
+
+    Parameters
+    ----------
+    image : array
+        2-D sky-subtracted image (NumPy or dask).
+    err : array
+        Its ERR.
+    mask : array of bool
+        True on sources (a segmentation map's pixels) and bad pixels.
+    """
+    from scipy import ndimage  # noqa: PLC0415
+
+    radii = tuple(float(r) for r in radii)
+    ny, nx = (int(s) for s in np.shape(image))
+    half = int(np.ceil(max(radii))) + int(grow)
+    wy, wx = min(int(window), ny), min(int(window), nx)
+    if wy <= 2 * half + 1 or wx <= 2 * half + 1:
+        return ApertureNoise(radii, (np.nan,) * len(radii), (0,) * len(radii))
+    rng = np.random.default_rng(seed)
+    n_win = 1 if (wy, wx) == (ny, nx) else int(windows)
+    corners = zip(rng.integers(0, ny - wy + 1, n_win), rng.integers(0, nx - wx + 1, n_win), strict=True)
+    regions = [(slice(int(y), int(y) + wy), slice(int(x), int(x) + wx)) for y, x in corners]
+    got = _read_boxes((image, err, mask), regions)
+    per = -(-6 * int(n_apertures) // n_win)  # draws per window
+    draws = [(w, int(y), int(x)) for w in range(n_win)
+             for y, x in zip(rng.integers(half, wy - half, per), rng.integers(half, wx - half, per), strict=True)]
+    order = rng.permutation(len(draws))  # the windows' draws interleaved
+    grown = [ndimage.binary_dilation(m.astype(bool), iterations=int(grow)) if grow > 0 else m.astype(bool) for m in got[2]]
+    yy, xx = np.indices((2 * half + 1, 2 * half + 1)) - half
+    dist2 = yy**2 + xx**2
+    factors, counts = [], []
+    for r in radii:
+        disk = dist2 <= r * r
+        reach = dist2 <= (r + grow) ** 2
+        z = []
+        for i in order:
+            w, y, x = draws[i]
+            box = (slice(y - half, y + half + 1), slice(x - half, x + half + 1))
+            img, e, m = got[0][w][box], got[1][w][box], grown[w][box]
+            ev = e[disk]
+            if m[reach].any() or not (np.all(np.isfinite(ev)) and np.all(ev > 0)) or not np.all(np.isfinite(img[disk])):
+                continue
+            z.append(float(np.sum(img[disk])) / float(np.sqrt(np.sum(ev.astype(np.float64) ** 2))))
+            if len(z) == n_apertures:
+                break
+        counts.append(len(z))
+        factors.append(_clipped(np.asarray(z), 5.0)[1] if len(z) >= 30 else np.nan)
+    noise = ApertureNoise(radii, tuple(float(f) for f in factors), tuple(counts))
+    log.info("empty apertures: radii %s px, noise / ERR %s (%s apertures)", list(radii),
+             [round(f, 3) for f in noise.factors], list(counts))
+    return noise
+
+
+def _read_boxes(arrays, boxes) -> list[list[np.ndarray]]:
+    """Per array, its values in every box (one dask computation for the dask ones)."""
+    import dask  # noqa: PLC0415
+
+    out = []
+    for a in arrays:
+        if hasattr(a, "dask"):
+            out.append([np.asarray(v) for v in dask.compute(*[a[b] for b in boxes])])
+        else:
+            a = np.asarray(a)
+            out.append([a[b] for b in boxes])
+    return out
