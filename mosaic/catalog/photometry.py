@@ -39,7 +39,7 @@ from mosaic.exceptions import NoWCSWarning
 from mosaic.progress import compute
 from mosaic.registry import algorithm
 
-__all__ = ["FLAGS", "NoWCSWarning", "catalog_columns", "empty_catalog", "scale_flux_errors", "source_catalog"]
+__all__ = ["FLAGS", "NoWCSWarning", "catalog_columns", "empty_catalog", "source_catalog"]
 
 log = logging.getLogger(__name__)
 
@@ -358,31 +358,3 @@ def _assemble(parts, segmentation, wcs, radii, flux_scale, flux_unit) -> QTable:
     t.add_column(np.asarray(ra, dtype=float) * u.deg, name="ra", index=4)
     t.add_column(np.asarray(dec, dtype=float) * u.deg, name="dec", index=5)
     return t
-
-
-def scale_flux_errors(table, noise, *, kron_params=(2.5, 1.4, 0.0)) -> None:
-    """Multiply the catalogue's flux errors by the empty-aperture noise factors of their apertures' sizes.
-
-    The errors of :func:`source_catalog` are ``sqrt(sum ERR²)``: right for independent pixels,
-    too small where a mosaic's pixels share noise (drizzled at pixfrac 1 and half the input
-    pixel: 1.8 times at 2 pixels of radius, 2.3 at 8; Casertano et al. 2000). ``noise``
-    (:func:`mosaic.catalog.noise.aperture_noise`) gives the factor by radius; each error takes
-    the one of its aperture's radius: the circular apertures' own, the Kron ellipse's
-    ``kron_params[0] * max(kron_radius, kron_params[1]) * sqrt(a b)`` and the segment's
-    ``sqrt(area / pi)``. The factors go into ``table.meta["aperture_noise"]``.
-    """
-    def values(name):
-        col = table[name]
-        return np.asarray(getattr(col, "value", col), dtype=np.float64)
-
-    a, b = values("semimajor_axis"), values("semiminor_axis")
-    kron_r = kron_params[0] * np.maximum(values("kron_radius"), kron_params[1] if len(kron_params) > 1 else 0.0) * np.sqrt(a * b)
-    sizes = {"kron_flux_err": kron_r, "segment_flux_err": np.sqrt(values("area") / np.pi)}
-    for name in table.colnames:
-        if name.startswith("circ_flux_err_r"):
-            sizes[name] = np.full(len(table), float(name.removeprefix("circ_flux_err_r").replace("p", ".")))
-    for name, radius in sizes.items():
-        if name in table.colnames:
-            factor = noise.factor(radius)
-            table[name] = table[name] * np.where(np.isfinite(factor), factor, 1.0)
-    table.meta["aperture_noise"] = {"radii": list(noise.radii), "factors": list(noise.factors), "n_apertures": list(noise.n_apertures)}

@@ -84,18 +84,6 @@ def _zero_padded(sci, path) -> bool:
     return True
 
 
-def _correlated_errors(table, image, err, mask, *, kron_params) -> None:
-    """The catalogue's flux errors scaled by the noise of empty apertures against ERR
-    (:func:`mosaic.catalog.noise.aperture_noise`, :func:`mosaic.catalog.photometry.scale_flux_errors`)."""
-    from mosaic.catalog.noise import aperture_noise  # noqa: PLC0415
-    from mosaic.catalog.photometry import scale_flux_errors  # noqa: PLC0415
-
-    noise = aperture_noise(image, err, mask)
-    scale_flux_errors(table, noise, kron_params=kron_params)
-    log.info("detect: flux errors x %s at radii %s px (empty apertures against ERR: the mosaic's correlated noise)",
-             [round(f, 2) for f in noise.factors], list(noise.radii))
-
-
 #: a sky level (sources masked) beyond this many times the median ERR is removed from an image
 #: with ERR before detection (:func:`_leftover_sky`)
 SKY_LEFT_ERR = 0.1
@@ -404,8 +392,6 @@ def detect_image(path, out, *, method: str = "segmentation", threshold: float = 
             filled, seg, error=err, mask=bad, convolved=det if fwhm > 0 else None, wcs=image.wcs,
             radii=tuple(radii), flux_scale=scale, flux_unit=unit,
         )
-        if err is not None and len(table):
-            _correlated_errors(table, filled, err, bad | (seg.data > 0), kron_params=(2.5, 1.4, 0.0))
     table.meta.update(image=str(path), method=method, threshold_sigma=threshold, band=image.band, noise=noise,
                       noise_scale=float(k) if image.err is not None else float(rms))
     if method == "segmentation":
@@ -454,10 +440,6 @@ def _detect_dual_image(image, detection_path, out, *, method, threshold, n_pixel
         det.sci - skies[0], image.sci - skies[1], threshold=threshold, detection_err=det.err, measurement_err=image.err, mask=mask, fwhm=fwhm,
         n_pixels=n_pixels, deblend=deblend, tile=tile, wcs=image.wcs, radii=tuple(radii), flux_scale=scale, flux_unit=unit,
     )
-    if image.err is not None and len(table):
-        good = da.isfinite(image.sci) if mask is None else da.isfinite(image.sci) & ~mask
-        _correlated_errors(table, da.where(good, image.sci - skies[1], 0.0), image.err, ~good | (seg.data > 0),
-                           kron_params=(2.5, 3.0, 0.0))
     table.meta.update(image=str(image.path), detection_image=str(detection_path), method=method, threshold_sigma=threshold,
                       threshold_unit="measured noise of the smoothed detection image", band=image.band)
     write_catalog(table, out, overwrite=overwrite)
