@@ -97,6 +97,14 @@ SAFE_ABS = 1e30
 _SCALE_FACTOR = 1.5
 
 
+#: BUNIT values of surface brightness in MJy/sr (compared without case or spaces)
+_SURFACE_BRIGHTNESS = {"mjy/sr", "mjysr-1", "mjy/steradian", "mjy.sr**-1", "mjy.sr-1"}
+
+
+def _unit_key(bunit: str) -> str:
+    return "".join(str(bunit).split()).lower()
+
+
 def usable(sci, dq, bad_bits: int, variances=()):
     """Pixels to combine: finite SCI within ±:data:`SAFE_ABS`, no bad DQ bit, no variance beyond ±SAFE_ABS.
 
@@ -333,6 +341,11 @@ def check_exposures(
         raise InputError(msg)
     bits = bad_bits_from(bad_bits)
     infos = [exposure_header_info(p) for p in paths]
+    for i in infos:  # one unit for every exposure: a count rate mixed in would be taken as MJy/sr
+        if i["bunit"].strip() and _unit_key(i["bunit"]) not in _SURFACE_BRIGHTNESS:
+            msg = (f"{i['path']}: SCI is in BUNIT {i['bunit'].strip()!r}; expected 'MJy/sr' (a calibrated _cal.fits: "
+                   "the jwst pipeline's photom step, or SCI, ERR times PHOTMJSR and VAR_* times its square)")
+            raise InputError(msg)
 
     bands = sorted({i["band"] for i in infos})
     if band is not None:

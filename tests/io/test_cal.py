@@ -221,3 +221,22 @@ def test_threaded_scans_are_the_serial_ones_and_name_the_first_damaged_file(smal
         _scans(infos, bits)
     assert str(paths[1]) in str(info.value)
     assert str(paths[3]) not in str(info.value)
+
+
+@pytest.mark.parametrize("bunit", ["DN/s", "MJy", "e-/s"])
+def test_an_exposure_not_in_mjy_per_sr_is_refused_by_name(small_field, tmp_path, bunit):
+    """An uncalibrated exposure (count rate) among calibrated ones would be combined as MJy/sr
+    (5 x the others in DN/s for F200W): one error naming it and its unit. MJy/sr in any case or
+    spacing, or no BUNIT, passes."""
+    paths = [_copy(p, tmp_path / p.name) for p in small_field.exposures[:2]]
+    with fits.open(paths[1], mode="update") as hdul:
+        hdul["SCI"].header["BUNIT"] = bunit
+    with pytest.raises(InputError, match=rf"{paths[1].name}: SCI is in BUNIT '{bunit}'; expected 'MJy/sr'"):
+        read_exposures(paths)
+    for ok in ("MJY/SR", "MJy / sr", None):
+        with fits.open(paths[1], mode="update") as hdul:
+            if ok is None:
+                del hdul["SCI"].header["BUNIT"]
+            else:
+                hdul["SCI"].header["BUNIT"] = ok
+        assert read_exposures(paths).sizes["exposure"] == 2
