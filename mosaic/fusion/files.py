@@ -30,7 +30,7 @@ def _read_images(paths, filters):
         if wcs is None:
             msg = f"{path}: no celestial WCS; fusion needs it to place the image on the cube"
             raise InputError(msg)
-        name = filters[i] if filters else image.header.get("FILTER", image.primary.get("FILTER"))
+        name = filters[i] if filters else image.keyword("FILTER")
         if not name:
             msg = f"{path}: no FILTER keyword; name the filters with --filters"
             raise InputError(msg)

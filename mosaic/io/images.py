@@ -266,10 +266,15 @@ class FitsImage:
         """Celestial WCS of the extension, or None (see :func:`celestial_wcs`)."""
         return celestial_wcs(self.header, path=self.path)
 
+    def keyword(self, key: str, default=None):
+        """``key`` of the extension's header, else of the primary header (where an ``_i2d.fits``
+        keeps FILTER, PIXFRAC, RESKERN), else ``default``."""
+        return self.header.get(key, self.primary.get(key, default))
+
     @property
     def band(self) -> str | None:
         """``FILTER`` of the extension, else of the primary header, else None."""
-        band = self.header.get("FILTER", self.primary.get("FILTER"))
+        band = self.keyword("FILTER")
         return str(band) if band else None
 
     def extension(self, name: str, *, dtype=None) -> da.Array | None:

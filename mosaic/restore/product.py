@@ -67,8 +67,8 @@ def restore_i2d(image, out, *, model=None, tile: int = 512, overlap: int | None 
         msg = f"{source.path}[{source.ext}]: no celestial WCS; expected a mosaic with a WCS (an _i2d.fits SCI)"
         raise InputError(msg)
     scale = float(np.mean(proj_plane_pixel_scales(wcs))) * 3600.0
-    model.check(band=source.band, pixel_scale_arcsec=scale, source=f"{source.path}", kernel=_keyword(source, "RESKERN"),
-                pixfrac=_keyword(source, "PIXFRAC"))
+    model.check(band=source.band, pixel_scale_arcsec=scale, source=f"{source.path}", kernel=source.keyword("RESKERN"),
+                pixfrac=source.keyword("PIXFRAC"))
     if source.band is None:
         log.warning("%s: no FILTER keyword; the model's band %s is assumed", source.path, model.band)
     try:
@@ -92,9 +92,3 @@ def restore_i2d(image, out, *, model=None, tile: int = 512, overlap: int | None 
         header.remove(key, ignore_missing=True)
     history = [f"mosaic restore: {model.path.name}, tile {tile}, overlap {overlap}"]
     return write_fits_image(out, {"SCI": restored}, header=header, primary=primary, history=history, overwrite=overwrite)
-
-
-def _keyword(source, key):
-    """A drizzle keyword of the image's extension, else of its primary header (an _i2d.fits keeps
-    them there), else None."""
-    return source.header.get(key, source.primary.get(key))

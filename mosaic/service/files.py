@@ -172,7 +172,7 @@ def image_metadata(entry: Entry) -> dict:
         "shape": list(image.data.shape),
         "dtype": str(image.data.dtype),
         "band": image.band,
-        "units": image.header.get("BUNIT", image.primary.get("BUNIT")),
+        "units": image.keyword("BUNIT"),
         "wcs": wcs is not None,
         "footprint": footprint,
     }
