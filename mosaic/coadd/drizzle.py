@@ -52,6 +52,7 @@ from mosaic.ops.drizzle import (
 )
 from mosaic.ops.pixmap import LATTICE_STEP, calc_pixmap, cutout_for_region, cutout_rows_for_region, lattice_pixmap
 from mosaic.registry import algorithm
+from mosaic.threads import thread_map
 
 if TYPE_CHECKING:  # dask and xarray are imported where a graph is built
     import xarray as xr
@@ -144,21 +145,13 @@ def exposure_cutouts(
     list of dict
         Per exposure, ``{tile index: (y slice, x slice) of the exposure}`` (or ``Cutout``).
     """
-    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
-
-    from dask.system import CPU_COUNT  # noqa: PLC0415
-
     tiles = grid.tiles()
     find = cutout_rows_for_region if rows else cutout_for_region
     one = functools.partial(_exposure_cutouts, shape=shape, grid=grid, tiles=tiles, margin=margin, step=step, find=find)
-    threads = min(len(wcs_list), CPU_COUNT, PLAN_THREADS)
-    if threads <= 1:
-        return [one(w) for w in wcs_list]
     # the lattices' WCS transformations and NumPy leave the GIL for most of their time: 36
     # flagship exposures at step 8, 1.1 s one after the other, 0.66 s on two threads
     # (benchmarks/README.md, round 16); a survey's thousand exposures planned before any task
-    with ThreadPoolExecutor(threads, thread_name_prefix="mosaic-plan") as pool:
-        return list(pool.map(one, wcs_list))
+    return thread_map(one, wcs_list, most=PLAN_THREADS, name="mosaic-plan")
 
 
 #: most threads that find the exposures' cut-outs at once (:func:`exposure_cutouts`)

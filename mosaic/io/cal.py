@@ -14,7 +14,6 @@ import logging
 import os
 import uuid
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +24,7 @@ from astropy.utils.exceptions import AstropyUserWarning
 from astropy.wcs import WCS, FITSFixedWarning
 
 from mosaic.exceptions import ExposureExcludedWarning, ExtremeValueWarning, InputError, LimitError
+from mosaic.threads import thread_map
 
 if TYPE_CHECKING:  # imported by read_exposures only
     import xarray as xr
@@ -522,13 +522,7 @@ def _scans(infos: list[dict], bits: int) -> list[dict]:
     2 cores against 2.0 s one after the other (benchmarks/README.md, round 15). A damaged file's
     error is raised as the serial loop would raise it (the first in the given order).
     """
-    from dask.system import CPU_COUNT  # noqa: PLC0415  (a batch job's or container's own cores)
-
-    threads = min(len(infos), CPU_COUNT, SCAN_THREADS)
-    if threads <= 1:
-        return [_scan(i, bits) for i in infos]
-    with ThreadPoolExecutor(threads, thread_name_prefix="mosaic-scan") as pool:
-        return list(pool.map(functools.partial(_scan, bits=bits), infos))
+    return thread_map(functools.partial(_scan, bits=bits), infos, most=SCAN_THREADS, name="mosaic-scan")
 
 
 def _scan(info: dict, bits: int, rows: int = 256) -> dict:
