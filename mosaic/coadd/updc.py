@@ -1331,7 +1331,7 @@ def _sky_info(sample, background, token) -> dict:
         msg = "the drizzle mosaic has no finite pixel; expected exposures with good pixels on the grid"
         raise InputError(msg)
     if background == "median":
-        if s.size >= 100 and sample.ndim == 2:
+        if s.size >= 100:
             bkg = float(sky_noise(sample, finite).sky)
         else:  # too few pixels to mask sources in
             bkg = float(np.median(s))

@@ -85,10 +85,8 @@ def _sky_level(sci, good) -> np.ndarray:
     as a 0-d array (a dask chunk)."""
     from mosaic.catalog.noise import sky_noise  # noqa: PLC0415
 
-    sci = np.asarray(sci, dtype=np.float64)
-    good = np.asarray(good, dtype=bool) & np.isfinite(sci)
-    try:
-        return np.asarray(sky_noise(sci, good).sky, dtype=np.float64)
+    try:  # (the sample's non-finite pixels are left out there)
+        return np.asarray(sky_noise(np.asarray(sci, dtype=np.float64), np.asarray(good, dtype=bool)).sky, dtype=np.float64)
     except ValueError:
         return np.asarray(0.0)
 
