@@ -486,16 +486,13 @@ class RestoreStep(Step):
         for key, value in (("tile", r.tile), ("overlap", r.overlap)):
             if value is not None and value % model.multiple:
                 raise ConfigError(f"restore.{key}: got {value!r}; expected a multiple of {model.multiple} (model {model.path.name})")
-        if r.input == "drizzle":  # the mosaic's PSF depends on its drizzle, which the model is trained to undo
-            from mosaic.restore.infer import PIXFRAC_ATOL  # noqa: PLC0415
-
-            d = config.drizzle
-            if d.kernel != model.drizzle_kernel or abs(d.pixfrac - model.drizzle_pixfrac) > PIXFRAC_ATOL:
-                raise ConfigError(
-                    f"restore.input: the drizzle mosaic (drizzle.kernel {d.kernel!r}, drizzle.pixfrac {d.pixfrac:g}), but "
-                    f"{model.path.name} is trained on mosaics drizzled with kernel {model.drizzle_kernel!r}, pixfrac "
-                    f"{model.drizzle_pixfrac:g}; expected those drizzle settings with restore enabled",
-                )
+        d = config.drizzle
+        # the mosaic's PSF depends on its drizzle, which the model is trained to undo
+        if r.input == "drizzle" and model.drizzle_differs(kernel=d.kernel, pixfrac=d.pixfrac):
+            raise ConfigError(
+                f"restore.input: the drizzle mosaic (drizzle.kernel {d.kernel!r}, drizzle.pixfrac {d.pixfrac:g}), but "
+                f"{model.trained_drizzle.removeprefix('model ')}; expected those drizzle settings with restore enabled",
+            )
 
     def _paths(self, run: BandRun) -> tuple[Path, Path]:
         """The input mosaic file and the product."""

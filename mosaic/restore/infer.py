@@ -135,13 +135,25 @@ class RestorationModel:
             raise InputError(msg)
         # the drizzle's kernel and pixfrac shape the mosaic's PSF, which the network and its
         # Wiener base undo as they were trained: another drizzle would be restored wrongly, silently
-        trained = f"model {self.path.name} is trained on mosaics drizzled with kernel {self.drizzle_kernel!r}, pixfrac {self.drizzle_pixfrac:g}"
+        differs = self.drizzle_differs(kernel=kernel, pixfrac=pixfrac)
+        if differs:
+            given = f"drizzle kernel {str(kernel).strip()!r} (RESKERN)" if differs[0] == "kernel" else f"drizzle pixfrac {float(pixfrac):g} (PIXFRAC)"
+            msg = f"{source}: {given}, but {self.trained_drizzle}; expected a mosaic drizzled that way"
+            raise InputError(msg)
+
+    @property
+    def trained_drizzle(self) -> str:
+        """How the training inputs were drizzled, in words."""
+        return f"model {self.path.name} is trained on mosaics drizzled with kernel {self.drizzle_kernel!r}, pixfrac {self.drizzle_pixfrac:g}"
+
+    def drizzle_differs(self, *, kernel: str | None = None, pixfrac: float | None = None) -> list[str]:
+        """Which of ``kernel`` and ``pixfrac`` differ from the training inputs' (None: not known)."""
+        out = []
         if kernel is not None and str(kernel).strip().lower() != self.drizzle_kernel:
-            msg = f"{source}: drizzle kernel {str(kernel).strip()!r} (RESKERN), but {trained}; expected a mosaic drizzled that way"
-            raise InputError(msg)
+            out.append("kernel")
         if pixfrac is not None and abs(float(pixfrac) - self.drizzle_pixfrac) > PIXFRAC_ATOL:
-            msg = f"{source}: drizzle pixfrac {float(pixfrac):g} (PIXFRAC), but {trained}; expected a mosaic drizzled that way"
-            raise InputError(msg)
+            out.append("pixfrac")
+        return out
 
     def run(self, u: np.ndarray) -> np.ndarray:
         """The network on one image in network space (sides multiples of :attr:`multiple`)."""
