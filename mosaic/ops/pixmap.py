@@ -99,7 +99,11 @@ def calc_pixmap(
         pixmap = _map_box(wcs_from, wcs_to, ys, xs, compiled)
     else:
         halo = SPAN_HALO_ROWS if halo_rows is None else int(halo_rows)
-        pixmap = _map_rows(wcs_from, wcs_to, ys, xs, columns, halo, compiled)
+        c0, c1 = _row_columns(ys, xs, columns, halo)
+        fast = _compiled_map(wcs_from, wcs_to) if compiled else None
+        if fast is not None:  # straight into the map, the offset with it: the same numbers to the bit
+            return fast.rows(ys.start, xs.start, c0, c1, xs.stop - xs.start, offset)
+        pixmap = _map_rows(wcs_from, wcs_to, ys, xs, c0, c1)
     if offset[0] or offset[1]:
         pixmap[..., 0] -= offset[0]
         pixmap[..., 1] -= offset[1]
@@ -113,12 +117,9 @@ def transform(wcs_from, wcs_to, x, y, *, compiled: bool = False) -> tuple[np.nda
     TAN-SIP map where both frames qualify (:func:`mosaic.ops.tan_sip.tan_sip_map`). Per pixel
     either way: a subset of pixels maps to the same numbers as the whole.
     """
-    if compiled:
-        from mosaic.ops.tan_sip import tan_sip_map  # noqa: PLC0415  (Numba: only where asked)
-
-        fast = tan_sip_map(wcs_from, wcs_to)
-        if fast is not None:
-            return fast(x, y)
+    fast = _compiled_map(wcs_from, wcs_to) if compiled else None
+    if fast is not None:
+        return fast(x, y)
     ox, oy = wcs_to.world_to_pixel_values(*wcs_from.pixel_to_world_values(x, y))
     return np.asarray(ox, dtype=np.float64), np.asarray(oy, dtype=np.float64)
 
@@ -134,28 +135,36 @@ def _map_box(wcs_from, wcs_to, ys: slice, xs: slice, compiled: bool = False) -> 
 SPAN_HALO_ROWS = 34
 
 
-def _map_rows(wcs_from, wcs_to, ys: slice, xs: slice, columns, halo_rows: int, compiled: bool = False) -> np.ndarray:
+def _compiled_map(wcs_from, wcs_to):
+    from mosaic.ops.tan_sip import tan_sip_map  # noqa: PLC0415  (Numba: only where asked)
+
+    return tan_sip_map(wcs_from, wcs_to)
+
+
+def _row_columns(ys: slice, xs: slice, columns, halo_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of the region, the first and last column to map (region-relative, inclusive):
+    the columns that the rows within ``halo_rows`` need, and one more on each side."""
     lo, hi = (np.asarray(c, dtype=np.int64) for c in columns)
-    ny, nx = ys.stop - ys.start, xs.stop - xs.start
+    ny = ys.stop - ys.start
     if lo.shape != (ny,) or hi.shape != (ny,):
         msg = f"columns have shapes {lo.shape} and {hi.shape}; expected one (lo, hi) per row of the region ({ny},)"
         raise ValueError(msg)
-    # each row maps the columns that the rows around it need, and one more on each side
     c0, c1 = lo.copy(), hi.copy()
     for d in range(1, min(halo_rows, ny - 1) + 1):
         np.minimum(c0[d:], lo[:-d], out=c0[d:])
         np.minimum(c0[:-d], lo[d:], out=c0[:-d])
         np.maximum(c1[d:], hi[:-d], out=c1[d:])
         np.maximum(c1[:-d], hi[d:], out=c1[:-d])
-    c0 = np.maximum(c0 - 1, xs.start) - xs.start
-    c1 = np.minimum(c1 + 1, xs.stop - 1) - xs.start
+    return np.maximum(c0 - 1, xs.start) - xs.start, np.minimum(c1 + 1, xs.stop - 1) - xs.start
+
+
+def _map_rows(wcs_from, wcs_to, ys: slice, xs: slice, c0, c1) -> np.ndarray:
+    ny, nx = ys.stop - ys.start, xs.stop - xs.start
     n = np.maximum(c1 - c0 + 1, 0)
     row = np.repeat(np.arange(ny), n)
     col = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n) + np.repeat(c0, n)
     # one call for all the pixels: the same per-pixel arithmetic as a whole box, bit for bit
-    ox, oy = transform(
-        wcs_from, wcs_to, (col + xs.start).astype(np.float64), (row + ys.start).astype(np.float64), compiled=compiled,
-    )
+    ox, oy = transform(wcs_from, wcs_to, (col + xs.start).astype(np.float64), (row + ys.start).astype(np.float64))
     pixmap = np.full((ny, nx, 2), np.nan)
     pixmap[row, col, 0] = ox
     pixmap[row, col, 1] = oy

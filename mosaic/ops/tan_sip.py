@@ -56,6 +56,23 @@ class TanSipMap:
         _map_kernel(xf, yf, self.a, self.b, self.crpix, self.cd, self.rotation, self.cd_inv, self.crpix_to, ox, oy)
         return ox.reshape(shape), oy.reshape(shape)
 
+    def rows(self, y0: int, x0: int, c0, c1, nx: int, offset=(0, 0)) -> np.ndarray:
+        """The ``(ny, nx, 2)`` map of an exposure box from pixel ``(y0, x0)``, columns ``c0[j]``
+        to ``c1[j]`` (box-relative, inclusive) of each row ``j`` mapped, less ``offset``; NaN
+        elsewhere.
+
+        The positions are those of a call with the same pixels to the bit (each pixel's operations
+        in the same order), written straight into the map: no index arrays and no scatter.
+        """
+        c0 = np.ascontiguousarray(c0, dtype=np.int64)
+        c1 = np.ascontiguousarray(c1, dtype=np.int64)
+        out = np.empty((c0.size, int(nx), 2))
+        _rows_kernel(
+            int(y0), int(x0), c0, c1, self.a, self.b, self.crpix, self.cd, self.rotation, self.cd_inv, self.crpix_to,
+            float(offset[0]), float(offset[1]), out,
+        )
+        return out
+
 
 def _plain_tan(w, *, sip_allowed: bool) -> bool:
     """Whether ``w`` is a 2-axis celestial TAN frame this module reproduces."""
@@ -155,6 +172,22 @@ def _poly(c, u, v, t, s, m):
             s[k] = s[k] * u[k] + t[k]
 
 
+@numba.njit(inline="always", nogil=True, cache=True)
+def _project(fu, fv, cd, rot, cd_inv, crpix_to):
+    """A distortion-corrected offset ``(fu, fv)`` (pixels) to the second frame's 0-based pixels
+    (NaN beyond its horizon, or not finite)."""
+    px = cd[0, 0] * fu + cd[0, 1] * fv
+    py = cd[1, 0] * fu + cd[1, 1] * fv
+    nx = rot[0, 0] * px + rot[0, 1] * py + rot[0, 2] * _DEG
+    ny = rot[1, 0] * px + rot[1, 1] * py + rot[1, 2] * _DEG
+    nz = rot[2, 0] * px + rot[2, 1] * py + rot[2, 2] * _DEG
+    if not nz > 0.0:
+        return np.nan, np.nan
+    qx = _DEG * nx / nz
+    qy = _DEG * ny / nz
+    return cd_inv[0, 0] * qx + cd_inv[0, 1] * qy + crpix_to[0] - 1.0, cd_inv[1, 0] * qx + cd_inv[1, 1] * qy + crpix_to[1] - 1.0
+
+
 @numba.njit(nogil=True, cache=True)
 def _map_kernel(x, y, a, b, crpix, cd, rot, cd_inv, crpix_to, ox, oy):
     u, v, t, sa, sb = np.empty(_RUN), np.empty(_RUN), np.empty(_RUN), np.empty(_RUN), np.empty(_RUN)
@@ -166,19 +199,29 @@ def _map_kernel(x, y, a, b, crpix, cd, rot, cd_inv, crpix_to, ox, oy):
         _poly(a, u, v, t, sa, m)
         _poly(b, u, v, t, sb, m)
         for k in range(m):
-            i = start + k
-            fu = u[k] + sa[k]
-            fv = v[k] + sb[k]
-            px = cd[0, 0] * fu + cd[0, 1] * fv
-            py = cd[1, 0] * fu + cd[1, 1] * fv
-            nx = rot[0, 0] * px + rot[0, 1] * py + rot[0, 2] * _DEG
-            ny = rot[1, 0] * px + rot[1, 1] * py + rot[1, 2] * _DEG
-            nz = rot[2, 0] * px + rot[2, 1] * py + rot[2, 2] * _DEG
-            if not nz > 0.0:  # beyond the second frame's horizon (or not finite)
-                ox[i] = np.nan
-                oy[i] = np.nan
-                continue
-            qx = _DEG * nx / nz
-            qy = _DEG * ny / nz
-            ox[i] = cd_inv[0, 0] * qx + cd_inv[0, 1] * qy + crpix_to[0] - 1.0
-            oy[i] = cd_inv[1, 0] * qx + cd_inv[1, 1] * qy + crpix_to[1] - 1.0
+            ox[start + k], oy[start + k] = _project(u[k] + sa[k], v[k] + sb[k], cd, rot, cd_inv, crpix_to)
+
+
+@numba.njit(nogil=True, cache=True)
+def _rows_kernel(y0, x0, c0, c1, a, b, crpix, cd, rot, cd_inv, crpix_to, dx, dy, out):
+    # the same runs of pixels through the same polynomials as _map_kernel, a row's columns at a time
+    u, v, t, sa, sb = np.empty(_RUN), np.empty(_RUN), np.empty(_RUN), np.empty(_RUN), np.empty(_RUN)
+    nx = out.shape[1]
+    for j in range(out.shape[0]):
+        lo, hi = max(c0[j], 0), min(c1[j], nx - 1)
+        for i in range(nx):
+            if i < lo or i > hi:
+                out[j, i, 0] = np.nan
+                out[j, i, 1] = np.nan
+        yv = (y0 + j) + 1.0 - crpix[1]
+        for start in range(lo, hi + 1, _RUN):
+            m = min(_RUN, hi + 1 - start)
+            for k in range(m):
+                u[k] = float(x0 + start + k) + 1.0 - crpix[0]
+                v[k] = yv
+            _poly(a, u, v, t, sa, m)
+            _poly(b, u, v, t, sb, m)
+            for k in range(m):
+                ox, oy = _project(u[k] + sa[k], v[k] + sb[k], cd, rot, cd_inv, crpix_to)
+                out[j, start + k, 0] = ox - dx
+                out[j, start + k, 1] = oy - dy

@@ -121,3 +121,28 @@ def test_calc_pixmap_uses_it_when_asked_and_stays_within_rounding_of_the_drizzle
     mapped = np.isfinite(part[..., 0])
     assert mapped.sum() > 0.2 * mapped.size
     np.testing.assert_array_equal(part[mapped], got[mapped])
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    y0=st.integers(0, 60), x0=st.integers(0, 60), ny=st.integers(1, 60), nx=st.integers(1, 80), halo=st.integers(0, 3),
+    seed=st.integers(0, 2**32 - 1), offset=st.tuples(st.integers(-300, 300), st.integers(-300, 300)),
+)
+def test_rows_written_straight_into_the_map_equal_the_whole_map_and_map_the_same_pixels(y0, x0, ny, nx, halo, seed, offset):
+    """The compiled row walk (:meth:`TanSipMap.rows`, what ``calc_pixmap`` runs with ``columns``)
+    against the compiled whole box to the bit, and against astropy's row map for which pixels
+    are mapped (columns beyond the region, rows with none, offsets)."""
+    we = exposure_wcs(150.1, 2.2, 71.0)
+    wg = grid_wcs(150.1, 2.2, rot_deg=25.0)
+    ny, nx = min(ny, SHAPE[0] - y0), min(nx, SHAPE[1] - x0)
+    region = (slice(y0, y0 + ny), slice(x0, x0 + nx))
+    rng = np.random.default_rng(seed)
+    lo = rng.integers(x0 - 10, x0 + nx + 5, ny)
+    hi = lo + rng.integers(-5, nx + 10, ny)
+    got = calc_pixmap(we, wg, region, columns=(lo, hi), halo_rows=halo, compiled=True, offset=offset)
+    whole = calc_pixmap(we, wg, region, compiled=True, offset=offset)
+    by_astropy = calc_pixmap(we, wg, region, columns=(lo, hi), halo_rows=halo, offset=offset)
+    mapped = np.isfinite(got)
+    np.testing.assert_array_equal(mapped, np.isfinite(by_astropy))
+    np.testing.assert_array_equal(got[mapped], whole[mapped])
+    np.testing.assert_allclose(got[mapped], by_astropy[mapped], rtol=0, atol=ATOL_PIX)
