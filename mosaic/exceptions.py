@@ -15,6 +15,7 @@ __all__ = [
     "DeblendModeWarning",
     "ExposureExcludedWarning",
     "ExtremeValueWarning",
+    "UnknownVarianceWarning",
     "FewExposuresWarning",
     "NoDetectionsWarning",
     "NonFiniteDataWarning",
@@ -46,6 +47,10 @@ class ExposureExcludedWarning(MosaicWarning):
 
 class ExtremeValueWarning(MosaicWarning):
     """Pixels with values beyond float32's safe range (|x| > 1e30) were left out."""
+
+
+class UnknownVarianceWarning(MosaicWarning):
+    """Pixels with a NaN or infinite VAR_POISSON, VAR_RNOISE or VAR_FLAT were left out (their error is unknown)."""
 
 
 class NoOverlapWarning(MosaicWarning):

@@ -23,7 +23,7 @@ from astropy.io import fits
 from astropy.utils.exceptions import AstropyUserWarning
 from astropy.wcs import WCS, FITSFixedWarning
 
-from mosaic.exceptions import ExposureExcludedWarning, ExtremeValueWarning, InputError, LimitError
+from mosaic.exceptions import ExposureExcludedWarning, ExtremeValueWarning, InputError, LimitError, UnknownVarianceWarning
 from mosaic.threads import thread_map
 
 if TYPE_CHECKING:  # imported by read_exposures only
@@ -88,6 +88,8 @@ DEFAULT_BAD_BITS = DQ["DO_NOT_USE"] | DQ["NON_SCIENCE"]
 
 #: image extensions of a cal file, in the order they are read
 EXTENSIONS = ("SCI", "ERR", "DQ", "VAR_POISSON", "VAR_RNOISE", "VAR_FLAT")
+#: the variance components of a cal file's ERR
+VARIANCE_EXTENSIONS = ("VAR_POISSON", "VAR_RNOISE", "VAR_FLAT")
 _REQUIRED = ("SCI",)
 
 #: pixels whose SCI or VAR_* magnitude exceeds this are left out: sums of a few of them overflow float32
@@ -106,13 +108,17 @@ def _unit_key(bunit: str) -> str:
 
 
 def usable(sci, dq, bad_bits: int, variances=()):
-    """Pixels to combine: finite SCI within ±:data:`SAFE_ABS`, no bad DQ bit, no variance beyond ±SAFE_ABS.
+    """Pixels to combine: finite SCI within ±:data:`SAFE_ABS`, no bad DQ bit, and a finite value
+    within ±SAFE_ABS in each of ``variances``.
 
-    NumPy or dask arrays alike. A missing variance (NaN) does not make a pixel unusable.
+    NumPy or dask arrays alike. Pass the variance extensions the file *has*: a pixel whose
+    VAR_POISSON, say, is NaN has an unknown error, and counting its variance as 0 would shrink
+    the mosaic's ERR wherever it lands (4x where such pixels dominate). An extension the file
+    lacks leaves every pixel as it is (its variance is a known gap, reported per file).
     """
     good = np.isfinite(sci) & (abs(sci) <= SAFE_ABS) & ((dq & np.uint32(bad_bits)) == 0)
     for v in variances:
-        good = good & ~(abs(v) > SAFE_ABS)
+        good = good & (abs(v) <= SAFE_ABS)  # False for NaN too
     return good
 
 
@@ -408,7 +414,9 @@ def read_exposures(
     :class:`~mosaic.exceptions.ExposureExcludedWarning` naming it and why, an exposure with no
     usable pixel or (for ``weight="ivm"``) no finite, positive VAR_RNOISE, or (for
     ``weight="exptime"``) no positive exposure time; pixels beyond ±:data:`SAFE_ABS` are left
-    out with an :class:`~mosaic.exceptions.ExtremeValueWarning`. All excluded is an error.
+    out with an :class:`~mosaic.exceptions.ExtremeValueWarning`, and pixels with a NaN in a
+    VAR_* extension the file has (an unknown error) with an
+    :class:`~mosaic.exceptions.UnknownVarianceWarning`. All excluded is an error.
 
     Parameters
     ----------
@@ -459,7 +467,12 @@ def read_exposures(
                 arrays.append(da.full(shape, np.nan, dtype=dtype, chunks=shape))
         data[ext.lower()] = (("exposure", "y", "x"), da.stack(arrays))
     sci, dq = data["sci"][1], data["dq"][1]
-    good = usable(sci, dq, bits, [data[v][1] for v in ("var_poisson", "var_rnoise", "var_flat")])
+    # the variances each exposure has (one it lacks reads as NaN above, but leaves its pixels usable)
+    variances = [
+        da.stack([data[ext.lower()][1][k] if ext in i["extensions"] else da.zeros(shape, np.float32, chunks=shape) for k, i in enumerate(infos)])
+        for ext in VARIANCE_EXTENSIONS
+    ]
+    good = usable(sci, dq, bits, variances)
     data["good"] = (("exposure", "y", "x"), good)
 
     coords = {
@@ -529,6 +542,7 @@ def _scan(info: dict, bits: int, rows: int = 256) -> dict:
     """Counts over one exposure's pixels, read in row blocks: what :func:`_excluded` decides on."""
     path = info["path"]
     counts = {"pixels": 0, "flagged_ok": 0, "usable": 0, "extreme": 0, "rnoise_ok": 0, "err_bad": 0}
+    counts.update({f"{ext}_nan": 0 for ext in VARIANCE_EXTENSIONS})
     try:
         with fits.open(path, memmap=True, do_not_scale_image_data=True) as hdul:
             hdus = {ext: hdul[ext] for ext in EXTENSIONS if ext in hdul}
@@ -539,14 +553,20 @@ def _scan(info: dict, bits: int, rows: int = 256) -> dict:
                     block[ext] = _unscaled(hdu, hdu.data[y : y + rows], np.uint32 if ext == "DQ" else np.float32)
                 sci = block["SCI"]
                 dq = block.get("DQ", np.zeros(sci.shape, np.uint32))
-                variances = [block[v] for v in ("VAR_POISSON", "VAR_RNOISE", "VAR_FLAT") if v in block]
+                variances = [block[v] for v in VARIANCE_EXTENSIONS if v in block]
                 with np.errstate(invalid="ignore", over="ignore"):
                     basic = np.isfinite(sci) & ((dq & np.uint32(bits)) == 0)
                     good = usable(sci, dq, bits, variances)
                     counts["pixels"] += sci.size
                     counts["flagged_ok"] += int(basic.sum())
                     counts["usable"] += int(good.sum())
-                    counts["extreme"] += int((basic & ~good).sum())
+                    unknown = np.zeros(sci.shape, bool)
+                    for ext in VARIANCE_EXTENSIONS:
+                        if ext in block:
+                            nan = basic & ~np.isfinite(block[ext])
+                            counts[f"{ext}_nan"] += int(nan.sum())
+                            unknown |= nan
+                    counts["extreme"] += int((basic & ~good & ~unknown).sum())
                     if "VAR_RNOISE" in block:
                         v = block["VAR_RNOISE"]
                         counts["rnoise_ok"] += int((good & np.isfinite(v) & (v > 0)).sum())
@@ -572,8 +592,18 @@ def _excluded(info: dict, counts: dict, weight: str) -> str | None:
         )
     if counts["flagged_ok"] == 0:
         return "every pixel is NaN or flagged"
+    for ext in VARIANCE_EXTENSIONS:
+        if counts[f"{ext}_nan"] == counts["flagged_ok"]:
+            return f"{ext} is NaN or infinite on every finite, unflagged pixel, so no pixel's error is known; expected a finite variance (or no {ext} extension at all)"
+    nan = {ext: counts[f"{ext}_nan"] for ext in VARIANCE_EXTENSIONS if counts[f"{ext}_nan"]}
+    if nan:
+        warnings.warn(
+            f"{path}: {', '.join(f'{n} finite, unflagged pixels have a NaN or infinite {ext}' for ext, n in nan.items())}; "
+            "their error is unknown, so they are left out",
+            UnknownVarianceWarning, stacklevel=3,
+        )
     if counts["usable"] == 0:
-        return f"every finite, unflagged pixel has SCI or VAR_* beyond ±{SAFE_ABS:g}"
+        return f"every finite, unflagged pixel has SCI or VAR_* beyond ±{SAFE_ABS:g} or a NaN VAR_*"
     if weight == "ivm":
         if "VAR_RNOISE" not in info["extensions"]:
             return "no VAR_RNOISE extension, so its inverse-variance (ivm) weight is 0 everywhere"
@@ -599,7 +629,8 @@ class CalCutouts:
     (exposure, tile) task reads only its own cut-out, so a mosaic is made tile by tile in memory
     set by the tile. The arrays are those of :func:`read_exposures`: a missing VAR_* extension
     reads as NaN, a missing DQ as 0, and ``good`` is :func:`usable` (finite SCI with none of
-    ``bad_bits`` set, no value beyond ±:data:`SAFE_ABS`).
+    ``bad_bits`` set, no value beyond ±:data:`SAFE_ABS`, finite variances in the extensions
+    the file has).
 
     A cut-out is copied out of a memory map of its file, at offsets found once per process
     (:func:`_layout`), made for the read and closed after it: only the pages of the cut-out's
@@ -645,7 +676,7 @@ class CalCutouts:
                 else:
                     out[ext.lower()] = _scaled(lay.block(fh, ys, xs), lay.bzero, lay.bscale, dtype)
         with np.errstate(invalid="ignore"):
-            variances = [out[v] for v in ("var_poisson", "var_rnoise", "var_flat")]
+            variances = [out[ext.lower()] for ext in VARIANCE_EXTENSIONS if ext in layout]
             out["good"] = usable(out["sci"], out.pop("dq"), self.bad_bits, variances)
         return out
 

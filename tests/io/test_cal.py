@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from mosaic.exceptions import ExposureExcludedWarning, InputError
+from mosaic.exceptions import ExposureExcludedWarning, InputError, UnknownVarianceWarning
 from mosaic.io.cal import DQ, EXTENSIONS, bad_bits_from, read_exposures, read_wcs
 
 
@@ -131,6 +131,41 @@ def test_all_nan_or_all_flagged_exposures_are_excluded_with_a_warning(small_fiel
         warnings.simplefilter("ignore", ExposureExcludedWarning)
         with pytest.raises(InputError, match="nothing to combine"):
             read_exposures(paths[1:3])
+
+
+def test_a_nan_variance_on_a_good_pixel_leaves_it_out_as_if_it_were_flagged(small_field, tmp_path):
+    """A pixel whose VAR_POISSON is NaN has an unknown error: counted as 0, it shrank the mosaic's
+    ERR (4x where such pixels dominate). It is left out, with a warning naming the file, and the
+    mosaic equals the one where DQ flags the same pixels; a variance NaN everywhere is refused."""
+    from mosaic.cli import main
+    from mosaic.io.cal import CalCutouts
+
+    nan_var = [_copy(p, tmp_path / f"v{k}_{p.name}") for k, p in enumerate(small_field.exposures)]
+    flagged = [_copy(p, tmp_path / f"f{k}_{p.name}") for k, p in enumerate(small_field.exposures)]
+    rng = np.random.default_rng(3)
+    holes = rng.random((128, 128)) < 0.3
+    _edit(nan_var[0], lambda h: h["VAR_POISSON"].data.__setitem__(holes, np.nan))
+    _edit(flagged[0], lambda h: h["DQ"].data.__setitem__(holes, h["DQ"].data[holes] | DQ["DO_NOT_USE"]))
+    was_good = read_exposures(small_field.exposures[:1])["good"][0].values
+    n = int((holes & was_good).sum())
+    with pytest.warns(UnknownVarianceWarning, match=rf"{nan_var[0]}: {n} finite, unflagged pixels have a NaN or infinite VAR_POISSON"):
+        ds = read_exposures(nan_var)
+    ref = read_exposures(flagged)
+    np.testing.assert_array_equal(ds["good"].values, ref["good"].values)
+    np.testing.assert_array_equal(ds["good"][0].values, was_good & ~holes)
+    np.testing.assert_array_equal(CalCutouts([nan_var[0]], ds.attrs["bad_bits"])(0, (slice(0, 128), slice(0, 128)))["good"], ref["good"][0].values)
+    outs = {}
+    for name, files in (("nan", nan_var), ("flagged", flagged)):
+        outs[name] = tmp_path / f"{name}_i2d.fits"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UnknownVarianceWarning)
+            assert main(["drizzle", *map(str, files), "--out", str(outs[name])]) == 0
+    for ext in ("SCI", "ERR", "WHT", "VAR_POISSON"):
+        np.testing.assert_array_equal(fits.getdata(outs["nan"], ext), fits.getdata(outs["flagged"], ext))
+    _edit(nan_var[1], lambda h: h["VAR_FLAT"].data.__setitem__(..., np.nan))
+    with pytest.warns(ExposureExcludedWarning, match=rf"{nan_var[1]}.*VAR_FLAT is NaN or infinite on every finite, unflagged pixel"):
+        ds = read_exposures(nan_var[1:])
+    assert str(nan_var[1]) not in list(ds["path"].values)
 
 
 def test_mixed_bands_are_an_error(small_field, tmp_path):
