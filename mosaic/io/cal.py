@@ -112,10 +112,10 @@ def usable(sci, dq, bad_bits: int, variances=()):
     within ±SAFE_ABS in each of ``variances``.
 
     NumPy or dask arrays alike. Pass the variance extensions the file *has*: a pixel whose
-    VAR_POISSON, say, is NaN has an unknown error, and counting its variance as 0 shrank the
-    mosaic's ERR (a NaN VAR_POISSON on half of one exposure's pixels of four: 3.4x too small at
-    the median, through the exposure's fitted gain). An extension the file lacks leaves every
-    pixel as it is (its variance is a known gap).
+    VAR_POISSON, say, is NaN has an unknown error; combined, it turned the mosaic's VAR_POISSON
+    NaN wherever it landed, and ERR, leaving that term out there, too small (a NaN VAR_POISSON on
+    half of one exposure's pixels of four: 3.4x at the median). An extension the file lacks
+    leaves every pixel as it is (its variance is a known gap).
     """
     good = np.isfinite(sci) & (abs(sci) <= SAFE_ABS) & ((dq & np.uint32(bad_bits)) == 0)
     for v in variances:
