@@ -388,6 +388,14 @@ def check_exposures(
             msg = f"all {len(infos)} exposures are excluded ({detail}); nothing to combine"
             raise InputError(msg)
         infos = kept
+    for ext in VARIANCE_EXTENSIONS:
+        lacking = [str(i["path"]) for i in infos if ext not in i["extensions"]]
+        if 0 < len(lacking) < len(infos):
+            warnings.warn(
+                f"{len(lacking)} of {len(infos)} exposures have no {ext} extension ({', '.join(lacking[:3])}"
+                f"{', ...' if len(lacking) > 3 else ''}): where they land, the mosaic's {ext} and ERR miss their share of it",
+                UnknownVarianceWarning, stacklevel=2,
+            )
 
     if prefer_gwcs:
         for i in infos:

@@ -162,6 +162,10 @@ def test_a_nan_variance_on_a_good_pixel_leaves_it_out_as_if_it_were_flagged(smal
             assert main(["drizzle", *map(str, files), "--out", str(outs[name])]) == 0
     for ext in ("SCI", "ERR", "WHT", "VAR_POISSON"):
         np.testing.assert_array_equal(fits.getdata(outs["nan"], ext), fits.getdata(outs["flagged"], ext))
+    del_flat = _copy(small_field.exposures[2], tmp_path / "noflat_cal.fits")
+    _edit(del_flat, lambda h: h.__delitem__("VAR_FLAT"))
+    with pytest.warns(UnknownVarianceWarning, match=rf"1 of 3 exposures have no VAR_FLAT extension \({del_flat}\): where they land, the mosaic's VAR_FLAT and ERR miss"):
+        read_exposures([*small_field.exposures[:2], del_flat])
     _edit(nan_var[1], lambda h: h["VAR_FLAT"].data.__setitem__(..., np.nan))
     with pytest.warns(ExposureExcludedWarning, match=rf"{nan_var[1]}.*VAR_FLAT is NaN or infinite on every finite, unflagged pixel"):
         ds = read_exposures(nan_var[1:])
