@@ -23,8 +23,8 @@ import yaml
 from astropy.io import fits
 
 from mosaic.cli import main
-from mosaic.exceptions import ExposureExcludedWarning, ExtremeValueWarning, InputError, LimitError
-from mosaic.io.cal import read_exposures, write_cal
+from mosaic.exceptions import ExposureExcludedWarning, ExtremeValueWarning, InputError, LimitError, UnknownVarianceWarning
+from mosaic.io.cal import check_exposures, read_exposures, write_cal
 from mosaic.io.grid import MosaicGrid
 from mosaic.psf.files import read_psf, write_psf
 from mosaic.simulate.pointing import nircam_wcs
@@ -205,8 +205,12 @@ def test_mosaic_drizzle_with_exptime_weights_keeps_an_exposure_without_var_rnois
         del hdul["VAR_RNOISE"]
         hdul.writeto(bad, overwrite=True)
     out = tmp_path / "m_i2d.fits"
+    # its VAR_RNOISE is missing from the mosaic's where it lands: said, not hidden
+    with pytest.warns(UnknownVarianceWarning, match=r"1 of 3 exposures have no VAR_RNOISE extension \(.*bad_cal\.fits\)"):
+        check_exposures([*good, bad], weight="exptime")
     with warnings.catch_warnings():
         warnings.simplefilter("error", ExposureExcludedWarning)
+        warnings.simplefilter("ignore", UnknownVarianceWarning)
         assert main(["drizzle", *map(str, [*good, bad]), "--out", str(out), "--weight", "exptime", "--tile", "64"]) == 0
     con = fits.getdata(out, "CON")
     assert int(con.max()) == 0b111  # all three exposures contribute (bit per exposure)
