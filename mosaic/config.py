@@ -13,6 +13,7 @@ band, and how to process them::
       outliers: {enabled: false}     # other keys are the step's options
       destripe: {enabled: false}
       background: {enabled: false}
+      skymatch: {enabled: false}    # sky levels matched over the overlaps (box_size: 64)
     drizzle: {enabled: true, pixfrac: 1.0, kernel: square, weight: ivm}
     updc: {enabled: true, iterations: 10, method: updc, blot: exact, save: [0, 5, 10], background: median}
     catalogs: {enabled: false, threshold: 3.0, npixels: 5, iterations: [5]}
@@ -67,7 +68,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: preprocessing steps, in the order they run (seed 000 sec. 2.1-2.2)
-PREP_STEPS = ("outliers", "destripe", "background")
+PREP_STEPS = ("outliers", "destripe", "background", "skymatch")
 
 
 class ConfigError(InputError):
@@ -313,7 +314,7 @@ def _step(v, w, b):
 
 @dataclass(frozen=True)
 class PrepConfig:
-    """Preprocessing of the exposures, in this order: outliers, destripe, background.
+    """Preprocessing of the exposures, in this order: outliers, destripe, background, skymatch.
 
     Each is ``false``/``true`` or a mapping with ``enabled`` (default true when a mapping is
     given) and the options of its function; the options are checked against the function's
@@ -323,6 +324,7 @@ class PrepConfig:
     outliers: StepConfig = _option(parse=_step, factory=StepConfig)
     destripe: StepConfig = _option(parse=_step, factory=StepConfig)
     background: StepConfig = _option(parse=_step, factory=StepConfig)
+    skymatch: StepConfig = _option(parse=_step, factory=StepConfig)
 
 
 def _drizzle_choices():

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SkyNoise", "sky_noise", "strided_sample"]
+__all__ = ["SkyNoise", "clipped_stats", "mesh_medians", "sky_noise", "source_mask", "strided_sample"]
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +62,15 @@ class SkyNoise:
     step: int
 
 
-def _clipped(values: np.ndarray, sigma: float) -> tuple[float, float]:
+def clipped_stats(values: np.ndarray, sigma: float) -> tuple[float, float]:
+    """Sigma-clipped median and MAD-based standard deviation of ``values``."""
     from astropy.stats import sigma_clipped_stats  # noqa: PLC0415
 
     _, med, std = sigma_clipped_stats(values, sigma=sigma, maxiters=10, cenfunc="median", stdfunc="mad_std")
     return float(med), float(std)
 
 
-def _source_mask(z: np.ndarray, ok: np.ndarray, *, med: float, mask_sigma: float, min_pixels: int, grow: int) -> np.ndarray:
+def source_mask(z: np.ndarray, ok: np.ndarray, *, med: float, mask_sigma: float, min_pixels: int, grow: int) -> np.ndarray:
     """True on the sample's pixels that belong to (or border) a source."""
     from scipy import ndimage  # noqa: PLC0415
 
@@ -77,7 +78,7 @@ def _source_mask(z: np.ndarray, ok: np.ndarray, *, med: float, mask_sigma: float
     num = ndimage.uniform_filter(np.where(ok, z - med, 0.0), size=3, mode="constant")
     den = ndimage.uniform_filter(w, size=3, mode="constant")
     smooth = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
-    s_med, s_std = _clipped(smooth[ok], 3.0)
+    s_med, s_std = clipped_stats(smooth[ok], 3.0)
     if not s_std > 0:
         return np.zeros_like(ok)
     labels, n = ndimage.label(ok & (smooth > s_med + mask_sigma * s_std), structure=np.ones((3, 3), bool))
@@ -91,7 +92,7 @@ def _source_mask(z: np.ndarray, ok: np.ndarray, *, med: float, mask_sigma: float
     return mask
 
 
-def _mesh_medians(z: np.ndarray, use: np.ndarray, box: int, my: int, mx: int) -> np.ndarray:
+def mesh_medians(z: np.ndarray, use: np.ndarray, box: int, my: int, mx: int) -> np.ndarray:
     """``np.median`` of ``z[use]`` in each ``box`` x ``box`` mesh (NaN where none) and the number of
     values, all meshes at once: each mesh's used values sorted (unused ones as +inf, last), the
     middle one or the mean of the middle two, as ``np.median`` takes them."""
@@ -114,7 +115,7 @@ def _background(z: np.ndarray, use: np.ndarray, box: int) -> np.ndarray:
     ny, nx = z.shape
     my, mx = -(-ny // box), -(-nx // box)
     least = max(10, box * box // 4)
-    med, count = _mesh_medians(z, use, box, my, mx)
+    med, count = mesh_medians(z, use, box, my, mx)
     mesh = np.where(count >= least, med, np.nan)
     empty = np.isnan(mesh)
     if empty.all():
@@ -195,18 +196,18 @@ def sky_noise(image, good, *, err=None, n_sample: float = 1e6, clip: float = 5.0
         raise ValueError(msg)
     z, ok, step = strided_sample(image, good, err=err, n_sample=n_sample)
     n_ok = int(ok.sum())
-    med, std = _clipped(z[ok], 3.0)
+    med, std = clipped_stats(z[ok], 3.0)
     sky = ok
     if std > 0:
         mesh = max(4, int(box))
         for _ in range(2):
             resid = z - _background(z, sky, mesh)
-            sky = ok & ~_source_mask(resid, ok, med=0.0, mask_sigma=mask_sigma, min_pixels=min_pixels, grow=grow)
+            sky = ok & ~source_mask(resid, ok, med=0.0, mask_sigma=mask_sigma, min_pixels=min_pixels, grow=grow)
             if sky.sum() < max(100, n_ok // 10):
                 log.warning("noise: sources cover %.0f %% of the sample; measuring on all %d pixels", 100 * (1 - sky.sum() / n_ok), n_ok)
                 sky = ok
                 break
         resid = z - _background(z, sky, mesh)
-        _, std = _clipped(resid[sky], clip)
-        med, _ = _clipped(z[sky], clip)
+        _, std = clipped_stats(resid[sky], clip)
+        med, _ = clipped_stats(z[sky], clip)
     return SkyNoise(sky=med, scale=std, n_sky=int(sky.sum()), n_sample=n_ok, step=step)

@@ -98,8 +98,8 @@ def local_client(n_workers: int, *, dashboard: bool = True):
 
 
 def add_preprocessing_arguments(p: argparse.ArgumentParser) -> None:
-    """``--destripe``, ``--outliers``, ``--flatten-background`` and ``--prep-dir``, for commands that read exposures."""
-    g = p.add_argument_group("preprocessing (seed 000 sec. 2.1), run first: outliers, then destripe, then background")
+    """``--destripe``, ``--outliers``, ``--flatten-background``, ``--skymatch`` and ``--prep-dir``, for commands that read exposures."""
+    g = p.add_argument_group("preprocessing (seed 000 sec. 2.1), run first: outliers, then destripe, then background, then skymatch")
     g.add_argument("--outliers", action="store_true", help="flag cosmic rays and hot pixels across exposures and replace them (writes _crf.fits)")
     g.add_argument("--destripe", action="store_true", help="remove 1/f striping per amplifier (writes _1fc.fits)")
     g.add_argument(
@@ -107,12 +107,17 @@ def add_preprocessing_arguments(p: argparse.ArgumentParser) -> None:
         help="flatten each exposure's background (ICL, gradients) to its sky level (writes _bkg.fits)",
     )
     g.add_argument("--flatten-box", type=positive_int, default=64, metavar="PIX", help="mesh size of --flatten-background (default 64)")
+    g.add_argument(
+        "--skymatch", action="store_true",
+        help="match the exposures' sky levels over their overlaps, keeping their mean (writes _skm.fits)",
+    )
+    g.add_argument("--skymatch-box", type=positive_int, default=64, metavar="PIX", help="mesh size of --skymatch (default 64)")
     g.add_argument("--prep-dir", metavar="DIR", default=None, help="folder of the preprocessed exposures (default: next to the output, prep/)")
 
 
 def preprocess(files, args, default_dir: Path, *, client=None) -> list[str]:
     """The exposures to coadd: ``files``, preprocessed as ``args`` asks, in :data:`mosaic.prep.ORDER`
-    (the order of ``mosaic run``: outliers, destripe, background).
+    (the order of ``mosaic run``: outliers, destripe, background, skymatch).
 
     Outputs already in the folder (from an interrupted run) are redone only with ``--overwrite``;
     without it an existing output is an error naming it.
@@ -121,8 +126,8 @@ def preprocess(files, args, default_dir: Path, *, client=None) -> list[str]:
 
     from mosaic.prep import ORDER  # noqa: PLC0415
 
-    wanted = {"outliers": args.outliers, "destripe": args.destripe, "background": args.flatten_background}
-    options = {"background": {"box_size": args.flatten_box}}
+    wanted = {"outliers": args.outliers, "destripe": args.destripe, "background": args.flatten_background, "skymatch": args.skymatch}
+    options = {"background": {"box_size": args.flatten_box}, "skymatch": {"box_size": args.skymatch_box}}
     paths = [str(f) for f in files]
     if not any(wanted.values()):
         return paths

@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         msg = f"--workers {args.workers!r} is negative; expected 0 (threads) or a number of processes"
         raise InputError(msg)
 
-    if not (args.store or args.outliers or args.destripe or args.flatten_background):
+    if not (args.store or args.outliers or args.destripe or args.flatten_background or args.skymatch):
         return _run_direct(args, out)
     return _run_dask(args, out)
 

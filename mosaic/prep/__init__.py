@@ -1,10 +1,12 @@
-"""Preprocessing of exposures before coaddition (seed 000 sec. 2.1-2.2): outliers, 1/f striping, background structure.
+"""Preprocessing of exposures before coaddition (seed 000 sec. 2.1-2.2): outliers, 1/f striping, background structure, sky levels.
 
 ``clean_exposures`` (:mod:`mosaic.prep.outliers`) flags cosmic rays and hot pixels against the
 other exposures and writes ``_crf.fits`` files; ``destripe_exposures``
 (:mod:`mosaic.prep.destripe`) removes 1/f striping and writes ``_1fc.fits`` files;
 ``flatten_background`` (:mod:`mosaic.prep.background`) takes out the background's structure
-(ICL, gradients), keeping the sky level, and writes ``_bkg.fits`` files. All write JWST
+(ICL, gradients), keeping the sky level, and writes ``_bkg.fits`` files; ``match_skies``
+(:mod:`mosaic.prep.skymatch`) matches the exposures' sky levels over their overlaps and writes
+``_skm.fits`` files. All write JWST
 Stage-2 files in the cal layout, so the drizzle and UPDC steps read them as cal files.
 
 This module holds what the drivers share: output names, the checks on the inputs and on the
@@ -26,17 +28,19 @@ __all__ = ["ORDER", "SUFFIXES", "cleaned_path", "exposure_arrays", "output_paths
 log = logging.getLogger(__name__)
 
 #: the preprocessing steps, in the one order that every entry point (``mosaic run`` and the
-#: commands' ``--outliers``/``--destripe``/``--flatten-background``) runs them: ``(name, module,
+#: commands' ``--outliers``/``--destripe``/``--flatten-background``/``--skymatch``) runs them: ``(name, module,
 #: function)``. Outliers come first, so that cosmic rays do not bias the stripe and background
-#: models; the background's structure goes last, from exposures already clean.
+#: models; then the background's structure, from exposures already clean; the sky levels are
+#: matched last, between exposures whose backgrounds are flat.
 ORDER = (
     ("outliers", "mosaic.prep.outliers", "clean_exposures"),
     ("destripe", "mosaic.prep.destripe", "destripe_exposures"),
     ("background", "mosaic.prep.background", "flatten_background"),
+    ("skymatch", "mosaic.prep.skymatch", "match_skies"),
 )
 
 #: JWST product suffixes that an output name replaces
-SUFFIXES = ("_cal", "_crf", "_1fc", "_bkg")
+SUFFIXES = ("_cal", "_crf", "_1fc", "_bkg", "_skm")
 
 # primary-header cards that write_cal makes itself or that cannot be copied one by one
 _STRUCTURAL = {"SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "COMMENT", "HISTORY", "", "FILENAME"}
@@ -92,16 +96,17 @@ def _meta(path: Path, status_key: str) -> dict:
     return meta
 
 
-def write_cleaned(source, target, arrays: dict, *, status_key: str) -> Path:
+def write_cleaned(source, target, arrays: dict, *, status_key: str, keywords: dict | None = None) -> Path:
     """Write cleaned cal arrays of ``source`` to ``target`` (JWST cal layout, whole, then renamed).
 
     The primary header, the photometric keywords and the FITS (SIP) WCS of ``source`` are
     kept; ``status_key = 'COMPLETE'`` records the step as the JWST pipeline's ``S_*`` keywords
-    do. An ASDF extension (the exact gwcs of pipeline files) is not carried over.
+    do, and ``keywords`` (primary-header cards) what the step did. An ASDF extension (the exact
+    gwcs of pipeline files) is not carried over.
     """
     source, target = Path(source), Path(target)
     wcs = read_wcs(source, prefer_gwcs=False)
-    write_cal(target, wcs=wcs, meta=_meta(source, status_key), overwrite=True, **arrays)
+    write_cal(target, wcs=wcs, meta={**_meta(source, status_key), **(keywords or {})}, overwrite=True, **arrays)
     log.info("wrote %s", target)
     return target
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from photutils.segmentation import detect_sources, make_2dgaussian_kernel
 from scipy.special import ndtr
 
-from mosaic.catalog.noise import _mesh_medians, sky_noise
+from mosaic.catalog.noise import mesh_medians, sky_noise
 from mosaic.cli import main
 from mosaic.exceptions import NoDetectionsWarning
 from mosaic.io.catalogs import read_catalog
@@ -158,7 +158,7 @@ def test_mesh_medians_equal_numpy_median_per_mesh(seed, ny, nx, box, used):
     z = np.round(rng.normal(size=(ny, nx)), 1)  # ties
     use = rng.random((ny, nx)) < used
     my, mx = -(-ny // box), -(-nx // box)
-    med, count = _mesh_medians(z, use, box, my, mx)
+    med, count = mesh_medians(z, use, box, my, mx)
     for j in range(my):
         for i in range(mx):
             v = z[j * box : (j + 1) * box, i * box : (i + 1) * box][use[j * box : (j + 1) * box, i * box : (i + 1) * box]]

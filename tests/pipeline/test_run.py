@@ -49,8 +49,8 @@ def test_products_equal_the_library_calls(first, tiny_field, tmp_path):
     base, config, report = first
     assert report.ok
     rows = _rows(report)
-    assert [r.status for r in rows.values()] == ["done", "off", "off", "done", "done", "done", "done"]
-    assert list(rows) == ["outliers", "destripe", "background", "drizzle", "updc", "catalogs", "previews"]
+    assert [r.status for r in rows.values()] == ["done", "off", "off", "off", "done", "done", "done", "done"]
+    assert list(rows) == ["outliers", "destripe", "background", "skymatch", "drizzle", "updc", "catalogs", "previews"]
     # the reference: the same library calls by hand, outside the pipeline
     from mosaic.prep.outliers import clean_exposures
 
@@ -175,6 +175,24 @@ def test_background_step_flattens_the_exposures_as_the_library_call(tmp_path, ti
     assert [p.name for p in made] == [p.name for p in want]
     for a, b in zip(made, want, strict=True):
         np.testing.assert_array_equal(fits.getdata(a, "SCI"), fits.getdata(b, "SCI"))
+
+
+def test_skymatch_step_matches_the_exposures_as_the_library_call(tmp_path, tiny_field):
+    from mosaic.prep.skymatch import match_skies
+
+    off = {"enabled": False}
+    config = _config(
+        tmp_path, tiny_field, preprocessing={"outliers": False, "skymatch": {"enabled": True, "box_size": 16}},
+        drizzle=off, updc=off, catalogs=off, products={"outdir": "out", "previews": False},
+    )
+    report = run_field(config, start_cluster=False)
+    assert _rows(report)["skymatch"].status == "done"
+    made = sorted(p for p in (tmp_path / "out").rglob("*_skm.fits"))
+    want = match_skies(sorted(tiny_field.exposures), tmp_path / "ref", box_size=16)
+    assert [p.name for p in made] == [p.name for p in want]
+    for a, b in zip(made, want, strict=True):
+        np.testing.assert_array_equal(fits.getdata(a, "SCI"), fits.getdata(b, "SCI"))
+        assert fits.getheader(a)["SKYMATCH"] == fits.getheader(b)["SKYMATCH"]
 
 
 def test_updc_damping_and_pedestal_from_the_config_reach_the_iteration(tmp_path, tiny_field):

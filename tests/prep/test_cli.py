@@ -37,8 +37,10 @@ def test_commands_preprocess_in_the_pipelines_order(cr_field, tmp_path):
     from mosaic.prep.destripe import destripe_exposures
     from mosaic.prep.outliers import clean_exposures
 
-    assert [name for name, _, _ in ORDER] == ["outliers", "destripe", "background"]
-    args = argparse.Namespace(outliers=True, destripe=True, flatten_background=False, flatten_box=64, prep_dir=None, overwrite=False)
+    assert [name for name, _, _ in ORDER] == ["outliers", "destripe", "background", "skymatch"]
+    args = argparse.Namespace(
+        outliers=True, destripe=True, flatten_background=False, flatten_box=64, skymatch=False, skymatch_box=64, prep_dir=None, overwrite=False,
+    )
     files = [str(p) for p in cr_field.exposures[:3]]
     got = preprocess(files, args, tmp_path / "cli")
     ref = destripe_exposures(clean_exposures(files, tmp_path / "a"), tmp_path / "b")
