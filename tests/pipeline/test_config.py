@@ -64,7 +64,7 @@ def test_defaults_and_relative_paths(tmp_path):
         ({"products": {"rgb": ["F200W", "F444W"]}}, r"products\.rgb: got \['F200W', 'F444W'\]; expected three band names"),
         ({"products": {"rgb": ["F200W", "F150W", "F090W"]}}, r"products\.rgb: got .*; expected bands of this field \['F200W'\]"),
         ({"preprocessing": {"outliers": "yes"}}, r"preprocessing\.outliers: got 'yes'; expected true, false, or a mapping"),
-        ({"preprocessing": {"sky": True}}, r"preprocessing\.sky: unknown key; expected one of \['outliers', 'destripe', 'background'\]"),
+        ({"preprocessing": {"sky": True}}, r"preprocessing\.sky: unknown key; expected one of \['outliers', 'destripe', 'background', 'skymatch'\]"),
         ({"cluster": {"kind": "local", "n_worker": 2}}, r"cluster: unknown key 'n_worker' for kind 'local'"),
         ({"cluster": {"kind": "kubernetes"}}, r"cluster\.kind: got 'kubernetes'; expected one of"),
         ({"field": "a/b"}, r"field: got 'a/b'; expected a non-empty name without '/'"),
