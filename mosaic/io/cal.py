@@ -782,9 +782,9 @@ def write_cal(
     sci: np.ndarray,
     err: np.ndarray,
     dq: np.ndarray,
-    var_poisson: np.ndarray,
-    var_rnoise: np.ndarray,
-    var_flat: np.ndarray,
+    var_poisson: np.ndarray | None,
+    var_rnoise: np.ndarray | None,
+    var_flat: np.ndarray | None,
     wcs: WCS,
     meta: dict,
     overwrite: bool = False,
@@ -792,7 +792,9 @@ def write_cal(
     """Write one exposure as a JWST Stage-2 ``_cal.fits`` file (written whole, then renamed).
 
     ``meta`` holds primary-header keywords (FILTER, DETECTOR, EXPTIME, ...); PHOTMJSR,
-    PHOTUJA2, PIXAR_SR and PIXAR_A2 go in the SCI header as the pipeline puts them.
+    PHOTUJA2, PIXAR_SR and PIXAR_A2 go in the SCI header as the pipeline puts them. A variance
+    that is None or NaN everywhere (an extension the source lacked, which reads as NaN) is not
+    written: a NaN variance on a good pixel makes the pixel unusable (:func:`usable`).
     """
     path = Path(path)
     if path.exists() and not overwrite:
@@ -817,7 +819,10 @@ def write_cal(
     }
     for name, arr in arrays.items():
         dtype = np.uint32 if name == "DQ" else np.float32
-        hdu = fits.ImageHDU(np.asarray(arr, dtype=dtype), name=name)
+        data = None if arr is None else np.asarray(arr, dtype=dtype)
+        if name in VARIANCE_EXTENSIONS and (data is None or not np.isfinite(data).any()):
+            continue  # a variance the source lacks (read as NaN) stays missing, not NaN on every pixel
+        hdu = fits.ImageHDU(data, name=name)
         if name in units:
             hdu.header["BUNIT"] = units[name]
         if name == "SCI":

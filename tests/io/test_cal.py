@@ -166,6 +166,15 @@ def test_a_nan_variance_on_a_good_pixel_leaves_it_out_as_if_it_were_flagged(smal
     _edit(del_flat, lambda h: h.__delitem__("VAR_FLAT"))
     with pytest.warns(UnknownVarianceWarning, match=rf"1 of 3 exposures have no VAR_FLAT extension \({del_flat}\): where they land, the mosaic's VAR_FLAT and ERR miss"):
         read_exposures([*small_field.exposures[:2], del_flat])
+    # a preprocessing step keeps the extension missing (not NaN everywhere): its output counts
+    from mosaic.prep.skymatch import match_skies
+
+    with pytest.warns(UnknownVarianceWarning, match="no VAR_FLAT extension"):
+        matched = match_skies([*small_field.exposures[:2], del_flat], tmp_path / "skm", box_size=16)
+    with fits.open(matched[2]) as lacking, fits.open(matched[0]) as having:
+        assert "VAR_FLAT" not in lacking and "VAR_FLAT" in having
+    with pytest.warns(UnknownVarianceWarning, match="no VAR_FLAT extension"):
+        assert len(read_exposures(matched)["path"]) == 3
     _edit(nan_var[1], lambda h: h["VAR_FLAT"].data.__setitem__(..., np.nan))
     with pytest.warns(ExposureExcludedWarning, match=rf"{nan_var[1]}.*VAR_FLAT is NaN or infinite on every finite, unflagged pixel"):
         ds = read_exposures(nan_var[1:])
