@@ -48,6 +48,7 @@ COMMANDS = {
     "psf": "build a PSF from the stars of an image (hybrid model + stars, or empirical ePSF)",
     "rgb": "write an RGB composite PNG of images of several bands",
     "serve": "serve the algorithms, images and field runs over HTTP (REST API and a web page)",
+    "skymatch": "match the sky levels of exposures over their overlaps; write _skm.fits",
     "stats": "exact robust statistics of a FITS image (sigma-clipped, biweight, MAD, percentiles)",
 }
 

@@ -147,3 +147,15 @@ def test_an_exposure_sharing_no_sky_is_named_and_kept(offset_field, tmp_path):
         warnings.simplefilter("error")
         with pytest.raises(ValueError, match="box_size 2 is too small"):
             match_skies(shifted, tmp_path / "bad", box_size=2)
+
+
+def test_the_command_writes_what_the_library_call_writes(offset_field, tmp_path, capsys):
+    root, _, shifted, _ = offset_field
+    assert main(["skymatch", *map(str, shifted), "--out", str(tmp_path / "cli"), "--box", "32"]) == 0
+    want = match_skies(shifted, tmp_path / "lib", box_size=32)
+    for w in want:
+        got = tmp_path / "cli" / w.name
+        np.testing.assert_array_equal(fits.getdata(got, "SCI"), fits.getdata(w, "SCI"))
+        assert fits.getheader(got)["SKYMATCH"] == fits.getheader(w)["SKYMATCH"]
+    assert main(["skymatch", *map(str, shifted), "--out", str(tmp_path / "cli"), "--box", "32"]) == 1
+    assert "exists" in capsys.readouterr().err
