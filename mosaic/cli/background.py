@@ -19,7 +19,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from mosaic.cli._common import local_client, positive_float, positive_int, refuse_existing
+from mosaic.cli._common import forked_workers, local_client, positive_float, positive_int, refuse_existing
 from mosaic.exceptions import InputError
 from mosaic.ops.background import ESTIMATORS, RMS_ESTIMATORS
 
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         "box_size": box, "filter_size": filt, "estimator": estimator, "rms_estimator": args.rms_estimator,
         "sigma": args.sigma, "exclude_percentile": args.exclude_percentile, "tile": args.tile,
     }
-    with local_client(args.workers):
+    with forked_workers(), local_client(args.workers):
         if args.icl:
             result = icl_background(image, mask=bad, **common)
             bkg = result.final

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from mosaic.cli._common import local_client, positive_int
+from mosaic.cli._common import forked_workers, local_client, positive_int
 from mosaic.exceptions import InputError
 
 __all__ = ["add_parser", "run"]
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 0:
         msg = f"--workers {args.workers!r} is negative; expected 0 (threads) or a number of processes"
         raise InputError(msg)
-    with local_client(args.workers) as client:
+    with forked_workers(), local_client(args.workers) as client:
         written = destripe_exposures(
             args.files, args.out, n_amps=args.amps, columns=args.columns, box_size=args.box,
             overwrite=args.overwrite, client=client,

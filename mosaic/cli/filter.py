@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from mosaic.cli._common import local_client, positive_float, positive_int
+from mosaic.cli._common import forked_workers, local_client, positive_float, positive_int
 from mosaic.exceptions import InputError
 from mosaic.ops.filters import FILTER_MODES
 
@@ -77,6 +77,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         result = convolve(image, Gaussian2DKernel(args.sigma), nan_treatment="interpolate")
         what = f"astropy convolve, Gaussian2DKernel({args.sigma}), NaN interpolated"
-    with local_client(args.workers):
+    with forked_workers(), local_client(args.workers):
         write_fits_image(out, {"SCI": result}, header=source.header, primary=source.primary, history=[f"mosaic filter: {what}"], overwrite=args.overwrite)
     return 0

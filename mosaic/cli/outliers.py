@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from mosaic.cli._common import local_client, positive_float, positive_int
+from mosaic.cli._common import forked_workers, local_client, positive_float, positive_int
 from mosaic.exceptions import InputError
 from mosaic.ops.outliers import REPLACE_MODES
 
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 0:
         msg = f"--workers {args.workers!r} is negative; expected 0 (threads) or a number of processes"
         raise InputError(msg)
-    with local_client(args.workers) as client:
+    with forked_workers(), local_client(args.workers) as client:
         written = clean_exposures(
             args.files, args.out, snr=tuple(args.snr), scale=tuple(args.scale), replace=args.replace,
             psr=args.psr, tile=args.tile, overwrite=args.overwrite, client=client,

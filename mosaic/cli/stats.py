@@ -14,7 +14,7 @@ import json
 import logging
 import math
 
-from mosaic.cli._common import local_client, positive_float, positive_int
+from mosaic.cli._common import forked_workers, local_client, positive_float, positive_int
 from mosaic.exceptions import InputError
 
 __all__ = ["add_parser", "run"]
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         msg = f"--workers {args.workers!r} is negative; expected 0 (threads) or a number of processes"
         raise InputError(msg)
     fits_image = read_fits_image(args.image, ext=args.ext, tile=args.tile)
-    with local_client(args.workers):
+    with forked_workers(), local_client(args.workers):
         stats = image_statistics(fits_image.data, sigma=args.sigma, maxiters=args.maxiters)
     unit = str(fits_image.header.get("BUNIT", "")).strip()
     stats = {"file": str(args.image), "unit": unit or None, **stats}

@@ -151,7 +151,7 @@ def test_an_exposure_sharing_no_sky_is_named_and_kept(offset_field, tmp_path):
 
 def test_the_command_writes_what_the_library_call_writes(offset_field, tmp_path, capsys):
     root, _, shifted, _ = offset_field
-    assert main(["skymatch", *map(str, shifted), "--out", str(tmp_path / "cli"), "--box", "32"]) == 0
+    assert main(["skymatch", *map(str, shifted), "--out", str(tmp_path / "cli"), "--box", "32", "--workers", "2"]) == 0  # forked workers
     want = match_skies(shifted, tmp_path / "lib", box_size=32)
     for w in want:
         got = tmp_path / "cli" / w.name
