@@ -116,7 +116,7 @@ def pair_differences(levels, wcss, shape, box: int, *, min_meshes: int = MIN_MES
         for l, level_l in enumerate(levels):
             if l == k or not near[k, l]:  # far apart: a SIP inverse would not even converge there
                 continue
-            # the centres of k's measured meshes, in l's pixels, and the mesh of l there
+            # the centres of k's measured meshes, in l's pixels, and l's meshes interpolated there
             px, py = wcss[l].world_to_pixel_values(sky[k][0][valid_k], sky[k][1][valid_k])
             with np.errstate(invalid="ignore"):
                 inside = np.isfinite(px) & np.isfinite(py) & (px > -0.5) & (px < shape[1] - 0.5) & (py > -0.5) & (py < shape[0] - 0.5)
