@@ -8,7 +8,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["refuse_existing", "positive_float", "positive_int", "non_negative_int", "forked_workers", "local_client", "add_preprocessing_arguments", "preprocess"]
+__all__ = ["refuse_existing", "positive_float", "positive_int", "non_negative_int", "check_workers", "forked_workers", "local_client", "add_preprocessing_arguments", "preprocess"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,15 @@ def forked_workers(*, profile: bool = False):
     if sys.platform == "linux":
         settings["distributed.worker.multiprocessing-method"] = "fork"
     return dask.config.set(settings)
+
+
+def check_workers(n_workers: int) -> None:
+    """Refuse a negative ``--workers`` (0 is threads in this process), before any work."""
+    from mosaic.exceptions import InputError  # noqa: PLC0415
+
+    if n_workers < 0:
+        msg = f"--workers {n_workers!r} is negative; expected 0 (threads) or a number of processes"
+        raise InputError(msg)
 
 
 @contextmanager

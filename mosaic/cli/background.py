@@ -19,7 +19,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from mosaic.cli._common import forked_workers, local_client, positive_float, positive_int, refuse_existing
+from mosaic.cli._common import check_workers, forked_workers, local_client, positive_float, positive_int, refuse_existing
 from mosaic.exceptions import InputError
 from mosaic.ops.background import ESTIMATORS, RMS_ESTIMATORS
 
@@ -74,9 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from mosaic.io.images import read_fits_image, write_fits_image  # noqa: PLC0415
 
     out = check_output(args.out, args.overwrite)
-    if args.workers < 0:
-        msg = f"--workers {args.workers!r} is negative; expected 0 (threads) or a number of processes"
-        raise InputError(msg)
+    check_workers(args.workers)
     box = args.box or (60 if args.icl else 64)
     filt = args.filter or (5 if args.icl else 3)
     estimator = args.estimator or ("biweight" if args.icl else "median")

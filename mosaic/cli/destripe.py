@@ -8,8 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from mosaic.cli._common import forked_workers, local_client, positive_int
-from mosaic.exceptions import InputError
+from mosaic.cli._common import check_workers, forked_workers, local_client, positive_int
 
 __all__ = ["add_parser", "run"]
 
@@ -44,9 +43,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``mosaic destripe``; returns the exit code. Bad input raises :class:`InputError`."""
     from mosaic.prep.destripe import destripe_exposures  # noqa: PLC0415
 
-    if args.workers < 0:
-        msg = f"--workers {args.workers!r} is negative; expected 0 (threads) or a number of processes"
-        raise InputError(msg)
+    check_workers(args.workers)
     with forked_workers(), local_client(args.workers) as client:
         written = destripe_exposures(
             args.files, args.out, n_amps=args.amps, columns=args.columns, box_size=args.box,

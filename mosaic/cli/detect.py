@@ -27,7 +27,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from mosaic.cli._common import forked_workers, local_client, positive_float, positive_int, refuse_existing
+from mosaic.cli._common import check_workers, forked_workers, local_client, positive_float, positive_int, refuse_existing
 from mosaic.exceptions import InputError
 from mosaic.pipeline.detect import DETECTION_ENGINES as ENGINES
 from mosaic.pipeline.detect import DETECTION_METHODS as METHODS
@@ -102,9 +102,7 @@ def _check_outputs(args) -> None:
     if Path(args.out).suffix.lower() not in (".ecsv", ".parquet"):
         msg = f"--out {args.out!r}: suffix {Path(args.out).suffix!r} is not allowed; expected one of ['.ecsv', '.parquet']"
         raise InputError(msg)
-    if args.workers < 0:
-        msg = f"--workers {args.workers!r} is negative; expected 0 (threads) or a number of processes"
-        raise InputError(msg)
+    check_workers(args.workers)
     if args.noise != "measured" and args.detection_image is not None:
         msg = f"--noise {args.noise} with --detection-image is not allowed; expected --noise measured (a detection image's threshold is in its measured noise)"
         raise InputError(msg)

@@ -12,6 +12,7 @@ import logging
 
 from mosaic.cli._common import (
     add_preprocessing_arguments,
+    check_workers,
     forked_workers,
     local_client,
     positive_float,
@@ -82,9 +83,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.pixfrac <= 1.0:
         msg = f"--pixfrac {args.pixfrac!r} is out of range; expected a value in (0.001, 1]"
         raise InputError(msg)
-    if args.workers < 0:
-        msg = f"--workers {args.workers!r} is negative; expected 0 (threads) or a number of processes"
-        raise InputError(msg)
+    check_workers(args.workers)
 
     if not (args.store or args.outliers or args.destripe or args.flatten_background or args.skymatch):
         return _run_direct(args, out)

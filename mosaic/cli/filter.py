@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from mosaic.cli._common import forked_workers, local_client, positive_float, positive_int
+from mosaic.cli._common import check_workers, forked_workers, local_client, positive_float, positive_int
 from mosaic.exceptions import InputError
 from mosaic.ops.filters import FILTER_MODES
 
@@ -65,9 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if args.kind == "median" and args.size is None:
         msg = "--kind median needs --size (the window side in pixels, >= 1)"
         raise InputError(msg)
-    if args.workers < 0:
-        msg = f"--workers {args.workers!r} is negative; expected 0 (threads) or a number of processes"
-        raise InputError(msg)
+    check_workers(args.workers)
     source = read_fits_image(args.image, ext=args.ext, tile=args.tile)
     image = source.data
     if args.kind == "gaussian":

@@ -9,8 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from mosaic.cli._common import forked_workers, local_client, positive_float, positive_int
-from mosaic.exceptions import InputError
+from mosaic.cli._common import check_workers, forked_workers, local_client, positive_float, positive_int
 from mosaic.ops.outliers import REPLACE_MODES
 
 __all__ = ["add_parser", "run"]
@@ -63,9 +62,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``mosaic outliers``; returns the exit code. Bad input raises :class:`InputError`."""
     from mosaic.prep.outliers import clean_exposures  # noqa: PLC0415
 
-    if args.workers < 0:
-        msg = f"--workers {args.workers!r} is negative; expected 0 (threads) or a number of processes"
-        raise InputError(msg)
+    check_workers(args.workers)
     with forked_workers(), local_client(args.workers) as client:
         written = clean_exposures(
             args.files, args.out, snr=tuple(args.snr), scale=tuple(args.scale), replace=args.replace,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from mosaic.cli._common import local_client, non_negative_int, positive_int
+from mosaic.cli._common import check_workers, local_client, non_negative_int, positive_int
 
 __all__ = ["add_parser", "run"]
 
@@ -46,13 +46,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Run ``mosaic restore``; returns the exit code."""
     from mosaic.cli._common import refuse_existing  # noqa: PLC0415
-    from mosaic.exceptions import InputError  # noqa: PLC0415
     from mosaic.restore.product import restore_i2d  # noqa: PLC0415
 
     out = refuse_existing(args.out, args.overwrite)
-    if args.workers < 0:
-        msg = f"--workers {args.workers!r} is negative; expected 0 (threads) or a number of processes"
-        raise InputError(msg)
+    check_workers(args.workers)
     with local_client(args.workers):
         path = restore_i2d(args.image, out, model=args.model, tile=args.tile, overlap=args.overlap, overwrite=args.overwrite)
     log.info("wrote %s", path)

@@ -8,8 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from mosaic.cli._common import forked_workers, local_client, positive_int
-from mosaic.exceptions import InputError
+from mosaic.cli._common import check_workers, forked_workers, local_client, positive_int
 
 __all__ = ["add_parser", "run"]
 
@@ -42,9 +41,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``mosaic skymatch``; returns the exit code. Bad input raises :class:`InputError`."""
     from mosaic.prep.skymatch import match_skies  # noqa: PLC0415
 
-    if args.workers < 0:
-        msg = f"--workers {args.workers!r} is negative; expected 0 (threads) or a number of processes"
-        raise InputError(msg)
+    check_workers(args.workers)
     with forked_workers(), local_client(args.workers) as client:
         written = match_skies(args.files, args.out, box_size=args.box, overwrite=args.overwrite, client=client)
     log.info("skymatch: wrote %d files to %s", len(written), args.out)

@@ -14,8 +14,7 @@ import json
 import logging
 import math
 
-from mosaic.cli._common import forked_workers, local_client, positive_float, positive_int
-from mosaic.exceptions import InputError
+from mosaic.cli._common import check_workers, forked_workers, local_client, positive_float, positive_int
 
 __all__ = ["add_parser", "run"]
 
@@ -57,9 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from mosaic.image.stats import image_statistics  # noqa: PLC0415
     from mosaic.io.images import read_fits_image  # noqa: PLC0415
 
-    if args.workers < 0:
-        msg = f"--workers {args.workers!r} is negative; expected 0 (threads) or a number of processes"
-        raise InputError(msg)
+    check_workers(args.workers)
     fits_image = read_fits_image(args.image, ext=args.ext, tile=args.tile)
     with forked_workers(), local_client(args.workers):
         stats = image_statistics(fits_image.data, sigma=args.sigma, maxiters=args.maxiters)

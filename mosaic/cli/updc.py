@@ -20,6 +20,7 @@ from pathlib import Path
 
 from mosaic.cli._common import (
     add_preprocessing_arguments,
+    check_workers,
     forked_workers,
     local_client,
     non_negative_int,
@@ -178,9 +179,7 @@ def run(args: argparse.Namespace) -> int:
 
     save = parse_save(args.save) if args.save is not None else None
     save = check_save(save, args.iterations)
-    if args.workers < 0:
-        msg = f"--workers {args.workers!r} is negative; expected 0 (threads) or a number of processes"
-        raise InputError(msg)
+    check_workers(args.workers)
     if args.array == "cupy" and importlib.util.find_spec("cupy") is None:
         msg = "--array cupy needs CuPy, which is not installed; pip install 'mosaic-jwst[gpu]', or use --array numpy"
         raise InputError(msg)
