@@ -23,7 +23,7 @@ from astropy.io import fits
 from mosaic.exceptions import InputError
 from mosaic.io.cal import read_wcs, write_cal
 
-__all__ = ["ORDER", "SUFFIXES", "cleaned_path", "exposure_arrays", "output_paths", "read_inputs", "write_cleaned"]
+__all__ = ["ORDER", "SUFFIXES", "check_mesh", "cleaned_path", "exposure_arrays", "output_paths", "read_inputs", "write_cleaned"]
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +133,19 @@ def read_inputs(paths, bad_bits, *, single_band: bool = False):
             msg = f"{p}: every pixel is NaN or flagged; expected an exposure with data (leave it out of the set)"
             raise InputError(msg)
     return paths, bits, exposures
+
+
+def check_mesh(box_size, shape=None, *, least: int = 4, typical: str = "tens for real exposures") -> int:
+    """A step's mesh side in pixels, checked: at least ``least`` (before any file is read) and,
+    given the exposures' ``shape``, no larger than they are. Raises ValueError otherwise."""
+    box = int(box_size)
+    if box < least:
+        msg = f"box_size {box_size!r} is too small; expected at least {least} pixels ({typical})"
+        raise ValueError(msg)
+    if shape is not None and box > min(shape):
+        msg = f"box_size {box_size!r} is larger than the exposures ({shape[0]} x {shape[1]}); expected a mesh that fits"
+        raise ValueError(msg)
+    return box
 
 
 def exposure_arrays(exposures, k: int) -> list:

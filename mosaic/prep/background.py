@@ -18,7 +18,7 @@ from pathlib import Path
 import dask
 import numpy as np
 
-from mosaic.prep import exposure_arrays, output_paths, read_inputs, write_cleaned
+from mosaic.prep import check_mesh, exposure_arrays, output_paths, read_inputs, write_cleaned
 from mosaic.progress import compute
 from mosaic.registry import algorithm
 
@@ -117,14 +117,9 @@ def flatten_background(
     list of Path
         The written files, in the order of ``paths``.
     """
-    if int(box_size) < 4:
-        msg = f"box_size {box_size!r} is too small; expected at least 4 pixels (tens for real exposures)"
-        raise ValueError(msg)
+    check_mesh(box_size)
     paths, _, exposures = read_inputs(paths, bad_bits)
-    shape = (exposures.sizes["y"], exposures.sizes["x"])
-    if int(box_size) > min(shape):
-        msg = f"box_size {box_size!r} is larger than the exposures ({shape[0]} x {shape[1]}); expected a mesh that fits"
-        raise ValueError(msg)
+    check_mesh(box_size, (exposures.sizes["y"], exposures.sizes["x"]))
     targets = output_paths(paths, outdir, "_bkg", overwrite=overwrite)
     options = {"box_size": int(box_size), "filter_size": int(filter_size), "icl": bool(icl)}
     jobs = [

@@ -16,7 +16,7 @@ import numpy as np
 from astropy.io import fits
 
 from mosaic.ops.destripe import amplifier_slices, stripe_model
-from mosaic.prep import exposure_arrays, output_paths, read_inputs, write_cleaned
+from mosaic.prep import check_mesh, exposure_arrays, output_paths, read_inputs, write_cleaned
 from mosaic.progress import compute
 from mosaic.registry import algorithm
 
@@ -87,9 +87,7 @@ def destripe_exposures(
     list of Path
         The written files, in the order of ``paths``.
     """
-    if int(box_size) < 8:
-        msg = f"box_size {box_size!r} is too small; expected at least 8 pixels (a few hundred for full frames)"
-        raise ValueError(msg)
+    check_mesh(box_size, least=8, typical="a few hundred for full frames")
     paths, _, exposures = read_inputs(paths, bad_bits)
     nx = exposures.sizes["x"]
     amps = []

@@ -24,7 +24,7 @@ import numpy as np
 
 from mosaic.exceptions import NoOverlapWarning
 from mosaic.ops.skymatch import sky_meshes, solve_offsets
-from mosaic.prep import exposure_arrays, output_paths, read_inputs, write_cleaned
+from mosaic.prep import check_mesh, exposure_arrays, output_paths, read_inputs, write_cleaned
 from mosaic.progress import compute
 from mosaic.registry import algorithm
 
@@ -113,16 +113,17 @@ def pair_differences(levels, wcss, shape, box: int, *, min_meshes: int = MIN_MES
     diffs: dict = {}
     for k, level_k in enumerate(levels):
         valid_k = np.isfinite(level_k)
+        measured, lon, lat = level_k[valid_k], sky[k][0][valid_k], sky[k][1][valid_k]
         for l, level_l in enumerate(levels):
             if l == k or not near[k, l]:  # far apart: a SIP inverse would not even converge there
                 continue
             # the centres of k's measured meshes, in l's pixels, and l's meshes interpolated there
-            px, py = wcss[l].world_to_pixel_values(sky[k][0][valid_k], sky[k][1][valid_k])
+            px, py = wcss[l].world_to_pixel_values(lon, lat)
             with np.errstate(invalid="ignore"):
                 inside = np.isfinite(px) & np.isfinite(py) & (px > -0.5) & (px < shape[1] - 0.5) & (py > -0.5) & (py < shape[0] - 0.5)
             if not inside.any():
                 continue
-            d = level_k[valid_k][inside] - _bilinear(level_l, (py[inside] + 0.5) / box - 0.5, (px[inside] + 0.5) / box - 0.5)
+            d = measured[inside] - _bilinear(level_l, (py[inside] + 0.5) / box - 0.5, (px[inside] + 0.5) / box - 0.5)
             d = d[np.isfinite(d)]
             a, b = min(k, l), max(k, l)
             diffs.setdefault((a, b), []).append(d if k == a else -d)
@@ -175,22 +176,17 @@ def match_skies(paths, outdir, *, box_size: int = 64, bad_bits=None, overwrite: 
     ValueError
         A mesh smaller than 4 pixels or larger than the exposures.
     """
-    if int(box_size) < 4:
-        msg = f"box_size {box_size!r} is too small; expected at least 4 pixels (tens for real exposures)"
-        raise ValueError(msg)
+    check_mesh(box_size)
     paths, _, exposures = read_inputs(paths, bad_bits, single_band=True)
     shape = (exposures.sizes["y"], exposures.sizes["x"])
-    box = int(box_size)
-    if box > min(shape):
-        msg = f"box_size {box_size!r} is larger than the exposures ({shape[0]} x {shape[1]}); expected a mesh that fits"
-        raise ValueError(msg)
+    box = check_mesh(box_size, shape)
     targets = output_paths(paths, outdir, "_skm", overwrite=overwrite)
     log.info("skymatch: %d exposures -> %s (meshes of %d pixels)", len(paths), outdir, box)
     meshes = [dask.delayed(sky_meshes, pure=True)(exposures["sci"].data[k], exposures["good"].data[k], box) for k in range(len(paths))]
     levels = list(compute(*meshes, description="skymatch: sky meshes", client=client))
     pairs = pair_differences(levels, exposures.attrs["wcs"], shape, box)
-    offsets, group = solve_offsets(len(paths), [(k, l, d, n) for k, l, d, n in pairs])
-    alone = [str(paths[k]) for k in range(len(paths)) if np.count_nonzero(group == group[k]) == 1]
+    offsets, group = solve_offsets(len(paths), pairs)
+    alone = [str(paths[k]) for k in np.flatnonzero(np.bincount(group)[group] == 1)]
     if alone and len(paths) > 1:
         warnings.warn(
             f"{len(alone)} of {len(paths)} exposures share no measured sky ({MIN_MESHES} meshes of {box} pixels) with any other and keep their sky as it is: "
