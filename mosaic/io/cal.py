@@ -463,24 +463,24 @@ def read_exposures(
     shape = infos[0]["shape"]
     data = {}
     dtypes = {"DQ": np.uint32}
+    variances = []  # the variances each exposure has: one it lacks reads as NaN, but leaves its pixels usable
     for ext in EXTENSIONS:
         dtype = dtypes.get(ext, np.float32)
-        arrays = []
+        arrays, present = [], []
         for i in infos:
             if ext in i["extensions"]:
                 d = dask.delayed(_read_ext, pure=True)(i["path"], ext, dtype)
                 arrays.append(da.from_delayed(d, shape=shape, dtype=dtype))
+                present.append(arrays[-1])
             elif ext == "DQ":
                 arrays.append(da.zeros(shape, dtype=dtype, chunks=shape))
             else:
                 arrays.append(da.full(shape, np.nan, dtype=dtype, chunks=shape))
+                present.append(da.zeros(shape, dtype=dtype, chunks=shape))
         data[ext.lower()] = (("exposure", "y", "x"), da.stack(arrays))
+        if ext in VARIANCE_EXTENSIONS:
+            variances.append(da.stack(present))
     sci, dq = data["sci"][1], data["dq"][1]
-    # the variances each exposure has (one it lacks reads as NaN above, but leaves its pixels usable)
-    variances = [
-        da.stack([data[ext.lower()][1][k] if ext in i["extensions"] else da.zeros(shape, np.float32, chunks=shape) for k, i in enumerate(infos)])
-        for ext in VARIANCE_EXTENSIONS
-    ]
     good = usable(sci, dq, bits, variances)
     data["good"] = (("exposure", "y", "x"), good)
 
