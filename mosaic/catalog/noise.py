@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SkyNoise", "clipped_stats", "mesh_medians", "sky_noise", "source_mask", "strided_sample"]
+__all__ = ["SkyNoise", "clipped_stats", "measured_sky", "mesh_medians", "sky_noise", "source_mask", "strided_sample"]
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +151,18 @@ def strided_sample(image, good, *, err=None, n_sample: float = 1e6) -> tuple[np.
         msg = f"only {n_ok} usable pixels to measure the noise on; expected at least 100 (finite, unmasked{', with ERR > 0' if err is not None else ''})"
         raise ValueError(msg)
     return z, ok, step
+
+
+def measured_sky(image, good, *, source: str = "the image") -> SkyNoise:
+    """:func:`sky_noise` of an image a user gave: too few usable pixels is one
+    :class:`~mosaic.exceptions.InputError` naming ``source``, not a ValueError."""
+    from mosaic.exceptions import InputError  # noqa: PLC0415
+
+    try:
+        return sky_noise(image, good)
+    except ValueError as exc:
+        msg = f"{source}: cannot measure the sky: {exc}"
+        raise InputError(msg) from None
 
 
 def sky_noise(image, good, *, err=None, n_sample: float = 1e6, clip: float = 5.0, mask_sigma: float = 2.5,

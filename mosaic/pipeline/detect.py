@@ -33,7 +33,7 @@ DETECTION_ENGINES = ("photutils", "sep")
 DETECTION_NOISE = ("measured", "err")
 
 
-def background_rms(sci, good) -> tuple[float, float]:
+def background_rms(sci, good, *, source: str = "the image") -> tuple[float, float]:
     """Median and robust scatter of the sky, sources masked, from a strided sample of about 1e6
     pixels (:func:`mosaic.catalog.noise.sky_noise`; a clipped median and standard deviation of
     every pixel take the sources' wings for sky and noise).
@@ -44,18 +44,21 @@ def background_rms(sci, good) -> tuple[float, float]:
         2-D image (NumPy or dask).
     good : array-like
         True where a pixel may be used.
+    source : str
+        What the image is (its file), named in the error.
 
     Returns
     -------
     median, std : float
-    """
-    from mosaic.catalog.noise import sky_noise  # noqa: PLC0415
 
-    try:
-        m = sky_noise(sci, good)
-    except ValueError as exc:
-        msg = f"cannot measure the sky: {exc}; expected data to detect sources on"
-        raise InputError(msg) from None
+    Raises
+    ------
+    mosaic.exceptions.InputError
+        Too few usable pixels to measure the sky on.
+    """
+    from mosaic.catalog.noise import measured_sky  # noqa: PLC0415
+
+    m = measured_sky(sci, good, source=source)
     return float(m.sky), float(m.scale)
 
 
@@ -340,7 +343,7 @@ def detect_image(path, out, *, method: str = "segmentation", threshold: float = 
         sci = da.where(good, image.sci - sky, np.nan)
     else:
         # a plain image gets its sky's median removed and the sky's scatter as the noise
-        sky, rms = background_rms(image.sci, good)
+        sky, rms = background_rms(image.sci, good, source=str(path))
         sci = da.where(good, image.sci - sky, np.nan)
         log.info("detect: threshold %g x %.4g (robust scatter of the image's sky)", threshold, rms)
     if background_box is not None:

@@ -252,7 +252,10 @@ def select_stars(
     # the sky and its noise with the sources masked: a clipped median and scatter of every pixel
     # sit on the stars' and galaxies' wings (on a field with light in 29 % of its pixels, +0.15
     # sigma of sky and S/N 7 % low; tests/psf/test_stars.py)
-    sky, noise = _sky_and_noise(data, bad)
+    from mosaic.catalog.noise import measured_sky  # noqa: PLC0415
+
+    m = measured_sky(data, ~bad & np.isfinite(data))
+    sky, noise = float(m.sky), float(m.scale)
     sub = np.where(bad, np.nan, data - sky)
     from photutils.detection import find_peaks  # noqa: PLC0415
 
@@ -370,13 +373,3 @@ def require_stars(stars: Table, method: str, *, source: str = "image") -> None:
                "lower snr_min, raise saturation or use a larger image")
         raise InputError(msg)
 
-
-def _sky_and_noise(data: np.ndarray, bad: np.ndarray) -> tuple[float, float]:
-    """Median and robust scatter of the image's sky, sources masked (:func:`mosaic.catalog.noise.sky_noise`)."""
-    from mosaic.catalog.noise import sky_noise  # noqa: PLC0415
-
-    try:
-        m = sky_noise(data, ~bad & np.isfinite(data))
-    except ValueError as err:
-        raise InputError(f"cannot measure the sky of the image: {err}") from None
-    return float(m.sky), float(m.scale)
