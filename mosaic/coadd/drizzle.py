@@ -287,9 +287,10 @@ def _drizzle_tile(
         else:
             cutout = _cut(sources[i], (ys.stop - ys.start, xs.stop - xs.start))
         sci, good, var_rnoise, *variances = cutout
+        # the square kernel is compiled (mosaic.ops.overlap), so its maps are too
         pixmap = calc_pixmap(
             wcs_exposures[i].get(), grid_wcs, (ys, xs), offset=(core[1].start, core[0].start),
-            columns=(regions[i].lo, regions[i].hi),
+            columns=(regions[i].lo, regions[i].hi), compiled=kernel == "square",
         )
         w = weight_map(good, var_rnoise, weight=weight, exptime=exptimes[i])
         inputs.append(DrizzleInput(sci, pixmap, w, tuple(variances), k, pixel_scale_ratios[i]))

@@ -11,12 +11,14 @@ same to the bit, but without a dask graph or scheduler:
 - each worker writes its finished tile into the laid-out file itself (``os.pwrite`` at the
   tile's offsets), so no array moves between processes and no process holds the mosaic;
 - tiles are handed out largest first, so that the workers finish together;
-- nothing heavier than astropy and the ``drizzle`` package is imported: dask.array, xarray,
-  pandas and distributed cost about 2.5 s of CPU at start-up, more than the whole drizzle of
-  a small field.
+- nothing heavier than astropy and the ``drizzle`` package is imported here: dask.array,
+  xarray, pandas and distributed cost about 2.5 s of CPU at start-up, more than the whole
+  drizzle of a small field. The workers load the square kernel's compiled code
+  (:mod:`mosaic.ops.overlap`, Numba) at their first tile, side by side (~0.4 s each; loaded
+  here before forking, it took as long and the workers could not share the load).
 
-The drizzle C code holds the GIL, so threads would not run tiles side by side: workers are
-processes, forked on Linux (no imports repeated), spawned elsewhere.
+The drizzle C code (the other kernels) holds the GIL, so threads would not run tiles side by
+side: workers are processes, forked on Linux (no imports repeated), spawned elsewhere.
 """
 
 from __future__ import annotations

@@ -32,6 +32,8 @@ SHAPE = (200, 220)
 #: the grid's +y axis along the detectors' (NRCB5 is rolled by about 70 deg)
 ROTATION = 70.0
 RTOL = 1e-5
+#: of a plane's largest value: what a product may differ by from the drizzle package's
+PEAK_TOL = 1e-6
 VARS = ("var_poisson", "var_rnoise", "var_flat")
 
 
@@ -53,25 +55,28 @@ def reference(exposures, grid, drizzle_reference):
 
 
 def assert_equals_reference(mosaic: xr.Dataset, ref, *, variance=True, scale_atol=False):
-    """Tiled mosaic == whole-output Drizzle: SCI, WHT, VAR_* to RTOL, CON exactly.
+    """Tiled mosaic == whole-output Drizzle: SCI, WHT, VAR_* to RTOL, or PEAK_TOL of the plane's
+    largest value; CON exactly.
 
-    ``scale_atol``: also allow RTOL of the image's largest value, for kernels with negative
-    lobes (lanczos) whose weights cancel, so that a pixel's value is a small difference.
+    The square kernel's maps are mosaic's compiled TAN-SIP (within 1.2e-8 pixel of astropy's,
+    tests/ops/test_tan_sip.py): a sliver of overlap at a footprint's edge (a weight of 1e-3)
+    then moves by a relative 1e-5, far below the peak. ``scale_atol``: allow RTOL of the
+    largest value instead, for kernels with negative lobes (lanczos) whose weights cancel, so
+    that a pixel's value is a small difference.
     """
+    tol = RTOL if scale_atol else PEAK_TOL
     sci, wht = mosaic["sci"].values, mosaic["wht"].values
     np.testing.assert_array_equal(np.isnan(sci), np.isnan(ref.out_img))
     covered = ~np.isnan(ref.out_img)
     assert covered.mean() > 0.5
-    atol_sci = RTOL * np.nanmax(np.abs(ref.out_img)) if scale_atol else 0.0
-    atol_wht = RTOL * np.nanmax(np.abs(ref.out_wht)) if scale_atol else 0.0
-    np.testing.assert_allclose(sci[covered], ref.out_img[covered], rtol=RTOL, atol=atol_sci)
-    np.testing.assert_allclose(wht, ref.out_wht, rtol=RTOL, atol=atol_wht)
+    np.testing.assert_allclose(sci[covered], ref.out_img[covered], rtol=RTOL, atol=tol * np.nanmax(np.abs(ref.out_img)))
+    np.testing.assert_allclose(wht, ref.out_wht, rtol=RTOL, atol=tol * np.nanmax(np.abs(ref.out_wht)))
     np.testing.assert_array_equal(mosaic["con"].values, ref.out_ctx)
     if variance:
         for name, ref_var in zip(VARS, ref.out_img2, strict=True):
             var = mosaic[name].values
             np.testing.assert_array_equal(np.isnan(var), np.isnan(ref_var))
-            np.testing.assert_allclose(var[covered], ref_var[covered], rtol=RTOL, atol=0)
+            np.testing.assert_allclose(var[covered], ref_var[covered], rtol=RTOL, atol=PEAK_TOL * np.nanmax(ref_var))
         err = np.sqrt(sum(mosaic[v].values.astype(float) for v in VARS))
         np.testing.assert_allclose(mosaic["err"].values[covered], err[covered], rtol=1e-6)
 
