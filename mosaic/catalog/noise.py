@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SkyNoise", "clipped_stats", "measured_sky", "mesh_medians", "sky_noise", "source_mask", "strided_sample"]
+__all__ = ["SkyNoise", "clipped_stats", "measured_sky", "mesh_medians", "sample_step", "sky_noise", "source_mask", "strided_sample"]
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +130,12 @@ def _background(z: np.ndarray, use: np.ndarray, box: int) -> np.ndarray:
     return ndimage.map_coordinates(mesh, coords, order=1, mode="nearest")
 
 
+def sample_step(shape, n_sample: float = 1e6) -> int:
+    """The stride of :func:`strided_sample` on both axes of an image of ``shape``: about
+    ``n_sample`` pixels are taken (every pixel of a smaller image)."""
+    return max(1, int(np.sqrt(np.prod(shape) / n_sample)))
+
+
 def strided_sample(image, good, *, err=None, n_sample: float = 1e6) -> tuple[np.ndarray, np.ndarray, int]:
     """``(z, ok, step)``: every ``step``-th pixel of ``image`` (of ``image / err`` with ``err``) on
     both axes, about ``n_sample`` of them, and where they may be used (``good``, finite, ERR > 0).
@@ -139,7 +145,7 @@ def strided_sample(image, good, *, err=None, n_sample: float = 1e6) -> tuple[np.
     ValueError
         Fewer than 100 usable pixels.
     """
-    step = max(1, int(np.sqrt(np.prod(np.shape(image)) / n_sample)))
+    step = sample_step(np.shape(image), n_sample)
     z = np.asarray(image[::step, ::step], dtype=np.float64)
     ok = np.asarray(good[::step, ::step], dtype=bool) & np.isfinite(z)
     if err is not None:

@@ -101,11 +101,19 @@ def _leftover_sky(sci, good, err, path) -> float:
     masked (:func:`mosaic.catalog.noise.sky_noise`) where it is more than :data:`SKY_LEFT_ERR`
     of the median ERR (a drizzle mosaic, sky included), else 0 (a sky-subtracted product is
     used as it is). Left in, a sky of ~40 ERR made the whole image one segment."""
-    from mosaic.catalog.noise import sky_noise, strided_sample  # noqa: PLC0415
+    import dask  # noqa: PLC0415
 
+    from mosaic.catalog.noise import sample_step, sky_noise  # noqa: PLC0415
+
+    # the noise's strided sample of the image, its mask and ERR in one computation: each chunk of
+    # the file is read once (two samples in turn read SCI and WHT twice: 3.7 -> 2.0 s on a 9587²
+    # mosaic); sky_noise on the sample takes all of it (step 1), the same pixels as on the image
+    step = sample_step(np.shape(sci))
+    z, ok, e = dask.compute(sci[::step, ::step], good[::step, ::step], err[::step, ::step])
+    z, ok, e = np.asarray(z, dtype=np.float64), np.asarray(ok, dtype=bool), np.asarray(e, dtype=np.float64)
+    ok &= np.isfinite(z)
     try:
-        sky = float(sky_noise(sci, good).sky)
-        e, ok, _ = strided_sample(err, good)
+        sky = float(sky_noise(z, ok, n_sample=z.size).sky)
     except ValueError as exc:
         msg = f"{path}: cannot measure the sky: {exc}"
         raise InputError(msg) from None
