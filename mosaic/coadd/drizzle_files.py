@@ -14,8 +14,9 @@ same to the bit, but without a dask graph or scheduler:
 - nothing heavier than astropy and the ``drizzle`` package is imported here: dask.array,
   xarray, pandas and distributed cost about 2.5 s of CPU at start-up, more than the whole
   drizzle of a small field. The workers load the square kernel's compiled code
-  (:mod:`mosaic.ops.overlap`, Numba) at their first tile, side by side (~0.4 s each; loaded
-  here before forking, it took as long and the workers could not share the load).
+  (:mod:`mosaic.ops.overlap`, Numba) at their first tile, side by side: ~0.4 s each, most of
+  it Numba's own start (its NumPy support imports scipy.linalg). Loaded here before the fork
+  instead, it cost the same time on one core, and the runs were no faster.
 
 The drizzle C code (the other kernels) holds the GIL, so threads would not run tiles side by
 side: workers are processes, forked on Linux (no imports repeated), spawned elsewhere.
