@@ -301,6 +301,7 @@ def detect_image(path, out, *, method: str = "segmentation", threshold: float = 
 
     from mosaic.catalog.daofind import detect_daofind  # noqa: PLC0415
     from mosaic.catalog.detect import detect_segmentation, smooth  # noqa: PLC0415
+    from mosaic.catalog.noise import sample_step  # noqa: PLC0415
     from mosaic.catalog.photometry import source_catalog  # noqa: PLC0415
     from mosaic.io.catalogs import read_image, write_catalog, write_segmentation_fits, write_segmentation_store  # noqa: PLC0415
 
@@ -332,10 +333,19 @@ def detect_image(path, out, *, method: str = "segmentation", threshold: float = 
         raise InputError(msg)
     tiles = (tile, tile)
     good = da.isfinite(image.sci)
+    # the sky of an image without ERR is measured on the noise's strided sample of SCI; without
+    # WHT the padding test takes that sample too, so it is read once (same pixels, same numbers)
+    sky_on, sky_good = image.sci, good
     if image.wht is not None:
         good &= image.wht > 0
-    elif _zero_padded(image.sci, path):
-        good &= image.sci != 0
+        sky_good = good
+    else:
+        step = sample_step(image.sci.shape)
+        sky_on = np.asarray(image.sci[::step, ::step])
+        sky_good = np.isfinite(sky_on)
+        if _zero_padded(sky_on, path):
+            good &= image.sci != 0
+            sky_good &= sky_on != 0
     measured = noise == "measured"
     if image.err is not None:
         # an i2d with (the shape of) its noise in ERR; a UPDC or JWST product is sky-subtracted,
@@ -347,11 +357,11 @@ def detect_image(path, out, *, method: str = "segmentation", threshold: float = 
             log.info("detect: threshold %g x ERR (ERR as it is)", threshold)
     elif measured:
         # a plain image gets the median of its sky removed; its noise is measured below
-        sky = _measured_noise(image.sci, good, None, path, threshold).sky
+        sky = _measured_noise(sky_on, sky_good, None, path, threshold).sky
         sci = da.where(good, image.sci - sky, np.nan)
     else:
         # a plain image gets its sky's median removed and the sky's scatter as the noise
-        sky, rms = background_rms(image.sci, good, source=str(path))
+        sky, rms = background_rms(sky_on, sky_good, source=str(path))
         sci = da.where(good, image.sci - sky, np.nan)
         log.info("detect: threshold %g x %.4g (robust scatter of the image's sky)", threshold, rms)
     if background_box is not None:
