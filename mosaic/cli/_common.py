@@ -77,6 +77,14 @@ def forked_workers(*, profile: bool = False):
     return dask.config.set(settings)
 
 
+def add_workers_argument(p: argparse.ArgumentParser) -> None:
+    """``--workers N`` of the commands that compute on dask: a local cluster of N worker
+    processes, or threads in this process for 0 (the default); :func:`check_workers` refuses a
+    negative one."""
+    p.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="run on a local dask cluster of N worker processes (default 0: threads in this process)")
+
+
 def check_workers(n_workers: int) -> None:
     """Refuse a negative ``--workers`` (0 is threads in this process), before any work."""
     from mosaic.exceptions import InputError  # noqa: PLC0415

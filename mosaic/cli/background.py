@@ -19,7 +19,15 @@ import argparse
 import logging
 from pathlib import Path
 
-from mosaic.cli._common import check_workers, forked_workers, local_client, positive_float, positive_int, refuse_existing
+from mosaic.cli._common import (
+    add_workers_argument,
+    check_workers,
+    forked_workers,
+    local_client,
+    positive_float,
+    positive_int,
+    refuse_existing,
+)
 from mosaic.exceptions import InputError
 from mosaic.ops.background import ESTIMATORS, RMS_ESTIMATORS
 
@@ -59,7 +67,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--exclude-percentile", type=float, default=10.0, metavar="P", help="exclude boxes with more than P%% masked (default 10)")
     p.add_argument("--icl", action="store_true", help="three-step ICL background (seed 000 sec. 2.2)")
     p.add_argument("--tile", type=positive_int, default=1024, metavar="PIX", help="tile side in pixels, rounded to whole boxes (default 1024)")
-    p.add_argument("--workers", type=int, default=0, metavar="N", help="local dask cluster of N processes (default 0: threads)")
+    add_workers_argument(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(func=run)
     return p

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from mosaic.cli._common import check_workers, forked_workers, local_client, positive_int
+from mosaic.cli._common import add_workers_argument, check_workers, forked_workers, local_client, positive_int
 
 __all__ = ["add_parser", "run"]
 
@@ -32,8 +32,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--amps", type=positive_int, default=None, metavar="N", help="amplifiers along x (default: from the file)")
     p.add_argument("--no-columns", dest="columns", action="store_false", help="do not remove the column pattern")
     p.add_argument("--box", type=positive_int, default=256, metavar="PIX", help="background mesh size (default 256)")
-    p.add_argument("--workers", type=int, default=0, metavar="N",
-                   help="run on a local dask cluster of N worker processes (default 0: threads in this process)")
+    add_workers_argument(p)
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=run)
     return p

@@ -27,7 +27,15 @@ import argparse
 import logging
 from pathlib import Path
 
-from mosaic.cli._common import check_workers, forked_workers, local_client, positive_float, positive_int, refuse_existing
+from mosaic.cli._common import (
+    add_workers_argument,
+    check_workers,
+    forked_workers,
+    local_client,
+    positive_float,
+    positive_int,
+    refuse_existing,
+)
 from mosaic.exceptions import InputError
 from mosaic.pipeline.detect import DETECTION_ENGINES as ENGINES
 from mosaic.pipeline.detect import DETECTION_METHODS as METHODS
@@ -80,7 +88,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="--engine sep: extract images of up to MPIX megapixels whole, in one task (faster than tiles), larger ones in tiles "
              "(default: whole when SEP needs at most half a worker's memory, about 64 bytes a pixel; 0: always tiles)",
     )
-    p.add_argument("--workers", type=int, default=0, metavar="N", help="local dask cluster of N processes (default 0: threads)")
+    add_workers_argument(p)
     p.add_argument("--regions", metavar="CAT.reg", help="also write a DS9 region file")
     p.add_argument("--segmentation", metavar="SEG.fits", help="also write the segmentation map as FITS")
     p.add_argument("--store", metavar="STORE.zarr", help="also write the segmentation map into this zarr store")

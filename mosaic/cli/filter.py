@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from mosaic.cli._common import check_workers, forked_workers, local_client, positive_float, positive_int
+from mosaic.cli._common import add_workers_argument, check_workers, forked_workers, local_client, positive_float, positive_int
 from mosaic.exceptions import InputError
 from mosaic.ops.filters import FILTER_MODES
 
@@ -44,7 +44,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=FILTER_MODES, default="reflect", help="edge mode of gaussian and median (default reflect)")
     p.add_argument("--ext", default=None, help="image extension to read (default SCI, else the first 2-D image)")
     p.add_argument("--tile", type=positive_int, default=1024, metavar="PIX", help="tile side in pixels (default 1024)")
-    p.add_argument("--workers", type=int, default=0, metavar="N", help="local dask cluster of N processes (default 0: threads)")
+    add_workers_argument(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(func=run)
     return p

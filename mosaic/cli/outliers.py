@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from mosaic.cli._common import check_workers, forked_workers, local_client, positive_float, positive_int
+from mosaic.cli._common import add_workers_argument, check_workers, forked_workers, local_client, positive_float, positive_int
 from mosaic.ops.outliers import REPLACE_MODES
 
 __all__ = ["add_parser", "run"]
@@ -51,8 +51,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="interpolate: replace by the median of the others (default); flag: zero weight")
     p.add_argument("--psr", type=positive_float, default=1.0, help="pixel-scale ratio of the median's grid (default 1.0)")
     p.add_argument("--tile", type=positive_int, default=1024, metavar="PIX", help="tile size of the median (default 1024)")
-    p.add_argument("--workers", type=int, default=0, metavar="N",
-                   help="run on a local dask cluster of N worker processes (default 0: threads in this process)")
+    add_workers_argument(p)
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=run)
     return p

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from mosaic.cli._common import check_workers, local_client, non_negative_int, positive_int
+from mosaic.cli._common import add_workers_argument, check_workers, local_client, non_negative_int, positive_int
 
 __all__ = ["add_parser", "run"]
 
@@ -37,7 +37,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--tile", type=positive_int, default=512, metavar="PIX", help="tile side in pixels, a multiple of 8 (default 512)")
     p.add_argument("--overlap", type=non_negative_int, default=None, metavar="PIX",
                    help="overlap in pixels, a multiple of 8 (default: the model's halo, 128 for the shipped model)")
-    p.add_argument("--workers", type=int, default=0, metavar="N", help="local dask cluster of N processes (default 0: threads)")
+    add_workers_argument(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(func=run)
     return p

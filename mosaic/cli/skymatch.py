@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from mosaic.cli._common import check_workers, forked_workers, local_client, positive_int
+from mosaic.cli._common import add_workers_argument, check_workers, forked_workers, local_client, positive_int
 
 __all__ = ["add_parser", "run"]
 
@@ -30,8 +30,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILES", help="_cal.fits (or _crf.fits, _1fc.fits, _bkg.fits) exposures of one band")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory of the _skm.fits files")
     p.add_argument("--box", type=positive_int, default=64, metavar="PIX", help="mesh size in detector pixels (default 64)")
-    p.add_argument("--workers", type=int, default=0, metavar="N",
-                   help="run on a local dask cluster of N worker processes (default 0: threads in this process)")
+    add_workers_argument(p)
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=run)
     return p

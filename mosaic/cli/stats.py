@@ -14,7 +14,7 @@ import json
 import logging
 import math
 
-from mosaic.cli._common import check_workers, forked_workers, local_client, positive_float, positive_int
+from mosaic.cli._common import add_workers_argument, check_workers, forked_workers, local_client, positive_float, positive_int
 
 __all__ = ["add_parser", "run"]
 
@@ -38,7 +38,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--ext", default=None, help="image extension to read (default SCI, else the first 2-D image)")
     p.add_argument("--tile", type=positive_int, default=1024, metavar="PIX", help="tile side in pixels (default 1024)")
-    p.add_argument("--workers", type=int, default=0, metavar="N", help="local dask cluster of N processes (default 0: threads)")
+    add_workers_argument(p)
     p.set_defaults(func=run)
     return p
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from mosaic.cli._common import (
     add_preprocessing_arguments,
+    add_workers_argument,
     check_workers,
     forked_workers,
     local_client,
@@ -157,7 +158,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="file name stem (default: the method)")
     p.add_argument("--tile", type=positive_int, default=1024, metavar="PIX", help="largest tile side in output pixels (default 1024); the grid is cut into equal tiles no larger")
     p.add_argument("--rotation", type=float, default=0.0, metavar="DEG", help="grid position angle east of north (default 0)")
-    p.add_argument("--workers", type=int, default=0, metavar="N", help="local dask cluster of N processes (default 0: threads)")
+    add_workers_argument(p)
     p.add_argument("--dashboard", action="store_true", help="serve the dask dashboard of the --workers cluster (on 127.0.0.1, a free port)")
     p.add_argument("--overwrite", action="store_true", help="start again: forget this method's iterations, replace files")
     p.add_argument(
