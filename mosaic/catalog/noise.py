@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SkyNoise", "clipped_stats", "measured_sky", "mesh_medians", "sample_step", "sky_noise", "source_mask", "strided_sample"]
+__all__ = ["SkyNoise", "clipped_stats", "measured_sky", "mesh_medians", "sample_step", "sky_noise", "source_mask", "strided", "strided_sample"]
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,15 @@ def sample_step(shape, n_sample: float = 1e6) -> int:
     return max(1, int(np.sqrt(np.prod(shape) / n_sample)))
 
 
+def strided(arrays, step: int) -> list[np.ndarray]:
+    """Every ``step``-th pixel on both axes of each of ``arrays`` (NumPy or dask), as NumPy
+    arrays. Dask arrays are computed together, so the chunks they share (an image and a mask
+    made from it) are read once."""
+    import dask  # noqa: PLC0415
+
+    return [np.asarray(a) for a in dask.compute(*(a[::step, ::step] for a in arrays))]
+
+
 def strided_sample(image, good, *, err=None, n_sample: float = 1e6) -> tuple[np.ndarray, np.ndarray, int]:
     """``(z, ok, step)``: every ``step``-th pixel of ``image`` (of ``image / err`` with ``err``) on
     both axes, about ``n_sample`` of them, and where they may be used (``good``, finite, ERR > 0).
@@ -146,10 +155,11 @@ def strided_sample(image, good, *, err=None, n_sample: float = 1e6) -> tuple[np.
         Fewer than 100 usable pixels.
     """
     step = sample_step(np.shape(image), n_sample)
-    z = np.asarray(image[::step, ::step], dtype=np.float64)
-    ok = np.asarray(good[::step, ::step], dtype=bool) & np.isfinite(z)
+    z, ok, *e = strided([image, good] if err is None else [image, good, err], step)
+    z = z.astype(np.float64, copy=False)
+    ok = ok.astype(bool, copy=False) & np.isfinite(z)
     if err is not None:
-        e = np.asarray(err[::step, ::step], dtype=np.float64)
+        e = e[0].astype(np.float64, copy=False)
         ok &= np.isfinite(e) & (e > 0)
         z = np.divide(z, e, out=np.zeros_like(z), where=ok)
     n_ok = int(ok.sum())

@@ -101,16 +101,13 @@ def _leftover_sky(sci, good, err, path) -> float:
     masked (:func:`mosaic.catalog.noise.sky_noise`) where it is more than :data:`SKY_LEFT_ERR`
     of the median ERR (a drizzle mosaic, sky included), else 0 (a sky-subtracted product is
     used as it is). Left in, a sky of ~40 ERR made the whole image one segment."""
-    import dask  # noqa: PLC0415
-
-    from mosaic.catalog.noise import sample_step, sky_noise  # noqa: PLC0415
+    from mosaic.catalog.noise import sample_step, sky_noise, strided  # noqa: PLC0415
 
     # the noise's strided sample of the image, its mask and ERR in one computation: each chunk of
     # the file is read once (two samples in turn read SCI and WHT twice: 3.7 -> 2.0 s on a 9587²
     # mosaic); sky_noise on the sample takes all of it (step 1), the same pixels as on the image
-    step = sample_step(np.shape(sci))
-    z, ok, e = dask.compute(sci[::step, ::step], good[::step, ::step], err[::step, ::step])
-    z, ok, e = np.asarray(z, dtype=np.float64), np.asarray(ok, dtype=bool), np.asarray(e, dtype=np.float64)
+    z, ok, e = strided([sci, good, err], sample_step(np.shape(sci)))
+    z, ok, e = z.astype(np.float64, copy=False), ok.astype(bool, copy=False), e.astype(np.float64, copy=False)
     ok &= np.isfinite(z)
     try:
         sky = float(sky_noise(z, ok, n_sample=z.size).sky)
@@ -301,7 +298,7 @@ def detect_image(path, out, *, method: str = "segmentation", threshold: float = 
 
     from mosaic.catalog.daofind import detect_daofind  # noqa: PLC0415
     from mosaic.catalog.detect import detect_segmentation, smooth  # noqa: PLC0415
-    from mosaic.catalog.noise import sample_step  # noqa: PLC0415
+    from mosaic.catalog.noise import sample_step, strided  # noqa: PLC0415
     from mosaic.catalog.photometry import source_catalog  # noqa: PLC0415
     from mosaic.io.catalogs import read_image, write_catalog, write_segmentation_fits, write_segmentation_store  # noqa: PLC0415
 
@@ -340,8 +337,7 @@ def detect_image(path, out, *, method: str = "segmentation", threshold: float = 
         good &= image.wht > 0
         sky_good = good
     else:
-        step = sample_step(image.sci.shape)
-        sky_on = np.asarray(image.sci[::step, ::step])
+        (sky_on,) = strided([image.sci], sample_step(image.sci.shape))
         sky_good = np.isfinite(sky_on)
         if _zero_padded(sky_on, path):
             good &= image.sci != 0
