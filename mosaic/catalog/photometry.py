@@ -39,12 +39,15 @@ from mosaic.exceptions import NoWCSWarning
 from mosaic.progress import compute
 from mosaic.registry import algorithm
 
-__all__ = ["FLAGS", "NoWCSWarning", "catalog_columns", "empty_catalog", "source_catalog"]
+__all__ = ["FLAGS", "KRON_PARAMS", "NoWCSWarning", "catalog_columns", "empty_catalog", "source_catalog"]
 
 log = logging.getLogger(__name__)
 
 #: flag bits of the ``flags`` column
 FLAGS = {"masked": 1, "edge": 2}
+
+#: Kron scale, least Kron radius and least circular radius (photutils' ``kron_params``) by default
+KRON_PARAMS = (2.5, 1.4, 0.0)
 
 #: photutils properties copied into the catalogue, and their units (``None``: the flux unit)
 _PIXEL_COLUMNS = {
@@ -221,7 +224,7 @@ def source_catalog(
     convolved=None,
     wcs=None,
     radii=(),
-    kron_params=(2.5, 1.4, 0.0),
+    kron_params=KRON_PARAMS,
     aperture_mask_method: str = "correct",
     flux_scale: float = 1.0,
     flux_unit=u.dimensionless_unscaled,

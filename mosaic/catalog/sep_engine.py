@@ -41,7 +41,7 @@ from mosaic.catalog.regions import ChunkGrid, delayed_on_regions, optimize_toget
 from mosaic.exceptions import NoDetectionsWarning, NoWCSWarning
 from mosaic.progress import compute
 
-__all__ = ["SEP_DEFAULT_KERNEL", "SEP_KRON_RADIUS", "sep_catalog", "sep_columns"]
+__all__ = ["SEP_DEFAULT_KERNEL", "SEP_KRON_PARAMS", "SEP_KRON_RADIUS", "sep_catalog", "sep_columns"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 SEP_DEFAULT_KERNEL = np.array([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]])
 #: the ellipse (in units of a, b) within which the Kron radius is measured
 SEP_KRON_RADIUS = 6.0
+#: Kron factor and least Kron radius by default (SExtractor's ``PHOT_AUTOPARAMS``)
+SEP_KRON_PARAMS = (2.5, 3.5)
 
 
 def _radius_name(r: float) -> str:
@@ -272,7 +274,7 @@ def sep_catalog(
     deblend_nthresh: int = 32,
     deblend_cont: float = 0.005,
     radii=(3.0, 6.0),
-    kron=(2.5, 3.5),
+    kron=SEP_KRON_PARAMS,
     tile=1024,
     halo: int = 64,
     wcs=None,

@@ -18,6 +18,7 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import astropy.units as u
 import dask.array as da
@@ -27,6 +28,9 @@ from astropy.wcs import WCS
 
 from mosaic.exceptions import InputError
 from mosaic.io.images import read_fits_image, write_fits_image
+
+if TYPE_CHECKING:
+    from astropy.io import fits
 
 __all__ = [
     "CATALOG_FORMATS",
@@ -57,6 +61,8 @@ class MosaicImage:
     band: str
     bunit: str
     pixel_area_sr: float | None
+    #: the file's primary header (the drizzle's keywords: RESKERN, PIXFRAC, PXSCLRT, UPDCITER)
+    primary: fits.Header | None = None
 
     @property
     def flux_scale(self) -> tuple[float, u.UnitBase]:
@@ -87,7 +93,7 @@ def read_image(path, *, tile=1024) -> MosaicImage:
         area = float(proj_plane_pixel_area(wcs) * (np.pi / 180.0) ** 2)
     band = str(image.primary.get("FILTER", image.header.get("FILTER", "UNKNOWN")))
     bunit = str(image.header.get("BUNIT", ""))
-    return MosaicImage(image.path, image.data, err, wht, wcs, band, bunit, area)
+    return MosaicImage(image.path, image.data, err, wht, wcs, band, bunit, area, image.primary)
 
 
 def _temporary(path: Path) -> Path:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mosaic.catalog.flux_errors import FLUX_ERRORS
 from mosaic.exceptions import InputError
 
 __all__ = ["DETECTION_ENGINES", "DETECTION_METHODS", "DETECTION_NOISE", "background_rms", "detect_image"]
@@ -226,7 +227,7 @@ def detect_image(path, out, *, method: str = "segmentation", threshold: float = 
                  deblend: bool = False, fwhm: float = 2.0, radii=(3.0, 6.0), tile: int = 1024, require_error: bool = False,
                  regions=None, segmentation=None, store=None, field: str | None = None, overwrite: bool = False,
                  background_box: int | None = None, detection_image=None, engine: str = "photutils", noise: str = "measured",
-                 sep_max_whole: int | None = None):
+                 sep_max_whole: int | None = None, flux_errors: str = "correlated"):
     """Detect and measure the sources of an image file and write the catalogue (and products).
 
     Computes on the current dask client, if any (else with threads here).
@@ -288,6 +289,13 @@ def detect_image(path, out, *, method: str = "segmentation", threshold: float = 
         alone: faster than tiles where the image fits in memory), larger ones in tiles; default
         (None): whole when SEP on the image needs at most half a worker's memory
         (:data:`SEP_BYTES_PER_PIXEL`); 0: always tiles. The catalogue is the same either way.
+    flux_errors : {"correlated", "independent"}
+        ``"correlated"`` (default): where the measured image is a drizzle mosaic (its primary
+        header's RESKERN, PIXFRAC and PXSCLRT; not a UPDC iterate after iteration 0), each flux
+        error is scaled for the noise the drizzle correlates between pixels
+        (:func:`mosaic.catalog.flux_errors.scale_flux_errors`); elsewhere, and with
+        ``"independent"``, the errors are photutils' and SEP's ``sqrt(sum ERR²)``. The
+        catalogue's metadata says which (``flux_err_model``).
 
     Returns
     -------
@@ -313,6 +321,9 @@ def detect_image(path, out, *, method: str = "segmentation", threshold: float = 
         raise InputError(msg)
     if engine == "sep":
         _require_sep()
+    if flux_errors not in FLUX_ERRORS:
+        msg = f"flux_errors {flux_errors!r} is unknown; expected one of {list(FLUX_ERRORS)}"
+        raise InputError(msg)
     if noise not in DETECTION_NOISE or (noise != "measured" and detection_image is not None):
         msg = f"noise {noise!r} is not allowed here; expected one of {list(DETECTION_NOISE)} ('measured' with a detection image)"
         raise InputError(msg)
@@ -324,7 +335,7 @@ def detect_image(path, out, *, method: str = "segmentation", threshold: float = 
         return _detect_dual_image(image, detection_image, out, method=method, threshold=threshold, n_pixels=n_pixels,
                                   deblend=deblend, fwhm=fwhm, radii=radii, tile=tile, regions=regions,
                                   segmentation=segmentation, store=store, field=field, overwrite=overwrite,
-                                  background_box=background_box)
+                                  background_box=background_box, flux_errors=flux_errors)
     if require_error and image.err is None:
         msg = f"{path}: no ERR extension to set the detection threshold; expected an _i2d.fits mosaic with ERR (updc.errors: true in a field config)"
         raise InputError(msg)
@@ -417,6 +428,7 @@ def detect_image(path, out, *, method: str = "segmentation", threshold: float = 
                       noise_scale=float(k) if image.err is not None else float(rms))
     if method == "segmentation":
         table.meta["engine"] = engine
+        _flux_errors(table, image, flux_errors, engine=engine)
     write_catalog(table, out, overwrite=overwrite)
     if regions is not None:
         scale_arcsec = None if image.pixel_area_sr is None else float(np.sqrt(image.pixel_area_sr) * 206264.806)
@@ -430,8 +442,29 @@ def detect_image(path, out, *, method: str = "segmentation", threshold: float = 
     return table
 
 
+def _flux_errors(table, image, flux_errors: str, *, engine: str) -> None:
+    """Scale ``table``'s flux errors for a drizzle's correlated noise where ``image`` is a
+    drizzle mosaic and ``flux_errors`` asks for it; record in its metadata what they are."""
+    from mosaic.catalog.flux_errors import drizzle_noise_model, scale_flux_errors  # noqa: PLC0415
+    from mosaic.catalog.photometry import KRON_PARAMS  # noqa: PLC0415
+    from mosaic.catalog.sep_engine import SEP_KRON_PARAMS  # noqa: PLC0415
+
+    if flux_errors == "independent":
+        table.meta["flux_err_model"] = "independent pixels: sqrt(sum ERR^2) (as asked)"
+        return
+    model, why = drizzle_noise_model(image.primary, source=str(image.path))
+    if model is None:
+        table.meta["flux_err_model"] = f"independent pixels: sqrt(sum ERR^2) ({why})"
+        log.warning("detect: flux errors are sqrt(sum ERR^2), which leaves out any correlation of the noise between pixels: %s", why)
+        return
+    applied = scale_flux_errors(table, model, kron_params=SEP_KRON_PARAMS if engine == "sep" else KRON_PARAMS)
+    table.meta.update(applied)
+    factors = ", ".join(f"r = {k.removeprefix('flux_err_factor_r').replace('p', '.')} px: x{v:.3g}" for k, v in applied.items() if k != "flux_err_model")
+    log.info("detect: flux errors scaled for the drizzle's correlated noise (%s)%s", model, f"; {factors}" if factors else "")
+
+
 def _detect_dual_image(image, detection_path, out, *, method, threshold, n_pixels, deblend, fwhm, radii, tile, regions,
-                       segmentation, store, field, overwrite, background_box):
+                       segmentation, store, field, overwrite, background_box, flux_errors):
     """:func:`detect_image` with ``detection_image``: detect on that file, deblend and measure on ``image``."""
     from mosaic.catalog.dual import detect_dual  # noqa: PLC0415
     from mosaic.io.catalogs import read_image, write_catalog, write_segmentation_fits, write_segmentation_store  # noqa: PLC0415
@@ -463,6 +496,7 @@ def _detect_dual_image(image, detection_path, out, *, method, threshold, n_pixel
     )
     table.meta.update(image=str(image.path), detection_image=str(detection_path), method=method, threshold_sigma=threshold,
                       threshold_unit="measured noise of the smoothed detection image", band=image.band)
+    _flux_errors(table, image, flux_errors, engine="photutils")
     write_catalog(table, out, overwrite=overwrite)
     if regions is not None:
         scale_arcsec = None if image.pixel_area_sr is None else float(np.sqrt(image.pixel_area_sr) * 206264.806)
