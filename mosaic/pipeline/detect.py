@@ -488,6 +488,9 @@ def _detect_dual_image(image, detection_path, out, *, method, threshold, n_pixel
 
     skies = []
     for im in (det, image):  # a drizzle mosaic's sky is left in it (see _leftover_sky)
+        if skies and Path(im.path).resolve() == Path(det.path).resolve():
+            skies.append(skies[0])  # the same file found and measured: its sky is measured once
+            continue
         im_good = da.isfinite(im.sci) if mask is None else da.isfinite(im.sci) & ~mask
         skies.append(0.0 if im.err is None else _leftover_sky(im.sci, im_good, im.err, im.path))
     table, seg, _ = detect_dual(

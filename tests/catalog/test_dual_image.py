@@ -192,6 +192,33 @@ def test_cli_detection_image(tmp_path, scene):
     assert main(["detect", itr, "--detection-image", small, "--out", str(tmp_path / "c2.ecsv")]) == 1
 
 
+def test_cli_detection_image_that_is_the_measured_one(tmp_path, scene):
+    """The same file found and measured (its sky measured once): the catalogue of a copy of it as
+    the detection image, whose sky is measured on its own, and the sky is removed from both."""
+    import shutil  # noqa: PLC0415
+
+    from astropy.table import QTable  # noqa: PLC0415
+
+    blurred, _, err_b, _, _, _ = scene
+    sky = 40.0 * float(np.median(err_b))  # a drizzle mosaic's sky, left in: removed before detection
+    drz = _write_i2d(tmp_path / "drz_i2d.fits", blurred + sky, err_b)
+    copy = shutil.copy(drz, tmp_path / "copy_i2d.fits")
+    opts = ["--threshold", "4", "--fwhm", "3", "--npixels", "5", "--tile", "64"]
+    assert main(["detect", drz, "--detection-image", drz, "--out", str(tmp_path / "same.ecsv"), *opts]) == 0
+    assert main(["detect", drz, "--detection-image", str(copy), "--out", str(tmp_path / "copy.ecsv"), *opts]) == 0
+    same, other = QTable.read(tmp_path / "same.ecsv"), QTable.read(tmp_path / "copy.ecsv")
+    assert len(same) == len(other) > 10
+    for name in ("x_centroid", "y_centroid", "kron_flux", "segment_flux"):
+        np.testing.assert_array_equal(np.asarray(same[name]), np.asarray(other[name]))
+    # the sky is gone: the catalogue of the same image without it (where none is removed)
+    bare = _write_i2d(tmp_path / "bare_i2d.fits", blurred, err_b)
+    assert main(["detect", bare, "--detection-image", bare, "--out", str(tmp_path / "bare.ecsv"), *opts]) == 0
+    ref = QTable.read(tmp_path / "bare.ecsv")
+    assert len(ref) == len(same)
+    np.testing.assert_allclose(np.asarray(same["x_centroid"]), np.asarray(ref["x_centroid"]), atol=0.05)
+    np.testing.assert_allclose(np.asarray(same["segment_flux"]), np.asarray(ref["segment_flux"]), rtol=0.02, atol=float(np.median(err_b)) * 20)
+
+
 def test_deblending_below_zero_is_photutils_linear_fallback(scene):
     # segments of a noisy sharp image dip below 0: photutils then uses linear levels for them;
     # the tiled deblending decides that itself (thread-safe) and warns once, naming the parents
