@@ -336,6 +336,7 @@ def _drizzle_choices():
 _KERNELS, _WEIGHTS, _BLOTS = _drizzle_choices()
 _METHODS = ("updc", "landweber", "rl")
 _NOISE = ("measured", "err")  # mosaic.pipeline.detect.DETECTION_NOISE (not imported: photutils is slow to import)
+_FLUX_ERRORS = ("correlated", "independent")  # mosaic.catalog.flux_errors.FLUX_ERRORS
 _ARRAYS = ("numpy", "cupy")
 
 
@@ -438,6 +439,10 @@ class CatalogConfig:
         The noise ``threshold`` is in units of: ``measured`` (default) ERR scaled to the scatter
         measured on the image's own sky, or ``err`` the image's ERR as it is (which UPDC's
         iterations distort; see ``mosaic detect --noise``).
+    flux_errors : {"correlated", "independent"}
+        ``correlated`` (default): on a drizzle mosaic, flux errors scaled for the noise the
+        drizzle correlates between pixels; ``independent``: ``sqrt(sum ERR²)`` as photutils
+        gives it (see ``mosaic detect --flux-errors``).
     """
 
     enabled: bool = _option(False, parse=_bool)
@@ -446,6 +451,7 @@ class CatalogConfig:
     iterations: tuple[int, ...] | None = _option(None, parse=_optional(_int_list))
     background_box: int | None = _option(None, parse=_optional(_int(minimum=4)))
     noise: str = _option("measured", parse=_choice(_NOISE))
+    flux_errors: str = _option("correlated", parse=_choice(_FLUX_ERRORS))
 
 
 def _rgb(v, w, b):

@@ -562,7 +562,8 @@ class CatalogStep(Step):
             out = folder / f"{run.stem}_{label}_cat.ecsv"
             # the mosaic as it is (no smoothing, no deblending), thresholds in the noise measured on it (ERR scaled) by default
             detect_image(image, out, threshold=c.threshold, n_pixels=c.npixels, fwhm=0.0, radii=(), tile=run.config.grid.tile,
-                         require_error=True, overwrite=True, background_box=c.background_box, noise=c.noise)
+                         require_error=True, overwrite=True, background_box=c.background_box, noise=c.noise,
+                         flux_errors=c.flux_errors)
             products[label] = str(out)
         return Outcome(products=products, detail=f"{len(products)} catalogues")
 

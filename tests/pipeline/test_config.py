@@ -60,6 +60,7 @@ def test_defaults_and_relative_paths(tmp_path):
         ({"bands": {"F200W": {"inputs": [], "psf": "y"}}}, r"bands\.F200W\.inputs: got \[\]; expected a glob of _cal\.fits files"),
         ({"catalogs": {"enabled": True, "npixels": 0}}, r"catalogs\.npixels: got 0; expected an integer >= 1"),
         ({"catalogs": {"enabled": True, "noise": "rms"}}, r"catalogs\.noise: got 'rms'; expected one of \('measured', 'err'\)"),
+        ({"catalogs": {"enabled": True, "flux_errors": "none"}}, r"catalogs\.flux_errors: got 'none'; expected one of \('correlated', 'independent'\)"),
         ({"catalogs": {"enabled": True, "iterations": [3]}}, r"catalogs\.iterations: got \[3\]; expected saved iterations \(updc\.save: \[0, 5, 10\]\)"),
         ({"products": {"rgb": ["F200W", "F444W"]}}, r"products\.rgb: got \['F200W', 'F444W'\]; expected three band names"),
         ({"products": {"rgb": ["F200W", "F150W", "F090W"]}}, r"products\.rgb: got .*; expected bands of this field \['F200W'\]"),
@@ -187,3 +188,10 @@ def test_catalogue_noise_choices_are_those_of_mosaic_detect():
     from mosaic.pipeline.detect import DETECTION_NOISE
 
     assert _NOISE == DETECTION_NOISE
+
+
+def test_catalogue_flux_error_choices_are_those_of_mosaic_detect():
+    from mosaic.catalog.flux_errors import FLUX_ERRORS
+    from mosaic.config import _FLUX_ERRORS
+
+    assert _FLUX_ERRORS == FLUX_ERRORS

@@ -77,6 +77,8 @@ def test_products_equal_the_library_calls(first, tiny_field, tmp_path):
     catalog = Table.read(config.outdir / "catalogs" / "tiny_f200w_updc_iter02_cat.ecsv")
     k = catalog.meta["noise_scale"]
     assert catalog.meta["noise"] == "measured" and 0.5 < k < 2.0
+    # an iterate's noise is not the drizzle's: its flux errors are left as photutils gives them
+    assert "UPDC iteration 2" in catalog.meta["flux_err_model"]
     segm = detect_sources(np.where(good, sci, 0.0), 3.0 * k * np.where(good & (err > 0), err, np.inf), n_pixels=5, mask=~good)
     assert len(catalog) == segm.n_labels > 3
     assert sorted(p.name for p in (config.outdir / "previews").glob("*.png")) == [
@@ -113,15 +115,18 @@ def test_rerun_redoes_only_what_changed(first, tiny_field):
     assert store.manifest("tiny", "F200W")["updc/iter_01"]["completed"] == iter1
     assert (config.outdir / "tiny_f200w_updc_iter03_i2d.fits").exists()
 
-    # thresholds in units of the ERR as it is (catalogs.noise): only the catalogues are redone
+    # thresholds in units of the ERR as it is (catalogs.noise), independent flux errors
+    # (catalogs.flux_errors): only the catalogues are redone
     from astropy.table import Table
 
     settings = {"drizzle": {"pixfrac": 1.0}, "updc": {"iterations": 3, "save": [2, 3]}}
-    err_noise = run_field(_config(base, tiny_field, catalogs={"noise": "err"}, **settings), start_cluster=False)
+    err_noise = run_field(_config(base, tiny_field, catalogs={"noise": "err", "flux_errors": "independent"}, **settings), start_cluster=False)
     rows = _rows(err_noise)
     assert [rows[s].status for s in ("outliers", "drizzle", "updc", "catalogs")] == ["resumed", "resumed", "resumed", "done"]
     for n in (2, 3):
-        assert Table.read(config.outdir / "catalogs" / f"tiny_f200w_updc_iter{n:02d}_cat.ecsv").meta["noise"] == "err"
+        meta = Table.read(config.outdir / "catalogs" / f"tiny_f200w_updc_iter{n:02d}_cat.ecsv").meta
+        assert meta["noise"] == "err"
+        assert "as asked" in meta["flux_err_model"]
 
 
 def test_cli_check_and_errors(tmp_path, tiny_field, capsys):
