@@ -27,9 +27,13 @@ from mosaic.catalog.noise import sky_noise
 from mosaic.catalog.photometry import source_catalog
 from mosaic.exceptions import DeblendModeWarning
 
-__all__ = ["detect_dual", "measured_noise"]
+__all__ = ["DUAL_KRON_PARAMS", "detect_dual", "measured_noise"]
 
 log = logging.getLogger(__name__)
+
+#: Kron scale, least Kron radius and least circular radius of the dual-image catalogue by default
+#: (a least Kron radius of 3, not photutils' 1.4: see :func:`detect_dual`'s ``kron_params``)
+DUAL_KRON_PARAMS = (2.5, 3.0, 0.0)
 
 
 def measured_noise(image, good, *, err=None, n_sample: float = 1e6):
@@ -84,7 +88,7 @@ def detect_dual(
     radii=(3.0, 6.0),
     flux_scale: float = 1.0,
     flux_unit=u.dimensionless_unscaled,
-    kron_params=(2.5, 3.0, 0.0),
+    kron_params=DUAL_KRON_PARAMS,
 ):
     """Detect on ``detection`` (smoothed), deblend and measure on ``measurement``.
 

@@ -16,6 +16,7 @@ Which images: those whose primary header says they are a drizzle (``RESKERN``, `
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -30,14 +31,14 @@ log = logging.getLogger(__name__)
 FLUX_ERRORS = ("correlated", "independent")
 
 
+@dataclass(frozen=True)
 class NoiseModel:
     """A drizzle mosaic's noise correlation: its drop side in output pixels and where it came from."""
 
-    def __init__(self, drop: float, kernel: str, pixfrac: float, pixel_scale_ratio: float):
-        self.drop = float(drop)
-        self.kernel = kernel
-        self.pixfrac = float(pixfrac)
-        self.pixel_scale_ratio = float(pixel_scale_ratio)
+    drop: float
+    kernel: str
+    pixfrac: float
+    pixel_scale_ratio: float
 
     def factor(self, radius) -> np.ndarray:
         """:func:`mosaic.ops.drizzle_noise.aperture_noise_factor` for this drop."""
@@ -63,8 +64,8 @@ def drizzle_noise_model(primary, *, source: str = "the image") -> tuple[NoiseMod
     if missing:
         return None, f"{source} has no {', '.join(missing)} in its primary header (not known to be a drizzle mosaic)"
     iteration = primary.get("UPDCITER")
-    if iteration is not None and int(iteration) > 0:
-        return None, f"{source} is UPDC iteration {int(iteration)} (a deconvolution's noise correlation is not modelled)"
+    if iteration is not None and (not isinstance(iteration, int) or iteration > 0):
+        return None, f"{source} is UPDC iteration {iteration!r} (a deconvolution's noise correlation is not modelled)"
     kernel = str(primary["RESKERN"]).strip().lower()
     try:
         drop = drop_size(kernel, primary["PIXFRAC"], primary["PXSCLRT"])
@@ -72,7 +73,7 @@ def drizzle_noise_model(primary, *, source: str = "the image") -> tuple[NoiseMod
         return None, f"{source}: PIXFRAC {primary['PIXFRAC']!r} or PXSCLRT {primary['PXSCLRT']!r} unusable ({exc})"
     if drop is None:
         return None, f"{source} is a drizzle with the {kernel} kernel (only square, turbo and point are modelled)"
-    return NoiseModel(drop, kernel, primary["PIXFRAC"], primary["PXSCLRT"]), ""
+    return NoiseModel(drop, kernel, float(primary["PIXFRAC"]), float(primary["PXSCLRT"])), ""
 
 
 def _values(table, name):

@@ -13,12 +13,14 @@ overlap of the drop and the pixel, ``g = box_s * box_1`` of their offset along e
 the many dithered exposures and pixel phases of a mosaic, the covariance of two output pixels is
 the autocorrelation of ``g``, ``(tri_s * tri_1)(Δ)`` per axis (``tri_a`` the autocorrelation of a
 box of side ``a``). So the correlation at a lag ``(Δx, Δy)`` is ``ρ(Δx) ρ(Δy)``, and for an
-aperture of radius ``r`` (area ``π r²``, continuous)::
+aperture whose pixels have the weights ``w`` (photutils' exact share of each pixel in a circle)::
 
-    F(r)² = Σ_Δ ρ(Δ) L(|Δ|, r) / (π r²)
+    F² = Σ_pq w_p w_q ρ(p - q) / Σ_p w_p
 
-with ``L`` the area two such apertures share at a distance ``|Δ|``. Measured on drizzled pure
-noise (the ``drizzle`` package, random dithers and rolls; ``tests/ops/test_drizzle_noise.py``) the
+(photutils' error is ``sqrt(Σ_p w_p ERR²)``), averaged over the circle's sub-pixel centre. For a
+circle of radius ``r`` larger than 32 pixels the pixels are taken as continuous:
+``F(r)² = Σ_Δ ρ(Δ) L(|Δ|, r) / (π r²)``, with ``L`` the area two such circles share at a distance
+``|Δ|``. Measured on drizzled pure noise (the ``drizzle`` package, random dithers and rolls; ``tests/ops/test_drizzle_noise.py``) the
 scatter of aperture sums is this factor times photutils' error to a few per cent.
 
 What it does not model: kernels other than square, turbo and point (their drops are not boxes);

@@ -428,7 +428,7 @@ def detect_image(path, out, *, method: str = "segmentation", threshold: float = 
                       noise_scale=float(k) if image.err is not None else float(rms))
     if method == "segmentation":
         table.meta["engine"] = engine
-        _flux_errors(table, image, flux_errors, engine=engine)
+        _flux_errors(table, image, flux_errors, kron_params="sep" if engine == "sep" else "photutils")
     write_catalog(table, out, overwrite=overwrite)
     if regions is not None:
         scale_arcsec = None if image.pixel_area_sr is None else float(np.sqrt(image.pixel_area_sr) * 206264.806)
@@ -442,9 +442,11 @@ def detect_image(path, out, *, method: str = "segmentation", threshold: float = 
     return table
 
 
-def _flux_errors(table, image, flux_errors: str, *, engine: str) -> None:
+def _flux_errors(table, image, flux_errors: str, *, kron_params: str) -> None:
     """Scale ``table``'s flux errors for a drizzle's correlated noise where ``image`` is a
-    drizzle mosaic and ``flux_errors`` asks for it; record in its metadata what they are."""
+    drizzle mosaic and ``flux_errors`` asks for it; record in its metadata what they are.
+    ``kron_params``: whose Kron apertures the catalogue measured ("photutils", "sep", "dual")."""
+    from mosaic.catalog.dual import DUAL_KRON_PARAMS  # noqa: PLC0415
     from mosaic.catalog.flux_errors import drizzle_noise_model, scale_flux_errors  # noqa: PLC0415
     from mosaic.catalog.photometry import KRON_PARAMS  # noqa: PLC0415
     from mosaic.catalog.sep_engine import SEP_KRON_PARAMS  # noqa: PLC0415
@@ -462,7 +464,8 @@ def _flux_errors(table, image, flux_errors: str, *, engine: str) -> None:
                 "detect: flux errors are sqrt(sum ERR^2), which leaves out the noise's correlation between pixels "
                 "(too small on a resampled image: 1.3-1.5x at r = 2-8 px on simulated UPDC iterates; README, 'Flux errors on a drizzle mosaic'): %s", why)
         return
-    applied = scale_flux_errors(table, model, kron_params=SEP_KRON_PARAMS if engine == "sep" else KRON_PARAMS)
+    kron = {"photutils": KRON_PARAMS, "sep": SEP_KRON_PARAMS, "dual": DUAL_KRON_PARAMS}[kron_params]
+    applied = scale_flux_errors(table, model, kron_params=kron)
     table.meta.update(applied)
     factors = ", ".join(f"r = {k.removeprefix('flux_err_factor_r').replace('p', '.')} px: x{v:.3g}" for k, v in applied.items() if k != "flux_err_model")
     log.info("detect: flux errors scaled for the drizzle's correlated noise (%s)%s", model, f"; {factors}" if factors else "")
@@ -504,7 +507,7 @@ def _detect_dual_image(image, detection_path, out, *, method, threshold, n_pixel
     )
     table.meta.update(image=str(image.path), detection_image=str(detection_path), method=method, threshold_sigma=threshold,
                       threshold_unit="measured noise of the smoothed detection image", band=image.band)
-    _flux_errors(table, image, flux_errors, engine="photutils")
+    _flux_errors(table, image, flux_errors, kron_params="dual")
     write_catalog(table, out, overwrite=overwrite)
     if regions is not None:
         scale_arcsec = None if image.pixel_area_sr is None else float(np.sqrt(image.pixel_area_sr) * 206264.806)

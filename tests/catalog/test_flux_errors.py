@@ -120,7 +120,13 @@ def test_detect_scales_a_drizzle_mosaics_errors_and_not_a_updc_iterates(tmp_path
         np.testing.assert_allclose(ratio, aperture_noise_factor(float(r), 2.0), rtol=1e-6)
         assert scaled.meta[f"flux_err_factor_r{r}"] == pytest.approx(float(aperture_noise_factor(float(r), 2.0)), abs=1e-4)
         np.testing.assert_array_equal(updc[f"circ_flux_err_r{r}"].value, plain[f"circ_flux_err_r{r}"].value)
-    assert np.all(scaled["kron_flux_err"] > 1.5 * plain["kron_flux_err"])
+    # Kron: by the circle of the Kron ellipse's area, with the engine's own least Kron radius
+    # (SEP's catalogue keeps the radius it measured, photutils' the one it used)
+    k0, k1 = (2.5, 3.5) if engine == "sep" else (2.5, 1.4)
+    a, b, kr = (np.asarray(scaled[c].value) for c in ("semimajor_axis", "semiminor_axis", "kron_radius"))
+    ratio = (scaled["kron_flux_err"] / plain["kron_flux_err"]).value
+    np.testing.assert_allclose(ratio, aperture_noise_factor(k0 * np.fmax(kr, k1) * np.sqrt(a * b), 2.0), rtol=1e-9)
+    assert np.all(ratio > 1.5)
     assert "drop 2 px" in scaled.meta["flux_err_model"]
     assert "as asked" in plain.meta["flux_err_model"]
     assert "UPDC iteration 2" in updc.meta["flux_err_model"]
@@ -146,3 +152,23 @@ def test_cli_refuses_an_unknown_flux_error_mode(tmp_path, capsys):
         main(["detect", str(tmp_path / "x_i2d.fits"), "--out", str(tmp_path / "c.ecsv"), "--flux-errors", "guess"])
     assert exc.value.code == 2
     assert "--flux-errors" in capsys.readouterr().err
+
+
+def test_dual_image_catalogue_scales_by_its_own_kron_apertures(tmp_path, wcs_factory):
+    # measured on a drizzle mosaic (found on itself): the Kron errors by the radius of the dual
+    # catalogue's Kron ellipse (least Kron radius 3), not photutils' default one (1.4)
+    from mosaic.catalog.dual import DUAL_KRON_PARAMS  # noqa: PLC0415
+
+    image, _ = _drizzle_like_i2d(tmp_path / "d_i2d.fits", wcs_factory((240, 240)))
+    cats = {}
+    for mode in ("correlated", "independent"):
+        out = tmp_path / f"{mode}.ecsv"
+        assert main(["--log-level", "WARNING", "detect", str(image), "--detection-image", str(image), "--out", str(out),
+                     "--fwhm", "2", "--threshold", "5", "--radii", "4", "--flux-errors", mode]) == 0
+        cats[mode] = read_catalog(out)
+    scaled, plain = cats["correlated"], cats["independent"]
+    assert len(scaled) == len(plain) >= 4
+    a, b, kr = (np.asarray(scaled[c].value) for c in ("semimajor_axis", "semiminor_axis", "kron_radius"))
+    r_kron = DUAL_KRON_PARAMS[0] * np.fmax(kr, DUAL_KRON_PARAMS[1]) * np.sqrt(a * b)
+    np.testing.assert_allclose((scaled["kron_flux_err"] / plain["kron_flux_err"]).value, aperture_noise_factor(r_kron, 2.0), rtol=1e-9)
+    np.testing.assert_allclose((scaled["circ_flux_err_r4"] / plain["circ_flux_err_r4"]).value, aperture_noise_factor(4.0, 2.0), rtol=1e-9)
