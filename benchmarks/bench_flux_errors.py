@@ -2,28 +2,37 @@
 
 For each case a field is simulated twice with the same seed, with noise and ``--noiseless``
 (``mosaic simulate``), and both are drizzled with the same options (``mosaic drizzle``). The
-catalogue of the noisy mosaic (``mosaic detect``, circular apertures of 2, 4 and 8 pixels) is
-made with the default ``--flux-errors correlated`` and with ``independent``; the truth of each
-aperture flux is the same aperture on the noiseless mosaic less the sky the detection removed
-from the noisy one, so a pull is the aperture's noise over its error. Printed per case and radius: the robust
-scatter (1.4826 x MAD) of the pulls ``(flux - truth) / error`` of real, isolated sources (true aperture flux 10 to 200
-times its independent error; no other detection within ``max(3 r, r + 12)`` pixels, so photutils'
-neighbour correction inside the aperture does not change the sum), with either error, and the
-factor applied. An honest error gives
-1. (Fainter detections are chosen by their noise: a detection at 1.5 sigma a pixel is, mostly,
-where the noise was high, so their pulls are biased and say nothing of the error.)
+noisy mosaic is catalogued (``mosaic detect``, circular apertures of 2, 4 and 8 pixels) with the
+default ``--flux-errors correlated`` and with ``independent``. The truth of each aperture flux is
+the same aperture on the noiseless mosaic, less the sky the detection removed from the noisy
+one, so a pull is the aperture's noise over its error.
 
-Cases: two seeds (fields not used to build the model, which has no fitted parameter), the
-simulator's bright sky (0.15 MJy/sr) and no sky (many negative pixels), and ``pixfrac`` 1 and
-0.6 at the pixel-scale ratio 0.5.
+Printed per case and radius:
+
+- the factor applied;
+- the robust scatter (1.4826 x MAD) of 4000 apertures at random places on the noise alone (the
+  noisy mosaic less the noiseless one) over their scaled errors: it leaves the sources, their
+  neighbours and the detection out, so what is above 1 is noise that neither ERR nor the
+  drizzle's correlation holds (the simulator's 1/f striping, which ``mosaic drizzle`` leaves in
+  without ``--destripe``, and the unflagged wings of cosmic rays and hot pixels);
+- the robust scatter of the pulls ``(flux - truth) / error`` of real, isolated sources (true
+  aperture flux 10 to 200 times its independent error; no other detection within
+  ``max(3 r, r + 12)`` pixels, so photutils' neighbour correction inside the aperture does not
+  change the sum), with either error. Fainter detections are chosen by their noise (a detection
+  at 1.5 sigma a pixel is mostly where the noise was high), so their pulls are biased and say
+  nothing of the error.
+
+An honest error gives 1. Cases: four seeds (fields the model, which has no fitted parameter,
+never saw), the simulator's bright sky (0.15 MJy/sr) and no sky (many negative pixels), and
+``pixfrac`` 1 and 0.6 at the pixel-scale ratio 0.5.
 
     python benchmarks/bench_flux_errors.py [--data DIR] [--size 1024] [--exposures 8] [--updc]
 
 ``--updc``: also run ``mosaic updc`` (10 iterations) on the first case's noisy and noiseless
 exposures and print, for iterations 0, 5 and 10, the robust scatter of 4000 random apertures on
-the noise alone (noisy less noiseless iterate, less the difference of the sky levels the two runs
-removed) over ``sqrt(sum ERR²)``: how far the errors of a
-catalogue of an iterate, which are not scaled, are from the truth.
+the noise alone (noisy less noiseless iterate, less the difference of the sky levels the two
+runs removed) over ``sqrt(sum ERR²)``: how far the errors of a catalogue of an iterate, which are
+not scaled, are from the truth.
 """
 
 from __future__ import annotations
@@ -59,6 +68,7 @@ def _field(folder: Path, seed: int, sky: float, size: int, n_exp: int, noiseless
 def pulls(folder: Path, seed: int, sky: float, pixfrac: float, size: int, n_exp: int) -> dict:
     from astropy.io import fits  # noqa: PLC0415
     from photutils.aperture import CircularAperture, aperture_photometry  # noqa: PLC0415
+    from scipy.spatial import cKDTree  # noqa: PLC0415
 
     from mosaic.io.catalogs import read_image  # noqa: PLC0415
     from mosaic.pipeline.detect import _leftover_sky, detect_image  # noqa: PLC0415
@@ -88,8 +98,6 @@ def pulls(folder: Path, seed: int, sky: float, pixfrac: float, size: int, n_exp:
     t = cats["correlated"]
     xy = np.column_stack([np.asarray(t["x_centroid"].value), np.asarray(t["y_centroid"].value)])
     out = {"n": len(t)}
-    from scipy.spatial import cKDTree  # noqa: PLC0415
-
     nearest = cKDTree(xy).query(xy, k=2)[0][:, 1] if len(xy) > 1 else np.full(len(xy), np.inf)
     for r in RADII:
         name = f"r{r:g}"
