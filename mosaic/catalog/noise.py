@@ -16,8 +16,9 @@ pixels whatever the tiling, so a tiled detection thresholds exactly as an untile
    least ``min_pixels`` connected pixels above ``mask_sigma`` times the smoothed sample's own
    robust scatter, grown by ``grow`` pixels (of the sample); steps 1 and 2 are done twice, the
    second time with the sources of the first masked;
-3. the level: the (5-sigma-)clipped MAD-based standard deviation of the background-subtracted
-   sky pixels; the sky: the clipped median of the sky pixels themselves.
+3. the level: the standard deviation of the background-subtracted sky pixels left after clipping
+   at 5 MAD-based sigma (:func:`clipped_stats`); the sky: the clipped median of the sky pixels
+   themselves.
 
 On pure Gaussian noise the scale comes out within 0.3 % of the truth; on a field whose sources
 cover a third of the pixels, within 1 %.
@@ -45,7 +46,7 @@ class SkyNoise:
     sky : float
         Clipped median of the sky pixels (of ``image / err`` with ERR).
     scale : float
-        Their MAD-based standard deviation: the noise (without ERR), or the factor by which
+        Their standard deviation after clipping at 5 MAD-based sigma: the noise (without ERR), or the factor by which
         ERR must be multiplied to be the noise (with ERR).
     n_sky : int
         Sky pixels of the sample it was measured on.
@@ -63,11 +64,14 @@ class SkyNoise:
 
 
 def clipped_stats(values: np.ndarray, sigma: float) -> tuple[float, float]:
-    """Sigma-clipped median and MAD-based standard deviation of ``values``."""
-    from astropy.stats import sigma_clipped_stats  # noqa: PLC0415
+    """Median and standard deviation of ``values`` after clipping at ``sigma`` MAD-based standard
+    deviations about the median, at most 10 times: astropy's ``sigma_clipped_stats(values,
+    sigma=sigma, maxiters=10, cenfunc="median", stdfunc="mad_std")``, computed on the values sorted
+    once (:func:`mosaic.ops.sigma_clip.sigma_clipped_median_std`, a third of the time)."""
+    from mosaic.ops.sigma_clip import sigma_clipped_median_std  # noqa: PLC0415
 
-    _, med, std = sigma_clipped_stats(values, sigma=sigma, maxiters=10, cenfunc="median", stdfunc="mad_std")
-    return float(med), float(std)
+    med, std, _ = sigma_clipped_median_std(values, sigma, maxiters=10)
+    return med, std
 
 
 def source_mask(z: np.ndarray, ok: np.ndarray, *, med: float, mask_sigma: float, min_pixels: int, grow: int) -> np.ndarray:
@@ -198,7 +202,7 @@ def sky_noise(image, good, *, err=None, n_sample: float = 1e6, clip: float = 5.0
         About this many pixels are used (a strided sample; all of them for smaller images).
     clip : float
         Sigma-clipping limit of the final statistics (the sources are masked by then; clipping
-        at 3 would bias a MAD-based scale low by 0.6 %, at 5 by nothing measurable).
+        at 3 would bias the scale of Gaussian noise low by 1.4 %, at 5 by 0.01 %).
     mask_sigma, min_pixels, grow
         Source mask: connected groups of at least ``min_pixels`` pixels of the 3 x 3-smoothed
         sample above ``mask_sigma`` times its robust scatter, grown by ``grow`` pixels.

@@ -111,8 +111,9 @@ class _I2DFile:
             os.close(fd)
 
     def commit(self) -> Path:
-        os.replace(self.tmp, self.final)
-        return self.final
+        from mosaic.io.replace import replace_file  # noqa: PLC0415
+
+        return replace_file(self.tmp, self.final)
 
     def abort(self) -> None:
         self.tmp.unlink(missing_ok=True)

@@ -1221,12 +1221,15 @@ def _iteration_zero(ck, exposures, grid, method, weight, token, background, erro
     mosaic.attrs.update({"product": method, "iteration": 0})
     sci = mosaic["sci"].data
     step = max(1, int(np.ceil(np.sqrt(sci.size / _SAMPLE_PIXELS))))
-    sample = sci[::step, ::step]
+    # one task on the whole sample, in the array's graph (a delayed call would be optimised apart
+    # from the products and compute every pair task a second time)
+    sample = sci[::step, ::step].rechunk(-1)
+    levels = sample.map_blocks(_sky_levels_array, background=background, drop_axis=1, chunks=((2,),), dtype=np.float64)
 
     def info(extra):
         return {**_sky_info(extra[0], background, token), **_pedestal_info(extra[1], pedestal)}
 
-    ck.write(key, mosaic, [sample, noise_sums(exposures)], description=f"{method} iteration 0 (drizzle)", info=info, also=also)
+    ck.write(key, mosaic, [levels, noise_sums(exposures)], description=f"{method} iteration 0 (drizzle)", info=info, also=also)
     return ck.read(key), ck.info(key), True
 
 
@@ -1313,9 +1316,11 @@ def _pedestal_info(sums, pedestal) -> dict:
     return {"pedestal": value, "pedestal_mode": "auto", "pedestal_shw": float(np.median(shw)) if shw else None, "pedestal_floor": floor}
 
 
-def _sky_info(sample, background, token) -> dict:
+def _sky_levels(sample, background) -> dict:
     """The sky level that every product has removed (``background``: "median", a number or None)
-    and the mock floor, from a strided 2-D sample of the drizzle mosaic.
+    and the mock floor, from a strided 2-D sample of the drizzle mosaic: ``{"background",
+    "mock_floor"}``. A task of iteration 0's graph: it runs on a worker while the last tiles of
+    the mosaic and of the normalisation are written, not on the client between two passes.
 
     "median" is the median of the sky with the sources masked (:func:`mosaic.catalog.noise.sky_noise`):
     a clipped median of every pixel sits on the sources' wings, above the sky (a field with 29 %
@@ -1324,7 +1329,7 @@ def _sky_info(sample, background, token) -> dict:
     """
     from mosaic.catalog.noise import sky_noise  # noqa: PLC0415
 
-    sample = np.asarray(sample, dtype=np.float64)
+    sample = np.asarray(to_host(sample), dtype=np.float64)
     finite = np.isfinite(sample)
     s = sample[finite]
     if s.size == 0:
@@ -1337,9 +1342,20 @@ def _sky_info(sample, background, token) -> dict:
             bkg = float(np.median(s))
     else:
         bkg = 0.0 if background is None else float(background)
-    scale = float(np.percentile(np.abs(s), 99.0))
-    log.info("iteration 0: sky %.6g MJy/sr (%s), mock floor %.3g", bkg, background, MOCK_FLOOR * scale)
-    return {"token": token, "background": bkg, "mock_floor": MOCK_FLOOR * scale}
+    return {"background": bkg, "mock_floor": MOCK_FLOOR * float(np.percentile(np.abs(s), 99.0))}
+
+
+def _sky_levels_array(sample, background) -> np.ndarray:
+    """:func:`_sky_levels` as an array ``[background, mock_floor]`` (a block of a dask array)."""
+    levels = _sky_levels(sample, background)
+    return np.array([levels["background"], levels["mock_floor"]])
+
+
+def _sky_info(levels, background, token) -> dict:
+    """The manifest's sky entries of iteration 0 from ``levels`` (:func:`_sky_levels_array`) and the ``token``, logged."""
+    bkg, floor = (float(v) for v in np.asarray(to_host(levels)))
+    log.info("iteration 0: sky %.6g MJy/sr (%s), mock floor %.3g", bkg, background, floor)
+    return {"token": token, "background": bkg, "mock_floor": floor}
 
 
 def _normalisation_product(ck, plan, exposures, method, reader, scratch, *, drizzle=False, errors=True, weight="ivm"):

@@ -452,8 +452,10 @@ class PendingFile:
         self.size = int(size)
 
     def commit(self) -> Path:
-        """Rename the complete file to its final name."""
-        os.replace(self.tmp, self.final)
+        """Rename the complete file to its final name (a file it replaces is removed in a thread)."""
+        from mosaic.io.replace import replace_file  # noqa: PLC0415
+
+        replace_file(self.tmp, self.final)
         log.info("wrote %s", self.final)
         return self.final
 
