@@ -95,6 +95,8 @@ def test_demo_runs_the_whole_job_and_says_where_everything_is(demo):
     log = run.stderr.splitlines()
     assert "mosaic demo: a simulated two-band field" in log[0], run.stderr[:500]
     assert "Traceback" not in run.stderr and "still alive" not in run.stderr and "killed by signal" not in run.stderr
+    # its dashboard is served on this host only, not to the network
+    assert "dask dashboard: http://127.0.0.1:" in run.stderr and "every interface" not in run.stderr, run.stderr[:3000]
     assert not [ln for ln in log if "warnings.warn(" in ln or ln.startswith("  ")], run.stderr[-3000:]
     print(f"mosaic demo: {seconds:.0f} s")  # the budget is 3 minutes on 2 cores
     assert "mosaic demo wrote:" in run.stdout and str(out / "report.html") in run.stdout

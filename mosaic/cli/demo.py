@@ -41,7 +41,8 @@ def _config(out: Path, sims: dict, *, iterations: int, workers: int):
     from mosaic.config import field_from_mapping  # noqa: PLC0415
 
     saved = sorted({0, min(5, iterations), iterations})
-    cluster = {"kind": "local", "n_workers": workers, "threads_per_worker": 1, "dashboard_address": ":0"} if workers > 0 else None
+    # the dashboard on this host only, on a free port (mosaic.cluster.DEFAULT_DASHBOARD's rule; ":0" listened on every interface)
+    cluster = {"kind": "local", "n_workers": workers, "threads_per_worker": 1, "dashboard_address": "127.0.0.1:0"} if workers > 0 else None
     raw = {
         "field": "demo",
         "bands": {b: {"inputs": str(s.outdir / "*_cal.fits"), "psf": str(s.psf)} for b, s in sims.items()},
