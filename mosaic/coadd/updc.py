@@ -1224,7 +1224,7 @@ def _iteration_zero(ck, exposures, grid, method, weight, token, background, erro
     # one task on the whole sample, in the array's graph (a delayed call would be optimised apart
     # from the products and compute every pair task a second time)
     sample = sci[::step, ::step].rechunk(-1)
-    levels = sample.map_blocks(_sky_levels_array, background=background, drop_axis=1, chunks=((2,),), dtype=np.float64)
+    levels = sample.map_blocks(_sky_levels_array, background=background, drop_axis=1, chunks=((2,),), meta=np.empty((0,), dtype=np.float64))
 
     def info(extra):
         return {**_sky_info(extra[0], background, token), **_pedestal_info(extra[1], pedestal)}
