@@ -1224,7 +1224,7 @@ def _iteration_zero(ck, exposures, grid, method, weight, token, background, erro
     # one task on the whole sample, in the array's graph (a delayed call would be optimised apart
     # from the products and compute every pair task a second time)
     sample = sci[::step, ::step].rechunk(-1)
-    levels = sample.map_blocks(_sky_levels_array, background=background, drop_axis=1, chunks=((2,),), meta=np.empty((0,), dtype=np.float64))
+    levels = sample.map_blocks(_sky_levels, background=background, drop_axis=1, chunks=((2,),), meta=np.empty((0,), dtype=np.float64))
 
     def info(extra):
         return {**_sky_info(extra[0], background, token), **_pedestal_info(extra[1], pedestal)}
@@ -1316,11 +1316,12 @@ def _pedestal_info(sums, pedestal) -> dict:
     return {"pedestal": value, "pedestal_mode": "auto", "pedestal_shw": float(np.median(shw)) if shw else None, "pedestal_floor": floor}
 
 
-def _sky_levels(sample, background) -> dict:
+def _sky_levels(sample, background) -> np.ndarray:
     """The sky level that every product has removed (``background``: "median", a number or None)
-    and the mock floor, from a strided 2-D sample of the drizzle mosaic: ``{"background",
-    "mock_floor"}``. A task of iteration 0's graph: it runs on a worker while the last tiles of
-    the mosaic and of the normalisation are written, not on the client between two passes.
+    and the mock floor, from a strided 2-D sample of the drizzle mosaic: ``[background,
+    mock_floor]``. The one block of a dask array in iteration 0's graph: it runs on a worker while
+    the last tiles of the mosaic and of the normalisation are written, not on the client between
+    two passes.
 
     "median" is the median of the sky with the sources masked (:func:`mosaic.catalog.noise.sky_noise`):
     a clipped median of every pixel sits on the sources' wings, above the sky (a field with 29 %
@@ -1342,17 +1343,11 @@ def _sky_levels(sample, background) -> dict:
             bkg = float(np.median(s))
     else:
         bkg = 0.0 if background is None else float(background)
-    return {"background": bkg, "mock_floor": MOCK_FLOOR * float(np.percentile(np.abs(s), 99.0))}
-
-
-def _sky_levels_array(sample, background) -> np.ndarray:
-    """:func:`_sky_levels` as an array ``[background, mock_floor]`` (a block of a dask array)."""
-    levels = _sky_levels(sample, background)
-    return np.array([levels["background"], levels["mock_floor"]])
+    return np.array([bkg, MOCK_FLOOR * float(np.percentile(np.abs(s), 99.0))])
 
 
 def _sky_info(levels, background, token) -> dict:
-    """The manifest's sky entries of iteration 0 from ``levels`` (:func:`_sky_levels_array`) and the ``token``, logged."""
+    """The manifest's sky entries of iteration 0 from ``levels`` (:func:`_sky_levels`) and the ``token``, logged."""
     bkg, floor = (float(v) for v in np.asarray(to_host(levels)))
     log.info("iteration 0: sky %.6g MJy/sr (%s), mock floor %.3g", bkg, background, floor)
     return {"token": token, "background": bkg, "mock_floor": floor}
