@@ -42,6 +42,7 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from types import MappingProxyType
 
+from mosaic.catalog.flux_errors import FLUX_ERRORS
 from mosaic.exceptions import InputError
 
 __all__ = [
@@ -336,7 +337,7 @@ def _drizzle_choices():
 _KERNELS, _WEIGHTS, _BLOTS = _drizzle_choices()
 _METHODS = ("updc", "landweber", "rl")
 _NOISE = ("measured", "err")  # mosaic.pipeline.detect.DETECTION_NOISE (not imported: photutils is slow to import)
-_FLUX_ERRORS = ("correlated", "independent")  # mosaic.catalog.flux_errors.FLUX_ERRORS
+_FLUX_ERRORS = FLUX_ERRORS  # light to import (NumPy only), unlike photutils: the list itself, not a copy
 _ARRAYS = ("numpy", "cupy")
 
 
