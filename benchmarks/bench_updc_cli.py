@@ -20,13 +20,15 @@ start-up, reading and writing:
 The pedestal ``s`` of the plain script is the one ``mosaic updc`` found (read from its store
 after the first mosaic run; before that, the plain ratio). Printed per run: wall and CPU
 seconds (all processes), peak memory (RSS summed over the process tree) and the ratio to the
-plain script of the same round, then the median ratios, the speed-up of 2 workers over 1, and
-the largest difference of the last iterates relative to the peak.
+plain script of the same round, then the median ratios, the speed-up of 2 workers over 1 (beside
+the machine's own 2-process speed-up on a fixed NumPy job, measured before each round: see
+``_ceiling.py``), and the largest difference of the last iterates relative to the peak.
 
 Usage::
 
     python benchmarks/bench_updc_cli.py --data DIR [--size 512] [--n-exposures 8] [--psf-size 101]
                                         [--iterations 2] [--rounds 1] [--workers 1 2] [--no-errors]
+                                        [--no-ceiling]
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_drizzle_cli import timed  # noqa: E402
+from _ceiling import speedup_summary  # noqa: E402
+from bench_drizzle_cli import _ceiling_of_round, timed  # noqa: E402
 
 MOCK_FLOOR = 1e-30
 
@@ -180,6 +183,10 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--no-errors", action="store_true", help="run mosaic updc with --no-errors (the plain script keeps no errors either)")
+    ap.add_argument(
+        "--no-ceiling", dest="ceiling", action="store_false",
+        help="skip the machine's own 2-process speed-up on a fixed NumPy job, measured before each round (benchmarks/_ceiling.py)",
+    )
     ap.add_argument("--plain", nargs="+", metavar="ARG", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.plain:
@@ -202,8 +209,10 @@ def main(argv=None):
     print(f"{os.cpu_count()} CPUs; load average now {os.getloadavg()[0]:.1f}")
     print(f"{'size':>5} {'round':>5} {'run':>9} {'load':>5} {'wall s':>7} {'CPU s':>7} {'peak MiB':>9} {'x plain':>8}")
     ratios = {n: [] for n in names}
-    speedups = []
+    speedups, ceilings = [], []
     for r in range(args.rounds):
+        if args.ceiling and {1, 2} <= set(args.workers):
+            ceilings.append(_ceiling_of_round(args.size, r))
         # the plain script after a mosaic run in the first round: it takes that run's pedestal
         k = (r + 1) % len(names)
         order = names[k:] + names[:k]
@@ -224,7 +233,7 @@ def main(argv=None):
             speedups.append(got["mosaic w1"]["wall"] / got["mosaic w2"]["wall"])
     line = ", ".join(f"{n} {statistics.median(v):.2f}x" for n, v in ratios.items() if n != "plain")
     print(f"{args.size}²: median wall ratio to the plain script: {line}", end="")
-    print(f"; w1/w2 speed-up {statistics.median(speedups):.2f}" if speedups else "")
+    print(f"; {speedup_summary(speedups, ceilings)}" if speedups else "")
     for w in args.workers:
         diff = _max_difference(folder / "plain_updc_i2d.fits", folder / f"updc_w{w}", args.iterations)
         print(f"  max |SCI w{w} - plain| / max |SCI| (iteration {args.iterations}, sky added back) = {diff:.1e}")
