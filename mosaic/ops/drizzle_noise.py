@@ -71,9 +71,9 @@ def _tri(x, a):
 
 @functools.lru_cache(maxsize=64)
 def _lag_correlation(drop: float) -> tuple[float, ...]:
-    lags = np.arange(int(np.ceil(drop)) + 2)
     if drop == 0.0:
         return (1.0,)
+    lags = np.arange(int(np.ceil(drop)) + 2)
     # (tri_drop * tri_1)(k) = integral of tri_1(t) tri_drop(k - t) over |t| < 1: piecewise
     # linear products, summed on a fine grid that holds every kink to well under 1e-6
     t = np.linspace(-1.0, 1.0, 8001)

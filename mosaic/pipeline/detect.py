@@ -307,7 +307,7 @@ def detect_image(path, out, *, method: str = "segmentation", threshold: float = 
     from mosaic.catalog.daofind import detect_daofind  # noqa: PLC0415
     from mosaic.catalog.detect import detect_segmentation, smooth  # noqa: PLC0415
     from mosaic.catalog.noise import sample_step, strided  # noqa: PLC0415
-    from mosaic.catalog.photometry import source_catalog  # noqa: PLC0415
+    from mosaic.catalog.photometry import KRON_PARAMS, source_catalog  # noqa: PLC0415
     from mosaic.io.catalogs import read_image, write_catalog, write_segmentation_fits, write_segmentation_store  # noqa: PLC0415
 
     if method not in DETECTION_METHODS:
@@ -427,8 +427,10 @@ def detect_image(path, out, *, method: str = "segmentation", threshold: float = 
     table.meta.update(image=str(path), method=method, threshold_sigma=threshold, band=image.band, noise=noise,
                       noise_scale=float(k) if image.err is not None else float(rms))
     if method == "segmentation":
+        from mosaic.catalog.sep_engine import SEP_KRON_PARAMS  # noqa: PLC0415
+
         table.meta["engine"] = engine
-        _flux_errors(table, image, flux_errors, kron_params="sep" if engine == "sep" else "photutils")
+        _flux_errors(table, image, flux_errors, kron_params=SEP_KRON_PARAMS if engine == "sep" else KRON_PARAMS)
     write_catalog(table, out, overwrite=overwrite)
     if regions is not None:
         scale_arcsec = None if image.pixel_area_sr is None else float(np.sqrt(image.pixel_area_sr) * 206264.806)
@@ -442,14 +444,11 @@ def detect_image(path, out, *, method: str = "segmentation", threshold: float = 
     return table
 
 
-def _flux_errors(table, image, flux_errors: str, *, kron_params: str) -> None:
+def _flux_errors(table, image, flux_errors: str, *, kron_params: tuple) -> None:
     """Scale ``table``'s flux errors for a drizzle's correlated noise where ``image`` is a
     drizzle mosaic and ``flux_errors`` asks for it; record in its metadata what they are.
-    ``kron_params``: whose Kron apertures the catalogue measured ("photutils", "sep", "dual")."""
-    from mosaic.catalog.dual import DUAL_KRON_PARAMS  # noqa: PLC0415
+    ``kron_params``: those of the Kron apertures the catalogue measured."""
     from mosaic.catalog.flux_errors import drizzle_noise_model, scale_flux_errors  # noqa: PLC0415
-    from mosaic.catalog.photometry import KRON_PARAMS  # noqa: PLC0415
-    from mosaic.catalog.sep_engine import SEP_KRON_PARAMS  # noqa: PLC0415
 
     if flux_errors == "independent":
         table.meta["flux_err_model"] = "independent pixels: sqrt(sum ERR^2) (as asked)"
@@ -464,8 +463,7 @@ def _flux_errors(table, image, flux_errors: str, *, kron_params: str) -> None:
                 "detect: flux errors are sqrt(sum ERR^2), which leaves out the noise's correlation between pixels "
                 "(too small on a resampled image: 1.3-1.5x at r = 2-8 px on simulated UPDC iterates; README, 'Flux errors on a drizzle mosaic'): %s", why)
         return
-    kron = {"photutils": KRON_PARAMS, "sep": SEP_KRON_PARAMS, "dual": DUAL_KRON_PARAMS}[kron_params]
-    applied = scale_flux_errors(table, model, kron_params=kron)
+    applied = scale_flux_errors(table, model, kron_params=kron_params)
     table.meta.update(applied)
     factors = ", ".join(f"r = {k.removeprefix('flux_err_factor_r').replace('p', '.')} px: x{v:.3g}" for k, v in applied.items() if k != "flux_err_model")
     log.info("detect: flux errors scaled for the drizzle's correlated noise (%s)%s", model, f"; {factors}" if factors else "")
@@ -474,7 +472,7 @@ def _flux_errors(table, image, flux_errors: str, *, kron_params: str) -> None:
 def _detect_dual_image(image, detection_path, out, *, method, threshold, n_pixels, deblend, fwhm, radii, tile, regions,
                        segmentation, store, field, overwrite, background_box, flux_errors):
     """:func:`detect_image` with ``detection_image``: detect on that file, deblend and measure on ``image``."""
-    from mosaic.catalog.dual import detect_dual  # noqa: PLC0415
+    from mosaic.catalog.dual import DUAL_KRON_PARAMS, detect_dual  # noqa: PLC0415
     from mosaic.io.catalogs import read_image, write_catalog, write_segmentation_fits, write_segmentation_store  # noqa: PLC0415
 
     if method != "segmentation" or not fwhm > 0 or background_box is not None:
@@ -507,7 +505,7 @@ def _detect_dual_image(image, detection_path, out, *, method, threshold, n_pixel
     )
     table.meta.update(image=str(image.path), detection_image=str(detection_path), method=method, threshold_sigma=threshold,
                       threshold_unit="measured noise of the smoothed detection image", band=image.band)
-    _flux_errors(table, image, flux_errors, kron_params="dual")
+    _flux_errors(table, image, flux_errors, kron_params=DUAL_KRON_PARAMS)
     write_catalog(table, out, overwrite=overwrite)
     if regions is not None:
         scale_arcsec = None if image.pixel_area_sr is None else float(np.sqrt(image.pixel_area_sr) * 206264.806)
