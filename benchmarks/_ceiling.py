@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-__all__ = ["parallel_ceiling", "speedup_summary"]
+__all__ = ["ceiling_row", "parallel_ceiling", "speedup_summary"]
 
 # the job each process runs, after waiting for a common start time (argv[1], time.time() seconds);
 # prints the job's own seconds (not the interpreter's start)
@@ -64,6 +64,15 @@ def parallel_ceiling(n: int = 2, repeats: int = 100) -> dict:
     (one,) = _run(1, repeats)
     each = _run(n, repeats)
     return {"ceiling": n * one / max(each), "one": one, "each": each}
+
+
+
+def ceiling_row(size: int, r: int) -> float:
+    """:func:`parallel_ceiling` now, printed as a ``ceiling`` row of round ``r`` of a benchmark's
+    table (columns size, round, run, load); returns the ceiling."""
+    got = parallel_ceiling()
+    print(f"{size:>5} {r:>5} {'ceiling':>9} {os.getloadavg()[0]:>5.1f}   one process {got['one']:.2f} s, two {max(got['each']):.2f} s: {got['ceiling']:.2f}x")
+    return got["ceiling"]
 
 
 def speedup_summary(speedups: list[float], ceilings: list[float]) -> str:

@@ -41,7 +41,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _ceiling import parallel_ceiling, speedup_summary  # noqa: E402
+from _ceiling import ceiling_row, speedup_summary  # noqa: E402
 from _memory import PeakMemory  # noqa: E402
 
 
@@ -120,13 +120,6 @@ def prepare(folder: Path, size: int, n: int) -> tuple[list[str], str]:
     return paths, str(header)
 
 
-def _ceiling_of_round(size: int, r: int) -> float:
-    """The machine's 2-process speed-up now (:func:`_ceiling.parallel_ceiling`), printed as a row of the round."""
-    got = parallel_ceiling()
-    print(f"{size:>5} {r:>5} {'ceiling':>9} {os.getloadavg()[0]:>5.1f}   one process {got['one']:.2f} s, two {max(got['each']):.2f} s: {got['ceiling']:.2f}x")
-    return got["ceiling"]
-
-
 def max_sci_difference(a: Path, b: Path) -> float:
     import numpy as np
     from astropy.io import fits
@@ -172,7 +165,7 @@ def main(argv=None):
         for r in range(args.rounds):
             order = names[r % len(names):] + names[: r % len(names)]
             if args.ceiling and {1, 2} <= set(args.workers):
-                ceilings.append(_ceiling_of_round(size, r))
+                ceilings.append(ceiling_row(size, r))
             got = {n: timed(runs[n]) for n in order}
             for n in names:
                 g = got[n]

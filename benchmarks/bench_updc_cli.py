@@ -42,8 +42,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _ceiling import speedup_summary  # noqa: E402
-from bench_drizzle_cli import _ceiling_of_round, timed  # noqa: E402
+from _ceiling import ceiling_row, speedup_summary  # noqa: E402
+from bench_drizzle_cli import timed  # noqa: E402
 
 MOCK_FLOOR = 1e-30
 
@@ -212,7 +212,7 @@ def main(argv=None):
     speedups, ceilings = [], []
     for r in range(args.rounds):
         if args.ceiling and {1, 2} <= set(args.workers):
-            ceilings.append(_ceiling_of_round(args.size, r))
+            ceilings.append(ceiling_row(args.size, r))
         # the plain script after a mosaic run in the first round: it takes that run's pedestal
         k = (r + 1) % len(names)
         order = names[k:] + names[:k]
